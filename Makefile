@@ -1,0 +1,70 @@
+# image-classifier: `make run` serves the embedded default model, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.complete
+MODEL ?= default
+MODELS_DIR := models
+DEFAULT_MODEL_DIR := $(MODELS_DIR)/efficientnet-lite0
+PORT ?= 8080
+TOOLS := .tools
+PYTEST_ARGS ?=
+
+.PHONY: help venv model run test lint format tools bench image clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP) ## Create .venv with every dependency (reused when complete)
+
+$(DEFAULT_MODEL_DIR)/config.json: | $(STAMP)
+	$(PY) -m models.build_default --out $(DEFAULT_MODEL_DIR)
+
+model: $(STAMP) ## Materialize the model to serve under models/ (MODEL=default or a Hugging Face id)
+ifeq ($(MODEL),default)
+	@$(MAKE) --no-print-directory $(DEFAULT_MODEL_DIR)/config.json
+else
+	$(PY) -m models.fetch_hf $(MODEL) --out $(MODELS_DIR)/$(subst /,--,$(MODEL))
+endif
+
+run: model ## Serve the model on port $(PORT) (CPU, or a GPU when present)
+ifeq ($(MODEL),default)
+	$(PY) -m predictor serve --model_dir $(DEFAULT_MODEL_DIR) --http_port $(PORT)
+else
+	$(PY) -m predictor serve --model_dir $(MODELS_DIR)/$(subst /,--,$(MODEL)) --http_port $(PORT)
+endif
+
+tools: $(STAMP) ## Fetch helm and kubectl into .tools/ (from PATH when present)
+	bash scripts/fetch_k8s_tools.sh $(TOOLS)
+
+test: $(STAMP) tools ## Run every test (unit, integration, chart, queue, observability)
+	@$(MAKE) --no-print-directory $(DEFAULT_MODEL_DIR)/config.json
+	bash scripts/system_deps.sh
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Lint Python with ruff
+	$(VENV)/bin/ruff check predictor tests bench models
+	$(VENV)/bin/ruff format --check predictor tests bench models
+
+format: $(STAMP) ## Format Python with ruff
+	$(VENV)/bin/ruff format predictor tests bench models
+	$(VENV)/bin/ruff check --fix predictor tests bench models
+
+bench: $(STAMP) ## Run the benchmark suite (not part of make test)
+	bash bench/run_all.sh
+
+image: ## Build the container image (needs a Docker engine)
+	docker build -t image-classifier:dev .
+
+clean: ## Remove the virtual environment, tools and built models
+	rm -rf $(VENV) $(TOOLS) $(DEFAULT_MODEL_DIR)

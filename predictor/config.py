@@ -1,0 +1,150 @@
+"""Settings: one pydantic-settings class, mapped one to one onto CLI flags and Helm values.
+
+Every field is settable by environment variable with the ``PREDICTOR_`` prefix
+(``PREDICTOR_MAX_BATCH_SIZE=64``) and by the flag of the same name (``--max_batch_size 64``).
+KServe's own flag names (``--http_port``, ``--workers``, ...) are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["auto", "torch", "openvino", "onnxruntime"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Settings(BaseSettings):
+    """All settings of the predictor server and the queue worker."""
+
+    model_config = SettingsConfigDict(env_prefix="PREDICTOR_", extra="ignore", protected_namespaces=())
+
+    # --- model ---------------------------------------------------------------------------------
+    model_dir: Path = Field(
+        Path("/mnt/models"),
+        description="Hugging Face image-classification directory (config.json, weights, preprocessor "
+        "config). KServe's storage initializer downloads STORAGE_URI here.",
+    )
+    model_name: str = Field(
+        "classifier", min_length=1, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+        description="Name the model is served under (/v2/models/{model_name}).",
+    )
+    model_version: str = Field(
+        "", description="Version reported in responses and metrics; empty = derived from the weights' hash."
+    )
+    device: Device = Field("auto", description="Inference device: auto picks cuda when present, else cpu.")
+    backend: Backend = Field(
+        "auto", description="Inference backend; auto picks the measured winner for the device."
+    )
+    precision: Precision = Field(
+        "auto",
+        description="Numeric precision; auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AMX or "
+        "AVX-512 BF16), else fp32. fp32 is always available.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where exported artefacts (ONNX, OpenVINO IR) are cached, keyed by the model's "
+        "content; default: <model_dir>/.cache when writable, else a temp directory.",
+    )
+    cpu_threads: int = Field(0, ge=0, description="Threads for CPU inference; 0 = number of usable cores.")
+
+    # --- batching ------------------------------------------------------------------------------
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one forward pass.")
+    max_batch_delay_ms: float = Field(
+        5.0, ge=0, le=10_000,
+        description="Longest time the first image of a batch waits for more images before the "
+        "forward pass starts.",
+    )
+    max_queue_images: int = Field(
+        256, ge=1,
+        description="Images allowed to wait for inference; past this a request gets 503 with Retry-After.",
+    )
+    request_timeout_ms: int = Field(
+        30_000, ge=1, description="Deadline of one request from arrival; past it the answer is 504."
+    )
+    decode_threads: int = Field(0, ge=0, description="Image decoding threads; 0 = number of usable cores.")
+
+    # --- limits --------------------------------------------------------------------------------
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger gets 413."
+    )
+    max_images_per_request: int = Field(64, ge=1, description="Most images in one request.")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1,
+        description="Largest declared width*height of one image; larger is refused before decoding "
+        "(decompression bombs).",
+    )
+    default_top_k: int = Field(5, ge=1, description="Classes returned per image when top_k is not given.")
+    max_top_k: int = Field(100, ge=1, description="Largest top_k a request may ask for.")
+
+    # --- server (KServe's flag names) ------------------------------------------------------------
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (REST, /classify, /metrics).")
+    grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port (only with enable_grpc).")
+    enable_grpc: bool = Field(False, description="Serve the v2 gRPC protocol too.")
+    workers: int = Field(
+        1, ge=1, description="Server processes; each loads its own model. Keep 1 on a GPU."
+    )
+    max_asyncio_workers: int | None = Field(None, ge=1, description="Size of the default thread pool.")
+    grace_period_seconds: int = Field(
+        30, ge=0, description="After SIGTERM, longest time to finish queued and in-flight requests."
+    )
+    enable_docs_url: bool = Field(False, description="Serve the OpenAPI docs at /docs.")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    # --- queue mode ------------------------------------------------------------------------------
+    redis_url: str = Field(
+        "", description="Redis URL for queue mode (worker and /v1/jobs); empty disables /v1/jobs."
+    )
+    stream: str = Field("image_processing_queue", min_length=1, description="Redis stream of jobs.")
+    consumer_group: str = Field("classifiers", min_length=1, description="Redis consumer group.")
+    consumer_name: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename,
+        description="This worker's consumer name in the group (the pod name).",
+    )
+    dead_letter_stream: str = Field(
+        "image_processing_queue:dead", min_length=1, description="Stream that poison jobs move to."
+    )
+    result_ttl_seconds: int = Field(86_400, ge=1, description="How long job results are kept.")
+    visibility_timeout_ms: int = Field(
+        60_000, ge=1000,
+        description="A job delivered this long ago and not acknowledged is reclaimed by another worker.",
+    )
+    max_deliveries: int = Field(
+        5, ge=1, description="Deliveries after which a failing job moves to the dead-letter stream."
+    )
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Worker's Prometheus metrics port.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.default_top_k > self.max_top_k:
+            raise ValueError(f"default_top_k ({self.default_top_k}) exceeds max_top_k ({self.max_top_k})")
+        return self
+
+    def usable_cores(self) -> int:
+        """Cores this process may run on (the affinity mask, not the host's count)."""
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - non-Linux
+            return max(1, os.cpu_count() or 1)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per settings field; unset flags fall back to env vars, then defaults."""
+    for name, field in Settings.model_fields.items():
+        parser.add_argument(
+            f"--{name}", dest=name, default=argparse.SUPPRESS, help=field.description, metavar="VALUE"
+        )
+
+
+def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """Build settings from parsed flags (only those given), env vars and defaults."""
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    given.update(overrides)
+    return Settings(**given)

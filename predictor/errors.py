@@ -1,0 +1,88 @@
+"""Typed errors, each carrying the HTTP status it maps to.
+
+One base class (:class:`PredictorError`); one handler in :mod:`predictor.routes` turns any of them into
+``{"error": "..."}`` with the status (and ``Retry-After`` where set). The ``reason`` is a short, bounded
+label used in the rejection metrics.
+"""
+
+from __future__ import annotations
+
+
+class PredictorError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    status_code: int = 500
+    reason: str = "internal"
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers for this error."""
+        if self.retry_after_seconds is None:
+            return {}
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class InvalidInput(PredictorError):
+    """The request is malformed: bad image bytes, base64, tensor shape or dtype, image count."""
+
+    status_code = 400
+    reason = "invalid_input"
+
+
+class PayloadTooLarge(PredictorError):
+    """The body is larger than ``max_request_bytes``."""
+
+    status_code = 413
+    reason = "too_large"
+
+
+class UnsupportedMediaType(PredictorError):
+    """The content type is not one the endpoint reads."""
+
+    status_code = 415
+    reason = "unsupported_media_type"
+
+
+class ModelNotFound(PredictorError):
+    """The request names a model this server does not serve."""
+
+    status_code = 404
+    reason = "model_not_found"
+
+
+class Overloaded(PredictorError):
+    """The inference queue is full; the client should retry after ``Retry-After`` seconds."""
+
+    status_code = 503
+    reason = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = 1) -> None:
+        super().__init__(message, retry_after_seconds=retry_after_seconds)
+
+
+class NotReady(PredictorError):
+    """The model is not loaded yet, or the server is draining after SIGTERM."""
+
+    status_code = 503
+    reason = "not_ready"
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = 1) -> None:
+        super().__init__(message, retry_after_seconds=retry_after_seconds)
+
+
+class DeadlineExceeded(PredictorError):
+    """The request was not answered within ``request_timeout_ms``."""
+
+    status_code = 504
+    reason = "deadline"
+
+
+class InferenceFailed(PredictorError):
+    """The forward pass failed (a server fault, not the client's)."""
+
+    status_code = 500
+    reason = "inference_failed"

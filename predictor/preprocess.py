@@ -1,0 +1,208 @@
+"""Image preprocessing: decode, resize and crop in uint8, reproducing the model's own preprocessor.
+
+:class:`PreprocessSpec` is read from the model directory's ``preprocessor_config.json`` (any Hugging
+Face image processor with a shortest-edge or fixed-size resize, ConvNeXt's ``crop_pct`` rule, or the
+timm wrapper's ``pretrained_cfg``). Decoding produces ``uint8 [H, W, 3]`` at the model's input size;
+rescale and normalisation happen later, on the engine's device, on whole batches.
+
+JPEGs are decoded at reduced size where the target is much smaller than the photo (DCT scaling through
+PIL's ``draft``), which is most of the decoding cost saved at no visible loss.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from predictor.errors import InvalidInput
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+_ACCEPTED_TEXT = "JPEG, PNG, WebP, BMP or GIF"
+
+# PIL resample codes as Hugging Face stores them (PILImageResampling) and timm's names.
+_TIMM_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How one model wants its input: resize, crop, rescale and normalise."""
+
+    crop_hw: tuple[int, int]
+    """Model input height and width."""
+    resize_shortest_edge: int | None
+    """Resize so the shorter side has this length (keeping aspect), then centre-crop ``crop_hw``;
+    ``None`` means resize straight to ``crop_hw`` (aspect not kept, no crop)."""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    rescale_factor: float = 1 / 255
+    resample: int = 3
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path) -> PreprocessSpec:
+        """Read ``preprocessor_config.json`` (or the timm wrapper's ``config.json``)."""
+        model_dir = Path(model_dir)
+        pp_path = model_dir / "preprocessor_config.json"
+        cfg = json.loads(pp_path.read_text()) if pp_path.exists() else {}
+        model_cfg_path = model_dir / "config.json"
+        model_cfg = json.loads(model_cfg_path.read_text()) if model_cfg_path.exists() else {}
+        if cfg.get("image_processor_type", "").startswith("TimmWrapper") or (
+            not cfg and "pretrained_cfg" in model_cfg
+        ):
+            return cls._from_timm(cfg.get("pretrained_cfg") or model_cfg.get("pretrained_cfg") or {})
+        if not cfg:
+            raise FileNotFoundError(f"{pp_path} is missing: the model directory needs its preprocessor config")
+        return cls._from_hf(cfg)
+
+    @classmethod
+    def _from_timm(cls, pcfg: dict) -> PreprocessSpec:
+        _, h, w = pcfg.get("test_input_size") or pcfg.get("input_size") or (3, 224, 224)
+        crop_pct = pcfg.get("test_crop_pct") or pcfg.get("crop_pct") or 0.875
+        crop_mode = pcfg.get("crop_mode", "center")
+        if crop_mode not in ("center", "squash"):
+            raise ValueError(f"timm crop_mode {crop_mode!r} is not supported (center or squash)")
+        if crop_mode == "squash":
+            shortest = None
+        else:
+            shortest = math.floor(min(h, w) / crop_pct)
+        return cls(
+            crop_hw=(int(h), int(w)),
+            resize_shortest_edge=shortest,
+            mean=tuple(pcfg.get("mean", IMAGENET_MEAN)),
+            std=tuple(pcfg.get("std", IMAGENET_STD)),
+            rescale_factor=1 / 255,
+            resample=_TIMM_RESAMPLE.get(pcfg.get("interpolation", "bicubic"), 3),
+        )
+
+    @classmethod
+    def _from_hf(cls, cfg: dict) -> PreprocessSpec:
+        size = cfg.get("size") or {}
+        if isinstance(size, int):
+            size = {"shortest_edge": size}
+        crop = cfg.get("crop_size") or {}
+        if isinstance(crop, int):
+            crop = {"height": crop, "width": crop}
+        do_resize = cfg.get("do_resize", True)
+        if not do_resize:
+            raise ValueError("preprocessor configs without resizing are not supported")
+        proc = cfg.get("image_processor_type", "")
+        if "crop_pct" in cfg and "shortest_edge" in size and proc.startswith("ConvNext"):
+            # ConvNeXt rule: below 384, resize to shortest_edge / crop_pct then crop shortest_edge.
+            se = int(size["shortest_edge"])
+            if se < 384:
+                shortest: int | None = int(se / cfg["crop_pct"])
+                crop_hw = (se, se)
+            else:
+                shortest, crop_hw = None, (se, se)
+        elif "height" in size and "width" in size:
+            shortest, crop_hw = None, (int(size["height"]), int(size["width"]))
+            if cfg.get("do_center_crop") and crop:
+                raise ValueError("fixed-size resize followed by a crop is not supported")
+        elif "shortest_edge" in size:
+            shortest = int(size["shortest_edge"])
+            if cfg.get("do_center_crop", bool(crop)) and crop:
+                crop_hw = (int(crop["height"]), int(crop["width"]))
+            else:
+                raise ValueError("a shortest-edge resize without a centre crop gives ragged shapes")
+        else:
+            raise ValueError(f"unsupported 'size' in preprocessor config: {size!r}")
+        do_norm = cfg.get("do_normalize", True)
+        return cls(
+            crop_hw=crop_hw,
+            resize_shortest_edge=shortest,
+            mean=tuple(cfg.get("image_mean", IMAGENET_MEAN)) if do_norm else (0.0, 0.0, 0.0),
+            std=tuple(cfg.get("image_std", IMAGENET_STD)) if do_norm else (1.0, 1.0, 1.0),
+            rescale_factor=float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0,
+            resample=int(cfg.get("resample", 3)),
+        )
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) an image of this size is resized to before the crop."""
+        if self.resize_shortest_edge is None:
+            return self.crop_hw[1], self.crop_hw[0]
+        se = self.resize_shortest_edge
+        if width <= height:
+            return se, max(1, int(se * height / width))
+        return max(1, int(se * width / height)), se
+
+    def normalize(self, batch: np.ndarray) -> np.ndarray:
+        """``uint8 [N,H,W,3]`` → normalised ``float32 [N,3,H,W]`` (the CPU reference path)."""
+        x = batch.astype(np.float32).transpose(0, 3, 1, 2)
+        scale = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1) / self.rescale_factor
+        shift = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1) / self.rescale_factor
+        return np.ascontiguousarray((x - shift) / scale)
+
+
+def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np.ndarray:
+    """Decode encoded image bytes to ``uint8 [H, W, 3]`` at the model's input size.
+
+    Raises:
+        InvalidInput: empty, not an image, an unsupported format, too many pixels, or truncated data.
+    """
+    if not data:
+        raise InvalidInput(f"image is empty: expected encoded {_ACCEPTED_TEXT} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format
+            if fmt not in ACCEPTED_FORMATS:
+                raise InvalidInput(f"image format {fmt} is not accepted: send {_ACCEPTED_TEXT}")
+            w, h = img.size
+            if w * h > max_image_pixels:
+                raise InvalidInput(
+                    f"image is {w}x{h} = {w * h} pixels, over the limit of {max_image_pixels}"
+                )
+            if fmt == "JPEG":
+                rw, rh = spec.resized_size(w, h)
+                img.draft("RGB", (rw, rh))
+            img = _to_rgb(img)
+            return prepare_pil(img, spec)
+    except InvalidInput:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InvalidInput(f"bytes are not a decodable image ({e}): send {_ACCEPTED_TEXT}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InvalidInput(f"image data is corrupt or truncated ({e})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation, take the first frame, flatten alpha onto white, convert to RGB."""
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    if img.format == "JPEG":
+        img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        bg = Image.new("RGB", img.size, (255, 255, 255))
+        bg.paste(img, mask=img.getchannel("A"))
+        return bg
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def prepare_pil(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Resize (shortest edge or fixed) and centre-crop an RGB PIL image to ``uint8 [H, W, 3]``."""
+    rw, rh = spec.resized_size(*img.size)
+    if (rw, rh) != img.size:
+        img = img.resize((rw, rh), resample=spec.resample)
+    ch, cw = spec.crop_hw
+    if (rw, rh) != (cw, ch):
+        left = int(round((rw - cw) / 2.0))
+        top = int(round((rh - ch) / 2.0))
+        img = img.crop((left, top, left + cw, top + ch))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def prepare_array(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Resize and crop an already-decoded ``uint8 [H, W, 3]`` RGB array to the model's input size."""
+    if arr.shape[:2] == spec.crop_hw:
+        return np.ascontiguousarray(arr)
+    return prepare_pil(Image.fromarray(np.ascontiguousarray(arr), mode="RGB"), spec)
