@@ -1,0 +1,44 @@
+"""``python -m predictor serve|worker [--flag value ...]``: every flag is a settings field."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+from predictor.config import Settings, add_settings_arguments, settings_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: one subcommand per entry point, one flag per settings field."""
+    parser = argparse.ArgumentParser(prog="python -m predictor", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the model over HTTP (KServe v1/v2, /classify)")
+    worker = sub.add_parser("worker", help="classify jobs from the Redis stream")
+    for p in (serve, worker):
+        add_settings_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags (then env vars, then defaults) and run the chosen entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as e:
+        problems = "; ".join(f"--{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        print(f"invalid settings: {problems}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.command == "serve":
+        from predictor.server import serve
+
+        serve(settings)
+    else:
+        from predictor.queue.worker import main as worker_main
+
+        worker_main(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Dynamic batching: items from concurrent requests coalesce into one call of a batch handler.
+
+The handler is synchronous and runs on one dedicated thread (a GPU or a pinned CPU pool wants exactly
+one caller). The collector runs on the event loop: it waits for the first item, then for more until
+``max_batch_size`` items are there or ``max_batch_delay_ms`` has passed since the first arrived, and
+hands the batch to the thread. While a batch runs, new items keep queueing, so under load the next
+batch is ready the moment the thread is free.
+
+Guarantees:
+* a submitter of N items gets exactly its N results back, in order;
+* a handler that raises, or returns the wrong number of results, fails only that batch's futures;
+* admission is bounded (``max_queue_size`` items waiting or running): past it :class:`Overloaded`
+  is raised at once rather than letting latency grow;
+* items whose future was cancelled (a client that went away) or whose deadline passed before their
+  batch formed are dropped without taking a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from predictor.errors import DeadlineExceeded, Overloaded
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class _Item(Generic[T, R]):
+    value: T
+    future: asyncio.Future[R]
+    deadline: float  # time.monotonic() seconds
+    enqueued_at: float = field(default_factory=time.monotonic)
+    released: bool = False
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What the batch hook reports about one handler call."""
+
+    size: int
+    queue_waits_s: list[float]
+    run_s: float
+
+
+class DynamicBatcher(Generic[T, R]):
+    """Coalesce single items into batches for a synchronous batch handler.
+
+    Args:
+        handler: ``list[T] -> list[R]``, same length and order; run on one dedicated thread.
+        max_batch_size: most items per handler call.
+        max_batch_delay_ms: longest wait for more items after the first of a batch arrived.
+        max_queue_size: most items admitted (waiting or in a running batch).
+        on_batch: optional hook called (on the loop) after each handler call, for metrics.
+        thread_name: name of the dedicated handler thread.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch_size: int,
+        max_batch_delay_ms: float,
+        max_queue_size: int,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        thread_name: str = "batch-handler",
+    ) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_batch_delay_ms < 0:
+            raise ValueError(f"max_batch_delay_ms must be >= 0, got {max_batch_delay_ms}")
+        if max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        self._handler = handler
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_ms / 1000.0
+        self.max_queue_size = max_queue_size
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Item[T, R]] = collections.deque()
+        self._admitted = 0  # queued + running
+        self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._handler_thread_id: int | None = None
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Items admitted and not yet finished (waiting or in the running batch)."""
+        return self._admitted
+
+    def start(self) -> None:
+        """Start the collector on the running event loop."""
+        if self._task is not None:
+            return
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name="batch-collector")
+
+    def submit_many(self, values: Sequence[T], deadline: float) -> list[asyncio.Future[R]]:
+        """Admit all ``values`` at once or none; return one future per value.
+
+        Raises:
+            Overloaded: admitting them would exceed ``max_queue_size``.
+            RuntimeError: the batcher is not started or is closed.
+        """
+        if self._task is None or self._closed:
+            raise RuntimeError("batcher is not running")
+        n = len(values)
+        if self._admitted + n > self.max_queue_size:
+            raise Overloaded(
+                f"inference queue is full ({self._admitted} of {self.max_queue_size} images waiting); "
+                "retry after the Retry-After interval"
+            )
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = []
+        self._admitted += n
+        for v in values:
+            fut: asyncio.Future[R] = loop.create_future()
+            # Create the future before enqueueing, so a fast batch can never miss it.
+            item: _Item[T, R] = _Item(v, fut, deadline)
+            # A cancelled item (its client went away) gives its slot back at once.
+            fut.add_done_callback(lambda f, it=item: f.cancelled() and self._release(it))
+            self._queue.append(item)
+            futures.append(fut)
+        assert self._wakeup is not None and self._idle is not None
+        self._idle.clear()
+        self._wakeup.set()
+        return futures
+
+    async def submit(self, values: Sequence[T], deadline: float) -> list[R]:
+        """Admit ``values`` and wait for their results (cancelling them if this task is cancelled)."""
+        futures = self.submit_many(values, deadline)
+        try:
+            return list(await asyncio.gather(*futures))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    async def _collect(self) -> None:
+        assert self._wakeup is not None and self._idle is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            first_at = self._queue[0].enqueued_at
+            while len(self._queue) < self.max_batch_size and not self._closed:
+                remaining = first_at + self.max_batch_delay_s - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = self._take_batch()
+            if batch:
+                await self._run(loop, batch)
+
+    def _take_batch(self) -> list[_Item[T, R]]:
+        batch: list[_Item[T, R]] = []
+        now = time.monotonic()
+        while self._queue and len(batch) < self.max_batch_size:
+            item = self._queue.popleft()
+            if item.future.done():  # cancelled by a client that went away: already released
+                continue
+            if item.deadline <= now:
+                item.future.set_exception(DeadlineExceeded("request deadline passed while queued"))
+                self._release(item)
+                continue
+            batch.append(item)
+        return batch
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item[T, R]]) -> None:
+        started = time.monotonic()
+        waits = [started - it.enqueued_at for it in batch]
+        try:
+            results = await loop.run_in_executor(self._executor, self._call, [it.value for it in batch])
+            if len(results) != len(batch):
+                raise ValueError(
+                    f"batch handler returned {len(results)} results for {len(batch)} inputs"
+                )
+        except Exception as e:  # fail exactly this batch's futures
+            logger.exception("batch of %d failed", len(batch))
+            for it in batch:
+                if not it.future.done():
+                    it.future.set_exception(e)
+        else:
+            for it, res in zip(batch, results, strict=True):
+                if not it.future.done():
+                    it.future.set_result(res)
+        finally:
+            for it in batch:
+                self._release(it)
+        if self._on_batch is not None:
+            self._on_batch(BatchStats(len(batch), waits, time.monotonic() - started))
+
+    def _call(self, values: list[T]) -> Sequence[R]:
+        self._handler_thread_id = threading.get_ident()
+        return self._handler(values)
+
+    def _release(self, item: _Item[T, R]) -> None:
+        if item.released:
+            return
+        item.released = True
+        self._admitted -= 1
+        if self._admitted == 0 and self._idle is not None:
+            self._idle.set()
+
+    def run_on_handler_thread(self, fn: Callable[[], R]) -> R:
+        """Run ``fn`` on the dedicated handler thread and wait (for load/warm-up before start)."""
+        return self._executor.submit(fn).result()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every admitted item is finished; True when drained in time."""
+        if self._idle is None:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        """Stop after the queued items are done; fail nothing that was admitted."""
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)

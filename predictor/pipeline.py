@@ -1,0 +1,325 @@
+"""The classification pipeline: decode → batch → infer → top-k. Knows nothing of HTTP, KServe or Redis.
+
+Decoding runs in a thread pool as soon as a request is admitted, so while the dedicated inference
+thread runs one batch, the next batch's images are being decoded: the forward thread never waits on
+decoding when work is queued. Admission is bounded in images (``max_queue_images``), counted from
+arrival (decoding included) to the end of the forward pass; that count is the queue-depth gauge the
+autoscaler reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from predictor.batching import BatchStats, DynamicBatcher
+from predictor.config import Settings
+from predictor.engine.base import Engine, EngineInfo
+from predictor.errors import DeadlineExceeded, InvalidInput, NotReady, Overloaded, PredictorError
+from predictor.metrics import PredictorMetrics
+from predictor.postprocess import Prediction, predictions, softmax
+from predictor.preprocess import PreprocessSpec, decode_image, prepare_array
+
+logger = logging.getLogger(__name__)
+
+ImageInput = bytes | np.ndarray
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".xml")
+
+
+def model_version_of(model_dir: Path) -> str:
+    """Short content hash of the model's config and weights: equal files give equal versions."""
+    h = hashlib.sha256()
+    files = sorted(
+        p for p in Path(model_dir).iterdir()
+        if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "config.json")
+    )
+    for p in files:
+        h.update(p.name.encode())
+        with p.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def load_labels(model_dir: Path) -> list[str]:
+    """Class labels from the model's ``id2label``, indexed by class id."""
+    from transformers import AutoConfig  # heavy import: only at load time
+
+    cfg = AutoConfig.from_pretrained(str(model_dir))
+    id2label = {int(k): str(v) for k, v in (cfg.id2label or {}).items()}
+    n = max(id2label, default=-1) + 1
+    return [id2label.get(i, f"class_{i}") for i in range(n)]
+
+
+class Pipeline:
+    """Classify images with dynamic batching over one inference engine.
+
+    Args:
+        settings: the predictor settings.
+        metrics: where to record metrics; a fresh private registry when omitted.
+        engine: an engine to use instead of :func:`predictor.engine.create_engine` (tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: PredictorMetrics | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        if metrics is None:
+            from prometheus_client import CollectorRegistry
+
+            metrics = PredictorMetrics(CollectorRegistry())
+        self.settings = settings
+        self.metrics = metrics
+        self.model_name = settings.model_name
+        self.model_version = settings.model_version
+        self.labels: list[str] = []
+        self.spec: PreprocessSpec | None = None
+        self._engine = engine
+        self._admitted = 0
+        self._decode_pool: ThreadPoolExecutor | None = None
+        self._batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
+        self.load_seconds = 0.0
+        self.ready = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def engine_info(self) -> EngineInfo:
+        """Backend, device and dtype in use."""
+        if self._engine is None:
+            raise NotReady("model is not loaded")
+        return self._engine.info
+
+    def load(self) -> None:
+        """Read the model directory, build and warm up the engine (synchronous, heavy)."""
+        started = time.monotonic()
+        s = self.settings
+        model_dir = Path(s.model_dir)
+        if not (model_dir / "config.json").exists():
+            raise FileNotFoundError(
+                f"{model_dir} is not a model directory (no config.json); pass --model_dir or set STORAGE_URI"
+            )
+        self.spec = PreprocessSpec.from_model_dir(model_dir)
+        self.labels = load_labels(model_dir)
+        if not self.model_version:
+            self.model_version = model_version_of(model_dir)
+        self._batcher = DynamicBatcher(
+            self._infer_batch,
+            max_batch_size=s.max_batch_size,
+            max_batch_delay_ms=s.max_batch_delay_ms,
+            max_queue_size=s.max_queue_images,
+            on_batch=self._on_batch,
+            thread_name="inference",
+        )
+        if self._engine is None:
+            from predictor.engine import create_engine
+
+            self._engine = create_engine(s, self.spec)
+        engine = self._engine
+        # Load and warm up on the inference thread itself: thread-bound state (CUDA streams,
+        # OpenMP pools) is then created where every later forward pass runs.
+        self._batcher.run_on_handler_thread(engine.load)
+        self._batcher.run_on_handler_thread(lambda: engine.warmup(self._warmup_sizes(engine.info)))
+        self._decode_pool = ThreadPoolExecutor(
+            max_workers=s.decode_threads or s.usable_cores(), thread_name_prefix="decode"
+        )
+        self.load_seconds = time.monotonic() - started
+        self.ready = True
+        info = engine.info
+        m = self.metrics
+        m.model_info.labels(self.model_name, self.model_version, info.device, info.dtype, info.backend).set(1)
+        m.load_seconds.labels(self.model_name).set(self.load_seconds)
+        m.queue_capacity.labels(self.model_name).set(s.max_queue_images)
+        m.queue_depth.labels(self.model_name).set(0)
+        logger.info(
+            "loaded model %s version %s from %s: backend=%s device=%s dtype=%s input=%dx%d labels=%d "
+            "max_batch_size=%d max_batch_delay_ms=%g max_queue_images=%d load=%.2fs",
+            self.model_name, self.model_version, model_dir, info.backend, info.device, info.dtype,
+            *self.spec.crop_hw, len(self.labels), s.max_batch_size, s.max_batch_delay_ms,
+            s.max_queue_images, self.load_seconds,
+        )
+
+    def _warmup_sizes(self, info: EngineInfo) -> list[int]:
+        top = self.settings.max_batch_size
+        if info.device.startswith("cuda"):  # every bucket: no cold first request on the GPU
+            sizes, n = [], 1
+            while n < top:
+                sizes.append(n)
+                n *= 2
+            return [*sizes, top]
+        return sorted({1, top})
+
+    async def start(self) -> None:
+        """Bind the batcher to the running event loop (idempotent; the first request also does it)."""
+        if self._batcher is None:
+            raise RuntimeError("load() must run before start()")
+        self._batcher.start()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until nothing is admitted; True when drained within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self._admitted > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self._admitted == 0
+
+    async def close(self) -> None:
+        """Stop accepting, finish what is queued, release the engine."""
+        self.ready = False
+        if self._batcher is not None:
+            await self._batcher.close()
+        if self._decode_pool is not None:
+            self._decode_pool.shutdown(wait=True)
+        if self._engine is not None:
+            self._engine.close()
+
+    # --- work ------------------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        """Images admitted and not yet inferred."""
+        return self._admitted
+
+    async def classify(
+        self, images: Sequence[ImageInput], top_k: int | None = None, timeout_s: float | None = None
+    ) -> list[list[Prediction]]:
+        """Classify images; any bad image fails the whole call with :class:`InvalidInput`."""
+        outcomes = await self._run(images, top_k, timeout_s, per_image=False)
+        return outcomes  # type: ignore[return-value]
+
+    async def classify_each(
+        self, images: Sequence[ImageInput], top_k: int | None = None, timeout_s: float | None = None
+    ) -> list[list[Prediction] | PredictorError]:
+        """Classify images; each image gets its own outcome (a bad one does not fail the rest)."""
+        return await self._run(images, top_k, timeout_s, per_image=True)
+
+    def check_top_k(self, top_k: int | None) -> int:
+        """Validate a requested top_k; None gives the default."""
+        if top_k is None:
+            return self.settings.default_top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self.settings.max_top_k:
+            raise InvalidInput(f"top_k must be an integer from 1 to {self.settings.max_top_k}, got {top_k!r}")
+        return min(top_k, len(self.labels))
+
+    def _check_count(self, n: int) -> None:
+        if n == 0:
+            raise InvalidInput("no images in the request: send at least one")
+        if n > self.settings.max_images_per_request:
+            raise InvalidInput(
+                f"{n} images in one request, over the limit of {self.settings.max_images_per_request}"
+            )
+
+    async def _run(
+        self, images: Sequence[ImageInput], top_k: int | None, timeout_s: float | None, *, per_image: bool
+    ) -> list:
+        if not self.ready or self._batcher is None or self._decode_pool is None:
+            raise NotReady("model is not ready: loading or shutting down")
+        self._batcher.start()
+        k = self.check_top_k(top_k)
+        n = len(images)
+        self._check_count(n)
+        if self._admitted + n > self.settings.max_queue_images:
+            raise Overloaded(
+                f"inference queue is full ({self._admitted} of {self.settings.max_queue_images} images "
+                "waiting); retry after the Retry-After interval"
+            )
+        timeout = timeout_s if timeout_s is not None else self.settings.request_timeout_ms / 1000
+        deadline = time.monotonic() + timeout
+        self._admit(n)
+        try:
+            return await asyncio.wait_for(self._decode_and_infer(images, k, deadline, per_image), timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"request not answered within its deadline of {timeout * 1000:.0f} ms"
+            ) from None
+        finally:
+            self._admit(-n)
+
+    async def _decode_and_infer(
+        self, images: Sequence[ImageInput], k: int, deadline: float, per_image: bool
+    ) -> list:
+        loop = asyncio.get_running_loop()
+        assert self._batcher is not None
+        decoded = await asyncio.gather(
+            *(loop.run_in_executor(self._decode_pool, self._prepare, img) for img in images),
+            return_exceptions=True,
+        )
+        for d in decoded:
+            if isinstance(d, BaseException) and not isinstance(d, PredictorError):
+                raise d
+            if not per_image and isinstance(d, PredictorError):
+                if len(images) > 1:
+                    idx = decoded.index(d)
+                    raise type(d)(f"image {idx}: {d.message}")
+                raise d
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
+        outcomes: list = list(decoded)
+        if good:
+            probs = await self._batcher.submit([decoded[i] for i in good], deadline)
+            for i, p in zip(good, probs, strict=True):
+                outcomes[i] = predictions(p, k, self.labels)
+            self.metrics.images.labels(self.model_name).inc(len(good))
+        return outcomes
+
+    def _prepare(self, img: ImageInput) -> np.ndarray:
+        """Bytes → decoded uint8 HWC; arrays are checked and resized (runs in the decode pool)."""
+        assert self.spec is not None
+        started = time.perf_counter()
+        if isinstance(img, bytes | bytearray | memoryview):
+            out = decode_image(bytes(img), self.spec, self.settings.max_image_pixels)
+        elif isinstance(img, np.ndarray):
+            out = self._prepare_array(img)
+        else:
+            raise InvalidInput(f"unsupported image input of type {type(img).__name__}")
+        self.metrics.preprocess.labels(self.model_name).observe(time.perf_counter() - started)
+        return out
+
+    def _prepare_array(self, arr: np.ndarray) -> np.ndarray:
+        assert self.spec is not None
+        h, w = self.spec.crop_hw
+        if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
+            if arr.shape[0] * arr.shape[1] > self.settings.max_image_pixels:
+                raise InvalidInput(f"image of {arr.shape[0]}x{arr.shape[1]} pixels is over the limit")
+            return prepare_array(arr, self.spec)
+        if arr.dtype == np.float32 and arr.shape == (3, h, w):
+            if not np.isfinite(arr).all():
+                raise InvalidInput("FP32 input contains NaN or infinity")
+            return np.ascontiguousarray(arr)
+        raise InvalidInput(
+            f"tensor image of dtype {arr.dtype} and shape {list(arr.shape)} is not accepted: send UINT8 "
+            f"[H,W,3] RGB pixels or normalised FP32 [3,{h},{w}]"
+        )
+
+    def _infer_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Stack, run the engine, softmax (on the inference thread)."""
+        assert self._engine is not None and self.spec is not None
+        if all(a.dtype == np.uint8 for a in arrays):
+            batch = np.stack(arrays)
+        else:
+            batch = np.stack(
+                [a if a.dtype == np.float32 else self.spec.normalize(a[None])[0] for a in arrays]
+            )
+        logits = self._engine.infer(batch)
+        if logits.shape[0] != len(arrays):
+            raise RuntimeError(f"engine returned {logits.shape[0]} rows for {len(arrays)} images")
+        return list(softmax(np.asarray(logits)))
+
+    def _admit(self, n: int) -> None:
+        self._admitted += n
+        self.metrics.queue_depth.labels(self.model_name).set(self._admitted)
+
+    def _on_batch(self, stats: BatchStats) -> None:
+        m, name = self.metrics, self.model_name
+        m.batch_size.labels(name).observe(stats.size)
+        m.inference.labels(name).observe(stats.run_s)
+        hist = m.queue_wait.labels(name)
+        for w in stats.queue_waits_s:
+            hist.observe(w)

@@ -1,0 +1,45 @@
+"""Postprocessing: logits → probabilities → top-k predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of one image's top-k."""
+
+    label: str
+    score: float
+    class_id: int
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form: ``{"label", "score", "class_id"}``."""
+        return {"label": self.label, "score": self.score, "class_id": self.class_id}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, stable for large logits."""
+    x = logits.astype(np.float32, copy=False)
+    x = x - x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
+def top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the ``k`` largest entries per row, best first."""
+    k = min(k, probs.shape[-1])
+    idx = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
+    part = np.take_along_axis(probs, idx, axis=-1)
+    order = np.argsort(-part, axis=-1, kind="stable")
+    idx = np.take_along_axis(idx, order, axis=-1)
+    return idx, np.take_along_axis(probs, idx, axis=-1)
+
+
+def predictions(probs_row: np.ndarray, k: int, labels: list[str]) -> list[Prediction]:
+    """Top-k :class:`Prediction` list of one image's probabilities."""
+    idx, scores = top_k(probs_row[None, :], k)
+    return [Prediction(labels[i], float(s), int(i)) for i, s in zip(idx[0], scores[0], strict=True)]

@@ -1,0 +1,65 @@
+"""The serving entry point: builds the pipeline, the KServe model and our routes, then runs KServe."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from predictor.config import Settings
+from predictor.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> None:
+    """Load the model and serve it until SIGTERM (in-flight and queued requests finish first)."""
+    configure_logging(settings.log_format, settings.log_level)
+    if settings.workers != 1:
+        raise SystemExit(
+            f"--workers {settings.workers}: one process per pod serves one model (each worker would load "
+            "its own copy and our routes live in this process); scale with replicas instead"
+        )
+    # kserve.model_server parses sys.argv at import time: give it nothing of ours to misread.
+    sys.argv = sys.argv[:1] + ["--configure_logging", "false"]
+    from kserve.model_server import ModelServer, app
+
+    from predictor import routes
+    from predictor.metrics import PredictorMetrics
+    from predictor.model import ImageClassifierModel
+    from predictor.pipeline import Pipeline
+
+    metrics = PredictorMetrics()
+    pipeline = Pipeline(settings, metrics)
+    model = ImageClassifierModel(settings, pipeline)
+    routes.install(app, settings, pipeline, metrics)
+    if settings.redis_url:
+        _install_jobs(app, settings)
+    _install_gpu_metrics()
+    model.load()
+    server = ModelServer(
+        http_port=settings.http_port,
+        grpc_port=settings.grpc_port,
+        workers=1,
+        enable_grpc=settings.enable_grpc,
+        max_asyncio_workers=settings.max_asyncio_workers,
+        enable_docs_url=settings.enable_docs_url,
+        enable_latency_logging=False,
+        grace_period=settings.grace_period_seconds,
+    )
+    logger.info("serving %s on :%d", settings.model_name, settings.http_port)
+    server.start([model])
+
+
+def _install_jobs(app, settings: Settings) -> None:  # noqa: ANN001 - FastAPI app
+    from predictor.queue.jobs import JobQueue
+    from predictor.queue.routes import job_router
+
+    app.include_router(job_router(JobQueue(settings), settings))
+
+
+def _install_gpu_metrics() -> None:
+    try:
+        from predictor.gpu_metrics import register_gpu_metrics
+    except ImportError:  # pragma: no cover - module optional until observability lands
+        return
+    register_gpu_metrics()

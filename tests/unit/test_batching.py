@@ -1,0 +1,195 @@
+"""DynamicBatcher with a fake model: ragged sizes, random order, deadline flush, error fan-out, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+
+import pytest
+
+from predictor.batching import BatchStats, DynamicBatcher
+from predictor.errors import DeadlineExceeded, Overloaded
+
+
+class FakeModel:
+    """Doubles each input; records batch sizes and the thread it ran on; can block or fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.threads: set[int] = set()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_on: int | None = None
+        self.wrong_count = False
+
+    def __call__(self, values: list[int]) -> list[int]:
+        self.gate.wait(5)
+        self.threads.add(threading.get_ident())
+        self.batches.append(list(values))
+        if self.fail_on is not None and self.fail_on in values:
+            raise RuntimeError(f"boom on {self.fail_on}")
+        if self.wrong_count:
+            return [v * 2 for v in values][:-1]
+        return [v * 2 for v in values]
+
+
+def far() -> float:
+    return time.monotonic() + 30
+
+
+async def make(model: FakeModel, **kw) -> DynamicBatcher[int, int]:
+    opts = {"max_batch_size": 8, "max_batch_delay_ms": 20, "max_queue_size": 1000}
+    opts.update(kw)
+    b = DynamicBatcher(model, **opts)
+    b.start()
+    return b
+
+
+async def test_ragged_requests_random_order_each_gets_its_own_results() -> None:
+    model = FakeModel()
+    b = await make(model)
+    rng = random.Random(7)
+    requests = [[rng.randrange(1000) for _ in range(rng.randint(1, 5))] for _ in range(40)]
+
+    async def one(values: list[int]) -> list[int]:
+        await asyncio.sleep(rng.random() * 0.02)
+        return await b.submit(values, far())
+
+    results = await asyncio.gather(*(one(r) for r in requests))
+    assert results == [[v * 2 for v in r] for r in requests]
+    assert max(len(x) for x in model.batches) > 1, "concurrent requests must coalesce"
+    assert all(len(x) <= 8 for x in model.batches)
+    assert sum(len(x) for x in model.batches) == sum(len(r) for r in requests)
+    assert len(model.threads) == 1, "the handler runs on one dedicated thread"
+    assert b.depth == 0
+    await b.close()
+
+
+async def test_lone_item_is_flushed_after_the_delay() -> None:
+    model = FakeModel()
+    b = await make(model, max_batch_delay_ms=50)
+    t0 = time.monotonic()
+    assert await b.submit([3], far()) == [6]
+    waited = time.monotonic() - t0
+    assert 0.04 <= waited < 2.0
+    assert model.batches == [[3]]
+    await b.close()
+
+
+async def test_full_batch_does_not_wait_for_the_delay() -> None:
+    model = FakeModel()
+    b = await make(model, max_batch_size=4, max_batch_delay_ms=5000)
+    t0 = time.monotonic()
+    assert await b.submit([1, 2, 3, 4], far()) == [2, 4, 6, 8]
+    assert time.monotonic() - t0 < 2.0
+    await b.close()
+
+
+async def test_failing_batch_fails_only_its_own_requests() -> None:
+    model = FakeModel()
+    model.gate.clear()  # hold the first batch so the next requests queue behind it
+    b = await make(model, max_batch_size=2, max_batch_delay_ms=1)
+    first = asyncio.ensure_future(b.submit([1, 2], far()))
+    await asyncio.sleep(0.05)
+    bad = asyncio.ensure_future(b.submit([666, 5], far()))
+    await asyncio.sleep(0.01)
+    good = asyncio.ensure_future(b.submit([7, 8], far()))
+    model.fail_on = 666
+    model.gate.set()
+    assert await first == [2, 4]
+    with pytest.raises(RuntimeError, match="boom on 666"):
+        await bad
+    assert await good == [14, 16]
+    assert b.depth == 0
+    await b.close()
+
+
+async def test_wrong_result_count_is_an_error_not_a_silent_mismatch() -> None:
+    model = FakeModel()
+    model.wrong_count = True
+    b = await make(model)
+    with pytest.raises(ValueError, match="returned 1 results for 2 inputs"):
+        await b.submit([1, 2], far())
+    await b.close()
+
+
+async def test_queue_full_is_refused_at_once_and_admits_nothing() -> None:
+    model = FakeModel()
+    model.gate.clear()
+    b = await make(model, max_queue_size=4, max_batch_size=2, max_batch_delay_ms=1)
+    held = asyncio.ensure_future(b.submit([1, 2, 3], far()))
+    await asyncio.sleep(0.02)
+    t0 = time.monotonic()
+    with pytest.raises(Overloaded) as exc:
+        await b.submit([4, 5], far())
+    assert time.monotonic() - t0 < 0.05
+    assert exc.value.status_code == 503 and exc.value.retry_after_seconds == 1
+    assert b.depth == 3, "a refused submit admits none of its items"
+    model.gate.set()
+    assert await held == [2, 4, 6]
+    await b.close()
+
+
+async def test_cancelled_items_free_their_slots_and_never_reach_the_model() -> None:
+    model = FakeModel()
+    model.gate.clear()
+    b = await make(model, max_batch_size=1, max_batch_delay_ms=0, max_queue_size=3)
+    running = asyncio.ensure_future(b.submit([1], far()))
+    await asyncio.sleep(0.02)  # [1] is now inside the handler, blocked on the gate
+    gone = asyncio.ensure_future(b.submit([99, 98], far()))
+    await asyncio.sleep(0.01)
+    assert b.depth == 3
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert b.depth == 1, "a client that went away gives its slots back at once"
+    model.gate.set()
+    assert await running == [2]
+    assert await b.submit([5], far()) == [10]
+    assert all(99 not in x and 98 not in x for x in model.batches)
+    await b.close()
+
+
+async def test_items_past_their_deadline_are_dropped_with_504() -> None:
+    model = FakeModel()
+    model.gate.clear()
+    b = await make(model, max_batch_size=1, max_batch_delay_ms=0)
+    running = asyncio.ensure_future(b.submit([1], far()))
+    await asyncio.sleep(0.02)
+    late = asyncio.ensure_future(b.submit([2], time.monotonic() + 0.01))
+    await asyncio.sleep(0.05)
+    model.gate.set()
+    assert await running == [2]
+    with pytest.raises(DeadlineExceeded):
+        await late
+    assert [2] not in model.batches
+    await b.close()
+
+
+async def test_batch_hook_reports_size_and_waits() -> None:
+    stats: list[BatchStats] = []
+    b = await make(FakeModel(), on_batch=stats.append)
+    await b.submit([1, 2, 3], far())
+    assert stats[0].size == 3 and len(stats[0].queue_waits_s) == 3 and stats[0].run_s >= 0
+    await b.close()
+
+
+async def test_close_finishes_admitted_work() -> None:
+    model = FakeModel()
+    b = await make(model, max_batch_delay_ms=100)
+    pending = asyncio.ensure_future(b.submit([1, 2], far()))
+    await asyncio.sleep(0)
+    await b.close()
+    assert await pending == [2, 4]
+
+
+def test_bad_arguments_raise_precise_errors() -> None:
+    with pytest.raises(TypeError):
+        DynamicBatcher(42, max_batch_size=1, max_batch_delay_ms=1, max_queue_size=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_batch_size"):
+        DynamicBatcher(FakeModel(), max_batch_size=0, max_batch_delay_ms=1, max_queue_size=1)
+    with pytest.raises(ValueError, match="max_batch_delay_ms"):
+        DynamicBatcher(FakeModel(), max_batch_size=1, max_batch_delay_ms=-1, max_queue_size=1)
+    with pytest.raises(ValueError, match="max_queue_size"):
+        DynamicBatcher(FakeModel(), max_batch_size=1, max_batch_delay_ms=1, max_queue_size=0)
