@@ -168,7 +168,12 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np
             return prepare_pil(img, spec)
     except InvalidInput:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInput(
+            f"image declares more pixels than allowed (over the limit of {max_image_pixels}): "
+            "refused before decoding"
+        ) from None
+    except UnidentifiedImageError as e:
         raise InvalidInput(f"bytes are not a decodable image ({e}): send {_ACCEPTED_TEXT}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InvalidInput(f"image data is corrupt or truncated ({e})") from None
