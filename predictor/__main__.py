@@ -7,7 +7,7 @@ import sys
 
 from pydantic import ValidationError
 
-from predictor.config import Settings, add_settings_arguments, settings_from_args
+from predictor.config import add_settings_arguments, settings_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:

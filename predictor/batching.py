@@ -196,9 +196,7 @@ class DynamicBatcher(Generic[T, R]):
         try:
             results = await loop.run_in_executor(self._executor, self._call, [it.value for it in batch])
             if len(results) != len(batch):
-                raise ValueError(
-                    f"batch handler returned {len(results)} results for {len(batch)} inputs"
-                )
+                raise ValueError(f"batch handler returned {len(results)} results for {len(batch)} inputs")
         except Exception as e:  # fail exactly this batch's futures
             logger.exception("batch of %d failed", len(batch))
             for it in batch:

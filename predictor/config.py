@@ -32,16 +32,16 @@ class Settings(BaseSettings):
         "config). KServe's storage initializer downloads STORAGE_URI here.",
     )
     model_name: str = Field(
-        "classifier", min_length=1, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+        "classifier",
+        min_length=1,
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
         description="Name the model is served under (/v2/models/{model_name}).",
     )
     model_version: str = Field(
         "", description="Version reported in responses and metrics; empty = derived from the weights' hash."
     )
     device: Device = Field("auto", description="Inference device: auto picks cuda when present, else cpu.")
-    backend: Backend = Field(
-        "auto", description="Inference backend; auto picks the measured winner for the device."
-    )
+    backend: Backend = Field("auto", description="Inference backend; auto picks the measured winner for the device.")
     precision: Precision = Field(
         "auto",
         description="Numeric precision; auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AMX or "
@@ -57,12 +57,14 @@ class Settings(BaseSettings):
     # --- batching ------------------------------------------------------------------------------
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one forward pass.")
     max_batch_delay_ms: float = Field(
-        5.0, ge=0, le=10_000,
-        description="Longest time the first image of a batch waits for more images before the "
-        "forward pass starts.",
+        5.0,
+        ge=0,
+        le=10_000,
+        description="Longest time the first image of a batch waits for more images before the forward pass starts.",
     )
     max_queue_images: int = Field(
-        256, ge=1,
+        256,
+        ge=1,
         description="Images allowed to wait for inference; past this a request gets 503 with Retry-After.",
     )
     request_timeout_ms: int = Field(
@@ -76,7 +78,8 @@ class Settings(BaseSettings):
     )
     max_images_per_request: int = Field(64, ge=1, description="Most images in one request.")
     max_image_pixels: int = Field(
-        40_000_000, ge=1,
+        40_000_000,
+        ge=1,
         description="Largest declared width*height of one image; larger is refused before decoding "
         "(decompression bombs).",
     )
@@ -87,9 +90,7 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (REST, /classify, /metrics).")
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port (only with enable_grpc).")
     enable_grpc: bool = Field(False, description="Serve the v2 gRPC protocol too.")
-    workers: int = Field(
-        1, ge=1, description="Server processes; each loads its own model. Keep 1 on a GPU."
-    )
+    workers: int = Field(1, ge=1, description="Server processes; each loads its own model. Keep 1 on a GPU.")
     max_asyncio_workers: int | None = Field(None, ge=1, description="Size of the default thread pool.")
     grace_period_seconds: int = Field(
         30, ge=0, description="After SIGTERM, longest time to finish queued and in-flight requests."
@@ -99,9 +100,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
     # --- queue mode ------------------------------------------------------------------------------
-    redis_url: str = Field(
-        "", description="Redis URL for queue mode (worker and /v1/jobs); empty disables /v1/jobs."
-    )
+    redis_url: str = Field("", description="Redis URL for queue mode (worker and /v1/jobs); empty disables /v1/jobs.")
     stream: str = Field("image_processing_queue", min_length=1, description="Redis stream of jobs.")
     consumer_group: str = Field("classifiers", min_length=1, description="Redis consumer group.")
     consumer_name: str = Field(
@@ -113,7 +112,8 @@ class Settings(BaseSettings):
     )
     result_ttl_seconds: int = Field(86_400, ge=1, description="How long job results are kept.")
     visibility_timeout_ms: int = Field(
-        60_000, ge=1000,
+        60_000,
+        ge=1000,
         description="A job delivered this long ago and not acknowledged is reclaimed by another worker.",
     )
     max_deliveries: int = Field(
@@ -138,9 +138,7 @@ class Settings(BaseSettings):
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per settings field; unset flags fall back to env vars, then defaults."""
     for name, field in Settings.model_fields.items():
-        parser.add_argument(
-            f"--{name}", dest=name, default=argparse.SUPPRESS, help=field.description, metavar="VALUE"
-        )
+        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, help=field.description, metavar="VALUE")
 
 
 def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:

@@ -12,11 +12,41 @@ PREFIX = "classifier"
 
 # Latency of a whole request: ~5 ms (warm, one image on GPU) to the 30 s default deadline.
 REQUEST_BUCKETS_SECONDS = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    30.0,
 )
 # One forward pass or one wait in the queue: sub-millisecond to a few seconds.
 STAGE_BUCKETS_SECONDS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024)
 
@@ -27,49 +57,68 @@ class PredictorMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         r = registry
         self.requests = Counter(
-            f"{PREFIX}_requests_total", "Requests answered, by protocol and HTTP status code.",
-            ["model", "protocol", "code"], registry=r,
+            f"{PREFIX}_requests_total",
+            "Requests answered, by protocol and HTTP status code.",
+            ["model", "protocol", "code"],
+            registry=r,
         )
         self.request_duration = Histogram(
-            f"{PREFIX}_request_duration_seconds", "Time from request arrival to response, by protocol.",
-            ["model", "protocol"], buckets=REQUEST_BUCKETS_SECONDS, registry=r,
+            f"{PREFIX}_request_duration_seconds",
+            "Time from request arrival to response, by protocol.",
+            ["model", "protocol"],
+            buckets=REQUEST_BUCKETS_SECONDS,
+            registry=r,
         )
-        self.images = Counter(
-            f"{PREFIX}_images_total", "Images classified successfully.", ["model"], registry=r
-        )
+        self.images = Counter(f"{PREFIX}_images_total", "Images classified successfully.", ["model"], registry=r)
         self.batch_size = Histogram(
-            f"{PREFIX}_batch_size", "Images per forward pass.", ["model"], buckets=BATCH_SIZE_BUCKETS,
+            f"{PREFIX}_batch_size",
+            "Images per forward pass.",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
         self.queue_depth = Gauge(
-            f"{PREFIX}_queue_depth", "Images admitted and not yet inferred (the autoscaling signal).",
-            ["model"], registry=r,
+            f"{PREFIX}_queue_depth",
+            "Images admitted and not yet inferred (the autoscaling signal).",
+            ["model"],
+            registry=r,
         )
         self.queue_capacity = Gauge(
             f"{PREFIX}_queue_capacity", "Most images that may wait (max_queue_images).", ["model"], registry=r
         )
         self.queue_wait = Histogram(
-            f"{PREFIX}_queue_wait_seconds", "Time an image waits from admission to its forward pass.",
-            ["model"], buckets=STAGE_BUCKETS_SECONDS, registry=r,
+            f"{PREFIX}_queue_wait_seconds",
+            "Time an image waits from admission to its forward pass.",
+            ["model"],
+            buckets=STAGE_BUCKETS_SECONDS,
+            registry=r,
         )
         self.inference = Histogram(
-            f"{PREFIX}_inference_seconds", "Duration of one forward pass (a whole batch).", ["model"],
-            buckets=STAGE_BUCKETS_SECONDS, registry=r,
+            f"{PREFIX}_inference_seconds",
+            "Duration of one forward pass (a whole batch).",
+            ["model"],
+            buckets=STAGE_BUCKETS_SECONDS,
+            registry=r,
         )
         self.preprocess = Histogram(
-            f"{PREFIX}_preprocess_seconds", "Decode, resize and crop time of one image.", ["model"],
-            buckets=STAGE_BUCKETS_SECONDS, registry=r,
+            f"{PREFIX}_preprocess_seconds",
+            "Decode, resize and crop time of one image.",
+            ["model"],
+            buckets=STAGE_BUCKETS_SECONDS,
+            registry=r,
         )
         self.rejections = Counter(
-            f"{PREFIX}_rejections_total", "Requests refused, by reason (queue_full, invalid_input, ...).",
-            ["model", "reason"], registry=r,
+            f"{PREFIX}_rejections_total",
+            "Requests refused, by reason (queue_full, invalid_input, ...).",
+            ["model", "reason"],
+            registry=r,
         )
-        self.inflight = Gauge(
-            f"{PREFIX}_inflight_requests", "Requests being handled now.", ["model"], registry=r
-        )
+        self.inflight = Gauge(f"{PREFIX}_inflight_requests", "Requests being handled now.", ["model"], registry=r)
         self.model_info = Gauge(
-            f"{PREFIX}_model_info", "Always 1; labels describe the loaded model.",
-            ["model", "version", "device", "dtype", "backend"], registry=r,
+            f"{PREFIX}_model_info",
+            "Always 1; labels describe the loaded model.",
+            ["model", "version", "device", "dtype", "backend"],
+            registry=r,
         )
         self.load_seconds = Gauge(
             f"{PREFIX}_model_load_seconds", "Time taken to load and warm up the model.", ["model"], registry=r

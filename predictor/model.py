@@ -84,7 +84,9 @@ class ImageClassifierModel(Model):
             np.array([[p.class_id for p in r] for r in results], dtype=np.int64), binary_data=False
         )
         return InferResponse(
-            response_id=req.id or "", model_name=self.name, infer_outputs=outputs,
+            response_id=req.id or "",
+            model_name=self.name,
+            infer_outputs=outputs,
             model_version=self.pipeline.model_version,
         )
 

@@ -37,7 +37,8 @@ def model_version_of(model_dir: Path) -> str:
     """Short content hash of the model's config and weights: equal files give equal versions."""
     h = hashlib.sha256()
     files = sorted(
-        p for p in Path(model_dir).iterdir()
+        p
+        for p in Path(model_dir).iterdir()
         if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "config.json")
     )
     for p in files:
@@ -143,9 +144,18 @@ class Pipeline:
         logger.info(
             "loaded model %s version %s from %s: backend=%s device=%s dtype=%s input=%dx%d labels=%d "
             "max_batch_size=%d max_batch_delay_ms=%g max_queue_images=%d load=%.2fs",
-            self.model_name, self.model_version, model_dir, info.backend, info.device, info.dtype,
-            *self.spec.crop_hw, len(self.labels), s.max_batch_size, s.max_batch_delay_ms,
-            s.max_queue_images, self.load_seconds,
+            self.model_name,
+            self.model_version,
+            model_dir,
+            info.backend,
+            info.device,
+            info.dtype,
+            *self.spec.crop_hw,
+            len(self.labels),
+            s.max_batch_size,
+            s.max_batch_delay_ms,
+            s.max_queue_images,
+            self.load_seconds,
         )
 
     def _warmup_sizes(self, info: EngineInfo) -> list[int]:
@@ -213,9 +223,7 @@ class Pipeline:
         if n == 0:
             raise InvalidInput("no images in the request: send at least one")
         if n > self.settings.max_images_per_request:
-            raise InvalidInput(
-                f"{n} images in one request, over the limit of {self.settings.max_images_per_request}"
-            )
+            raise InvalidInput(f"{n} images in one request, over the limit of {self.settings.max_images_per_request}")
 
     async def _run(
         self, images: Sequence[ImageInput], top_k: int | None, timeout_s: float | None, *, per_image: bool
@@ -237,15 +245,11 @@ class Pipeline:
         try:
             return await asyncio.wait_for(self._decode_and_infer(images, k, deadline, per_image), timeout)
         except TimeoutError:
-            raise DeadlineExceeded(
-                f"request not answered within its deadline of {timeout * 1000:.0f} ms"
-            ) from None
+            raise DeadlineExceeded(f"request not answered within its deadline of {timeout * 1000:.0f} ms") from None
         finally:
             self._admit(-n)
 
-    async def _decode_and_infer(
-        self, images: Sequence[ImageInput], k: int, deadline: float, per_image: bool
-    ) -> list:
+    async def _decode_and_infer(self, images: Sequence[ImageInput], k: int, deadline: float, per_image: bool) -> list:
         loop = asyncio.get_running_loop()
         assert self._batcher is not None
         decoded = await asyncio.gather(
@@ -304,9 +308,7 @@ class Pipeline:
         if all(a.dtype == np.uint8 for a in arrays):
             batch = np.stack(arrays)
         else:
-            batch = np.stack(
-                [a if a.dtype == np.float32 else self.spec.normalize(a[None])[0] for a in arrays]
-            )
+            batch = np.stack([a if a.dtype == np.float32 else self.spec.normalize(a[None])[0] for a in arrays])
         logits = self._engine.infer(batch)
         if logits.shape[0] != len(arrays):
             raise RuntimeError(f"engine returned {logits.shape[0]} rows for {len(arrays)} images")

@@ -54,9 +54,7 @@ class PreprocessSpec:
         cfg = json.loads(pp_path.read_text()) if pp_path.exists() else {}
         model_cfg_path = model_dir / "config.json"
         model_cfg = json.loads(model_cfg_path.read_text()) if model_cfg_path.exists() else {}
-        if cfg.get("image_processor_type", "").startswith("TimmWrapper") or (
-            not cfg and "pretrained_cfg" in model_cfg
-        ):
+        if cfg.get("image_processor_type", "").startswith("TimmWrapper") or (not cfg and "pretrained_cfg" in model_cfg):
             return cls._from_timm(cfg.get("pretrained_cfg") or model_cfg.get("pretrained_cfg") or {})
         if not cfg:
             raise FileNotFoundError(f"{pp_path} is missing: the model directory needs its preprocessor config")
@@ -158,9 +156,7 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np
                 raise InvalidInput(f"image format {fmt} is not accepted: send {_ACCEPTED_TEXT}")
             w, h = img.size
             if w * h > max_image_pixels:
-                raise InvalidInput(
-                    f"image is {w}x{h} = {w * h} pixels, over the limit of {max_image_pixels}"
-                )
+                raise InvalidInput(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_image_pixels}")
             if fmt == "JPEG":
                 rw, rh = spec.resized_size(w, h)
                 img.draft("RGB", (rw, rh))
@@ -170,8 +166,7 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidInput(
-            f"image declares more pixels than allowed (over the limit of {max_image_pixels}): "
-            "refused before decoding"
+            f"image declares more pixels than allowed (over the limit of {max_image_pixels}): refused before decoding"
         ) from None
     except UnidentifiedImageError as e:
         raise InvalidInput(f"bytes are not a decodable image ({e}): send {_ACCEPTED_TEXT}") from None
@@ -200,8 +195,8 @@ def prepare_pil(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         img = img.resize((rw, rh), resample=spec.resample)
     ch, cw = spec.crop_hw
     if (rw, rh) != (cw, ch):
-        left = int(round((rw - cw) / 2.0))
-        top = int(round((rh - ch) / 2.0))
+        left = round((rw - cw) / 2.0)
+        top = round((rh - ch) / 2.0)
         img = img.crop((left, top, left + cw, top + ch))
     return np.asarray(img, dtype=np.uint8)
 

@@ -113,8 +113,10 @@ def _too_large(size: int, limit: int) -> str:
 def error_response(exc: PredictorError) -> Response:
     """``{"error": "..."}`` with the error's status and headers."""
     return Response(
-        orjson.dumps({"error": exc.message}), status_code=exc.status_code,
-        headers=exc.headers(), media_type="application/json",
+        orjson.dumps({"error": exc.message}),
+        status_code=exc.status_code,
+        headers=exc.headers(),
+        media_type="application/json",
     )
 
 
@@ -172,8 +174,11 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
         top_k = _query_int(request, "top_k")
         images = await _read_classify_images(request, settings)
         results = await until_disconnect(request, pipeline.classify(images, top_k))
-        body = {"model": settings.model_name, "model_version": pipeline.model_version,
-                "predictions": predictions_json(results)}
+        body = {
+            "model": settings.model_name,
+            "model_version": pipeline.model_version,
+            "predictions": predictions_json(results),
+        }
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.post("/v2/models/{model_name}/infer", tags=["v2"])
@@ -201,8 +206,9 @@ async def _read_classify_images(request: Request, settings: Settings) -> list[by
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         try:
-            form = await request.form(max_files=settings.max_images_per_request + 1,
-                                      max_part_size=settings.max_request_bytes)
+            form = await request.form(
+                max_files=settings.max_images_per_request + 1, max_part_size=settings.max_request_bytes
+            )
         except PayloadTooLarge:
             raise
         except Exception as e:  # malformed multipart of any kind is the client's mistake

@@ -20,7 +20,7 @@ def serve(settings: Settings) -> None:
             "its own copy and our routes live in this process); scale with replicas instead"
         )
     # kserve.model_server parses sys.argv at import time: give it nothing of ours to misread.
-    sys.argv = sys.argv[:1] + ["--configure_logging", "false"]
+    sys.argv = [*sys.argv[:1], "--configure_logging", "false"]
     from kserve.model_server import ModelServer, app
 
     from predictor import routes
@@ -50,7 +50,7 @@ def serve(settings: Settings) -> None:
     server.start([model])
 
 
-def _install_jobs(app, settings: Settings) -> None:  # noqa: ANN001 - FastAPI app
+def _install_jobs(app, settings: Settings) -> None:
     from predictor.queue.jobs import JobQueue
     from predictor.queue.routes import job_router
 

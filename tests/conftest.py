@@ -66,7 +66,8 @@ def default_model_dir() -> Path:
     if not (DEFAULT_MODEL_DIR / "config.json").exists():
         subprocess.run(
             [sys.executable, "-m", "models.build_default", "--out", str(DEFAULT_MODEL_DIR)],
-            cwd=REPO, check=True,
+            cwd=REPO,
+            check=True,
         )
     return DEFAULT_MODEL_DIR
 

@@ -38,35 +38,128 @@ def _binary(header: dict, raw: bytes) -> tuple[bytes, dict[str, str]]:
 
 CASES = {
     # name: (method, path, kwargs, status, words the message must contain)
-    "classify: not an image": ("/classify", {"files": {"image": ("x.jpg", b"hello world, not a jpeg")}}, 400, "not a decodable image"),
-    "classify: truncated jpeg": ("/classify", {"files": {"image": ("x.jpg", "CAT[:2000]")}}, 400, "corrupt or truncated"),
+    "classify: not an image": (
+        "/classify",
+        {"files": {"image": ("x.jpg", b"hello world, not a jpeg")}},
+        400,
+        "not a decodable image",
+    ),
+    "classify: truncated jpeg": (
+        "/classify",
+        {"files": {"image": ("x.jpg", "CAT[:2000]")}},
+        400,
+        "corrupt or truncated",
+    ),
     "classify: empty file": ("/classify", {"files": {"image": ("x.jpg", b"")}}, 400, "empty"),
     "classify: decompression bomb": ("/classify", {"files": {"image": ("x.png", "BOMB")}}, 400, "over the limit"),
     "classify: fake gif": ("/classify", {"files": {"image": ("x.gif", _gif_text())}}, 400, "image"),
     "classify: missing field": ("/classify", {"files": {"picture": ("x.jpg", "CAT")}}, 400, "field 'image' is missing"),
     "classify: json body": ("/classify", {"json": {"image": "x"}}, 415, "multipart/form-data"),
-    "classify: text body": ("/classify", {"content": b"hi", "headers": {"Content-Type": "text/plain"}}, 415, "not accepted"),
+    "classify: text body": (
+        "/classify",
+        {"content": b"hi", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "not accepted",
+    ),
     "classify: bad top_k": ("/classify?top_k=abc", {"files": {"image": ("x.jpg", "CAT")}}, 400, "top_k"),
     "classify: top_k zero": ("/classify?top_k=0", {"files": {"image": ("x.jpg", "CAT")}}, 400, "top_k"),
     "classify: too many images": ("/classify", {"files": "MANY"}, 400, "over the limit of"),
     "v2: bad base64": ("/v2/models/classifier/infer", {"json": _v2(["***not base64***"])}, 400, "not valid base64"),
     "v2: zero images": ("/v2/models/classifier/infer", {"json": _v2([], shape=[0])}, 400, "no images"),
     "v2: shape mismatch": ("/v2/models/classifier/infer", {"json": _v2(["CAT64"], shape=[3])}, 400, "says 3 images"),
-    "v2: wrong datatype": ("/v2/models/classifier/infer", {"json": {"inputs": [{"name": "image", "datatype": "INT32", "shape": [1], "data": [1]}]}}, 400, "accepted: BYTES, UINT8, FP32"),
-    "v2: uint8 wrong rank": ("/v2/models/classifier/infer", {"json": {"inputs": [{"name": "image_uint8", "datatype": "UINT8", "shape": [1, 4, 4], "data": [0] * 16}]}}, 400, "[N,H,W,3]"),
-    "v2: fp32 wrong size": ("/v2/models/classifier/infer", {"json": {"inputs": [{"name": "image_fp32", "datatype": "FP32", "shape": [1, 3, 8, 8], "data": [0.0] * 192}]}}, 400, "FP32 [3,"),
-    "v2: uint8 data count": ("/v2/models/classifier/infer", {"json": {"inputs": [{"name": "image_uint8", "datatype": "UINT8", "shape": [1, 4, 4, 3], "data": [0] * 5}]}}, 400, "needs 48 values"),
-    "v2: not json": ("/v2/models/classifier/infer", {"content": b"{nope", "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
+    "v2: wrong datatype": (
+        "/v2/models/classifier/infer",
+        {"json": {"inputs": [{"name": "image", "datatype": "INT32", "shape": [1], "data": [1]}]}},
+        400,
+        "accepted: BYTES, UINT8, FP32",
+    ),
+    "v2: uint8 wrong rank": (
+        "/v2/models/classifier/infer",
+        {"json": {"inputs": [{"name": "image_uint8", "datatype": "UINT8", "shape": [1, 4, 4], "data": [0] * 16}]}},
+        400,
+        "[N,H,W,3]",
+    ),
+    "v2: fp32 wrong size": (
+        "/v2/models/classifier/infer",
+        {"json": {"inputs": [{"name": "image_fp32", "datatype": "FP32", "shape": [1, 3, 8, 8], "data": [0.0] * 192}]}},
+        400,
+        "FP32 [3,",
+    ),
+    "v2: uint8 data count": (
+        "/v2/models/classifier/infer",
+        {"json": {"inputs": [{"name": "image_uint8", "datatype": "UINT8", "shape": [1, 4, 4, 3], "data": [0] * 5}]}},
+        400,
+        "needs 48 values",
+    ),
+    "v2: not json": (
+        "/v2/models/classifier/infer",
+        {"content": b"{nope", "headers": {"Content-Type": "application/json"}},
+        400,
+        "not valid JSON",
+    ),
     "v2: no inputs": ("/v2/models/classifier/infer", {"json": {"outputs": []}}, 400, "inputs"),
-    "v2: unknown output": ("/v2/models/classifier/infer", {"json": {**_v2(["CAT64"]), "outputs": [{"name": "logits"}]}}, 400, "unknown output"),
-    "v2: bad top_k": ("/v2/models/classifier/infer", {"json": {**_v2(["CAT64"]), "parameters": {"top_k": "five"}}}, 400, "top_k"),
+    "v2: unknown output": (
+        "/v2/models/classifier/infer",
+        {"json": {**_v2(["CAT64"]), "outputs": [{"name": "logits"}]}},
+        400,
+        "unknown output",
+    ),
+    "v2: bad top_k": (
+        "/v2/models/classifier/infer",
+        {"json": {**_v2(["CAT64"]), "parameters": {"top_k": "five"}}},
+        400,
+        "top_k",
+    ),
     "v2: unknown model": ("/v2/models/nope/infer", {"json": _v2(["CAT64"])}, 404, "not served here"),
-    "v2 binary: bad header length": ("/v2/models/classifier/infer", {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}}, 400, "outside the body"),
-    "v2 binary: truncated element": ("/v2/models/classifier/infer", {"binary": ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 8}}]}, struct.pack("<I", 500) + b"abcd")}, 400, "declares 500 bytes"),
-    "v2 binary: size past end": ("/v2/models/classifier/infer", {"binary": ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 999}}]}, b"abc")}, 400, "exceeds the binary data"),
+    "v2 binary: bad header length": (
+        "/v2/models/classifier/infer",
+        {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}},
+        400,
+        "outside the body",
+    ),
+    "v2 binary: truncated element": (
+        "/v2/models/classifier/infer",
+        {
+            "binary": (
+                {
+                    "inputs": [
+                        {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 8}}
+                    ]
+                },
+                struct.pack("<I", 500) + b"abcd",
+            )
+        },
+        400,
+        "declares 500 bytes",
+    ),
+    "v2 binary: size past end": (
+        "/v2/models/classifier/infer",
+        {
+            "binary": (
+                {
+                    "inputs": [
+                        {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 999}}
+                    ]
+                },
+                b"abc",
+            )
+        },
+        400,
+        "exceeds the binary data",
+    ),
     "v1: no instances": ("/v1/models/classifier:predict", {"json": {"images": []}}, 400, "instances"),
-    "v1: bad base64": ("/v1/models/classifier:predict", {"json": {"instances": [{"image": {"b64": "%%%"}}]}}, 400, "not valid base64"),
-    "v1: not an image": ("/v1/models/classifier:predict", {"json": {"instances": [{"image": {"b64": base64.b64encode(b"plain text").decode()}}]}}, 400, "not a decodable image"),
+    "v1: bad base64": (
+        "/v1/models/classifier:predict",
+        {"json": {"instances": [{"image": {"b64": "%%%"}}]}},
+        400,
+        "not valid base64",
+    ),
+    "v1: not an image": (
+        "/v1/models/classifier:predict",
+        {"json": {"instances": [{"image": {"b64": base64.b64encode(b"plain text").decode()}}]}},
+        400,
+        "not a decodable image",
+    ),
 }
 
 
@@ -109,8 +202,9 @@ def test_body_over_max_request_bytes_is_413(default_server: ServerProcess, cat_j
     big = b"\xff" * (33 * 1024 * 1024)
     r = default_server.client.post("/classify", files={"image": ("big.jpg", big)})
     assert r.status_code == 413 and "max_request_bytes" in r.json()["error"]
-    r = default_server.client.post("/v1/models/classifier:predict", content=b"x" * (33 * 1024 * 1024),
-                                   headers={"Content-Type": "application/json"})
+    r = default_server.client.post(
+        "/v1/models/classifier:predict", content=b"x" * (33 * 1024 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 413
     default_server.assert_healthy(cat_jpeg)
 

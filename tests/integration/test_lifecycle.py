@@ -81,16 +81,27 @@ def test_disconnected_client_gives_back_its_slot(tiny_model_dir: Path, tmp_path:
     server = start_server(tiny_model_dir, tmp_path, max_queue_images=1, max_batch_size=64, max_batch_delay_ms=3000)
     try:
         boundary = "b0undary"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.jpg\"\r\n"
-                f"Content-Type: image/jpeg\r\n\r\n").encode() + small_jpeg + f"\r\n--{boundary}--\r\n".encode()
-        head = (f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n'
+                f"Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + small_jpeg
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        head = (
+            f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.sendall(head + body)
         _wait_for(lambda: server.metric("classifier_queue_depth") == 1, what="the request to be queued")
         sock.close()
-        _wait_for(lambda: server.metric("classifier_queue_depth") == 0, timeout_s=2.5,
-                  what="the slot of the disconnected client to be freed before its batch would run")
+        _wait_for(
+            lambda: server.metric("classifier_queue_depth") == 0,
+            timeout_s=2.5,
+            what="the slot of the disconnected client to be freed before its batch would run",
+        )
         with httpx.Client(timeout=30) as c:
             r = c.post(f"{server.url}/classify", files={"image": ("x.jpg", small_jpeg)})
         assert r.status_code == 200, "the freed slot admits the next request"
@@ -99,8 +110,7 @@ def test_disconnected_client_gives_back_its_slot(tiny_model_dir: Path, tmp_path:
 
 
 def test_sigterm_drains_every_accepted_request(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
-    server = start_server(tiny_model_dir, tmp_path, max_batch_size=64, max_batch_delay_ms=1500,
-                          grace_period_seconds=20)
+    server = start_server(tiny_model_dir, tmp_path, max_batch_size=64, max_batch_delay_ms=1500, grace_period_seconds=20)
     n = 12
     with ThreadPoolExecutor(n) as pool:
         futures = [pool.submit(_post, server.url, small_jpeg) for _ in range(n)]

@@ -11,7 +11,14 @@ import pytest
 
 from tests.conftest import ServerProcess, jpeg_bytes
 
-CAT_CLASSES = {"tabby, tabby cat", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat, Siamese", "lynx, catamount"}
+CAT_CLASSES = {
+    "tabby, tabby cat",
+    "tiger cat",
+    "Egyptian cat",
+    "Persian cat",
+    "Siamese cat, Siamese",
+    "lynx, catamount",
+}
 
 
 def classify(server: ServerProcess, image: bytes, **params) -> dict:
@@ -21,8 +28,16 @@ def classify(server: ServerProcess, image: bytes, **params) -> dict:
 
 
 def v2_json(server: ServerProcess, images: list[bytes], **params) -> dict:
-    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(images)],
-                        "data": [base64.b64encode(i).decode() for i in images]}]}
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [len(images)],
+                "data": [base64.b64encode(i).decode() for i in images],
+            }
+        ]
+    }
     if params:
         body["parameters"] = params
     r = server.client.post(f"/v2/models/{server.model_name}/infer", json=body)
@@ -32,10 +47,13 @@ def v2_json(server: ServerProcess, images: list[bytes], **params) -> dict:
 
 def v2_binary_request(images: list[bytes], binary_outputs: bool, **params) -> tuple[bytes, dict[str, str]]:
     raw = b"".join(struct.pack("<I", len(i)) + i for i in images)
-    header = {"id": "req-7", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(images)],
-                                         "parameters": {"binary_data_size": len(raw)}}],
-              "outputs": [{"name": n, "parameters": {"binary_data": binary_outputs}}
-                          for n in ("label", "score", "class_id")]}
+    header = {
+        "id": "req-7",
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [len(images)], "parameters": {"binary_data_size": len(raw)}}
+        ],
+        "outputs": [{"name": n, "parameters": {"binary_data": binary_outputs}} for n in ("label", "score", "class_id")],
+    }
     if params:
         header["parameters"] = params
     h = orjson.dumps(header)
@@ -138,13 +156,30 @@ def test_v2_uint8_and_fp32_tensors(default_server: ServerProcess, photos):
 
     spec = PreprocessSpec.from_model_dir(default_server_model_dir())
     pixels = photos["chelsea"][::4, ::4]  # any size: resized and cropped by the server
-    r = default_server.client.post("/v2/models/classifier/infer", json={"inputs": [
-        {"name": "image_uint8", "datatype": "UINT8", "shape": [1, *pixels.shape], "data": pixels.ravel().tolist()}]})
+    r = default_server.client.post(
+        "/v2/models/classifier/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "image_uint8",
+                    "datatype": "UINT8",
+                    "shape": [1, *pixels.shape],
+                    "data": pixels.ravel().tolist(),
+                }
+            ]
+        },
+    )
     assert r.status_code == 200, r.text
     assert outputs(r.json())["label"][0] in CAT_CLASSES
     chw = spec.normalize(prepare_array(photos["chelsea"], spec)[None])
-    r = default_server.client.post("/v2/models/classifier/infer", json={"inputs": [
-        {"name": "image_fp32", "datatype": "FP32", "shape": list(chw.shape), "data": chw.ravel().tolist()}]})
+    r = default_server.client.post(
+        "/v2/models/classifier/infer",
+        json={
+            "inputs": [
+                {"name": "image_fp32", "datatype": "FP32", "shape": list(chw.shape), "data": chw.ravel().tolist()}
+            ]
+        },
+    )
     assert r.status_code == 200, r.text
     assert outputs(r.json())["label"][0] in CAT_CLASSES
 
@@ -156,8 +191,9 @@ def default_server_model_dir():
 
 
 def test_v1(default_server: ServerProcess, cat_jpeg: bytes):
-    r = default_server.client.post("/v1/models/classifier:predict",
-                                   json={"instances": [{"image": {"b64": base64.b64encode(cat_jpeg).decode()}}]})
+    r = default_server.client.post(
+        "/v1/models/classifier:predict", json={"instances": [{"image": {"b64": base64.b64encode(cat_jpeg).decode()}}]}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0][0]["label"] in CAT_CLASSES
 
@@ -170,11 +206,15 @@ def test_same_image_same_answer_through_every_protocol(default_server: ServerPro
     body, headers = v2_binary_request([cat_jpeg], binary_outputs=True)
     r = default_server.client.post("/v2/models/classifier/infer", content=body, headers=headers)
     b = decode_v2_binary(r.content, int(r.headers["inference-header-content-length"]))
-    v1 = default_server.client.post("/v1/models/classifier:predict",
-                                    json={"instances": [{"image": {"b64": base64.b64encode(cat_jpeg).decode()}}]})
+    v1 = default_server.client.post(
+        "/v1/models/classifier:predict", json={"instances": [{"image": {"b64": base64.b64encode(cat_jpeg).decode()}}]}
+    )
     v1p = v1.json()["predictions"][0]
-    for got_labels, got_scores in [(j["label"], j["score"]), (b["label"], b["score"]),
-                                   ([p["label"] for p in v1p], [p["score"] for p in v1p])]:
+    for got_labels, got_scores in [
+        (j["label"], j["score"]),
+        (b["label"], b["score"]),
+        ([p["label"] for p in v1p], [p["score"] for p in v1p]),
+    ]:
         assert list(got_labels) == labels
         np.testing.assert_allclose(np.asarray(got_scores, dtype=np.float64), scores, atol=1e-4)
 
@@ -186,12 +226,17 @@ def test_metadata_and_health(default_server: ServerProcess):
     assert c.get("/v2/models/classifier/ready").status_code == 200
     meta = c.get("/v2/models/classifier").json()
     assert {i["name"]: i["datatype"] for i in meta["inputs"]} == {
-        "image": "BYTES", "image_uint8": "UINT8", "image_fp32": "FP32"}
+        "image": "BYTES",
+        "image_uint8": "UINT8",
+        "image_fp32": "FP32",
+    }
     assert [o["name"] for o in meta["outputs"]] == ["label", "score", "class_id"]
 
 
 def test_request_id_is_echoed_or_generated(default_server: ServerProcess, cat_jpeg: bytes):
-    r = default_server.client.post("/classify", files={"image": ("c.jpg", cat_jpeg)}, headers={"X-Request-Id": "abc-123"})
+    r = default_server.client.post(
+        "/classify", files={"image": ("c.jpg", cat_jpeg)}, headers={"X-Request-Id": "abc-123"}
+    )
     assert r.headers["x-request-id"] == "abc-123"
     r = default_server.client.get("/v2/health/ready")
     assert len(r.headers["x-request-id"]) == 32
