@@ -35,7 +35,11 @@ def serve(settings: Settings) -> None:
     if settings.redis_url:
         _install_jobs(app, settings)
     _install_gpu_metrics()
-    model.load()
+    try:
+        model.load()
+    except (FileNotFoundError, ValueError, OSError) as e:
+        logger.error("cannot load the model from %s: %s", settings.model_dir, e)
+        raise SystemExit(1) from None
     server = ModelServer(
         http_port=settings.http_port,
         grpc_port=settings.grpc_port,
