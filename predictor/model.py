@@ -8,13 +8,15 @@ requests it decoded itself (gRPC, ``InferRequest``). The v2 REST route with bina
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve import errors as kserve_errors
 
 from predictor.config import Settings
-from predictor.errors import InvalidInput
+from predictor.errors import InvalidInput, PredictorError
 from predictor.pipeline import Pipeline
 from predictor.protocol import INPUT_BYTES, ParsedRequest, parse_v1, predictions_json, v2_metadata
 
@@ -44,6 +46,8 @@ class ImageClassifierModel(Model):
         self, payload: dict | InferRequest, headers: dict[str, str] | None = None, response_headers=None
     ) -> dict | InferResponse:
         """v1 ``dict`` → v1 ``dict``; v2 ``InferRequest`` → ``InferResponse``."""
+        if isinstance(payload, InferRequest) and payload.from_grpc:
+            return await self._counted_grpc(payload)
         if isinstance(payload, InferRequest):
             return await self._predict_v2(payload)
         parsed = parse_v1(payload)
@@ -53,6 +57,29 @@ class ImageClassifierModel(Model):
             "model_name": self.name,
             "model_version": self.pipeline.model_version,
         }
+
+    async def _counted_grpc(self, req: InferRequest) -> InferResponse:
+        """gRPC requests bypass the HTTP middleware: count them here with protocol="grpc"."""
+        m, started, code = self.pipeline.metrics, time.perf_counter(), "200"
+        try:
+            return await self._predict_v2(req)
+        except PredictorError as e:
+            code = str(e.status_code)
+            m.rejections.labels(self.name, e.reason).inc()
+            # KServe's gRPC interceptor maps its own error types onto status codes.
+            if e.status_code >= 503:
+                unavailable = kserve_errors.ServerNotReady(e.message)
+                unavailable.reason = str(unavailable)  # the interceptor reads .reason
+                raise unavailable from None
+            if e.status_code < 500:
+                raise kserve_errors.InvalidInput(e.message) from None
+            raise
+        except Exception:
+            code = "500"
+            raise
+        finally:
+            m.requests.labels(self.name, "grpc", code).inc()
+            m.request_duration.labels(self.name, "grpc").observe(time.perf_counter() - started)
 
     async def _predict_v2(self, req: InferRequest) -> InferResponse:
         if len(req.inputs) != 1:
