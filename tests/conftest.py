@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO / "models" / "efficientnet-lite0"
 if str(REPO) not in sys.path:
