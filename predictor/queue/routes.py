@@ -1,0 +1,146 @@
+"""HTTP routes of queue mode: ``POST /v1/jobs`` (enqueue) and ``GET /v1/jobs/{id}`` (read a result).
+
+Errors are raised as :mod:`predictor.errors` types; the server's one handler turns them into
+``{"error": "..."}`` with their status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.datastructures import UploadFile
+
+from predictor.config import Settings
+from predictor.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from predictor.queue.jobs import JOB_ID_PATTERN, JobNotFound, JobQueue
+
+
+def job_router(queue: JobQueue, settings: Settings) -> APIRouter:
+    """The ``/v1/jobs`` routes on ``queue``.
+
+    Args:
+        queue: where jobs go and results are read.
+        settings: limits (``max_request_bytes``, ``max_images_per_request``, ``max_top_k``).
+    """
+    router = APIRouter(tags=["jobs"])
+
+    @router.post("/v1/jobs", status_code=202)
+    async def submit_jobs(request: Request) -> Response:
+        """Enqueue one job per image: multipart field ``image`` (repeatable, ``?top_k=N``) or JSON
+        ``{"images": [base64, ...], "top_k": N}``. Answers 202 ``{"job_ids": [...]}``."""
+        images, top_k = await _read_job_request(request, settings)
+        ids = await queue.submit(images, top_k)
+        return Response(json.dumps({"job_ids": ids}), status_code=202, media_type="application/json")
+
+    @router.get("/v1/jobs/{job_id}")
+    async def get_job(job_id: str) -> Response:
+        """A job's result (``status`` done or error), or ``{"status": "pending"}``; 404 when unknown."""
+        if not JOB_ID_PATTERN.match(job_id):
+            raise JobNotFound(f"job id {job_id[:64]!r} is not a job id (32 hex digits)")
+        state = await queue.get(job_id)
+        if state["status"] == "unknown":
+            raise JobNotFound(f"no job {job_id}: never submitted, or its result expired")
+        return Response(json.dumps(state), media_type="application/json")
+
+    return router
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(_too_large(int(declared), limit))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(_too_large(size, limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"request body of {size} bytes is over the limit of {limit} bytes (max_request_bytes)"
+
+
+async def _read_job_request(request: Request, settings: Settings) -> tuple[list[bytes], int | None]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        images, top_k = _parse_json(await _read_body(request, settings.max_request_bytes))
+    elif ctype == "multipart/form-data":
+        images = await _parse_multipart(request, settings)
+        top_k = _int_or_none(request.query_params.get("top_k"), "query parameter top_k")
+    else:
+        raise UnsupportedMediaType(
+            f"content type {ctype or '(none)'!r} is not accepted on /v1/jobs: send multipart/form-data "
+            "with field 'image' (curl -F image=@cat.jpg), or application/json "
+            '{"images": ["<base64>", ...], "top_k": 5}'
+        )
+    if len(images) > settings.max_images_per_request:
+        raise InvalidInput(f"{len(images)} images in one request, over the limit of {settings.max_images_per_request}")
+    return images, top_k
+
+
+def _parse_json(body: bytes) -> tuple[list[bytes], int | None]:
+    try:
+        doc: Any = json.loads(body)
+    except ValueError as e:
+        raise InvalidInput(f"body is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not doc["images"]:
+        raise InvalidInput('JSON body must be {"images": ["<base64>", ...], "top_k": N} with one image or more')
+    images = []
+    for i, item in enumerate(doc["images"]):
+        if not isinstance(item, str):
+            raise InvalidInput(f"images[{i}] must be a base64 string, got {type(item).__name__}")
+        try:
+            data = base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"images[{i}] is not valid base64") from None
+        if not data:
+            raise InvalidInput(f"images[{i}] is empty: send the encoded image bytes")
+        images.append(data)
+    top_k = doc.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
+        raise InvalidInput(f"top_k must be an integer, got {top_k!r}")
+    return images, top_k
+
+
+async def _parse_multipart(request: Request, settings: Settings) -> list[bytes]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_request_bytes:
+        raise PayloadTooLarge(_too_large(int(declared), settings.max_request_bytes))
+    try:
+        form = await request.form(
+            max_files=settings.max_images_per_request + 1, max_part_size=settings.max_request_bytes
+        )
+    except PayloadTooLarge:
+        raise
+    except Exception as e:  # malformed multipart of any kind is the client's mistake
+        raise InvalidInput(f"multipart body could not be parsed: {e}") from None
+    try:
+        parts = form.getlist("image")
+        if not parts:
+            raise InvalidInput(f"multipart field 'image' is missing (fields sent: {sorted(set(form.keys()))})")
+        images = []
+        for i, part in enumerate(parts):
+            if not isinstance(part, UploadFile):
+                raise InvalidInput("multipart field 'image' must be a file upload (curl -F image=@cat.jpg)")
+            data = await part.read()
+            if not data:
+                raise InvalidInput(f"image {i} ({part.filename or 'unnamed'}) is empty")
+            images.append(data)
+        return images
+    finally:
+        await form.close()
+
+
+def _int_or_none(raw: str | None, what: str) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"{what} must be an integer, got {raw!r}") from None

@@ -1,0 +1,202 @@
+"""The worker loop in-process, on a real Redis and a real (tiny) model: error results, poison jobs,
+dead letters and stopping mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from predictor.config import Settings
+from predictor.errors import InferenceFailed
+from predictor.pipeline import Pipeline
+from predictor.queue.jobs import JobQueue
+from predictor.queue.metrics import WorkerMetrics
+from predictor.queue.worker import Worker
+
+from .conftest import RedisServer
+
+POISON = b"poison: the engine fails on every batch holding this image"
+
+
+async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``predicate`` (sync or async) until truthy, or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def settings_for(redis_server: RedisServer, model_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": redis_server.url,
+        "model_dir": model_dir,
+        "consumer_name": "w1",
+        "max_batch_size": 8,
+        "max_batch_delay_ms": 2,
+        "visibility_timeout_ms": 1000,
+        "max_deliveries": 2,
+        "cpu_threads": 1,
+        "device": "cpu",
+        "dead_letter_stream": "jobs:dead",
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture
+async def pipeline(tiny_model_dir: Path) -> AsyncIterator[Pipeline]:
+    p = Pipeline(Settings(model_dir=tiny_model_dir, max_batch_size=8, cpu_threads=1, device="cpu"))
+    p.load()
+    await p.start()
+    yield p
+    await p.close()
+
+
+class FlakyPipeline:
+    """The real pipeline, except that any batch holding ``POISON`` fails as an engine crash would."""
+
+    def __init__(self, real: Pipeline) -> None:
+        self.real = real
+        self.model_name, self.model_version = real.model_name, real.model_version
+        self.seen: list[bytes] = []
+
+    async def classify_each(self, images: list[bytes], top_k: int | None = None, timeout_s: float | None = None):
+        self.seen.extend(images)
+        if POISON in images:
+            raise InferenceFailed("forward pass failed")
+        return await self.real.classify_each(images, top_k=top_k, timeout_s=timeout_s)
+
+
+class Running:
+    """A worker task plus the queue and metrics it uses."""
+
+    def __init__(self, settings: Settings, pipeline: Any) -> None:
+        self.queue = JobQueue(settings)
+        self.registry = CollectorRegistry()
+        self.worker = Worker(settings, pipeline, self.queue, WorkerMetrics(self.registry))
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.worker.run())
+
+    def jobs_total(self, outcome: str) -> float:
+        return self.registry.get_sample_value("classifier_worker_jobs_total", {"outcome": outcome}) or 0.0
+
+    async def finished(self, ids: list[str]) -> bool:
+        return all(s["status"] in ("done", "error") for s in await self.queue.get_many(ids))
+
+    async def stop(self) -> None:
+        self.worker.stop()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 30)
+        await self.queue.close()
+
+
+async def test_bad_jobs_get_error_results_and_the_rest_is_classified(
+    redis_server: RedisServer, tiny_model_dir: Path, pipeline: Pipeline, png_images: list[bytes]
+) -> None:
+    settings = settings_for(redis_server, tiny_model_dir)
+    run = Running(settings, pipeline)
+    await run.queue.ensure_group()
+    good = await run.queue.submit(png_images[:20], top_k=3)
+    (junk,) = await run.queue.submit([b"these bytes are not an image"])
+    r = redis_server.client()
+    r.xadd(settings.stream, {"id": "no-image-here", "top_k": "many"})
+    r.xadd(settings.stream, {"id": "too-many-classes", "image": png_images[0], "top_k": "1000"})
+    ids = [*good, junk, "no-image-here", "too-many-classes"]
+    run.start()
+    await until(lambda: run.finished(ids), 30, "every job to finish")
+    states = {s["id"]: s for s in await run.queue.get_many(ids)}
+    for job_id in good:
+        assert states[job_id]["status"] == "done" and len(states[job_id]["predictions"]) == 3
+        assert states[job_id]["model_version"] == pipeline.model_version
+    assert states[junk]["status"] == "error" and "decodable image" in states[junk]["error"]
+    assert states["no-image-here"]["status"] == "error" and "no image" in states["no-image-here"]["error"]
+    assert "top_k" in states["too-many-classes"]["error"]
+    assert run.jobs_total("ok") == 20 and run.jobs_total("error") == 3
+    await run.stop()
+    assert r.xlen(settings.stream) == 0 and r.xpending(settings.stream, settings.consumer_group)["pending"] == 0
+    assert r.xlen(settings.dead_letter_stream) == 0  # an invalid image is answered, never retried
+
+
+async def test_job_failing_every_delivery_goes_to_dead_letter_and_spares_its_batch(
+    redis_server: RedisServer, tiny_model_dir: Path, pipeline: Pipeline, png_images: list[bytes]
+) -> None:
+    settings = settings_for(redis_server, tiny_model_dir, max_deliveries=2)
+    flaky = FlakyPipeline(pipeline)
+    run = Running(settings, flaky)
+    await run.queue.ensure_group()
+    ids = await run.queue.submit([*png_images[:3], POISON, *png_images[3:6]])
+    poison_id = ids[3]
+    run.start()
+    await until(lambda: run.finished(ids), 30, "the poison job to be dead-lettered")
+    states = {s["id"]: s for s in await run.queue.get_many(ids)}
+    assert all(states[i]["status"] == "done" for i in ids if i != poison_id)  # isolated from the poison
+    assert states[poison_id]["status"] == "error" and "dead-letter" in states[poison_id]["error"]
+    r = redis_server.client()
+    ((_, fields),) = r.xrange(settings.dead_letter_stream)
+    assert fields[b"id"] == poison_id.encode() and fields[b"image"] == POISON
+    assert fields[b"deliveries"] == b"2" and b"max_deliveries=2" in fields[b"reason"]
+    assert run.jobs_total("dead_letter") == 1 and run.jobs_total("ok") == 6
+    await run.stop()
+    assert r.xlen(settings.stream) == 0 and r.xpending(settings.stream, settings.consumer_group)["pending"] == 0
+
+
+async def test_job_that_crashed_other_workers_is_dead_lettered_without_running(
+    redis_server: RedisServer, tiny_model_dir: Path, pipeline: Pipeline, png_images: list[bytes]
+) -> None:
+    settings = settings_for(redis_server, tiny_model_dir, max_deliveries=3)
+    flaky = FlakyPipeline(pipeline)
+    run = Running(settings, flaky)
+    await run.queue.ensure_group()
+    (job_id,) = await run.queue.submit([png_images[0]])
+    # What workers dying on this job leave in Redis: delivered 3 times, never acknowledged.
+    r = redis_server.client()
+    ((_, ((entry_id, _),)),) = r.xreadgroup(settings.consumer_group, "crashed-pod", {settings.stream: ">"})
+    r.xclaim(settings.stream, settings.consumer_group, "crashed-pod", 0, [entry_id], idle=60_000, retrycount=3)
+    run.start()
+    await until(lambda: run.finished([job_id]), 20, "the job to be dead-lettered")
+    assert (await run.queue.get(job_id))["status"] == "error"
+    assert r.xlen(settings.dead_letter_stream) == 1 and flaky.seen == []
+    await run.stop()
+
+
+async def test_stop_finishes_and_acknowledges_the_current_batch_then_reads_no_more(
+    redis_server: RedisServer, tiny_model_dir: Path, pipeline: Pipeline, png_images: list[bytes]
+) -> None:
+    settings = settings_for(redis_server, tiny_model_dir, max_batch_size=4)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    class SlowPipeline(FlakyPipeline):
+        async def classify_each(self, images, top_k=None, timeout_s=None):
+            started.set()
+            await release.wait()
+            return await super().classify_each(images, top_k, timeout_s)
+
+    run = Running(settings, SlowPipeline(pipeline))
+    await run.queue.ensure_group()
+    ids = await run.queue.submit(png_images[:10])
+    run.start()
+    await until(started.is_set, 20, "the first batch to start")
+    run.worker.stop()
+    release.set()
+    assert run.task is not None
+    await asyncio.wait_for(run.task, 20)
+    states = await run.queue.get_many(ids)
+    assert [s["status"] for s in states] == ["done"] * 4 + ["pending"] * 6
+    r = redis_server.client()
+    assert r.xpending(settings.stream, settings.consumer_group)["pending"] == 0  # nothing held
+    assert r.xlen(settings.stream) == 6  # the rest stays queued for other workers
+    await run.queue.close()
