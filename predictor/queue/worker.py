@@ -44,6 +44,8 @@ RETRYABLE = (*REDIS_UNAVAILABLE, BusyLoadingError)
 """Redis errors the worker waits out (reconnecting with backoff)."""
 READ_BLOCK_MS = 1000
 """Longest XREADGROUP wait: bounds how late SIGTERM and the reclaim timer are noticed."""
+MAX_REFUSALS = 5
+"""Error replies (not outages) tolerated on one operation before it is abandoned."""
 BACKLOG_REPORT_S = 2.0
 """How often the stream-length and pending gauges are refreshed."""
 
@@ -108,11 +110,12 @@ class Worker:
                 except RETRYABLE as e:
                     await self._wait_out(e)
                 except ResponseError as e:
-                    if "NOGROUP" not in str(e):
-                        raise
-                    # Redis came back without our group (no persistence): create it again.
-                    logger.warning("consumer group %s is gone; creating it again", self.queue.group)
-                    await self._retrying(self.queue.ensure_group, until_stopped=True)
+                    if "NOGROUP" in str(e):
+                        # Redis came back without our group (no persistence): create it again.
+                        logger.warning("consumer group %s is gone; creating it again", self.queue.group)
+                        await self._retrying(self.queue.ensure_group, until_stopped=True)
+                    else:  # e.g. OOM (maxmemory reached): wait it out rather than crash-loop
+                        await self._wait_out(e)
         finally:
             reporter.cancel()
 
@@ -209,7 +212,7 @@ class Worker:
             return 0
         new = await self._retrying(lambda: self.queue.complete(outcomes), until_stopped=False)
         if new is None:
-            logger.warning("gave up acknowledging %d jobs after SIGTERM; they stay pending", len(outcomes))
+            logger.warning("could not store %d results; the jobs stay pending and are retried", len(outcomes))
             return 0
         for outcome, is_new in zip(outcomes, new, strict=True):
             if is_new:
@@ -222,11 +225,12 @@ class Worker:
             self.metrics.job_duration.observe(max(0.0, time.time() - job.submitted_at))
 
     async def _retrying(self, op: Callable[[], Awaitable[T]], *, until_stopped: bool) -> T | None:
-        """Run ``op`` until it succeeds; None if the worker is stopping and gave up.
+        """Run ``op`` until it succeeds; None if it gave up (stopping, or Redis keeps refusing it).
 
         ``until_stopped``: give up as soon as stop is requested; otherwise keep trying for the grace
         period after it (the batch in hand is worth finishing).
         """
+        refusals = 0
         while True:
             try:
                 result = await op()
@@ -234,6 +238,13 @@ class Worker:
                 return result
             except RETRYABLE as e:
                 if self._giving_up(until_stopped):
+                    return None
+                await self._wait_out(e, interruptible=until_stopped)
+            except ResponseError as e:
+                # Refused by Redis (OOM, ...): retry a few times, then leave the jobs pending.
+                refusals += 1
+                if refusals > MAX_REFUSALS or self._giving_up(until_stopped):
+                    logger.error("Redis keeps refusing (%s); giving up this operation", e)
                     return None
                 await self._wait_out(e, interruptible=until_stopped)
 
@@ -245,7 +256,8 @@ class Worker:
     async def _wait_out(self, error: BaseException, *, interruptible: bool = True) -> None:
         """Sleep the backoff delay; SIGTERM cuts it short unless a batch in hand is being finished."""
         delay = self._backoff.next_delay()
-        logger.warning("Redis unavailable (%s: %s); retrying in %.2fs", type(error).__name__, error, delay)
+        what = "refused the command" if isinstance(error, ResponseError) else "unavailable"
+        logger.warning("Redis %s (%s: %s); retrying in %.2fs", what, type(error).__name__, error, delay)
         if not interruptible:
             await asyncio.sleep(delay)
             return

@@ -200,3 +200,27 @@ async def test_stop_finishes_and_acknowledges_the_current_batch_then_reads_no_mo
     assert r.xpending(settings.stream, settings.consumer_group)["pending"] == 0  # nothing held
     assert r.xlen(settings.stream) == 6  # the rest stays queued for other workers
     await run.queue.close()
+
+
+async def test_redis_refusing_writes_is_waited_out_not_fatal(
+    redis_server: RedisServer,
+    tiny_model_dir: Path,
+    pipeline: Pipeline,
+    png_images: list[bytes],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = settings_for(redis_server, tiny_model_dir)
+    run = Running(settings, pipeline)
+    await run.queue.ensure_group()
+    ids = await run.queue.submit(png_images[:5])
+    r = redis_server.client()
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", "1")  # every write that may grow memory is refused with OOM
+    run.start()
+    await until(lambda: "refused the command" in caplog.text, 20, "the worker to hit the OOM refusal")
+    assert not run.task.done()
+    assert [s["status"] for s in await run.queue.get_many(ids)] == ["pending"] * 5
+    r.config_set("maxmemory", "0")
+    await until(lambda: run.finished(ids), 30, "every job to finish once Redis accepts writes")
+    assert [s["status"] for s in await run.queue.get_many(ids)] == ["done"] * 5
+    await run.stop()
