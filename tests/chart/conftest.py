@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import CRDS, PROFILES, CrdValidator, render
+
+from .chart_support import CRDS, PROFILES, CrdValidator, profile_name, render
 
 _UNCHECKED_CEL: set[str] = set()
 
@@ -26,10 +26,6 @@ def record_unchecked_cel():
 def rendered() -> dict[str, list[dict[str, Any]]]:
     """Every profile in chart/ci rendered once: {profile name: objects}."""
     return {profile_name(p): render([p]) for p in PROFILES}
-
-
-def profile_name(path: Path) -> str:
-    return path.name.removesuffix("-values.yaml")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

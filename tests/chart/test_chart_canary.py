@@ -6,7 +6,8 @@ import json
 
 import pytest
 import yaml
-from chart_support import CHART, one, run, tool
+
+from .chart_support import CHART, one, run, tool
 
 # Exactly the commands docs/operations.md and NOTES.txt give (minus the cluster): 10 %, promote, roll back.
 KNATIVE_STEPS = [10, 100, 0]

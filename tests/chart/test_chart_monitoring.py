@@ -8,7 +8,8 @@ import re
 
 import pytest
 import yaml
-from chart_support import CHART, REPO_ROOT, one, run, tool
+
+from .chart_support import CHART, REPO_ROOT, one, run, tool
 
 DASHBOARD = json.loads((CHART / "dashboards" / "image-classifier.json").read_text())
 GRAFANA_VARIABLES = {
@@ -87,7 +88,7 @@ def test_required_alerts_exist(rule_groups):
 
 
 def test_thresholds_follow_values(tmp_path):
-    from chart_support import render
+    from .chart_support import render
 
     values = tmp_path / "values.yaml"
     values.write_text("monitoring:\n  prometheusRule:\n    latencyP95Seconds: 0.25\n")

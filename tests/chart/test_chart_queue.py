@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from chart_support import CHART, by_kind, one, render
+from .chart_support import CHART, by_kind, one, render
 
 QUEUE = CHART / "ci" / "queue-worker-values.yaml"
 

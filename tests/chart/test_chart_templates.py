@@ -7,7 +7,8 @@ import re
 
 import pytest
 import yaml
-from chart_support import CHART, CRDS, by_kind, one, pod_labels_valid, render
+
+from .chart_support import CHART, CRDS, by_kind, one, pod_labels_valid, render
 
 KNATIVE_FORBIDDEN_COMPONENT_FIELDS = {
     # KServe component fields that are not part of the pod spec Knative receives.

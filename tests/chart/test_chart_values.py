@@ -9,9 +9,10 @@ import typing
 
 import pytest
 import yaml
-from chart_support import CHART, by_kind, one, render, render_error
 
 from predictor.config import Settings
+
+from .chart_support import CHART, by_kind, one, render, render_error
 
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
@@ -294,3 +295,25 @@ def test_readme_values_table_lists_every_value():
     readme = (CHART / "README.md").read_text()
     missing = [k for k in _leaf_keys(VALUES) if f"| `{k}` |" not in readme]
     assert not missing, missing
+
+
+def test_rendered_args_parse_with_the_real_cli(rendered):
+    """`python -m predictor serve|worker` (its own argparse) accepts exactly what the chart renders."""
+    from predictor.__main__ import build_parser
+    from predictor.config import settings_from_args
+
+    parser = build_parser()
+    for profile, objects in rendered.items():
+        for isvc in by_kind(objects, "InferenceService"):
+            components = [isvc["spec"]["predictor"]] + [c["predictor"] for c in isvc["spec"].get("canary", [])]
+            for component in components:
+                rendered_args = component["containers"][0]["args"]
+                settings = settings_from_args(parser.parse_args(["serve", *rendered_args]))
+                assert f"--max_batch_size={settings.max_batch_size}" in rendered_args, profile
+                assert str(settings.model_dir) == "/mnt/models" and settings.http_port == 8080
+        for dep in by_kind(objects, "Deployment"):
+            c = dep["spec"]["template"]["spec"]["containers"][0]
+            assert c["command"][-1] == "worker"
+            args = parser.parse_args(["worker", *c["args"]])
+            settings = settings_from_args(args)
+            assert settings.redis_url.startswith("redis://") and settings.metrics_port == 9090, profile

@@ -9,7 +9,8 @@ import re
 import shlex
 
 import pytest
-from chart_support import REPO_ROOT, run, tool
+
+from .chart_support import REPO_ROOT, run, tool
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 TEXT = DOCKERFILE.read_text()
