@@ -187,3 +187,15 @@ def test_dashboard_variables_are_defined():
     names = {v["name"] for v in DASHBOARD["templating"]["list"]}
     used = set(re.findall(r"\$\{?([a-z_]+)", json.dumps(DASHBOARD["panels"]))) - {"__rate_interval"}
     assert used <= names, used - names
+
+
+def test_keda_trigger_queries_parse_with_promtool(rendered, tmp_path):
+    isvc = one(rendered["standard-keda"], "InferenceService")
+    queries = [m["external"]["metric"]["query"] for m in isvc["spec"]["predictor"]["autoScaling"]["metrics"]]
+    rules = [{"record": f"keda:query_{i}", "expr": q} for i, q in enumerate(queries)]
+    path = tmp_path / "keda-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "keda", "rules": rules}]}))
+    result = run([tool("promtool"), "check", "rules", str(path)], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for query in queries:
+        assert metric_names(query) <= contract_metrics(), query
