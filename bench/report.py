@@ -1,0 +1,208 @@
+"""Turn a serve-bench result into a markdown report: machine, runs, ratios, targets of issue 4."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load_ceiling(path: Path | None) -> dict[str, Any] | None:
+    """The raw probe's best img/s (fastest backend that keeps the answers, best batch), if measured.
+
+    Accepts a top-level ``ceiling``/``best`` object with ``img_per_s``, or else takes the largest
+    ``img_per_s`` of any entry not marked ``keeps_answers: false``.
+    """
+    if path is None or not Path(path).exists():
+        return None
+    doc = json.loads(Path(path).read_text())
+    for key in ("ceiling", "best"):
+        if isinstance(doc, dict) and isinstance(doc.get(key), dict) and "img_per_s" in doc[key]:
+            return {"source": str(path), **doc[key]}
+    best: dict[str, Any] | None = None
+
+    def walk(node: Any) -> None:
+        nonlocal best
+        if isinstance(node, dict):
+            v = node.get("img_per_s")
+            if isinstance(v, int | float) and node.get("keeps_answers", True) is not False:
+                if best is None or v > best["img_per_s"]:
+                    best = {k: w for k, w in node.items() if not isinstance(w, dict | list)}
+            for w in node.values():
+                walk(w)
+        elif isinstance(node, list):
+            for w in node:
+                walk(w)
+
+    walk(doc)
+    return None if best is None else {"source": str(path), **best}
+
+
+def _run(res: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((r for r in res["runs"] if r["run"] == name), None)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def runs_table(res: dict[str, Any]) -> str:
+    """One row per load run, with ratios to the naive baseline and the ceiling of the same run."""
+    naive = _run(res, "naive/classify")
+    naive_ips = naive["img_per_s"] if naive else None
+    ceiling = (res.get("ceiling") or {}).get("img_per_s")
+    head = (
+        "run",
+        "conc.",
+        "img/s",
+        "x naive",
+        "x ceiling",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "errors",
+        "503 share",
+        "503 p99 ms",
+        "timeouts",
+        "server CPU ms/img",
+        "client CPU ms/req",
+        "others busy (cores)",
+    )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in res["runs"]:
+        cfg, lat, rej = r["config"], r["latency_ms"], r["rejected_503"]
+        conc = f"rate {cfg['rate_per_s']:.0f}/s" if cfg.get("rate_per_s") else str(cfg["concurrency"])
+        errors = {k: v for k, v in r["errors"].items() if k != "503"}
+        cells = (
+            r["run"],
+            conc,
+            r["img_per_s"],
+            _ratio(r["img_per_s"], naive_ips),
+            _ratio(r["img_per_s"], ceiling),
+            lat["p50"],
+            lat["p95"],
+            lat["p99"],
+            errors or 0,
+            f"{100 * rej['share']:.1f}%",
+            rej["p99_ms"],
+            r["timeouts"],
+            r["server_cpu"]["cpu_ms_per_image"],
+            r["client_cpu"]["cpu_ms_per_request"],
+            r["others_cores_busy"],
+        )
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 4's CPU targets: measured value, target, met or not."""
+    ours = _run(res, "ours/classify")
+    best_ours = max(
+        (r for r in res["runs"] if r["run"].startswith("ours/")), key=lambda r: r["img_per_s"], default=None
+    )
+    naive = _run(res, "naive/classify")
+    ceiling = (res.get("ceiling") or {}).get("img_per_s")
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, target: str, met: bool | None) -> None:
+        out.append({"target": name, "value": value, "goal": target, "met": met})
+
+    if best_ours and ceiling:
+        v = round(best_ours["img_per_s"] / ceiling, 2)
+        add(f"end-to-end / raw ceiling ({best_ours['run']})", v, ">= 0.60", v >= 0.60)
+    if ours and naive:
+        v = round(ours["img_per_s"] / naive["img_per_s"], 2)
+        add("/classify vs naive baseline", v, ">= 8x", v >= 8)
+    pre = res.get("preprocess")
+    if pre:
+        row = next((r for r in pre["rows"] if r["size"] == res["load"]["size"]), pre["rows"][-1])
+        v = row["speedup_vs_hf_default"]
+        add(f"preprocessing speed-up at {row['size']} vs AutoImageProcessor", v, ">= 3x", v >= 3)
+    for name in ("overload/closed", "overload/open"):
+        r = _run(res, name)
+        if r:
+            p99, rej = r["latency_ms"]["p99"], r["rejected_503"]
+            add(f"{name}: accepted p99 ms", p99, "< 2000", p99 is not None and p99 < 2000)
+            add(
+                f"{name}: 503 p99 ms ({100 * rej['share']:.1f}% rejected)",
+                rej["p99_ms"],
+                "< 50",
+                rej["p99_ms"] is not None and rej["p99_ms"] < 50,
+            )
+            add(f"{name}: timeouts", r["timeouts"], "0", r["timeouts"] == 0)
+    for key in ("ours_first", "ours_cached"):
+        v = res["cold_start_s"].get(key)
+        if v is not None:
+            add(f"cold start to ready, s ({key})", v, "< 5", v < 5)
+    return out
+
+
+def render_markdown(res: dict[str, Any]) -> str:
+    """The whole report as markdown."""
+    m = res["machine"]
+    flags = ", ".join(f for f, on in m["cpu_flags"].items() if on) or "none of interest"
+    lines = [
+        f"### Run {res.get('started_utc', '')}",
+        "",
+        f"- Command: `{res.get('command', '')}`",
+        f"- Machine: {m['cpu_model']}, {m['usable_cores']} usable cores (host {m['host_cores']}), flags: {flags}; "
+        f"load average at start {m['load_average_1m']}; GPU: {m['gpu'] or 'none'}",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}",
+        f"- Model: {res['model']['what']} (`{res['model']['dir']}`)",
+        f"- Load: {res['load']['size']} JPEGs (sample photos), 1 image/request, concurrency "
+        f"{res['load']['concurrency']}, {res['load']['duration_s']} s per run; our settings: "
+        f"{res['server_settings'] or 'defaults'}",
+        f"- Others on the host: up to {max((r['others_cores_busy'] for r in res['runs']), default=0)} cores busy "
+        "during a run (host busy CPU minus server and load generator)",
+        "",
+        runs_table(res),
+        "",
+    ]
+    ceiling = res.get("ceiling")
+    if ceiling:
+        desc = ", ".join(f"{k}={v}" for k, v in ceiling.items() if k != "source")
+        lines += [f"Raw ceiling (in-process, no HTTP, no decoding): {desc} (from `{ceiling['source']}`)", ""]
+    else:
+        lines += ["Raw ceiling: not measured in this run (no raw probe JSON).", ""]
+    b1, ours = _run(res, "ours_batch1/classify"), _run(res, "ours/classify")
+    if b1 and ours:
+        lines += [
+            f"Dynamic batching: default settings {ours['img_per_s']} img/s vs `max_batch_size=1` "
+            f"{b1['img_per_s']} img/s = {_ratio(ours['img_per_s'], b1['img_per_s'])}.",
+            "",
+        ]
+    if res.get("ramp"):
+        sat = res["saturation"]
+        lines += [
+            "Concurrency ramp on `/classify` (c → img/s, p99 ms): "
+            + "; ".join(f"{r['concurrency']} → {r['img_per_s']}, {r['p99_ms']}" for r in res["ramp"])
+            + f". Saturating concurrency: {sat['concurrency']}.",
+            "",
+        ]
+    if res.get("overload"):
+        o = res["overload"]
+        lines += [
+            f"Overload: `max_queue_images={o['max_queue_images']}`; closed loop at concurrency "
+            f"{o['closed_concurrency']}, open loop at {o['open_rate_per_s']} req/s (twice the saturated rate).",
+            "",
+        ]
+    cs, first = res["cold_start_s"], res.get("first_request_s", {})
+    lines += [
+        "Cold start (process start → `/v2/health/ready` 200, warm-up included): "
+        + ", ".join(f"{k} {v} s" for k, v in cs.items()),
+        "",
+        "First `/classify` request right after ready (fresh connection): "
+        + ", ".join(f"{k} {v} s" for k, v in first.items()),
+        "",
+    ]
+    if res.get("preprocess"):
+        lines += ["Preprocessing, ms per image, one thread:", "", res["preprocess"].get("markdown", ""), ""]
+    lines += ["Targets (issue 4):", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    for t in targets(res):
+        met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {_fmt(t['value'])} | {t['goal']} | {met} |")
+    return "\n".join(lines) + "\n"
