@@ -130,6 +130,15 @@ def redis_server(redis_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+@pytest.fixture(scope="module")
+def module_redis(redis_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A running Redis shared by the tests of one module."""
+    server = RedisServer(redis_binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
 @pytest.fixture(scope="session")
 def png_images() -> list[bytes]:
     """300 distinct small PNGs (crops of scikit-image's sample photos)."""
@@ -191,31 +200,40 @@ class WorkerProcess:
         return self.proc.wait(timeout_s)
 
 
+def spawn_worker(redis_url: str, name: str, model_dir: Path, log_dir: Path, **flags: object) -> WorkerProcess:
+    """Start ``python -m predictor worker`` on the tiny model, fast-reclaim settings, a free metrics port."""
+    settings = {
+        "redis_url": redis_url,
+        "model_dir": str(model_dir),
+        "consumer_name": name,
+        "metrics_port": free_port(),
+        "visibility_timeout_ms": 1000,
+        "max_batch_size": 16,
+        "max_batch_delay_ms": 2,
+        "cpu_threads": 1,
+        "device": "cpu",
+        **flags,
+    }
+    args = [a for k, v in settings.items() for a in (f"--{k}", str(v))]
+    return WorkerProcess(args, log_dir / f"worker-{name}.log", int(settings["metrics_port"]))
+
+
+def kill_all(workers: list[WorkerProcess]) -> None:
+    """SIGKILL what is still running (test teardown)."""
+    for w in workers:
+        if w.alive():
+            w.proc.kill()
+            w.proc.wait(10)
+
+
 @pytest.fixture
 def start_worker(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start worker processes on a Redis URL; all are killed at the end of the test."""
     started: list[WorkerProcess] = []
 
     def start(redis_url: str, name: str, **flags: object) -> WorkerProcess:
-        settings = {
-            "redis_url": redis_url,
-            "model_dir": str(tiny_model_dir),
-            "consumer_name": name,
-            "metrics_port": free_port(),
-            "visibility_timeout_ms": 1000,
-            "max_batch_size": 16,
-            "max_batch_delay_ms": 2,
-            "cpu_threads": 1,
-            "device": "cpu",
-            **flags,
-        }
-        args = [a for k, v in settings.items() for a in (f"--{k}", str(v))]
-        worker = WorkerProcess(args, tmp_path / f"worker-{name}.log", int(settings["metrics_port"]))
-        started.append(worker)
-        return worker
+        started.append(spawn_worker(redis_url, name, tiny_model_dir, tmp_path, **flags))
+        return started[-1]
 
     yield start
-    for w in started:
-        if w.alive():
-            w.proc.kill()
-            w.proc.wait(10)
+    kill_all(started)

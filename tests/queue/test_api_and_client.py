@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,19 +16,20 @@ import pytest
 
 from tests.conftest import ServerProcess, start_server
 
-from .conftest import REPO, RedisServer, WorkerProcess
+from .conftest import REPO, RedisServer, kill_all, spawn_worker
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def live(
-    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess], tiny_model_dir: Path, tmp_path: Path
-) -> Iterator[tuple[ServerProcess, WorkerProcess]]:
-    worker = start_worker(redis_server.url, "api-worker")
-    server = start_server(
-        tiny_model_dir, tmp_path, redis_url=redis_server.url, max_request_bytes=200_000, cpu_threads=1
-    )
-    yield server, worker
+    module_redis: RedisServer, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server with /v1/jobs and a worker, on one Redis, shared by this module's tests."""
+    log_dir = tmp_path_factory.mktemp("live")
+    worker = spawn_worker(module_redis.url, "api-worker", tiny_model_dir, log_dir)
+    server = start_server(tiny_model_dir, log_dir, redis_url=module_redis.url, max_request_bytes=200_000, cpu_threads=1)
+    yield server
     server.stop()
+    kill_all([worker])
 
 
 def wait_done(client: httpx.Client, job_id: str, timeout_s: float = 30) -> dict:
@@ -48,10 +49,8 @@ def run_client(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_jobs_api_submits_and_answers_results_and_errors(
-    live: tuple[ServerProcess, WorkerProcess], redis_server: RedisServer, png_images: list[bytes]
-) -> None:
-    server, _ = live
+def test_jobs_api_submits_and_answers_results_and_errors(live: ServerProcess, png_images: list[bytes]) -> None:
+    server = live
     c = server.client
     r = c.post("/v1/jobs?top_k=2", files=[("image", ("a.png", png_images[0])), ("image", ("b.png", png_images[1]))])
     assert r.status_code == 202, r.text
@@ -80,19 +79,27 @@ def test_jobs_api_submits_and_answers_results_and_errors(
         assert response.status_code == status, response.text
         assert set(response.json()) == {"error"} and response.json()["error"]
 
-    redis_server.kill()  # Redis unreachable: 503 with Retry-After, quickly, and the server stays up
-    started = time.monotonic()
-    for response in (c.get(f"/v1/jobs/{json_id}"), c.post("/v1/jobs?top_k=1", files={"image": png_images[0]})):
-        assert response.status_code == 503, response.text
-        assert response.headers["retry-after"] and "error" in response.json()
-    assert time.monotonic() - started < 10
-    assert server.client.get("/v2/health/live").status_code == 200
+
+def test_jobs_api_answers_503_while_redis_is_down(live: ServerProcess, module_redis: RedisServer) -> None:
+    c = live.client
+    module_redis.kill()
+    try:
+        started = time.monotonic()
+        for response in (c.get("/v1/jobs/" + "0" * 32), c.post("/v1/jobs", files={"image": b"img"})):
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] and "error" in response.json()
+        assert time.monotonic() - started < 10  # fails fast instead of hanging on Redis
+        assert c.get("/v2/health/live").status_code == 200
+    finally:
+        module_redis.start()
+    r = c.post("/v1/jobs", files={"image": b"img"})  # and recovers once Redis is back
+    assert r.status_code == 202, r.text
 
 
 def test_client_cli_online_and_queued(
-    live: tuple[ServerProcess, WorkerProcess], redis_server: RedisServer, png_images: list[bytes], tmp_path: Path
+    live: ServerProcess, module_redis: RedisServer, png_images: list[bytes], tmp_path: Path
 ) -> None:
-    server, _ = live
+    server = live
     photos = tmp_path / "photos"
     (photos / "nested").mkdir(parents=True)
     for i in range(6):
@@ -130,7 +137,7 @@ def test_client_cli_online_and_queued(
         "submit",
         *good,
         "--redis_url",
-        redis_server.url,
+        module_redis.url,
         "--wait",
         "--top_k",
         "3",
@@ -147,7 +154,7 @@ def test_client_cli_online_and_queued(
     online_top = {r["path"]: r["label"] for r in csv.DictReader(out_csv.open()) if r["rank"] == "1"}
     assert all(online_top[r["path"]] == r["predictions"][0]["label"] for r in rows)
 
-    result = run_client("submit", str(photos / "img0.png"), "--redis_url", redis_server.url, "--no_progress")
+    result = run_client("submit", str(photos / "img0.png"), "--redis_url", module_redis.url, "--no_progress")
     assert result.returncode == 0, result.stderr
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert row["status"] == "submitted" and len(row["job_id"]) == 32
