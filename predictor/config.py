@@ -119,7 +119,9 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         5, ge=1, description="Deliveries after which a failing job moves to the dead-letter stream."
     )
-    metrics_port: int = Field(9090, ge=0, le=65535, description="Worker's Prometheus metrics port.")
+    metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Worker's Prometheus metrics port; 0 = no metrics server."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

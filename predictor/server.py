@@ -58,7 +58,9 @@ def _install_jobs(app, settings: Settings) -> None:
     from predictor.queue.jobs import JobQueue
     from predictor.queue.routes import job_router
 
-    app.include_router(job_router(JobQueue(settings), settings))
+    queue = JobQueue(settings)
+    app.include_router(job_router(queue, settings))
+    app.router.on_shutdown.append(queue.close)
 
 
 def _install_gpu_metrics() -> None:
