@@ -166,13 +166,12 @@ async def classify_paths(
     top_k: int | None = None,
     retries: int = 5,
     timeout_s: float = 60.0,
-    transport: Any = None,
 ) -> None:
     """Classify files with at most ``concurrency`` requests in flight; ``emit`` gets each row as it ends."""
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, transport=transport) as client:
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
         todo = iter(files)
 
         async def run_lane() -> None:

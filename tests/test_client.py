@@ -1,95 +1,199 @@
-"""The online client's logic with a mocked transport: retries honouring Retry-After, error rows,
-folder walking and the output formats. (Against a live server: tests/queue/test_api_and_client.py.)"""
+"""The online client against a real HTTP server on loopback whose answers each test scripts: retries
+honouring Retry-After, bounded retries, connection errors, error rows, folder walking and the output
+formats. (Against the real predictor: tests/queue/test_api_and_client.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import pytest
 
 from predictor.client import Row, RowWriter, classify_paths, collect_paths, retry_after_seconds
 
 PREDICTION = {"label": "tabby", "score": 0.9, "class_id": 281}
 
 
-def run(files: list[Path], handler, **kwargs) -> list[Row]:
+@dataclass(frozen=True)
+class Arrival:
+    """One request as the server saw it."""
+
+    time_s: float  # time.monotonic() once the request's headers were read
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the server answers; a script returns None instead to close the connection unanswered."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def ok(arrival: Arrival) -> Reply:
+    """The default script: every image is a tabby."""
+    return Reply(200, {"model": "m", "model_version": "v", "predictions": [[PREDICTION]]})
+
+
+class ScriptedServer:
+    """A threaded HTTP/1.1 server on a free loopback port that records every request and answers
+    each with ``script(arrival)``; the script runs under a lock, so it may read ``arrivals``."""
+
+    def __init__(self) -> None:
+        self.script: Callable[[Arrival], Reply | None] = ok
+        self.arrivals: list[Arrival] = []
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
+            timeout = 10  # a stuck connection must not hang the test run
+            disable_nagle_algorithm = True  # headers and body go out in two writes; no delayed-ACK stall
+
+            def do_POST(self) -> None:
+                arrived = time.monotonic()
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                url = urlsplit(self.path)
+                arrival = Arrival(arrived, url.path, parse_qs(url.query), body)
+                with server.lock:
+                    server.arrivals.append(arrival)
+                    reply = server.script(arrival)
+                if reply is None:
+                    self.close_connection = True  # the socket closes with no status line sent
+                    return
+                payload = json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep test output clean
+
+        return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    """A scripted server, listening before the test starts (the socket is bound and listening on creation)."""
+    srv = ScriptedServer()
+    thread = threading.Thread(target=srv.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+        thread.join(timeout=5)
+
+
+def run(files: list[Path], url: str, **kwargs: Any) -> list[Row]:
     rows: list[Row] = []
-    asyncio.run(
-        classify_paths(files, "http://predictor", rows.append, transport=httpx.MockTransport(handler), **kwargs)
-    )
+    asyncio.run(classify_paths(files, url, rows.append, **{"timeout_s": 5.0, **kwargs}))
     return rows
 
 
-def test_503_is_retried_after_retry_after(tmp_path: Path) -> None:
+def test_503_is_retried_after_retry_after(tmp_path: Path, server: ScriptedServer) -> None:
     img = tmp_path / "cat.png"
     img.write_bytes(b"png bytes")
-    calls: list[float] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(time.monotonic())
-        assert request.url.path == "/classify" and request.url.params["top_k"] == "1"
-        assert b"png bytes" in request.content and b'name="image"' in request.content
-        if len(calls) < 3:
-            return httpx.Response(503, headers={"Retry-After": "0.3"}, json={"error": "queue full"})
-        return httpx.Response(200, json={"model": "m", "model_version": "v", "predictions": [[PREDICTION]]})
+    def script(arrival: Arrival) -> Reply:
+        if len(server.arrivals) < 3:
+            return Reply(503, {"error": "queue full"}, {"Retry-After": "0.3"})
+        return ok(arrival)
 
-    (row,) = run([img], handler, top_k=1)
+    server.script = script
+    (row,) = run([img], server.url, top_k=1)
     assert row.status == "ok" and row.predictions == [PREDICTION]
-    assert len(calls) == 3 and calls[1] - calls[0] >= 0.28 and calls[2] - calls[1] >= 0.28
+    calls = server.arrivals
+    assert len(calls) == 3
+    for call in calls:
+        assert call.path == "/classify" and call.query["top_k"] == ["1"]
+        assert b"png bytes" in call.body and b'name="image"' in call.body
+    assert calls[1].time_s - calls[0].time_s >= 0.28 and calls[2].time_s - calls[1].time_s >= 0.28
 
 
-def test_errors_become_rows_and_retries_are_bounded(tmp_path: Path) -> None:
+def test_errors_become_rows_and_retries_are_bounded(tmp_path: Path, server: ScriptedServer) -> None:
     files = [tmp_path / "busy.png", tmp_path / "bad.png", tmp_path / "missing.png"]
     files[0].write_bytes(b"busy")
     files[1].write_bytes(b"bad")
-    attempts = {"busy": 0}
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if b"busy" in request.content:
-            attempts["busy"] += 1
-            return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": "queue full"})
-        return httpx.Response(400, json={"error": "bytes are not a decodable image"})
+    def script(arrival: Arrival) -> Reply:
+        if b"busy" in arrival.body:
+            return Reply(503, {"error": "queue full"}, {"Retry-After": "0"})
+        return Reply(400, {"error": "bytes are not a decodable image"})
 
-    rows = {Path(r.path).name: r for r in run(files, handler, retries=2, concurrency=2)}
-    assert attempts["busy"] == 3
+    server.script = script
+    rows = {Path(r.path).name: r for r in run(files, server.url, retries=2, concurrency=2)}
+    assert sum(b"busy" in a.body for a in server.arrivals) == 3
     assert rows["busy.png"].error == "HTTP 503: queue full"
     assert rows["bad.png"].error == "HTTP 400: bytes are not a decodable image"
     assert "cannot read file" in rows["missing.png"].error
     assert all(r.status == "error" for r in rows.values())
 
 
-def test_connection_errors_are_retried(tmp_path: Path) -> None:
+def test_connection_errors_are_retried(tmp_path: Path, server: ScriptedServer) -> None:
+    """The server reads the first request and hangs up without answering (httpx: RemoteProtocolError,
+    a TransportError); the client sends the image again on a new connection."""
+    img = tmp_path / "x.png"
+    img.write_bytes(b"x image")
+    server.script = lambda arrival: None if len(server.arrivals) == 1 else ok(arrival)
+    (row,) = run([img], server.url)
+    assert row.status == "ok" and row.predictions == [PREDICTION]
+    assert len(server.arrivals) == 2 and all(b"x image" in a.body for a in server.arrivals)
+
+
+def test_hang_up_without_retries_left_is_an_error_row(tmp_path: Path, server: ScriptedServer) -> None:
+    img = tmp_path / "x.png"
+    img.write_bytes(b"x image")
+    server.script = lambda arrival: None
+    (row,) = run([img], server.url, retries=0)
+    assert row.status == "error" and row.error.startswith("request failed: RemoteProtocolError")
+    assert len(server.arrivals) == 1
+
+
+def test_refused_connections_are_retried_then_reported(tmp_path: Path) -> None:
     img = tmp_path / "x.png"
     img.write_bytes(b"x")
-    attempts = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise httpx.ConnectError("connection refused")
-        return httpx.Response(200, json={"predictions": [[PREDICTION]]})
-
-    (row,) = run([img], handler)
-    assert row.status == "ok" and len(attempts) == 2
+    with socket.socket() as placeholder:  # bound but not listening: the port refuses, and stays ours
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+        started = time.monotonic()
+        (row,) = run([img], f"http://127.0.0.1:{port}", retries=1)
+        elapsed_s = time.monotonic() - started
+    assert row.status == "error" and row.error.startswith("request failed: ConnectError")
+    assert elapsed_s >= 0.18  # the one retry came after its 0.2 s backoff
 
 
-def test_every_file_is_sent_once_under_concurrency(tmp_path: Path) -> None:
+def test_every_file_is_sent_once_under_concurrency(tmp_path: Path, server: ScriptedServer) -> None:
     files = []
     for i in range(25):
         files.append(tmp_path / f"{i}.png")
-        files[-1].write_bytes(f"image {i}".encode())
-    seen: list[bytes] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.content)
-        return httpx.Response(200, json={"predictions": [[PREDICTION]]})
-
-    rows = run(files, handler, concurrency=4)
-    assert sorted(r.path for r in rows) == sorted(map(str, files)) and len(seen) == 25
+        files[-1].write_bytes(f"image {i}.".encode())
+    rows = run(files, server.url, concurrency=4)
+    assert sorted(r.path for r in rows) == sorted(map(str, files)) and len(server.arrivals) == 25
+    for i in range(25):
+        assert sum(f"image {i}.".encode() in a.body for a in server.arrivals) == 1
 
 
 def test_collect_paths_walks_folders_for_images_and_keeps_explicit_files(tmp_path: Path) -> None:
