@@ -1,0 +1,185 @@
+"""PyTorch eager (optionally compiled) engine: CPU fp32/bf16 and CUDA fp16/bf16/fp32.
+
+* CPU: ``channels_last`` weights, ``torch.set_num_threads(threads)``, bf16 through ``torch.autocast``
+  (pays off only where the CPU has native bf16: AMX or AVX-512 BF16).
+* CUDA: weights cast to fp16 (or bf16), ``channels_last``, cuDNN autotuning; uint8 batches are copied
+  through a pinned staging buffer (a quarter of float32's bytes) and normalised on the device.
+* ``compile=True``: ``torch.compile`` (mode ``reduce-overhead`` = CUDA graphs on a GPU); batches are
+  padded to fixed buckets (powers of two up to ``max_batch_size``) so each bucket compiles once,
+  and :meth:`warmup` should be run on those buckets before serving.
+
+Every forward pass runs under ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from predictor.engine.base import Engine, EngineInfo
+from predictor.engine.hf_model import load_logits_module, normalization_constants
+from predictor.preprocess import PreprocessSpec
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """Fixed batch sizes a compiled model is specialised for: powers of two, then ``max_batch_size``."""
+    buckets, n = [], 1
+    while n < max_batch_size:
+        buckets.append(n)
+        n *= 2
+    buckets.append(max_batch_size)
+    return buckets
+
+
+class TorchEngine(Engine):
+    """Runs the Hugging Face model in PyTorch on CPU or CUDA."""
+
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        model_dir: Path,
+        device: str = "cpu",
+        precision: str = "fp32",
+        threads: int = 0,
+        compile: bool = False,
+        max_batch_size: int = 32,
+    ) -> None:
+        """Configure (nothing heavy happens before :meth:`load`).
+
+        Args:
+            spec: Preprocessing spec (input size, normalisation).
+            model_dir: Hugging Face model directory.
+            device: ``cpu`` or ``cuda`` (``cuda:N`` accepted).
+            precision: ``fp32``, ``bf16`` or ``fp16`` (``fp16`` on CUDA only).
+            threads: CPU intra-op threads; 0 leaves torch's default.
+            compile: Use ``torch.compile`` with fixed batch buckets.
+            max_batch_size: Largest batch; sets the compiled buckets.
+        """
+        super().__init__(spec)
+        if precision not in _DTYPES:
+            raise ValueError(f"precision {precision!r} is not one of fp32, bf16, fp16")
+        self.device = torch.device(device)
+        if self.device.type == "cpu" and precision == "fp16":
+            raise ValueError("torch on CPU runs fp32 or bf16, not fp16")
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device {device!r} is not cpu or cuda")
+        self.model_dir = Path(model_dir)
+        self.precision = precision
+        self.threads = threads
+        self.compile = compile
+        self.buckets = batch_buckets(max_batch_size) if compile else []
+        self._module: torch.nn.Module | None = None
+        self._forward = None
+        self._scale: torch.Tensor | None = None
+        self._shift: torch.Tensor | None = None
+        self._staging: torch.Tensor | None = None
+
+    @property
+    def info(self) -> EngineInfo:
+        """Backend (``torch`` or ``torch-compile``), device and dtype in use."""
+        backend = "torch-compile" if self.compile else "torch"
+        return EngineInfo(backend=backend, device=str(self.device), dtype=str(_DTYPES[self.precision]).split(".")[1])
+
+    @property
+    def _cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def _weight_dtype(self) -> torch.dtype:
+        # On CPU weights stay fp32 and autocast casts per op; on CUDA the whole model is cast.
+        return _DTYPES[self.precision] if self._cuda else torch.float32
+
+    def load(self) -> None:
+        """Load the weights, move them to the device in ``channels_last``, and compile if asked."""
+        if self.device.type == "cpu" and self.threads > 0:
+            torch.set_num_threads(self.threads)
+        if self._cuda:
+            torch.backends.cudnn.benchmark = True
+        module = load_logits_module(self.model_dir)
+        module = module.to(device=self.device, dtype=self._weight_dtype, memory_format=torch.channels_last)
+        self._module = module
+        scale, shift = normalization_constants(self.spec)
+        self._scale = torch.from_numpy(scale).reshape(1, 3, 1, 1).to(self.device, self._weight_dtype)
+        self._shift = torch.from_numpy(shift).reshape(1, 3, 1, 1).to(self.device, self._weight_dtype)
+        if self.compile:
+            mode = "reduce-overhead" if self._cuda else None
+            self._forward = torch.compile(module, mode=mode, dynamic=False, fullgraph=False)
+        else:
+            self._forward = module
+        logger.info(
+            "torch engine: %s on %s, %s, threads=%d, compile=%s",
+            self.model_dir,
+            self.device,
+            self.precision,
+            torch.get_num_threads(),
+            self.compile,
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self._cuda and self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _to_device_uint8(self, batch: np.ndarray) -> torch.Tensor:
+        """uint8 NHWC numpy → uint8 NHWC tensor on the device (pinned staging copy on CUDA)."""
+        host = torch.from_numpy(np.ascontiguousarray(batch))
+        if not self._cuda:
+            return host
+        n = host.shape[0]
+        if self._staging is None or self._staging.shape[0] < n or self._staging.shape[1:] != host.shape[1:]:
+            self._staging = torch.empty(host.shape, dtype=torch.uint8).pin_memory()
+        staged = self._staging[:n]
+        staged.copy_(host)
+        return staged.to(self.device, non_blocking=True)
+
+    def _prepare(self, batch: np.ndarray) -> torch.Tensor:
+        """The model input: normalised, in the weights' dtype, ``channels_last`` on the device."""
+        if batch.dtype == np.uint8:
+            if batch.ndim != 4 or batch.shape[3] != 3:
+                raise ValueError(f"uint8 batch must be [N,H,W,3], got {list(batch.shape)}")
+            x = self._to_device_uint8(batch).permute(0, 3, 1, 2)  # NHWC memory = channels_last NCHW view
+            x = x.to(self._weight_dtype)
+            return torch.addcmul(-self._shift, x, self._scale)  # x * scale - shift in one pass
+        if batch.dtype == np.float32:
+            if batch.ndim != 4 or batch.shape[1] != 3:
+                raise ValueError(f"float32 batch must be [N,3,H,W], got {list(batch.shape)}")
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=False)
+            return x.to(self._weight_dtype).contiguous(memory_format=torch.channels_last)
+        raise TypeError(f"batch dtype must be uint8 or float32, got {batch.dtype}")
+
+    def _bucket(self, n: int) -> int:
+        return next((b for b in self.buckets if b >= n), n)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Forward pass; ``float32 [N, num_labels]`` logits in input order."""
+        if self._forward is None:
+            raise RuntimeError("TorchEngine.infer called before load()")
+        n = batch.shape[0]
+        if self.buckets and n > self.buckets[-1]:
+            step = self.buckets[-1]
+            return np.concatenate([self.infer(batch[i : i + step]) for i in range(0, n, step)])
+        with torch.inference_mode():
+            x = self._prepare(batch)
+            padded = self._bucket(n) if self.buckets else n
+            if padded != n:
+                x = torch.cat([x, x.new_zeros((padded - n, *x.shape[1:]))]).contiguous(
+                    memory_format=torch.channels_last
+                )
+            with self._autocast():
+                logits = self._forward(x)
+            # .cpu() synchronises; the copy also detaches from CUDA-graph output buffers.
+            return logits[:n].float().cpu().numpy()
+
+    def close(self) -> None:
+        """Drop the model and free cached device memory."""
+        self._module = self._forward = self._staging = None
+        if self._cuda:
+            torch.cuda.empty_cache()

@@ -1,0 +1,121 @@
+"""Fixtures for the engine tests: the default model's spec and reference model, image sets."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from predictor.preprocess import PreprocessSpec, decode_image, prepare_pil
+from tests.conftest import jpeg_bytes
+
+MAX_PIXELS = 40_000_000
+PHOTO_NAMES = ("chelsea", "coffee", "rocket", "motorcycle", "astronaut")
+
+
+@pytest.fixture(scope="session")
+def lite0_spec(default_model_dir: Path) -> PreprocessSpec:
+    """Preprocessing spec of the embedded default model."""
+    return PreprocessSpec.from_model_dir(default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def reference_model(default_model_dir: Path) -> torch.nn.Module:
+    """The default model as transformers loads it, fp32 eager: the reference every backend must match."""
+    from transformers import AutoModelForImageClassification
+
+    return AutoModelForImageClassification.from_pretrained(default_model_dir, dtype=torch.float32).eval()
+
+
+def reference_logits(model: torch.nn.Module, spec: PreprocessSpec, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """fp32 eager logits of ``model`` for a uint8 NHWC batch, normalised by ``spec.normalize``."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(batch), chunk):
+            x = torch.from_numpy(spec.normalize(batch[i : i + chunk]))
+            out.append(model(pixel_values=x).logits.numpy())
+    return np.concatenate(out)
+
+
+@pytest.fixture(scope="session")
+def photo_jpegs(photos: dict[str, np.ndarray]) -> dict[str, bytes]:
+    """The five real-object photos as JPEG bytes (what a client sends)."""
+    return {name: jpeg_bytes(photos[name], quality=95) for name in PHOTO_NAMES}
+
+
+@pytest.fixture(scope="session")
+def photo_batch(photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec) -> np.ndarray:
+    """The five photos decoded by our path: uint8 ``[5, 224, 224, 3]`` in PHOTO_NAMES order."""
+    return np.stack([decode_image(photo_jpegs[n], lite0_spec, MAX_PIXELS) for n in PHOTO_NAMES])
+
+
+def _as_rgb(arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        arr = np.clip((arr - arr.min()) / max(float(np.ptp(arr)), 1e-12) * 255, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.shape[2] == 4:
+        img = Image.fromarray(arr, "RGBA")
+        bg = Image.new("RGB", img.size, (255, 255, 255))
+        bg.paste(img, mask=img.getchannel("A"))
+        arr = np.asarray(bg)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def skimage_samples() -> dict[str, np.ndarray]:
+    """Every sample image skimage ships (no download), as RGB uint8: photos, textures, scans, text."""
+    from skimage import data
+
+    names = (
+        "astronaut binary_blobs brick camera cat cell checkerboard chelsea clock coffee coins colorwheel grass "
+        "gravel horse hubble_deep_field immunohistochemistry logo microaneurysms moon page retina rocket "
+        "shepp_logan_phantom stereo_motorcycle text"
+    ).split()
+    out = {}
+    for name in names:
+        arr = getattr(data, name)()
+        out[name] = _as_rgb(arr[0] if isinstance(arr, tuple) else arr)
+    return out
+
+
+def _variants(img: Image.Image, seed: int) -> list[Image.Image]:
+    """Eight views of one image: as is, flips, rotations, crops, a harsh re-encode, a low-res copy."""
+    w, h = img.size
+    rng = np.random.default_rng(seed)
+    cx, cy = int(rng.integers(0, w // 3 + 1)), int(rng.integers(0, h // 3 + 1))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=15)
+    small = img.resize((max(8, w // 6), max(8, h // 6)), Image.BILINEAR)
+    return [
+        img,
+        img.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        img.transpose(Image.Transpose.ROTATE_90),
+        img.rotate(25, resample=Image.BICUBIC, expand=True, fillcolor=(0, 0, 0)),
+        img.crop((w // 4, h // 4, w - w // 4, h - h // 4)),
+        img.crop((cx, cy, cx + (2 * w) // 3, cy + (2 * h) // 3)).transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        Image.open(io.BytesIO(buf.getvalue())).convert("RGB"),
+        small.resize((w, h), Image.BICUBIC),
+    ]
+
+
+@pytest.fixture(scope="session")
+def varied_batch(lite0_spec: PreprocessSpec) -> np.ndarray:
+    """~200 model inputs: 8 variants of each of skimage's 26 sample images, uint8 ``[N,224,224,3]``."""
+    arrays = []
+    for i, arr in enumerate(skimage_samples().values()):
+        for view in _variants(Image.fromarray(arr), seed=i):
+            arrays.append(prepare_pil(view, lite0_spec))
+    return np.stack(arrays)
+
+
+@pytest.fixture(scope="session")
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Artefact cache shared by the backend tests (export once per session)."""
+    return tmp_path_factory.mktemp("engine-cache")

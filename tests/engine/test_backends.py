@@ -1,0 +1,165 @@
+"""Every backend against transformers' own fp32 eager forward pass.
+
+* fp32 (torch, OpenVINO, ONNX Runtime): logits allclose to the reference.
+* bf16 (torch autocast, OpenVINO): top-1 identical on the five real-object photos, and >= 95 % top-1
+  agreement on ~200 varied inputs (flips, rotations, crops, harsh re-encodes and low-res copies of every
+  skimage sample, including textures, scans and text where the model is unsure). Both numbers are
+  printed (``pytest -s``). Backends that ``auto`` may run in bf16 (``BF16_KEEPS_ANSWERS``) must pass;
+  the others (today both: OpenVINO 4/5 photos and ~91 %, torch 5/5 and 94.7-96.2 % on an AVX-512 BF16
+  EPYC) are held only to a sanity floor that catches a broken bf16 path.
+* Batches: N inputs give N rows, in input order, equal to one-at-a-time results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from predictor.engine import BF16_KEEPS_ANSWERS
+from predictor.engine.base import Engine
+from predictor.engine.onnx_engine import OnnxRuntimeEngine
+from predictor.engine.openvino_engine import OpenVinoEngine, openvino_supports
+from predictor.engine.torch_engine import TorchEngine
+from predictor.preprocess import PreprocessSpec
+from tests.engine.conftest import PHOTO_NAMES, reference_logits
+
+FP32_BACKENDS = ["torch", "openvino", "onnxruntime"]
+BF16_BACKENDS = ["openvino", "torch"]
+MIN_BF16_AGREEMENT = 0.95
+SANE_BF16_AGREEMENT = 0.85
+
+
+def make(backend: str, precision: str, model_dir: Path, spec: PreprocessSpec, cache: Path) -> Engine:
+    """Build and load one engine on the CPU with 2 threads."""
+    if backend == "torch":
+        engine: Engine = TorchEngine(spec, model_dir, "cpu", precision, threads=2)
+    elif backend == "openvino":
+        engine = OpenVinoEngine(spec, model_dir, cache, precision, threads=2)
+    else:
+        engine = OnnxRuntimeEngine(spec, model_dir, cache, "cpu", precision, threads=2)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def photo_reference(reference_model: torch.nn.Module, lite0_spec: PreprocessSpec, photo_batch: np.ndarray):
+    return reference_logits(reference_model, lite0_spec, photo_batch)
+
+
+@pytest.fixture(scope="module")
+def varied_reference(reference_model: torch.nn.Module, lite0_spec: PreprocessSpec, varied_batch: np.ndarray):
+    return reference_logits(reference_model, lite0_spec, varied_batch)
+
+
+@pytest.mark.parametrize("backend", FP32_BACKENDS)
+def test_fp32_matches_eager_reference(
+    backend: str,
+    default_model_dir: Path,
+    lite0_spec: PreprocessSpec,
+    engine_cache: Path,
+    photo_batch: np.ndarray,
+    photo_reference: np.ndarray,
+) -> None:
+    engine = make(backend, "fp32", default_model_dir, lite0_spec, engine_cache)
+    assert engine.info.dtype == "float32"
+    logits = engine.infer(photo_batch)
+    assert logits.shape == photo_reference.shape and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, photo_reference, rtol=1e-3, atol=2e-3)
+    # the already-normalised float32 input path gives the same answers
+    np.testing.assert_allclose(engine.infer(lite0_spec.normalize(photo_batch)), logits, rtol=1e-4, atol=1e-4)
+
+
+def _top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(axis=1) == b.argmax(axis=1)).mean())
+
+
+@pytest.mark.parametrize("backend", BF16_BACKENDS)
+def test_bf16_keeps_the_answers(
+    backend: str,
+    default_model_dir: Path,
+    lite0_spec: PreprocessSpec,
+    engine_cache: Path,
+    photo_batch: np.ndarray,
+    photo_reference: np.ndarray,
+    varied_batch: np.ndarray,
+    varied_reference: np.ndarray,
+) -> None:
+    if backend == "openvino" and not openvino_supports("bf16"):
+        pytest.fail("this CPU lacks native bf16; run the bf16 agreement checks on one that has it")
+    engine = make(backend, "bf16", default_model_dir, lite0_spec, engine_cache)
+    assert engine.info.dtype == "bfloat16"
+    photos = engine.infer(photo_batch)
+    varied = np.concatenate([engine.infer(varied_batch[i : i + 32]) for i in range(0, len(varied_batch), 32)])
+    photo_agree = _top1_agreement(photos, photo_reference)
+    varied_agree = _top1_agreement(varied, varied_reference)
+    print(
+        f"\n{backend} bf16 vs fp32 eager: top-1 photos {photo_agree:.0%} "
+        f"({int(photo_agree * len(photos))}/{len(photos)}), varied set {varied_agree:.1%} "
+        f"({round(varied_agree * len(varied))}/{len(varied)})"
+    )
+    mismatched = [n for n, a, b in zip(PHOTO_NAMES, photos.argmax(1), photo_reference.argmax(1), strict=True) if a != b]
+    if BF16_KEEPS_ANSWERS[backend]:  # auto may serve it: the full rule holds
+        assert not mismatched, f"bf16 changed the top-1 of {mismatched}"
+        assert varied_agree >= MIN_BF16_AGREEMENT
+    else:  # opt-in only (test_policy: auto never picks it); still a working bf16 path, not garbage
+        assert len(mismatched) <= 1 and varied_agree >= SANE_BF16_AGREEMENT, (mismatched, varied_agree)
+
+
+def test_varied_set_is_varied(varied_batch: np.ndarray, varied_reference: np.ndarray) -> None:
+    """The agreement set covers many classes and includes inputs the model is unsure about."""
+    assert len(varied_batch) >= 200
+    assert len(set(varied_reference.argmax(axis=1))) >= 60
+    probs = torch.softmax(torch.from_numpy(varied_reference), dim=1).numpy().max(axis=1)
+    assert (probs < 0.3).mean() > 0.2
+
+
+@pytest.mark.parametrize("backend", FP32_BACKENDS)
+def test_batch_rows_in_input_order(
+    backend: str, default_model_dir: Path, lite0_spec: PreprocessSpec, engine_cache: Path, varied_batch: np.ndarray
+) -> None:
+    engine = make(backend, "fp32", default_model_dir, lite0_spec, engine_cache)
+    picks = varied_batch[[3, 50, 101, 7, 160, 22, 199]]
+    together = engine.infer(picks)
+    assert together.shape[0] == len(picks)
+    one_by_one = np.concatenate([engine.infer(picks[i : i + 1]) for i in range(len(picks))])
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-3, atol=1e-3)
+    assert len(set(together.argmax(axis=1))) > 3  # the rows differ, so an order mix-up would show
+    engine.warmup([1, 3])
+
+
+def test_openvino_throughput_hint_splits_and_reassembles(
+    default_model_dir: Path, lite0_spec: PreprocessSpec, engine_cache: Path, varied_batch: np.ndarray
+) -> None:
+    latency = make("openvino", "fp32", default_model_dir, lite0_spec, engine_cache)
+    throughput = OpenVinoEngine(lite0_spec, default_model_dir, engine_cache, "fp32", 2, "THROUGHPUT")
+    throughput.load()
+    batch = varied_batch[:9]
+    np.testing.assert_allclose(throughput.infer(batch), latency.infer(batch), rtol=1e-3, atol=1e-3)
+
+
+def test_torch_compiled_buckets_pad_and_trim(tiny_model_dir: Path) -> None:
+    """Compiled torch pads a batch to its bucket and returns exactly the real rows."""
+    spec = PreprocessSpec.from_model_dir(tiny_model_dir)
+    eager = TorchEngine(spec, tiny_model_dir, threads=2)
+    eager.load()
+    compiled = TorchEngine(spec, tiny_model_dir, threads=2, compile=True, max_batch_size=4)
+    assert compiled.buckets == [1, 2, 4]
+    compiled.load()
+    compiled._forward = compiled._module  # bucket logic only: skip the (slow) inductor compilation
+    x = np.random.default_rng(1).integers(0, 256, (7, *spec.crop_hw, 3), dtype=np.uint8)
+    np.testing.assert_allclose(compiled.infer(x[:3]), eager.infer(x[:3]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(compiled.infer(x), eager.infer(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", FP32_BACKENDS)
+def test_bad_batches_are_refused(backend: str, tiny_model_dir: Path, engine_cache: Path) -> None:
+    spec = PreprocessSpec.from_model_dir(tiny_model_dir)
+    engine = make(backend, "fp32", tiny_model_dir, spec, engine_cache)
+    h, w = spec.crop_hw
+    with pytest.raises(ValueError):
+        engine.infer(np.zeros((1, 3, h, w), np.uint8))  # uint8 must be NHWC
+    with pytest.raises(TypeError):
+        engine.infer(np.zeros((1, h, w, 3), np.int64))

@@ -1,0 +1,111 @@
+"""The auto policy: which backend, device and precision create_engine picks, and what it refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from predictor.config import Settings
+from predictor.engine import BF16_KEEPS_ANSWERS, EngineOptions, create_engine, resolve_plan
+from predictor.engine.cpu import detect_cpu, parse_cpuinfo
+from predictor.engine.onnx_engine import OnnxRuntimeEngine
+from predictor.engine.openvino_engine import OpenVinoEngine
+from predictor.engine.torch_engine import TorchEngine
+from predictor.preprocess import PreprocessSpec
+from tests.engine.test_cpu import SAPPHIRE_RAPIDS, SKYLAKE, ZEN4
+
+AMX, AVX512_BF16, NO_BF16 = parse_cpuinfo(SAPPHIRE_RAPIDS), parse_cpuinfo(ZEN4), parse_cpuinfo(SKYLAKE)
+
+
+@pytest.mark.parametrize("cpu", [AMX, AVX512_BF16, NO_BF16], ids=["amx", "zen4", "skylake"])
+def test_auto_on_cpu_is_openvino_fp32_because_its_bf16_loses_answers(cpu) -> None:
+    plan = resolve_plan(Settings(), cpu=cpu, cuda_available=False, openvino_available=True)
+    assert (plan.backend, plan.device, plan.precision) == ("openvino", "cpu", "fp32")
+    if cpu.native_bf16:
+        assert "openvino bf16 does not keep the answers" in plan.reason
+
+
+@pytest.mark.parametrize("cpu", [AMX, AVX512_BF16, NO_BF16], ids=["amx", "zen4", "skylake"])
+def test_without_openvino_auto_is_onnxruntime_fp32(cpu) -> None:
+    plan = resolve_plan(Settings(), cpu=cpu, cuda_available=False, openvino_available=False)
+    assert (plan.backend, plan.precision) == ("onnxruntime", "fp32")
+
+
+def test_auto_follows_the_accuracy_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend whose bf16 keeps the answers gets bf16 from auto on native-bf16 CPUs only."""
+    monkeypatch.setitem(BF16_KEEPS_ANSWERS, "openvino", True)
+    assert resolve_plan(Settings(), cpu=AMX, cuda_available=False, openvino_available=True).precision == "bf16"
+    assert resolve_plan(Settings(), cpu=NO_BF16, cuda_available=False, openvino_available=True).precision == "fp32"
+    monkeypatch.setitem(BF16_KEEPS_ANSWERS, "torch", True)
+    torch_amx = resolve_plan(Settings(backend="torch"), cpu=AVX512_BF16, cuda_available=False)
+    torch_old = resolve_plan(Settings(backend="torch"), cpu=NO_BF16, cuda_available=False)
+    assert (torch_amx.precision, torch_old.precision) == ("bf16", "fp32")
+
+
+def test_no_bf16_from_auto_while_no_backend_keeps_the_answers() -> None:
+    assert not any(BF16_KEEPS_ANSWERS.values())
+    for backend in ("auto", "torch", "openvino"):
+        plan = resolve_plan(Settings(backend=backend), cpu=AMX, cuda_available=False, openvino_available=True)
+        assert plan.precision == "fp32", backend
+
+
+def test_explicit_bf16_opts_in_to_the_fastest_bf16_backend() -> None:
+    plan = resolve_plan(Settings(precision="bf16"), cpu=AMX, cuda_available=False, openvino_available=True)
+    assert (plan.backend, plan.precision) == ("openvino", "bf16")
+
+
+def test_auto_with_cuda_is_torch_fp16() -> None:
+    plan = resolve_plan(Settings(), cpu=AMX, cuda_available=True, openvino_available=True)
+    assert (plan.backend, plan.device, plan.precision) == ("torch", "cuda", "fp16")
+
+
+def test_explicit_settings_are_kept() -> None:
+    s = Settings(backend="torch", precision="fp32", device="cpu")
+    plan = resolve_plan(s, cpu=AMX, cuda_available=True)
+    assert (plan.backend, plan.device, plan.precision) == ("torch", "cpu", "fp32")
+
+
+def test_onnxruntime_auto_precision_is_fp32_on_cpu() -> None:
+    plan = resolve_plan(Settings(backend="onnxruntime"), cpu=AMX, cuda_available=False)
+    assert plan.precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(backend="openvino", device="cuda"), "does not run on cuda"),
+        (dict(backend="torch", device="cpu", precision="fp16"), "not fp16"),
+        (dict(backend="onnxruntime", device="cpu", precision="bf16"), "not bf16"),
+    ],
+)
+def test_impossible_combinations_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_plan(Settings(**settings), cpu=AMX, cuda_available=True)
+
+
+def test_cuda_asked_without_cuda_is_refused() -> None:
+    with pytest.raises(ValueError, match="no CUDA device"):
+        resolve_plan(Settings(device="cuda"), cpu=AMX, cuda_available=False)
+
+
+def test_create_engine_auto_on_this_machine(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """On this CPU (no GPU), auto is OpenVINO fp32, whatever the CPU's bf16 support."""
+    spec = PreprocessSpec.from_model_dir(tiny_model_dir)
+    engine = create_engine(Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu"), spec)
+    assert isinstance(engine, OpenVinoEngine)
+    engine.load()
+    assert engine.info.dtype == "float32", detect_cpu().describe()
+    assert engine.info.backend == "openvino" and engine.info.device == "cpu"
+    assert str(engine.artifact_dir).startswith(str(tmp_path))
+
+
+def test_create_engine_builds_each_backend(tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec = PreprocessSpec.from_model_dir(tiny_model_dir)
+    base = dict(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu", cpu_threads=1)
+    torch_engine = create_engine(Settings(backend="torch", **base), spec, EngineOptions(torch_compile=True))
+    assert isinstance(torch_engine, TorchEngine) and torch_engine.threads == 1 and torch_engine.compile
+    ort_engine = create_engine(Settings(backend="onnxruntime", **base), spec)
+    assert isinstance(ort_engine, OnnxRuntimeEngine) and ort_engine.cache_dir == tmp_path
+    ov_engine = create_engine(Settings(backend="openvino", **base), spec, EngineOptions(openvino_hint="THROUGHPUT"))
+    assert isinstance(ov_engine, OpenVinoEngine) and ov_engine.performance_hint == "THROUGHPUT"
