@@ -29,8 +29,15 @@ FLOAT_FILE = "model.onnx"
 UINT8_FILE = "model_uint8.onnx"
 
 
-def add_uint8_input(model: Any, spec: PreprocessSpec) -> Any:
-    """Return a copy of an ONNX model whose input is uint8 ``[N,H,W,3]``, normalised inside the graph."""
+def add_uint8_input(model: Any, spec: PreprocessSpec, check: bool = True) -> Any:
+    """Return a copy of an ONNX model whose input is uint8 ``[N,H,W,3]``, normalised inside the graph.
+
+    Args:
+        model: ONNX model with one float32 ``[N,3,H,W]`` input.
+        spec: Preprocessing spec (normalisation constants, input size).
+        check: Run the ONNX checker (off for fp16-converted graphs, which ORT runs but which are
+            not topologically sorted).
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -57,7 +64,8 @@ def add_uint8_input(model: Any, spec: PreprocessSpec) -> Any:
     graph.input.insert(0, new_input)
     for i, node in enumerate(nodes):
         graph.node.insert(i, node)
-    onnx.checker.check_model(model)
+    if check:
+        onnx.checker.check_model(model)
     return model
 
 
@@ -151,13 +159,18 @@ class OnnxRuntimeEngine(Engine):
 
         if kind in self._sessions:
             return self._sessions[kind]
-        path = self.artifact_dir / (UINT8_FILE if kind == "uint8" else FLOAT_FILE)
-        source: Any = str(path)
+        source: Any
         if self.precision == "fp16":
             import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            source = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True).SerializeToString()
+            # Convert the float graph (inputs/outputs stay float32), then put the uint8 front on it.
+            model = convert_float_to_float16(onnx.load(str(self.artifact_dir / FLOAT_FILE)), keep_io_types=True)
+            if kind == "uint8":
+                model = add_uint8_input(model, self.spec, check=False)
+            source = model.SerializeToString()
+        else:
+            source = str(self.artifact_dir / (UINT8_FILE if kind == "uint8" else FLOAT_FILE))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads > 0:
