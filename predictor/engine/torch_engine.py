@@ -39,6 +39,12 @@ def batch_buckets(max_batch_size: int) -> list[int]:
     return buckets
 
 
+def _writable(batch: np.ndarray) -> np.ndarray:
+    """Contiguous and writable (torch warns on read-only arrays, e.g. views of PIL-decoded images)."""
+    batch = np.ascontiguousarray(batch)
+    return batch if batch.flags.writeable else batch.copy()
+
+
 class TorchEngine(Engine):
     """Runs the Hugging Face model in PyTorch on CPU or CUDA."""
 
@@ -130,7 +136,7 @@ class TorchEngine(Engine):
 
     def _to_device_uint8(self, batch: np.ndarray) -> torch.Tensor:
         """uint8 NHWC numpy → uint8 NHWC tensor on the device (pinned staging copy on CUDA)."""
-        host = torch.from_numpy(np.ascontiguousarray(batch))
+        host = torch.from_numpy(_writable(batch))
         if not self._cuda:
             return host
         n = host.shape[0]
@@ -151,7 +157,7 @@ class TorchEngine(Engine):
         if batch.dtype == np.float32:
             if batch.ndim != 4 or batch.shape[1] != 3:
                 raise ValueError(f"float32 batch must be [N,3,H,W], got {list(batch.shape)}")
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=False)
+            x = torch.from_numpy(_writable(batch)).to(self.device, non_blocking=False)
             return x.to(self._weight_dtype).contiguous(memory_format=torch.channels_last)
         raise TypeError(f"batch dtype must be uint8 or float32, got {batch.dtype}")
 
