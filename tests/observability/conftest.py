@@ -145,7 +145,9 @@ def obs_stack(
         # The load: steady traffic with undecodable images (400s), then a burst past the queue (503s).
         steady = run_load(server.url, concurrency=2, duration_s=6, bad_ratio=0.25, size=(320, 240), timeout_s=20)
         burst = run_load(server.url, protocol="v1", concurrency=12, duration_s=4, size=(320, 240), timeout_s=20)
-        stack.load = [steady, burst]
+        # However slow the shared machine, some bad requests for sure (bad_ratio=1: every one undecodable).
+        bad = run_load(server.url, concurrency=1, requests=3, bad_ratio=1.0, size=(320, 240), timeout_s=20)
+        stack.load = [steady, burst, bad]
         # Queue mode: jobs through the predictor's /v1/jobs, finished by the worker.
         image = base64.b64encode(jpeg_bytes(photos["chelsea"], size=(128, 96))).decode()
         for _ in range(3):

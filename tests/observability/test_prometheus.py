@@ -54,8 +54,8 @@ def evaluations(stack: Stack) -> list[tuple[Query, str, str]]:
 def test_the_load_hit_every_outcome(obs_stack: Stack):
     """The run the assertions below rely on: 200s, 400s from bad images, 503s from the small queue."""
     s = obs_stack.server
-    assert s.metric("classifier_requests_total", code="200") > 10
-    assert s.metric("classifier_requests_total", code="400") >= 1
+    assert s.metric("classifier_requests_total", code="200") >= 3
+    assert s.metric("classifier_requests_total", code="400") >= 3
     assert s.metric("classifier_requests_total", code="503") >= 1
     assert s.metric("classifier_rejections_total", reason="queue_full") >= 1
     assert s.metric("classifier_queue_capacity") == MAX_QUEUE_IMAGES
