@@ -93,3 +93,13 @@ def test_promtool_fails_a_wrong_expectation(rules_dir: Path):
         [tool("promtool"), "test", "rules", "wrong.yaml"], cwd=rules_dir, capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0 and "FAILED" in result.stdout + result.stderr
+
+
+def test_a_missing_binary_is_a_failure_not_a_skip():
+    """CI installs prometheus/promtool (scripts/system_deps.sh) and helm (make tools); without them the
+    observability tests fail with the command to run."""
+    from tests.observability.stack import MissingTool
+
+    with pytest.raises(AssertionError, match=r"system_deps\.sh"):
+        tool("prometheus-that-does-not-exist")
+    assert issubclass(MissingTool, AssertionError)
