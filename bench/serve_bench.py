@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +51,23 @@ def ensure_model(model_dir: Path | None) -> tuple[Path, bool]:
     return DEFAULT_MODEL_DIR, True
 
 
-def measure(server: ServerProcess, name: str, **load: Any) -> dict[str, Any]:
+def measure(server: ServerProcess, name: str, bench_servers: list[ServerProcess], **load: Any) -> dict[str, Any]:
     """One load run against ``server``, with the server's CPU and the rest of the host's load."""
-    cpu0, host0, me0, t0 = server.cpu_s(), host_busy_s(), time.process_time(), time.perf_counter()
+    cpu0 = {id(b): b.cpu_s() for b in bench_servers}
+    host0, me0, t0 = host_busy_s(), time.process_time(), time.perf_counter()
     r = run_load(server.url, **load)
     wall = time.perf_counter() - t0
-    server_cpu = server.cpu_s() - cpu0
+    ours_cpu = {id(b): b.cpu_s() - cpu0[id(b)] for b in bench_servers}
+    server_cpu = ours_cpu[id(server)]
     mine = time.process_time() - me0
     r["run"] = name
     r["server_cpu"] = {
         "cores_used": round(server_cpu / wall, 3),
-        "cpu_ms_per_image": round(1000.0 * server_cpu / max(1, r["images"]), 2),
+        "cpu_ms_per_image": round(1000.0 * server_cpu / r["images"], 2) if r["images"] else None,
     }
-    # Busy CPU of the host that neither the server nor the load generator used: the other tenants.
-    r["others_cores_busy"] = round(max(0.0, host_busy_s() - host0 - server_cpu - mine) / wall, 2)
+    # Busy CPU of the host that no benchmark process used: the other tenants of the machine.
+    others = host_busy_s() - host0 - sum(ours_cpu.values()) - mine
+    r["others_cores_busy"] = round(max(0.0, others) / wall, 2)
     print(
         f"  {name}: {r['img_per_s']} img/s, p50 {r['latency_ms']['p50']} ms, p99 {r['latency_ms']['p99']} ms,"
         f" errors {r['errors']}, 503 {r['rejected_503']['count']}, others busy {r['others_cores_busy']} cores",
@@ -72,10 +77,68 @@ def measure(server: ServerProcess, name: str, **load: Any) -> dict[str, Any]:
     return r
 
 
+def combine(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several rounds of one configuration as one row: medians, with the per-round img/s kept."""
+    med = statistics.median
+    first = rounds[0]
+    errors: dict[str, int] = {}
+    for r in rounds:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    total = sum(r["requests"] for r in rounds)
+    rejected = sum(r["rejected_503"]["count"] for r in rounds)
+    p99s = [r["rejected_503"]["p99_ms"] for r in rounds if r["rejected_503"]["p99_ms"] is not None]
+    cpu = [r["server_cpu"]["cpu_ms_per_image"] for r in rounds if r["server_cpu"]["cpu_ms_per_image"]]
+    return {
+        "run": name,
+        "config": {**first["config"], "duration_s": sum(r["duration_s"] for r in rounds)},
+        "rounds_img_per_s": [r["img_per_s"] for r in rounds],
+        "img_per_s": round(med(r["img_per_s"] for r in rounds), 2),
+        "req_per_s": round(med(r["req_per_s"] for r in rounds), 2),
+        "images": sum(r["images"] for r in rounds),
+        "requests": total,
+        "latency_ms": {
+            k: (round(med(v), 2) if (v := [r["latency_ms"][k] for r in rounds if r["latency_ms"][k]]) else None)
+            for k in first["latency_ms"]
+        },
+        "errors": dict(sorted(errors.items())),
+        "timeouts": sum(r["timeouts"] for r in rounds),
+        "rejected_503": {
+            "count": rejected,
+            "share": round(rejected / total, 4) if total else 0.0,
+            "p99_ms": max(p99s) if p99s else None,
+        },
+        "server_cpu": {"cpu_ms_per_image": round(med(cpu), 2) if cpu else None},
+        "client_cpu": {"cpu_ms_per_request": round(med(r["client_cpu"]["cpu_ms_per_request"] for r in rounds), 3)},
+        "others_cores_busy": round(statistics.fmean(r["others_cores_busy"] for r in rounds), 2),
+        "sample_error": next((r["sample_error"] for r in rounds if r["sample_error"]), ""),
+    }
+
+
+def paired_ratio(rounds: dict[str, list[dict[str, Any]]], a: str, b: str) -> dict[str, Any] | None:
+    """img/s of ``a`` over ``b`` round by round (each pair measured seconds apart): median, min, max."""
+    if a not in rounds or b not in rounds:
+        return None
+    ratios = [x["img_per_s"] / y["img_per_s"] for x, y in zip(rounds[a], rounds[b], strict=True) if y["img_per_s"]]
+    if not ratios:
+        return None
+    return {"median": round(statistics.median(ratios), 2), "min": round(min(ratios), 2), "max": round(max(ratios), 2)}
+
+
+def summarize_ramp(ramp: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean img/s and worst p99 per concurrency over the up and the down pass."""
+    out = []
+    for c in RAMP:
+        steps = [r for r in ramp if r["config"]["concurrency"] == c]
+        ips = round(statistics.fmean(r["img_per_s"] for r in steps), 2)
+        out.append({"concurrency": c, "img_per_s": ips, "p99_ms": max(r["latency_ms"]["p99"] or 0 for r in steps)})
+    return out
+
+
 def saturating_concurrency(ramp: list[dict[str, Any]], share: float = 0.9) -> int:
     """Smallest ramp concurrency whose throughput reaches ``share`` of the ramp's best."""
     best = max(r["img_per_s"] for r in ramp)
-    return min(r["config"]["concurrency"] for r in ramp if r["img_per_s"] >= share * best)
+    return min(r["concurrency"] for r in ramp if r["img_per_s"] >= share * best)
 
 
 def start_timed(server: ServerProcess, res: dict[str, Any], key: str, size: tuple[int, int]) -> None:
@@ -86,8 +149,26 @@ def start_timed(server: ServerProcess, res: dict[str, Any], key: str, size: tupl
     res["first_request_s"][key] = round(seconds, 3) if status == 200 else f"status {status}"
 
 
-def _server(argv: list[str], port: int, logs: Path, name: str) -> ServerProcess:
-    return ServerProcess(argv, port, logs / f"{name}.log")
+def _start_all(
+    a: argparse.Namespace, model_dir: Path, extra: dict[str, str], res: dict[str, Any], stack: ExitStack
+) -> dict[str, ServerProcess]:
+    """Start every server of the comparison, one after the other (each start timed on a quiet host)."""
+    logs = a.out.parent / "logs"
+    plan = [("ours", ours_argv, {**extra}, "ours_first")]
+    if not a.skip_batch1:
+        plan.append(("ours_batch1", ours_argv, {**extra, "max_batch_size": 1}, "ours_batch1"))
+    servers = {}
+    for name, argv_fn, settings, key in plan:
+        port = free_port()
+        servers[name] = stack.enter_context(
+            ServerProcess(argv_fn(model_dir, port, **settings), port, logs / f"{name}.log")
+        )
+        start_timed(servers[name], res, key, a.size)
+    if not a.skip_naive:
+        port = free_port()
+        servers["naive"] = stack.enter_context(ServerProcess(naive_argv(model_dir, port), port, logs / "naive.log"))
+        start_timed(servers["naive"], res, "naive", a.size)
+    return servers
 
 
 def run_suite(a: argparse.Namespace) -> dict[str, Any]:
@@ -95,68 +176,72 @@ def run_suite(a: argparse.Namespace) -> dict[str, Any]:
     model_dir, _ = ensure_model(a.model_dir)
     if a.fresh_cache:
         shutil.rmtree(model_dir / ".cache", ignore_errors=True)
-    logs = a.out.parent / "logs"
-    common = {"size": a.size, "duration_s": a.duration, "warmup_s": a.warmup, "timeout_s": a.timeout}
+    run_s = a.duration / a.rounds
+    common = {"size": a.size, "duration_s": run_s, "warmup_s": a.warmup, "timeout_s": a.timeout}
     extra = dict(kv.split("=", 1) for kv in a.server_setting)
     res: dict[str, Any] = {
         "machine": machine_info(),
         "model": {"dir": str(model_dir), "what": "random-weight ResNet-50 (ResNetConfig defaults), 224x224"},
-        "load": {"concurrency": a.concurrency, "size": f"{a.size[0]}x{a.size[1]}", "duration_s": a.duration},
+        "load": {
+            "concurrency": a.concurrency,
+            "size": f"{a.size[0]}x{a.size[1]}",
+            "duration_s": a.duration,
+            "rounds": a.rounds,
+        },
         "server_settings": extra,
         "cold_start_s": {},
         "first_request_s": {},
         "runs": [],
         "ceiling": load_ceiling(a.raw_probe_json),
     }
-    runs = res["runs"]
+    configs = [(f"ours/{p}", "ours", p) for p in a.protocols]
+    configs += [("ours_batch1/classify", "ours_batch1", "classify"), ("naive/classify", "naive", "classify")]
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    with ExitStack() as stack:
+        servers = _start_all(a, model_dir, extra, res, stack)
+        every = list(servers.values())
+        for r in range(a.rounds):
+            print(f"round {r + 1}/{a.rounds}", file=sys.stderr, flush=True)
+            for name, server, proto in configs:
+                if server in servers:
+                    rounds.setdefault(name, []).append(
+                        measure(servers[server], name, every, protocol=proto, concurrency=a.concurrency, **common)
+                    )
+        print("concurrency ramp (up and down)", file=sys.stderr, flush=True)
+        ramp_load = {**common, "duration_s": a.ramp_duration}
+        steps = [*RAMP, *reversed(RAMP)]
+        ramp = [measure(servers["ours"], f"ramp/c{c}", every, concurrency=c, **ramp_load) for c in steps]
+    res["runs"] = [combine(name, rs) for name, rs in rounds.items()]
+    res["paired_ratios"] = {
+        "ours_vs_naive": paired_ratio(rounds, "ours/classify", "naive/classify"),
+        "batching_gain": paired_ratio(rounds, "ours/classify", "ours_batch1/classify"),
+    }
+    res["ramp"] = summarize_ramp(ramp)
+    c_sat = saturating_concurrency(res["ramp"])
+    sat_req_s = max(r["img_per_s"] for r in res["ramp"])  # one image per request
+    res["saturation"] = {"concurrency": c_sat, "req_per_s": sat_req_s}
+    run_overload(a, model_dir, extra, res, common, c_sat, sat_req_s)
+    return res
 
-    print("ours (default settings)", file=sys.stderr, flush=True)
-    port = free_port()
-    with _server(ours_argv(model_dir, port, **extra), port, logs, "ours") as s:
-        start_timed(s, res, "ours_first", a.size)
-        for proto in a.protocols:
-            runs.append(measure(s, f"ours/{proto}", protocol=proto, concurrency=a.concurrency, **common))
-        ramp = [measure(s, f"ramp/c{c}", concurrency=c, **{**common, "duration_s": a.ramp_duration}) for c in RAMP]
-    res["ramp"] = [
-        {"concurrency": r["config"]["concurrency"], "img_per_s": r["img_per_s"], "p99_ms": r["latency_ms"]["p99"]}
-        for r in ramp
-    ]
-    c_sat = saturating_concurrency(ramp)
-    sat = max(ramp, key=lambda r: r["img_per_s"])
-    res["saturation"] = {"concurrency": c_sat, "req_per_s": sat["req_per_s"]}
 
-    if not a.skip_batch1:
-        print("ours (max_batch_size=1)", file=sys.stderr, flush=True)
-        port = free_port()
-        with _server(ours_argv(model_dir, port, **{**extra, "max_batch_size": 1}), port, logs, "ours_b1") as s:
-            start_timed(s, res, "ours_batch1", a.size)
-            runs.append(measure(s, "ours_batch1/classify", concurrency=a.concurrency, **common))
-
-    if not a.skip_naive:
-        print("naive baseline", file=sys.stderr, flush=True)
-        port = free_port()
-        with _server(naive_argv(model_dir, port), port, logs, "naive") as s:
-            start_timed(s, res, "naive", a.size)
-            runs.append(measure(s, "naive/classify", concurrency=a.concurrency, **common))
-
+def run_overload(
+    a: argparse.Namespace, model_dir: Path, extra: dict[str, str], res: dict[str, Any],
+    common: dict[str, Any], c_sat: int, sat_req_s: float,
+) -> None:  # fmt: skip
+    """Twice the saturating load against a small queue: closed loop, then open loop."""
     print("overload", file=sys.stderr, flush=True)
     queue = a.overload_queue_images or c_sat
-    res["overload"] = {
-        "max_queue_images": queue,
-        "closed_concurrency": 2 * c_sat,
-        "open_rate_per_s": round(2 * sat["req_per_s"], 1),
-    }
+    load = {**common, "duration_s": a.overload_duration}
+    res["overload"] = {"max_queue_images": queue, "closed_concurrency": 2 * c_sat,
+                       "open_rate_per_s": round(2 * sat_req_s, 1)}  # fmt: skip
     port = free_port()
     argv = ours_argv(model_dir, port, **{**extra, "max_queue_images": queue})
-    with _server(argv, port, logs, "ours_overload") as s:
+    with ServerProcess(argv, port, a.out.parent / "logs" / "ours_overload.log") as s:
         start_timed(s, res, "ours_cached", a.size)
-        runs.append(measure(s, "overload/closed", concurrency=2 * c_sat, **common))
-        runs.append(
-            measure(
-                s, "overload/open", concurrency=a.open_loop_max_outstanding, rate_per_s=2 * sat["req_per_s"], **common
-            )
+        res["runs"].append(measure(s, "overload/closed", [s], concurrency=2 * c_sat, **load))
+        res["runs"].append(
+            measure(s, "overload/open", [s], concurrency=a.open_loop_max_outstanding, rate_per_s=2 * sat_req_s, **load)
         )
-    return res
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,8 +254,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--size", type=parse_size, default=(640, 480))
-    p.add_argument("--duration", type=float, default=30.0, help="seconds per measured run")
-    p.add_argument("--ramp_duration", type=float, default=8.0, help="seconds per ramp step")
+    p.add_argument("--duration", type=float, default=30.0, help="measured seconds per configuration (all rounds)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds the duration is split into")
+    p.add_argument("--ramp_duration", type=float, default=5.0, help="seconds per ramp step (each step twice)")
+    p.add_argument("--overload_duration", type=float, default=20.0, help="seconds per overload run")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before each measurement")
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per request, seconds")
     p.add_argument("--protocols", type=lambda s: s.split(","), default=["classify", "v2-binary", "v2-json", "v1"])
