@@ -202,8 +202,10 @@ _registered: weakref.WeakKeyDictionary[CollectorRegistry, GpuCollector] = weakre
 _lock = threading.Lock()
 
 
-def register_gpu_metrics(registry: CollectorRegistry = REGISTRY) -> bool:
+def register_gpu_metrics(registry: CollectorRegistry = REGISTRY, container: str = CONTAINER) -> bool:
     """Export the DCGM-named GPU gauges on ``registry`` when this process sees a GPU.
+
+    ``container`` is the pod's container name as the DCGM exporter would report it.
 
     Returns True when a collector is registered (now or by an earlier call), False when there is no
     GPU (nothing is registered then).
@@ -215,7 +217,7 @@ def register_gpu_metrics(registry: CollectorRegistry = REGISTRY) -> bool:
         if source is None:
             logger.info("no GPU visible (NVML and torch.cuda): GPU metrics are not exported")
             return False
-        collector = GpuCollector(source.samples)
+        collector = GpuCollector(source.samples, container=container)
         registry.register(collector)
         _registered[registry] = collector
         logger.info("exporting GPU metrics (%s) as DCGM_FI_DEV_*", type(source).__name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
 
@@ -41,10 +42,16 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    # Python warnings and library progress bars would otherwise bypass the format (and break JSON lines).
+    logging.captureWarnings(True)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access", "transformers"):
         lg = logging.getLogger(name)
         lg.handlers = []
         lg.propagate = True

@@ -10,7 +10,6 @@ autoscaler reads.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ import numpy as np
 from predictor.batching import BatchStats, DynamicBatcher
 from predictor.config import Settings
 from predictor.engine.base import Engine, EngineInfo
+from predictor.engine.cache import model_content_hash
 from predictor.errors import DeadlineExceeded, InvalidInput, NotReady, Overloaded, PredictorError
 from predictor.metrics import PredictorMetrics
 from predictor.postprocess import Prediction, predictions, softmax
@@ -30,23 +30,6 @@ from predictor.preprocess import PreprocessSpec, decode_image, prepare_array
 logger = logging.getLogger(__name__)
 
 ImageInput = bytes | np.ndarray
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".xml")
-
-
-def model_version_of(model_dir: Path) -> str:
-    """Short content hash of the model's config and weights: equal files give equal versions."""
-    h = hashlib.sha256()
-    files = sorted(
-        p
-        for p in Path(model_dir).iterdir()
-        if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "config.json")
-    )
-    for p in files:
-        h.update(p.name.encode())
-        with p.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-    return h.hexdigest()[:12]
 
 
 def load_labels(model_dir: Path) -> list[str]:
@@ -112,7 +95,7 @@ class Pipeline:
         self.spec = PreprocessSpec.from_model_dir(model_dir)
         self.labels = load_labels(model_dir)
         if not self.model_version:
-            self.model_version = model_version_of(model_dir)
+            self.model_version = model_content_hash(model_dir)[:12]
         self._batcher = DynamicBatcher(
             self._infer_batch,
             max_batch_size=s.max_batch_size,

@@ -216,6 +216,10 @@ topologySpreadConstraints:
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
 {{- if and .Values.queue.enabled .Values.queue.passwordSecret.name }}
 - name: REDIS_PASSWORD
   valueFrom:

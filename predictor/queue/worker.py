@@ -313,6 +313,9 @@ async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> No
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port)
+        from predictor.gpu_metrics import register_gpu_metrics
+
+        register_gpu_metrics(container="worker")  # the chart's worker container name
     info = pipeline.engine_info
     logger.info(
         "worker started: model=%s version=%s backend=%s device=%s dtype=%s stream=%s group=%s consumer=%s "

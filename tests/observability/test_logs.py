@@ -39,13 +39,6 @@ def test_log_records_are_json_objects_with_the_fields(obs_stack: Stack):
     assert {"INFO", "WARNING"} <= {r["level"] for r in recs}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="predictor/logs.py: progress bars (transformers' 'Loading weights' tqdm) and Python warnings "
-    "(FastAPIDeprecationWarning on KServe's v1 route) bypass logging and reach stderr as plain text; "
-    "fix: in configure_logging, logging.captureWarnings(True) and HF_HUB_DISABLE_PROGRESS_BARS=1 for json. "
-    "Remove this mark with that fix (strict: the test then passes and the mark fails it).",
-)
 def test_every_line_of_a_json_server_is_one_json_object(obs_stack: Stack):
     bad = []
     for line in log_lines(obs_stack):
