@@ -202,28 +202,37 @@ def _query_int(request: Request, name: str) -> int | None:
         raise InvalidInput(f"query parameter {name} must be an integer, got {raw!r}") from None
 
 
-async def _read_classify_images(request: Request, settings: Settings) -> list[bytes]:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "multipart/form-data":
-        try:
-            form = await request.form(
-                max_files=settings.max_images_per_request + 1, max_part_size=settings.max_request_bytes
-            )
-        except PayloadTooLarge:
-            raise
-        except Exception as e:  # malformed multipart of any kind is the client's mistake
-            raise InvalidInput(f"multipart body could not be parsed: {e}") from None
+async def read_multipart_images(request: Request, settings: Settings) -> list[bytes]:
+    """The file parts of multipart field ``image`` (repeatable); the body limit is the middleware's."""
+    try:
+        form = await request.form(
+            max_files=settings.max_images_per_request + 1, max_part_size=settings.max_request_bytes
+        )
+    except PayloadTooLarge:
+        raise
+    except Exception as e:  # malformed multipart of any kind is the client's mistake
+        raise InvalidInput(f"multipart body could not be parsed: {e}") from None
+    try:
         parts: list[Any] = form.getlist("image")
         if not parts:
             raise InvalidInput(f"multipart field 'image' is missing (fields sent: {sorted(set(form.keys()))})")
         images = []
-        for part in parts:
-            if isinstance(part, UploadFile):
-                images.append(await part.read())
-            else:
+        for i, part in enumerate(parts):
+            if not isinstance(part, UploadFile):
                 raise InvalidInput("multipart field 'image' must be a file upload (curl -F image=@cat.jpg)")
-        await form.close()
+            data = await part.read()
+            if not data:
+                raise InvalidInput(f"image {i} ({part.filename or 'unnamed'}) is empty")
+            images.append(data)
         return images
+    finally:
+        await form.close()
+
+
+async def _read_classify_images(request: Request, settings: Settings) -> list[bytes]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        return await read_multipart_images(request, settings)
     if ctype.startswith("image/") or ctype == "application/octet-stream":
         return [await request.body()]
     raise UnsupportedMediaType(

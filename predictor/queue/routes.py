@@ -6,17 +6,16 @@ Errors are raised as :mod:`predictor.errors` types; the server's one handler tur
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from starlette.datastructures import UploadFile
 
 from predictor.config import Settings
-from predictor.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from predictor.errors import InvalidInput, UnsupportedMediaType
+from predictor.protocol import b64decode
 from predictor.queue.jobs import JOB_ID_PATTERN, JobNotFound, JobQueue
+from predictor.routes import read_multipart_images
 
 
 def job_router(queue: JobQueue, settings: Settings) -> APIRouter:
@@ -49,29 +48,12 @@ def job_router(queue: JobQueue, settings: Settings) -> APIRouter:
     return router
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(_too_large(int(declared), limit))
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(_too_large(size, limit))
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, limit: int) -> str:
-    return f"request body of {size} bytes is over the limit of {limit} bytes (max_request_bytes)"
-
-
 async def _read_job_request(request: Request, settings: Settings) -> tuple[list[bytes], int | None]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        images, top_k = _parse_json(await _read_body(request, settings.max_request_bytes))
+        images, top_k = _parse_json(await request.body())
     elif ctype == "multipart/form-data":
-        images = await _parse_multipart(request, settings)
+        images = await read_multipart_images(request, settings)
         top_k = _int_or_none(request.query_params.get("top_k"), "query parameter top_k")
     else:
         raise UnsupportedMediaType(
@@ -93,12 +75,7 @@ def _parse_json(body: bytes) -> tuple[list[bytes], int | None]:
         raise InvalidInput('JSON body must be {"images": ["<base64>", ...], "top_k": N} with one image or more')
     images = []
     for i, item in enumerate(doc["images"]):
-        if not isinstance(item, str):
-            raise InvalidInput(f"images[{i}] must be a base64 string, got {type(item).__name__}")
-        try:
-            data = base64.b64decode(item, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidInput(f"images[{i}] is not valid base64") from None
+        data = b64decode(item, f"images[{i}]")
         if not data:
             raise InvalidInput(f"images[{i}] is empty: send the encoded image bytes")
         images.append(data)
@@ -106,35 +83,6 @@ def _parse_json(body: bytes) -> tuple[list[bytes], int | None]:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
         raise InvalidInput(f"top_k must be an integer, got {top_k!r}")
     return images, top_k
-
-
-async def _parse_multipart(request: Request, settings: Settings) -> list[bytes]:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.max_request_bytes:
-        raise PayloadTooLarge(_too_large(int(declared), settings.max_request_bytes))
-    try:
-        form = await request.form(
-            max_files=settings.max_images_per_request + 1, max_part_size=settings.max_request_bytes
-        )
-    except PayloadTooLarge:
-        raise
-    except Exception as e:  # malformed multipart of any kind is the client's mistake
-        raise InvalidInput(f"multipart body could not be parsed: {e}") from None
-    try:
-        parts = form.getlist("image")
-        if not parts:
-            raise InvalidInput(f"multipart field 'image' is missing (fields sent: {sorted(set(form.keys()))})")
-        images = []
-        for i, part in enumerate(parts):
-            if not isinstance(part, UploadFile):
-                raise InvalidInput("multipart field 'image' must be a file upload (curl -F image=@cat.jpg)")
-            data = await part.read()
-            if not data:
-                raise InvalidInput(f"image {i} ({part.filename or 'unnamed'}) is empty")
-            images.append(data)
-        return images
-    finally:
-        await form.close()
 
 
 def _int_or_none(raw: str | None, what: str) -> int | None:
