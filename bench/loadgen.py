@@ -323,7 +323,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: prints the result as JSON; exit code 1 when any good request failed."""
+    """CLI entry point: prints the result as JSON; exit code 1 when no request succeeded or an answer was malformed."""
     a = _parser().parse_args(argv)
     result = run_load(
         a.url,

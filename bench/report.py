@@ -7,35 +7,40 @@ from pathlib import Path
 from typing import Any
 
 
-def load_ceiling(path: Path | None) -> dict[str, Any] | None:
-    """The raw probe's best img/s (fastest backend that keeps the answers, best batch), if measured.
+def _keeps_answers(config: str) -> bool:
+    """Whether a raw-probe row (``backend/precision[/hint]@device``) is a precision that keeps the answers."""
+    backend, precision = config.split("@")[0].split("/")[:2]
+    if precision == "fp32":
+        return True
+    try:
+        from predictor.engine import BF16_KEEPS_ANSWERS
+    except ImportError:  # pragma: no cover - only fp32 is known to keep them
+        return False
+    return precision == "bf16" and BF16_KEEPS_ANSWERS.get(backend, False)
 
-    Accepts a top-level ``ceiling``/``best`` object with ``img_per_s``, or else takes the largest
-    ``img_per_s`` of any entry not marked ``keeps_answers: false``.
+
+def load_ceiling(path: Path | None) -> dict[str, Any] | None:
+    """The raw probe's ceiling: best img/s of a backend and precision that keeps the answers, best batch.
+
+    Reads :mod:`bench.raw_probe`'s JSON (``img_per_s: {config: {batch: value}}``); also returns the
+    overall best (``any``, e.g. bf16 that does not keep the answers) for comparison. Falls back to a
+    top-level ``ceiling`` object when the table is missing.
     """
     if path is None or not Path(path).exists():
         return None
     doc = json.loads(Path(path).read_text())
-    for key in ("ceiling", "best"):
-        if isinstance(doc, dict) and isinstance(doc.get(key), dict) and "img_per_s" in doc[key]:
-            return {"source": str(path), **doc[key]}
-    best: dict[str, Any] | None = None
-
-    def walk(node: Any) -> None:
-        nonlocal best
-        if isinstance(node, dict):
-            v = node.get("img_per_s")
-            if isinstance(v, int | float) and node.get("keeps_answers", True) is not False:
-                if best is None or v > best["img_per_s"]:
-                    best = {k: w for k, w in node.items() if not isinstance(w, dict | list)}
-            for w in node.values():
-                walk(w)
-        elif isinstance(node, list):
-            for w in node:
-                walk(w)
-
-    walk(doc)
-    return None if best is None else {"source": str(path), **best}
+    table = doc.get("img_per_s") if isinstance(doc, dict) else None
+    if not isinstance(table, dict):
+        c = doc.get("ceiling") if isinstance(doc, dict) else None
+        return {"source": str(path), **c} if isinstance(c, dict) and "img_per_s" in c else None
+    points = [(v, cfg, int(bs)) for cfg, row in table.items() for bs, v in row.items() if v]
+    keep = [p for p in points if _keeps_answers(p[1])]
+    if not points:
+        return None
+    v, cfg, bs = max(keep or points)
+    av, acfg, abs_ = max(points)
+    return {"source": str(path), "config": cfg, "batch_size": bs, "img_per_s": v,
+            "any": {"config": acfg, "batch_size": abs_, "img_per_s": av}}  # fmt: skip
 
 
 def _run(res: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -168,8 +173,18 @@ def render_markdown(res: dict[str, Any]) -> str:
     ]
     ceiling = res.get("ceiling")
     if ceiling:
-        desc = ", ".join(f"{k}={v}" for k, v in ceiling.items() if k != "source")
-        lines += [f"Raw ceiling (in-process, no HTTP, no decoding): {desc} (from `{ceiling['source']}`)", ""]
+        lines += [f"Raw ceiling (in-process, no HTTP, no decoding, precision that keeps the answers): "
+                  f"{ceiling['img_per_s']} img/s ({ceiling.get('config')}, batch {ceiling.get('batch_size')}), "
+                  f"from `{ceiling['source']}`."]  # fmt: skip
+        anyc = ceiling.get("any")
+        if anyc and anyc["config"] != ceiling.get("config"):
+            lines += [f"Fastest overall (does not keep the answers): {anyc['img_per_s']} img/s ({anyc['config']}, "
+                      f"batch {anyc['batch_size']})."]  # fmt: skip
+            bf = _run(res, "ours_bf16/classify")
+            if bf:
+                lines += [f"Our server with `precision=bf16`: {bf['img_per_s']} img/s = "
+                          f"{_ratio(bf['img_per_s'], anyc['img_per_s'])} of that."]  # fmt: skip
+        lines += [""]
     else:
         lines += ["Raw ceiling: not measured in this run (no raw probe JSON).", ""]
     for key, what in (("ours_vs_naive", "ours vs naive"), ("batching_gain", "default vs max_batch_size=1")):
@@ -189,7 +204,8 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines += [
             "Concurrency ramp on `/classify` (c → img/s, p99 ms): "
             + "; ".join(f"{r['concurrency']} → {r['img_per_s']}, {r['p99_ms']}" for r in res["ramp"])
-            + f". Saturating concurrency: {sat['concurrency']}.",
+            + f". Saturating concurrency: ramp {sat.get('ramp_concurrency', sat['concurrency'])}, used "
+            f"{sat['concurrency']} (at least the benchmark's).",
             "",
         ]
     if res.get("overload"):

@@ -5,7 +5,8 @@
 # Results: bench/results/{raw_probe,preprocess_probe,serve_bench}.json and serve_bench.md (gitignored).
 #
 # Knobs (environment): PY, BENCH_OUT, BENCH_MODEL_DIR, BENCH_DURATION (s per run), BENCH_CONCURRENCY,
-# BENCH_SIZE (WxH), BENCH_SERVE_ARGS (extra serve_bench flags), BENCH_SKIP_RAW=1.
+# BENCH_SIZE (WxH), BENCH_SERVE_ARGS (extra serve_bench flags; default: also measure our server with
+# precision=bf16, the opt-in that does not keep the answers), BENCH_SKIP_RAW=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ MODEL_DIR=${BENCH_MODEL_DIR:-$OUT/models/resnet50-random}
 DURATION=${BENCH_DURATION:-30}
 CONCURRENCY=${BENCH_CONCURRENCY:-16}
 SIZE=${BENCH_SIZE:-640x480}
+SERVE_ARGS=${BENCH_SERVE_ARGS-"--variant bf16:precision=bf16"}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 
@@ -37,8 +39,8 @@ echo "== preprocessing probe (ours vs AutoImageProcessor, ms per image)"
 "$PY" -m bench.preprocess_probe --model_dir "$MODEL_DIR" --out "$OUT/preprocess_probe.json" >/dev/null
 
 echo "== serving: ours vs naive vs ceiling, batching, overload, cold start"
-# shellcheck disable=SC2086  # BENCH_SERVE_ARGS is a list of flags
+# shellcheck disable=SC2086  # SERVE_ARGS is a list of flags
 "$PY" -m bench.serve_bench --model_dir "$MODEL_DIR" --duration "$DURATION" --concurrency "$CONCURRENCY" \
   --size "$SIZE" --raw_probe_json "$OUT/raw_probe.json" --preprocess_json "$OUT/preprocess_probe.json" \
-  --out "$OUT/serve_bench.json" --md "$OUT/serve_bench.md" ${BENCH_SERVE_ARGS:-}
+  --out "$OUT/serve_bench.json" --md "$OUT/serve_bench.md" $SERVE_ARGS
 echo "== done: $OUT/serve_bench.md"
