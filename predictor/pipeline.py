@@ -32,6 +32,17 @@ logger = logging.getLogger(__name__)
 ImageInput = bytes | np.ndarray
 
 
+def _warmup_jpeg() -> bytes:
+    """A small JPEG, larger than any model input, for warming up the decode path."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 480), (120, 90, 60)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
 def load_labels(model_dir: Path) -> list[str]:
     """Class labels from the model's ``id2label``, indexed by class id."""
     from transformers import AutoConfig  # heavy import: only at load time
@@ -116,6 +127,8 @@ class Pipeline:
         self._decode_pool = ThreadPoolExecutor(
             max_workers=s.decode_threads or s.usable_cores(), thread_name_prefix="decode"
         )
+        # Decode one sample too, so the first request does not pay the decode path's lazy imports (~1 s).
+        self._decode_pool.submit(self._prepare, _warmup_jpeg()).result()
         self.load_seconds = time.monotonic() - started
         self.ready = True
         info = engine.info
