@@ -171,7 +171,7 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
     @app.post("/classify", tags=["classify"])
     async def classify(request: Request) -> Response:
         """Classify images sent as multipart field ``image`` (repeatable) or one raw image body."""
-        top_k = _query_int(request, "top_k")
+        top_k = query_int(request, "top_k")
         images = await _read_classify_images(request, settings)
         results = await until_disconnect(request, pipeline.classify(images, top_k))
         body = {
@@ -192,7 +192,8 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
         return Response(out, headers=headers)
 
 
-def _query_int(request: Request, name: str) -> int | None:
+def query_int(request: Request, name: str) -> int | None:
+    """An integer query parameter, or None when absent; 400 when it is not an integer."""
     raw = request.query_params.get(name)
     if raw is None:
         return None

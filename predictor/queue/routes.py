@@ -15,7 +15,7 @@ from predictor.config import Settings
 from predictor.errors import InvalidInput, UnsupportedMediaType
 from predictor.protocol import b64decode
 from predictor.queue.jobs import JOB_ID_PATTERN, JobNotFound, JobQueue
-from predictor.routes import read_multipart_images
+from predictor.routes import query_int, read_multipart_images
 
 
 def job_router(queue: JobQueue, settings: Settings) -> APIRouter:
@@ -54,7 +54,7 @@ async def _read_job_request(request: Request, settings: Settings) -> tuple[list[
         images, top_k = _parse_json(await request.body())
     elif ctype == "multipart/form-data":
         images = await read_multipart_images(request, settings)
-        top_k = _int_or_none(request.query_params.get("top_k"), "query parameter top_k")
+        top_k = query_int(request, "top_k")
     else:
         raise UnsupportedMediaType(
             f"content type {ctype or '(none)'!r} is not accepted on /v1/jobs: send multipart/form-data "
@@ -83,12 +83,3 @@ def _parse_json(body: bytes) -> tuple[list[bytes], int | None]:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
         raise InvalidInput(f"top_k must be an integer, got {top_k!r}")
     return images, top_k
-
-
-def _int_or_none(raw: str | None, what: str) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidInput(f"{what} must be an integer, got {raw!r}") from None

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +21,8 @@ from typing import Any
 
 import httpx
 import yaml
+
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "chart"
@@ -41,12 +42,6 @@ def tool(name: str) -> str:
         hint = "make tools" if name in ("helm", "kubectl") else "bash scripts/system_deps.sh"
         raise MissingTool(f"{name} not found on PATH or in .tools/: run `{hint}`")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
