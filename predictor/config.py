@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     precision: Precision = Field(
         "auto",
         description="Numeric precision; auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AMX or "
-        "AVX-512 BF16), else fp32. fp32 is always available.",
+        "AVX-512 BF16), each only if it keeps this model's answers against fp32 (checked at first load, "
+        "verdict cached), else fp32. fp32 is always available.",
     )
     cache_dir: Path | None = Field(
         None,

@@ -22,6 +22,7 @@ from predictor.batching import BatchStats, DynamicBatcher
 from predictor.config import Settings
 from predictor.engine.base import Engine, EngineInfo
 from predictor.engine.cache import model_content_hash
+from predictor.engine.precision_check import Verdict
 from predictor.errors import DeadlineExceeded, InvalidInput, NotReady, Overloaded, PredictorError
 from predictor.metrics import PredictorMetrics
 from predictor.postprocess import Prediction, predictions, softmax
@@ -59,7 +60,7 @@ class Pipeline:
     Args:
         settings: the predictor settings.
         metrics: where to record metrics; a fresh private registry when omitted.
-        engine: an engine to use instead of :func:`predictor.engine.create_engine` (tests).
+        engine: an engine to use instead of :func:`predictor.engine.load_engine`'s (tests).
     """
 
     def __init__(
@@ -83,6 +84,8 @@ class Pipeline:
         self._decode_pool: ThreadPoolExecutor | None = None
         self._batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
         self.load_seconds = 0.0
+        self.precision_verdict: Verdict | None = None
+        """The load-time precision check (None when none ran: explicit precision or no reduced one)."""
         self.ready = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -115,14 +118,16 @@ class Pipeline:
             on_batch=self._on_batch,
             thread_name="inference",
         )
-        if self._engine is None:
-            from predictor.engine import create_engine
-
-            self._engine = create_engine(s, self.spec)
-        engine = self._engine
         # Load and warm up on the inference thread itself: thread-bound state (CUDA streams,
         # OpenMP pools) is then created where every later forward pass runs.
-        self._batcher.run_on_handler_thread(engine.load)
+        if self._engine is None:
+            from predictor.engine import load_engine
+
+            loaded = load_engine(s, self.spec, run=self._batcher.run_on_handler_thread)
+            self._engine, self.precision_verdict = loaded.engine, loaded.verdict
+        else:
+            self._batcher.run_on_handler_thread(self._engine.load)
+        engine = self._engine
         self._batcher.run_on_handler_thread(lambda: engine.warmup(self._warmup_sizes(engine.info)))
         self._decode_pool = ThreadPoolExecutor(
             max_workers=s.decode_threads or s.usable_cores(), thread_name_prefix="decode"

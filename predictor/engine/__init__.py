@@ -6,15 +6,15 @@ builds the engine (not yet loaded: the caller runs ``load()`` and ``warmup()``).
 The ``auto`` policy: the fastest backend + precision that keeps the answers (see ``bench/raw_probe.py``
 and ``tests/engine/test_backends.py``; numbers in docs/performance.md).
 
-* CUDA present: torch fp16 (``channels_last``; compiled buckets when asked).
-* CPU: candidates in measured speed order (:data:`CPU_CANDIDATES`). A bf16 candidate is taken only
-  where the CPU has native bf16 (AMX or AVX-512 BF16; emulated bf16 is slower than fp32) *and* that
-  backend's bf16 kept the answers on the embedded default model (:data:`BF16_KEEPS_ANSWERS`).
-  Measured on the default model: OpenVINO bf16 is the fastest (1.8x OpenVINO fp32 on
-  EfficientNet-Lite0, ~2x on ResNet-50) but changed the cat photo's top-1 and agreed on only ~91 % of
-  the varied set; torch bf16 kept the photos but agreed on 94.7-96.2 % (it varies run to run), so
-  neither reliably meets the rule and ``auto`` runs OpenVINO fp32 (exact to 1e-5). ``precision=bf16``
-  opts in to OpenVINO bf16.
+* CPU: candidates in measured speed order (:data:`CPU_CANDIDATES`). A bf16 candidate is tried only
+  where the CPU has native bf16 (AMX or AVX-512 BF16; emulated bf16 is slower than fp32), and it is
+  served only if it keeps *this* model's answers: :func:`load_engine` compares it with the same
+  backend in fp32 on a calibration set at first load (:mod:`predictor.engine.precision_check`) and
+  caches the verdict. Otherwise the same backend runs fp32. OpenVINO bf16 is the fastest candidate
+  (1.8x OpenVINO fp32 on EfficientNet-Lite0, ~2x on ResNet-50, more with AMX); on the embedded
+  EfficientNet-Lite0 it changes the cat photo's top-1, so that model is served in OpenVINO fp32.
+  ``precision=bf16`` opts in without the check; ``precision=fp32`` skips it.
+* CUDA: torch fp16, checked the same way against torch fp32.
 * OpenVINO not importable: ONNX Runtime fp32.
 """
 
@@ -22,20 +22,35 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from predictor.engine.base import Engine, EngineInfo
 from predictor.engine.cpu import CpuFeatures, detect_cpu
 
 if TYPE_CHECKING:
     from predictor.config import Settings
+    from predictor.engine.precision_check import Verdict
     from predictor.preprocess import PreprocessSpec
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "EngineInfo", "EngineOptions", "EnginePlan", "create_engine", "resolve_plan"]
+__all__ = [
+    "Engine",
+    "EngineInfo",
+    "EngineOptions",
+    "EnginePlan",
+    "LoadedEngine",
+    "build_engine",
+    "create_engine",
+    "load_engine",
+    "resolve_plan",
+]
 
 _PRECISIONS = {
     ("torch", "cpu"): ("fp32", "bf16"),
@@ -45,10 +60,6 @@ _PRECISIONS = {
     ("onnxruntime", "cuda"): ("fp32", "fp16"),
 }
 
-
-BF16_KEEPS_ANSWERS: dict[str, bool] = {"openvino": False, "torch": False}
-"""Whether a backend's bf16 met the accuracy rule on the default model (top-1 identical on the five
-real photos, >= 95 % top-1 agreement on the varied set); ``tests/engine/test_backends.py`` measures it."""
 
 CPU_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("openvino", "bf16"),
@@ -78,6 +89,9 @@ class EnginePlan:
     device: str
     precision: str
     reason: str
+    verify_against: str | None = None
+    """When set, ``precision`` is served only if it keeps the answers of this precision (fp32) on the
+    calibration set; :func:`load_engine` checks and falls back."""
 
 
 def _cuda_available() -> bool:
@@ -117,11 +131,15 @@ def resolve_plan(
     if device == "cuda":
         backend = "torch" if settings.backend == "auto" else settings.backend
         precision = settings.precision
+        verify_against = None
         if precision == "auto":
             precision = "fp16" if backend == "torch" else "fp32"
+            verify_against = "fp32" if precision == "fp16" else None
         reason = "CUDA: torch fp16 channels_last" if settings.backend == "auto" else "as configured"
+        if verify_against:
+            reason += ", if it keeps this model's answers (checked at load), else fp32"
     else:
-        backend, precision, reason = _pick_cpu(settings.backend, settings.precision, cpu, ov_ok)
+        backend, precision, reason, verify_against = _pick_cpu(settings.backend, settings.precision, cpu, ov_ok)
     allowed = _PRECISIONS.get((backend, device))
     if allowed is None:
         raise ValueError(f"backend {backend} does not run on {device}; on {device} use " + _backends_for(device))
@@ -129,13 +147,17 @@ def resolve_plan(
         raise ValueError(f"backend {backend} on {device} runs {', '.join(allowed)}, not {precision}")
     if device == "cpu" and precision == "bf16" and not cpu.native_bf16:
         logger.warning("bf16 asked for on %s without native bf16: expect it slower than fp32", cpu.describe())
-    return EnginePlan(backend, device, precision, reason)
+    return EnginePlan(backend, device, precision, reason, verify_against)
 
 
-def _pick_cpu(backend: str, precision: str, cpu: CpuFeatures, ov_ok: bool) -> tuple[str, str, str]:
-    """First :data:`CPU_CANDIDATES` entry compatible with the settings, the CPU and the accuracy rule."""
+def _pick_cpu(backend: str, precision: str, cpu: CpuFeatures, ov_ok: bool) -> tuple[str, str, str, str | None]:
+    """First :data:`CPU_CANDIDATES` entry compatible with the settings and the CPU.
+
+    Returns ``(backend, precision, reason, verify_against)``: a bf16 pick made by ``auto`` carries
+    ``verify_against="fp32"`` (served only if it keeps the answers).
+    """
     if backend != "auto" and precision != "auto":
-        return backend, precision, "as configured"
+        return backend, precision, "as configured", None
     skipped = []
     for cand_backend, cand_precision in CPU_CANDIDATES:
         if backend not in ("auto", cand_backend) or precision not in ("auto", cand_precision):
@@ -147,14 +169,16 @@ def _pick_cpu(backend: str, precision: str, cpu: CpuFeatures, ov_ok: bool) -> tu
             if not cpu.native_bf16:
                 skipped.append(f"no native bf16 on {cpu.describe()}")
                 continue
-            if not BF16_KEEPS_ANSWERS.get(cand_backend, False):
-                skipped.append(f"{cand_backend} bf16 does not keep the answers")
-                continue
-        picked = f"fastest CPU choice that keeps the answers ({cand_backend} {cand_precision})"
-        return cand_backend, cand_precision, "; ".join([*dict.fromkeys(skipped), picked])
+            picked = (
+                f"fastest CPU choice: {cand_backend} bf16 on {cpu.describe()}, if it keeps this model's answers "
+                f"(checked at load), else {cand_backend} fp32"
+            )
+            return cand_backend, cand_precision, "; ".join([*dict.fromkeys(skipped), picked]), "fp32"
+        picked = f"fastest CPU choice ({cand_backend} {cand_precision})"
+        return cand_backend, cand_precision, "; ".join([*dict.fromkeys(skipped), picked]), None
     if backend == "auto":  # e.g. an explicit fp16 on CPU: only OpenVINO may run it
         backend = "openvino" if ov_ok else "torch"
-    return backend, "fp32" if precision == "auto" else precision, "as configured"
+    return backend, "fp32" if precision == "auto" else precision, "as configured", None
 
 
 def _backends_for(device: str) -> str:
@@ -163,6 +187,9 @@ def _backends_for(device: str) -> str:
 
 def create_engine(settings: Settings, spec: PreprocessSpec, options: EngineOptions | None = None) -> Engine:
     """Build (not load) the engine for ``settings.model_dir`` per the resolved plan.
+
+    A reduced precision that ``auto`` would serve only after the precision check is *not* built here:
+    this function builds the plan's fallback (fp32) instead. :func:`load_engine` runs the check.
 
     Args:
         settings: Predictor settings (``model_dir``, ``backend``, ``device``, ``precision``,
@@ -173,13 +200,115 @@ def create_engine(settings: Settings, spec: PreprocessSpec, options: EngineOptio
     Returns:
         An engine; call ``load()`` then ``warmup()`` before ``infer()``.
     """
+    plan = resolve_plan(settings)
+    logger.info("engine plan: %s %s on %s (%s)", plan.backend, plan.precision, plan.device, plan.reason)
+    if plan.verify_against:
+        plan = replace(plan, precision=plan.verify_against, verify_against=None)
+    return build_engine(plan, settings, spec, options)
+
+
+@dataclass(frozen=True)
+class LoadedEngine:
+    """What :func:`load_engine` returns: the loaded engine, its plan and the precision check's verdict."""
+
+    engine: Engine
+    plan: EnginePlan
+    verdict: Verdict | None
+    """The precision check (None when none was needed); ``cached`` says whether it was read from disk."""
+    verdict_cached: bool = False
+
+
+def load_engine(
+    settings: Settings,
+    spec: PreprocessSpec,
+    options: EngineOptions | None = None,
+    run: Callable[[Callable[[], T]], T] | None = None,
+) -> LoadedEngine:
+    """Resolve the plan, build and load the engine, checking an ``auto`` reduced precision first.
+
+    When the plan asks for a check (``verify_against``), a cached verdict for this model, backend
+    version, precision and hardware decides at once; otherwise both engines are loaded, the calibration
+    set runs through both, the verdict is cached, and the engine that keeps the answers stays.
+
+    Args:
+        settings: Predictor settings.
+        spec: Preprocessing spec of the model.
+        options: Backend-specific knobs.
+        run: Runs a callable where every later forward pass runs (the pipeline's inference thread);
+            default: in the calling thread.
+    """
+    from predictor.engine import precision_check
+    from predictor.engine.cache import model_content_hash, resolve_cache_dir
+
+    run = run or (lambda fn: fn())
+    plan = resolve_plan(settings)
+    logger.info("engine plan: %s %s on %s (%s)", plan.backend, plan.precision, plan.device, plan.reason)
+    if not plan.verify_against:
+        engine = build_engine(plan, settings, spec, options)
+        run(engine.load)
+        return LoadedEngine(engine, plan, None)
+    fallback = replace(plan, precision=plan.verify_against, verify_against=None)
+    cache_dir = resolve_cache_dir(Path(settings.model_dir), settings.cache_dir)
+    path = precision_check.verdict_path(
+        cache_dir,
+        model_content_hash(Path(settings.model_dir)),
+        plan.backend,
+        plan.device,
+        plan.precision,
+        _hardware(plan.device),
+    )
+    verdict = precision_check.read_verdict(path)
+    if verdict is not None:
+        chosen = replace(plan, verify_against=None) if verdict.passed else fallback
+        logger.info("precision check (cached in %s): %s", path.name, verdict.describe())
+        engine = build_engine(chosen, settings, spec, options)
+        run(engine.load)
+        return LoadedEngine(engine, chosen, verdict, verdict_cached=True)
+    candidate = build_engine(replace(plan, verify_against=None), settings, spec, options)
+    reference = build_engine(fallback, settings, spec, options)
+    started = time.monotonic()
+    try:
+        calibration = precision_check.calibration_batches_off_thread(spec)
+        run(reference.load)
+        run(candidate.load)
+        chunk = min(32, settings.max_batch_size)
+        verdict = run(lambda: precision_check.check(reference, candidate, calibration, plan, chunk))
+    except BaseException:
+        candidate.close()
+        reference.close()
+        raise
+    precision_check.write_verdict(path, verdict)
+    logger.info(
+        "precision check (%.1fs in all, %.1fs of forward passes; cached as %s): %s",
+        time.monotonic() - started,
+        verdict.seconds,
+        path.name,
+        verdict.describe(),
+    )
+    keep, drop = (candidate, reference) if verdict.passed else (reference, candidate)
+    drop.close()
+    chosen = replace(plan, verify_against=None) if verdict.passed else fallback
+    return LoadedEngine(keep, chosen, verdict)
+
+
+def _hardware(device: str) -> str:
+    """What the verdict depends on besides the model and runtime: the CPU's features or the GPU's name."""
+    if device == "cuda":
+        import torch
+
+        return f"cuda:{torch.cuda.get_device_name()}"
+    return detect_cpu().describe()
+
+
+def build_engine(
+    plan: EnginePlan, settings: Settings, spec: PreprocessSpec, options: EngineOptions | None = None
+) -> Engine:
+    """Build (not load) the engine a concrete plan names."""
     from predictor.engine.cache import resolve_cache_dir
 
     options = options or EngineOptions()
-    plan = resolve_plan(settings)
     threads = settings.cpu_threads or settings.usable_cores()
     model_dir = Path(settings.model_dir)
-    logger.info("engine plan: %s %s on %s (%s)", plan.backend, plan.precision, plan.device, plan.reason)
     if plan.backend == "torch":
         from predictor.engine.torch_engine import TorchEngine
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from predictor.engine.precision_check import views
 from predictor.preprocess import PreprocessSpec, decode_image, prepare_pil
 from tests.conftest import jpeg_bytes
 
@@ -85,32 +85,12 @@ def skimage_samples() -> dict[str, np.ndarray]:
     return out
 
 
-def _variants(img: Image.Image, seed: int) -> list[Image.Image]:
-    """Eight views of one image: as is, flips, rotations, crops, a harsh re-encode, a low-res copy."""
-    w, h = img.size
-    rng = np.random.default_rng(seed)
-    cx, cy = int(rng.integers(0, w // 3 + 1)), int(rng.integers(0, h // 3 + 1))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=15)
-    small = img.resize((max(8, w // 6), max(8, h // 6)), Image.BILINEAR)
-    return [
-        img,
-        img.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-        img.transpose(Image.Transpose.ROTATE_90),
-        img.rotate(25, resample=Image.BICUBIC, expand=True, fillcolor=(0, 0, 0)),
-        img.crop((w // 4, h // 4, w - w // 4, h - h // 4)),
-        img.crop((cx, cy, cx + (2 * w) // 3, cy + (2 * h) // 3)).transpose(Image.Transpose.FLIP_TOP_BOTTOM),
-        Image.open(io.BytesIO(buf.getvalue())).convert("RGB"),
-        small.resize((w, h), Image.BICUBIC),
-    ]
-
-
 @pytest.fixture(scope="session")
 def varied_batch(lite0_spec: PreprocessSpec) -> np.ndarray:
     """~200 model inputs: 8 variants of each of skimage's 26 sample images, uint8 ``[N,224,224,3]``."""
     arrays = []
     for i, arr in enumerate(skimage_samples().values()):
-        for view in _variants(Image.fromarray(arr), seed=i):
+        for view in views(Image.fromarray(arr), seed=i):
             arrays.append(prepare_pil(view, lite0_spec))
     return np.stack(arrays)
 

@@ -4,9 +4,11 @@
 * bf16 (torch autocast, OpenVINO): top-1 identical on the five real-object photos, and >= 95 % top-1
   agreement on ~200 varied inputs (flips, rotations, crops, harsh re-encodes and low-res copies of every
   skimage sample, including textures, scans and text where the model is unsure). Both numbers are
-  printed (``pytest -s``). Backends that ``auto`` may run in bf16 (``BF16_KEEPS_ANSWERS``) must pass;
-  the others (today both: OpenVINO 4/5 photos and ~91 %, torch 5/5 and 94.7-96.2 % on an AVX-512 BF16
-  EPYC) are held only to a sanity floor that catches a broken bf16 path.
+  printed (``pytest -s``). ``auto`` serves bf16 only when the load-time precision check passes
+  (:mod:`predictor.engine.precision_check`, a smaller built-in calibration set); whenever that check
+  passes for a backend, this larger set must pass too, or the check is too weak. Otherwise (today
+  both on the default model: OpenVINO 4/5 photos and ~91 %, torch 5/5 and 94.7-96.2 % on an AVX-512
+  BF16 EPYC) bf16 is held only to a sanity floor that catches a broken bf16 path.
 * Batches: N inputs give N rows, in input order, equal to one-at-a-time results.
 """
 
@@ -18,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from predictor.engine import BF16_KEEPS_ANSWERS
+from predictor.config import Settings
+from predictor.engine import load_engine
 from predictor.engine.base import Engine
 from predictor.engine.onnx_engine import OnnxRuntimeEngine
 from predictor.engine.openvino_engine import OpenVinoEngine, openvino_supports
@@ -90,7 +93,6 @@ def test_bf16_keeps_the_answers(
     if backend == "openvino" and not openvino_supports("bf16"):
         # CPUs differ between machines: without native bf16 there is no bf16 path to compare, and the one
         # behaviour that matters is that auto never serves bf16 here.
-        from predictor.config import Settings
         from predictor.engine import resolve_plan
 
         assert resolve_plan(Settings(model_dir=default_model_dir)).precision != "bf16"
@@ -107,10 +109,17 @@ def test_bf16_keeps_the_answers(
         f"({round(varied_agree * len(varied))}/{len(varied)})"
     )
     mismatched = [n for n, a, b in zip(PHOTO_NAMES, photos.argmax(1), photo_reference.argmax(1), strict=True) if a != b]
-    if BF16_KEEPS_ANSWERS[backend]:  # auto may serve it: the full rule holds
+    auto = load_engine(Settings(model_dir=default_model_dir, backend=backend, cache_dir=engine_cache), lite0_spec)
+    served = auto.engine.info.dtype
+    auto.engine.close()
+    assert auto.verdict is not None and auto.verdict.candidate == "bf16", auto.plan
+    print(f"load-time check: {auto.verdict.describe()}")
+    if auto.verdict.passed:  # auto serves it: the full rule holds on this larger set too
+        assert served == "bfloat16"
         assert not mismatched, f"bf16 changed the top-1 of {mismatched}"
         assert varied_agree >= MIN_BF16_AGREEMENT
-    else:  # opt-in only (test_policy: auto never picks it); still a working bf16 path, not garbage
+    else:  # opt-in only; still a working bf16 path, not garbage
+        assert served == "float32"
         assert len(mismatched) <= 1 and varied_agree >= SANE_BF16_AGREEMENT, (mismatched, varied_agree)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from predictor.config import Settings
-from predictor.engine import BF16_KEEPS_ANSWERS, EngineOptions, create_engine, resolve_plan
+from predictor.engine import EngineOptions, create_engine, resolve_plan
 from predictor.engine.cpu import detect_cpu, parse_cpuinfo
 from predictor.engine.onnx_engine import OnnxRuntimeEngine
 from predictor.engine.openvino_engine import OpenVinoEngine
@@ -18,36 +18,38 @@ from tests.engine.test_cpu import SAPPHIRE_RAPIDS, SKYLAKE, ZEN4
 AMX, AVX512_BF16, NO_BF16 = parse_cpuinfo(SAPPHIRE_RAPIDS), parse_cpuinfo(ZEN4), parse_cpuinfo(SKYLAKE)
 
 
-@pytest.mark.parametrize("cpu", [AMX, AVX512_BF16, NO_BF16], ids=["amx", "zen4", "skylake"])
-def test_auto_on_cpu_is_openvino_fp32_because_its_bf16_loses_answers(cpu) -> None:
+@pytest.mark.parametrize("cpu", [AMX, AVX512_BF16], ids=["amx", "zen4"])
+def test_auto_on_native_bf16_cpus_is_openvino_bf16_subject_to_the_precision_check(cpu) -> None:
     plan = resolve_plan(Settings(), cpu=cpu, cuda_available=False, openvino_available=True)
-    assert (plan.backend, plan.device, plan.precision) == ("openvino", "cpu", "fp32")
-    if cpu.native_bf16:
-        assert "openvino bf16 does not keep the answers" in plan.reason
+    assert (plan.backend, plan.device, plan.precision, plan.verify_against) == ("openvino", "cpu", "bf16", "fp32")
+    assert "checked at load" in plan.reason and "avx512_bf16" in plan.reason
 
 
-@pytest.mark.parametrize("cpu", [AMX, AVX512_BF16, NO_BF16], ids=["amx", "zen4", "skylake"])
-def test_without_openvino_auto_is_onnxruntime_fp32(cpu) -> None:
-    plan = resolve_plan(Settings(), cpu=cpu, cuda_available=False, openvino_available=False)
-    assert (plan.backend, plan.precision) == ("onnxruntime", "fp32")
+def test_auto_without_native_bf16_is_openvino_fp32_unchecked() -> None:
+    plan = resolve_plan(Settings(), cpu=NO_BF16, cuda_available=False, openvino_available=True)
+    assert (plan.backend, plan.precision, plan.verify_against) == ("openvino", "fp32", None)
+    assert "no native bf16" in plan.reason
 
 
-def test_auto_follows_the_accuracy_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A backend whose bf16 keeps the answers gets bf16 from auto on native-bf16 CPUs only."""
-    monkeypatch.setitem(BF16_KEEPS_ANSWERS, "openvino", True)
-    assert resolve_plan(Settings(), cpu=AMX, cuda_available=False, openvino_available=True).precision == "bf16"
-    assert resolve_plan(Settings(), cpu=NO_BF16, cuda_available=False, openvino_available=True).precision == "fp32"
-    monkeypatch.setitem(BF16_KEEPS_ANSWERS, "torch", True)
-    torch_amx = resolve_plan(Settings(backend="torch"), cpu=AVX512_BF16, cuda_available=False)
+def test_without_openvino_auto_is_checked_torch_bf16_or_onnxruntime_fp32() -> None:
+    """OpenVINO is a dependency, but a broken install must still serve: the next candidates in speed order."""
+    plan = resolve_plan(Settings(), cpu=AMX, cuda_available=False, openvino_available=False)
+    assert (plan.backend, plan.precision, plan.verify_against) == ("torch", "bf16", "fp32")
+    plan = resolve_plan(Settings(), cpu=NO_BF16, cuda_available=False, openvino_available=False)
+    assert (plan.backend, plan.precision, plan.verify_against) == ("onnxruntime", "fp32", None)
+
+
+def test_torch_backend_auto_precision_follows_the_cpu() -> None:
+    torch_bf16 = resolve_plan(Settings(backend="torch"), cpu=AVX512_BF16, cuda_available=False)
     torch_old = resolve_plan(Settings(backend="torch"), cpu=NO_BF16, cuda_available=False)
-    assert (torch_amx.precision, torch_old.precision) == ("bf16", "fp32")
+    assert (torch_bf16.precision, torch_bf16.verify_against) == ("bf16", "fp32")
+    assert (torch_old.precision, torch_old.verify_against) == ("fp32", None)
 
 
-def test_no_bf16_from_auto_while_no_backend_keeps_the_answers() -> None:
-    assert not any(BF16_KEEPS_ANSWERS.values())
-    for backend in ("auto", "torch", "openvino"):
-        plan = resolve_plan(Settings(backend=backend), cpu=AMX, cuda_available=False, openvino_available=True)
-        assert plan.precision == "fp32", backend
+def test_explicit_precision_is_never_checked() -> None:
+    for precision in ("fp32", "bf16"):
+        plan = resolve_plan(Settings(precision=precision), cpu=AMX, cuda_available=False, openvino_available=True)
+        assert (plan.precision, plan.verify_against) == (precision, None)
 
 
 def test_explicit_bf16_opts_in_to_the_fastest_bf16_backend() -> None:
@@ -57,7 +59,7 @@ def test_explicit_bf16_opts_in_to_the_fastest_bf16_backend() -> None:
 
 def test_auto_with_cuda_is_torch_fp16() -> None:
     plan = resolve_plan(Settings(), cpu=AMX, cuda_available=True, openvino_available=True)
-    assert (plan.backend, plan.device, plan.precision) == ("torch", "cuda", "fp16")
+    assert (plan.backend, plan.device, plan.precision, plan.verify_against) == ("torch", "cuda", "fp16", "fp32")
 
 
 def test_explicit_settings_are_kept() -> None:
@@ -90,7 +92,7 @@ def test_cuda_asked_without_cuda_is_refused() -> None:
 
 
 def test_create_engine_auto_on_this_machine(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """On this CPU (no GPU), auto is OpenVINO fp32, whatever the CPU's bf16 support."""
+    """create_engine never builds an unchecked reduced precision: on this CPU it is OpenVINO fp32."""
     spec = PreprocessSpec.from_model_dir(tiny_model_dir)
     engine = create_engine(Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu"), spec)
     assert isinstance(engine, OpenVinoEngine)

@@ -1,0 +1,248 @@
+"""Does reduced precision keep this model's answers? Checked at load, on this machine, once.
+
+``precision=auto`` may serve a model in bf16 (CPU with native bf16) or fp16 (CUDA) only if, for *this*
+model on *this* hardware and runtime, the reduced-precision engine gives the same answers as the same
+backend in fp32 on a built-in calibration set (:file:`predictor/calibration/`, public-domain and CC0
+images from scikit-image):
+
+* top-1 identical on the real-object photos (cat, coffee, rocket, astronaut), and
+* >= 95 % top-1 agreement on the varied set: eight views of every calibration image (flips,
+  rotations, crops, a harsh re-encode, a low-resolution copy), textures, scans and microscopy among
+  them, where a model is unsure and near-ties are common.
+
+Whether a model passes depends on the model (near-ties in its logits), not only on the backend: the
+embedded EfficientNet-Lite0 fails in OpenVINO bf16 (the cat photo's top two classes swap), another
+model may pass. The check costs one extra engine load and ~140 images through both engines, and its
+verdict is cached beside the exported artefacts, keyed by the model's content, the backend and its
+version, the precision and the CPU, so a restart does not pay it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from predictor.preprocess import PreprocessSpec, decode_image, prepare_pil
+
+if TYPE_CHECKING:
+    from predictor.engine import EnginePlan
+    from predictor.engine.base import Engine
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "calibration"
+MIN_AGREEMENT = 0.95
+"""Least top-1 agreement with fp32 on the varied set (the photos must agree exactly)."""
+VIEWS_PER_IMAGE = 8
+_MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of one precision check."""
+
+    backend: str
+    device: str
+    candidate: str
+    """The reduced precision checked (``bf16`` or ``fp16``)."""
+    reference: str
+    """What it was compared with (``fp32``)."""
+    photos_agreeing: int
+    photos: int
+    varied_agreement: float
+    varied: int
+    mismatched_photos: tuple[str, ...]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        """True when the reduced precision keeps the answers."""
+        return self.photos_agreeing == self.photos and self.varied_agreement >= MIN_AGREEMENT
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        outcome = "keeps the answers" if self.passed else "changes the answers"
+        flips = f", changed: {', '.join(self.mismatched_photos)}" if self.mismatched_photos else ""
+        return (
+            f"{self.backend} {self.candidate} {outcome} against {self.reference}: top-1 photos "
+            f"{self.photos_agreeing}/{self.photos}{flips}, varied set {self.varied_agreement:.1%} of {self.varied} "
+            f"(needs all photos and >= {MIN_AGREEMENT:.0%})"
+        )
+
+    def to_json(self) -> str:
+        """Serialised for the verdict cache."""
+        return json.dumps({**asdict(self), "passed": self.passed}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Verdict:
+        """Parse :meth:`to_json` output."""
+        raw = json.loads(text)
+        raw.pop("passed", None)
+        raw["mismatched_photos"] = tuple(raw.get("mismatched_photos", ()))
+        return cls(**raw)
+
+
+def calibration_files() -> tuple[list[Path], list[Path]]:
+    """The calibration JPEGs: (photos of real objects, everything else), in a fixed order."""
+    files = sorted(CALIBRATION_DIR.glob("*.jpg"))
+    if not files:
+        raise FileNotFoundError(f"no calibration images in {CALIBRATION_DIR}: the package is incomplete")
+    photos = [p for p in files if "-photo-" in p.name]
+    return photos, [p for p in files if p not in photos]
+
+
+def views(img: Image.Image, seed: int) -> list[Image.Image]:
+    """Eight views of one image: as is, flips, rotations, crops, a harsh re-encode, a low-res copy."""
+    w, h = img.size
+    rng = np.random.default_rng(seed)
+    cx, cy = int(rng.integers(0, w // 3 + 1)), int(rng.integers(0, h // 3 + 1))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=15)
+    small = img.resize((max(8, w // 6), max(8, h // 6)), Image.Resampling.BILINEAR)
+    return [
+        img,
+        img.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        img.transpose(Image.Transpose.ROTATE_90),
+        img.rotate(25, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(0, 0, 0)),
+        img.crop((w // 4, h // 4, w - w // 4, h - h // 4)),
+        img.crop((cx, cy, cx + (2 * w) // 3, cy + (2 * h) // 3)).transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        Image.open(io.BytesIO(buf.getvalue())).convert("RGB"),
+        small.resize((w, h), Image.Resampling.BICUBIC),
+    ]
+
+
+def calibration_batches(spec: PreprocessSpec) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Model inputs for the check: ``(photos uint8 [P,H,W,3], photo names, varied uint8 [V,H,W,3])``.
+
+    The photos go through the server's own decode path (from their JPEG bytes); the varied set is every
+    calibration image's :func:`views`, resized and cropped as the model wants.
+    """
+    photo_files, other_files = calibration_files()
+    photos = np.stack([decode_image(p.read_bytes(), spec, _MAX_PIXELS) for p in photo_files])
+    names = [p.stem.split("-", 2)[2] for p in photo_files]
+    varied = []
+    for i, path in enumerate([*photo_files, *other_files]):
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+        varied.extend(prepare_pil(view, spec) for view in views(rgb, seed=i))
+    return photos, names, np.stack(varied)
+
+
+def top1(engine_infer, batch: np.ndarray, chunk: int) -> np.ndarray:
+    """Top-1 class of every row, run in chunks of at most ``chunk`` images."""
+    return np.concatenate(
+        [np.asarray(engine_infer(batch[i : i + chunk])).argmax(axis=1) for i in range(0, len(batch), chunk)]
+    )
+
+
+def compare(
+    reference_top1: tuple[np.ndarray, np.ndarray],
+    candidate_top1: tuple[np.ndarray, np.ndarray],
+    photo_names: list[str],
+    **fields: object,
+) -> Verdict:
+    """Build a verdict from the top-1 classes (photos, varied set) of the reference and the candidate."""
+    ref_photos, ref_varied = reference_top1
+    cand_photos, cand_varied = candidate_top1
+    if ref_photos.shape != cand_photos.shape or ref_varied.shape != cand_varied.shape or not len(ref_varied):
+        raise ValueError("reference and candidate must answer the same, non-empty calibration set")
+    same = ref_photos == cand_photos
+    return Verdict(
+        photos_agreeing=int(same.sum()),
+        photos=len(same),
+        varied_agreement=round(float((ref_varied == cand_varied).mean()), 4),
+        varied=len(ref_varied),
+        mismatched_photos=tuple(n for n, ok in zip(photo_names, same, strict=True) if not ok),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def check(
+    reference: Engine,
+    candidate: Engine,
+    calibration: tuple[np.ndarray, list[str], np.ndarray],
+    plan: EnginePlan,
+    chunk: int = 32,
+) -> Verdict:
+    """Run the calibration set through both loaded engines and compare their top-1 answers.
+
+    Args:
+        reference: The engine in ``plan.verify_against`` precision (fp32).
+        candidate: The engine in ``plan.precision``.
+        calibration: :func:`calibration_batches` for the model.
+        plan: The plan being checked.
+        chunk: Most images per forward pass.
+    """
+    started = time.monotonic()
+    photos, names, varied = calibration
+    answers = [(top1(e.infer, photos, chunk), top1(e.infer, varied, chunk)) for e in (reference, candidate)]
+    return compare(
+        answers[0],
+        answers[1],
+        names,
+        backend=plan.backend,
+        device=plan.device,
+        candidate=plan.precision,
+        reference=str(plan.verify_against),
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+def calibration_batches_off_thread(spec: PreprocessSpec) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """:func:`calibration_batches` on a short-lived thread.
+
+    Preprocessing pins the calling thread's torch to one intra-op thread (it is meant for decode
+    threads); the inference thread, which may run torch, must keep its own setting.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="calibration") as pool:
+        return pool.submit(calibration_batches, spec).result()
+
+
+def verdict_path(cache_dir: Path, model_hash: str, backend: str, device: str, candidate: str, hardware: str) -> Path:
+    """Where the verdict for this model, backend (and its version), precision and hardware is cached."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = {"torch": "torch", "openvino": "openvino", "onnxruntime": "onnxruntime"}.get(backend, backend)
+    try:
+        runtime = version(dist)
+    except PackageNotFoundError:
+        runtime = "unknown"
+    calib = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sorted(CALIBRATION_DIR.glob("*.jpg"))))
+    calib = calib.hexdigest()
+    digest = hashlib.sha256(
+        "\0".join([model_hash, backend, runtime, device, candidate, hardware, calib, str(MIN_AGREEMENT)]).encode()
+    ).hexdigest()[:24]
+    return Path(cache_dir) / f"precision-{backend}-{candidate}-{digest}.json"
+
+
+def read_verdict(path: Path) -> Verdict | None:
+    """A cached verdict, or None when absent or unreadable (then the check runs again)."""
+    try:
+        return Verdict.from_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        logger.warning("ignoring unreadable precision verdict %s (%s): checking again", path, e)
+        return None
+
+
+def write_verdict(path: Path, verdict: Verdict) -> None:
+    """Cache a verdict (atomically: write a temp file, then rename); a read-only cache only logs."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{time.monotonic_ns()}")
+        tmp.write_text(verdict.to_json())
+        tmp.replace(path)
+    except OSError as e:
+        logger.warning("could not cache the precision verdict in %s (%s): the next start checks again", path, e)
