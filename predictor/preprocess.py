@@ -5,8 +5,14 @@ Face image processor with a shortest-edge or fixed-size resize, ConvNeXt's ``cro
 timm wrapper's ``pretrained_cfg``). Decoding produces ``uint8 [H, W, 3]`` at the model's input size;
 rescale and normalisation happen later, on the engine's device, on whole batches.
 
-JPEGs are decoded at reduced size where the target is much smaller than the photo (DCT scaling through
-PIL's ``draft``), which is most of the decoding cost saved at no visible loss.
+JPEGs are decoded with libjpeg-turbo through ``simplejpeg`` (straight to an RGB array, ~30% faster than
+PIL's decode), at reduced size where the target is much smaller than the photo: DCT scaling by 1/2, 1/4
+or 1/8, the same factor and output size PIL's ``draft`` picks (only these factors: libjpeg-turbo's other
+M/8 scales are slower than a full decode), which is most of the decoding cost saved at no visible loss.
+PIL still reads the header (format, pixel limit, decompression-bomb guard) and the EXIF orientation,
+which is applied to the array with numpy. CMYK/YCCK JPEGs, and any JPEG ``simplejpeg`` refuses (it is
+strict: truncated or corrupt data, libjpeg warnings included), go through the PIL path as before, so
+they decode, or fail with :class:`~predictor.errors.InvalidInput`, exactly as PIL decides.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from predictor.errors import InvalidInput
@@ -165,7 +172,11 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np
                 # Keep >= 2x above the resize target: DCT scaling straight to the target size replaces
                 # the antialiased bicubic resize and moved softmax scores by up to 0.035 (astronaut,
                 # 512 px) against AutoImageProcessor; with the margin the worst seen is 0.013.
-                img.draft("RGB", (DRAFT_MARGIN * rw, DRAFT_MARGIN * rh))
+                draft_size = (DRAFT_MARGIN * rw, DRAFT_MARGIN * rh)
+                arr = _decode_jpeg_turbo(data, img, draft_size)
+                if arr is not None:
+                    return _resize_crop(arr, spec)
+                img.draft("RGB", draft_size)  # CMYK, or refused by simplejpeg: PIL decodes (or fails) as before
             img = _to_rgb(img)
             return prepare_pil(img, spec)
     except InvalidInput:
@@ -178,6 +189,55 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np
         raise InvalidInput(f"bytes are not a decodable image ({e}): send {_ACCEPTED_TEXT}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InvalidInput(f"image data is corrupt or truncated ({e})") from None
+
+
+def _draft_scale(size: tuple[int, int], requested: tuple[int, int]) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) PIL's ``JpegImageFile.draft`` picks for ``requested``."""
+    scale = min(size[0] // requested[0], size[1] // requested[1])
+    return next((s for s in (8, 4, 2) if scale >= s), 1)
+
+
+_EXIF_KEYS = ("exif", "xmp", "XML:com.adobe.xmp", "Raw profile type exif")
+"""``img.info`` keys PIL reads the orientation from (``Image.getexif``): without them, no EXIF parsing."""
+_ORIENT = {  # EXIF orientation -> the array op of ImageOps.exif_transpose's PIL transpose
+    2: lambda a: a[:, ::-1],  # FLIP_LEFT_RIGHT
+    3: lambda a: a[::-1, ::-1],  # ROTATE_180
+    4: lambda a: a[::-1],  # FLIP_TOP_BOTTOM
+    5: lambda a: a.transpose(1, 0, 2),  # TRANSPOSE
+    6: lambda a: np.rot90(a, -1),  # ROTATE_270 (counter-clockwise: 90 clockwise)
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # TRANSVERSE
+    8: lambda a: np.rot90(a, 1),  # ROTATE_90
+}
+
+
+def _decode_jpeg_turbo(data: bytes, img: Image.Image, draft_size: tuple[int, int]) -> np.ndarray | None:
+    """Decode a JPEG (header already read by PIL as ``img``) with simplejpeg to ``uint8 [H, W, 3]`` RGB,
+    DCT-scaled exactly as ``img.draft("RGB", draft_size)`` would, EXIF orientation applied.
+
+    Returns ``None`` where the PIL path must decide instead: CMYK/YCCK (PIL's own conversion), an
+    orientation tag PIL would not map, or anything simplejpeg refuses (corrupt or truncated data, libjpeg
+    warnings included: PIL decodes some of those and rejects others, and keeps doing so).
+    """
+    if img.mode not in ("RGB", "L") or len(img.tile) != 1:
+        return None
+    orientation = img.getexif().get(0x0112, 1) if any(k in img.info for k in _EXIF_KEYS) else 1
+    if not isinstance(orientation, int):
+        return None
+    w, h = img.size
+    s = _draft_scale((w, h), draft_size)
+    ow, oh = -(-w // s), -(-h // s)  # libjpeg's scaled size: ceil(w / s), as PIL's draft
+    try:
+        # The smallest M/8 scale whose output is at least (ow, oh) is exactly 1/s (min_factor only switches
+        # scaling off below a factor, it cannot force one). Accurate DCT and upsampling, as PIL.
+        arr = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_width=ow if s > 1 else 0, min_height=oh if s > 1 else 0, strict=True
+        )
+    except (ValueError, RuntimeError):
+        return None
+    if arr.shape != (oh, ow, 3):  # header disagreement (e.g. a DNL height): let PIL decide
+        return None
+    op = _ORIENT.get(orientation)
+    return op(arr) if op is not None else arr
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -202,14 +262,29 @@ _TORCH_MODES = {0: "NEAREST_EXACT", 2: "BILINEAR", 3: "BICUBIC"}
 def prepare_pil(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """Resize (shortest edge or fixed) and centre-crop an RGB PIL image to ``uint8 [H, W, 3]``."""
     rw, rh = spec.resized_size(*img.size)
-    ch, cw = spec.crop_hw
-    left, top = round((rw - cw) / 2.0), round((rh - ch) / 2.0)
-    if (rw, rh) == img.size:
-        arr = np.asarray(img, dtype=np.uint8)
-    elif spec.resample in _TORCH_MODES:
-        arr = _torch_resize(np.asarray(img, dtype=np.uint8), rh, rw, spec.resample)
-    else:
+    if (rw, rh) != img.size and spec.resample not in _TORCH_MODES:
+        return _crop(np.asarray(img.resize((rw, rh), resample=spec.resample), dtype=np.uint8), spec)
+    return _resize_crop(np.asarray(img, dtype=np.uint8), spec)
+
+
+def _resize_crop(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """:func:`prepare_pil` for an RGB ``uint8 [H, W, 3]`` array (any strides), without a PIL round trip
+    for the torchvision-backed filters."""
+    h, w = arr.shape[:2]
+    rw, rh = spec.resized_size(w, h)
+    if (rw, rh) != (w, h) and spec.resample in _TORCH_MODES:
+        arr = _torch_resize(arr, rh, rw, spec.resample)
+    elif (rw, rh) != (w, h):
+        img = Image.fromarray(np.ascontiguousarray(arr))
         arr = np.asarray(img.resize((rw, rh), resample=spec.resample), dtype=np.uint8)
+    return _crop(arr, spec)
+
+
+def _crop(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Centre crop of an image already at its resized size."""
+    ch, cw = spec.crop_hw
+    rh, rw = arr.shape[:2]
+    left, top = round((rw - cw) / 2.0), round((rh - ch) / 2.0)
     return np.ascontiguousarray(arr[top : top + ch, left : left + cw])
 
 
@@ -248,4 +323,4 @@ def prepare_array(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Resize and crop an already-decoded ``uint8 [H, W, 3]`` RGB array to the model's input size."""
     if arr.shape[:2] == spec.crop_hw:
         return np.ascontiguousarray(arr)
-    return prepare_pil(Image.fromarray(np.ascontiguousarray(arr), mode="RGB"), spec)
+    return _resize_crop(arr, spec)
