@@ -147,7 +147,10 @@ def test_xmp_orientation_is_applied_as_pil_does(photos):
     buf = io.BytesIO()
     Image.open(io.BytesIO(base)).save(buf, format="JPEG", quality=95, xmp=xmp)
     data = buf.getvalue()
-    assert "exif" not in Image.open(io.BytesIO(data)).info
+    info = Image.open(io.BytesIO(data)).info
+    if "xmp" not in info:
+        pytest.skip("this Pillow does not write XMP into JPEGs (Pillow >= 11 does)")
+    assert "exif" not in info
     out = decode_image(data, SPEC_SQUASH, MAX_PIXELS)
     assert max_diff(out, pil_path(data, SPEC_SQUASH)) <= TOL
     assert max_diff(out, decode_image(base, SPEC_SQUASH, MAX_PIXELS)) > 20
