@@ -64,7 +64,8 @@ class PredictorMetrics:
         )
         self.request_duration = Histogram(
             f"{PREFIX}_request_duration_seconds",
-            "Time from request arrival to response, by protocol.",
+            "Time from request arrival to response of answered requests (successes and server errors; "
+            "4xx and 503 rejections are only counted in requests_total), by protocol.",
             ["model", "protocol"],
             buckets=REQUEST_BUCKETS_SECONDS,
             registry=r,
@@ -123,3 +124,14 @@ class PredictorMetrics:
         self.load_seconds = Gauge(
             f"{PREFIX}_model_load_seconds", "Time taken to load and warm up the model.", ["model"], registry=r
         )
+
+    def observe_request(self, model: str, protocol: str, code: int, seconds: float) -> None:
+        """Count one answered request; time it unless it was a client error or a 503 rejection.
+
+        Rejections answer in milliseconds: timing them would pull the latency quantiles down exactly when
+        the server is overloaded (most answers 503) and silence the latency alert. They stay visible in
+        ``requests_total`` (and the error-rate alert). A 504 (deadline) and other 5xx are timed.
+        """
+        self.requests.labels(model, protocol, str(code)).inc()
+        if not (400 <= code < 500 or code == 503):
+            self.request_duration.labels(model, protocol).observe(seconds)

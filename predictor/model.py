@@ -60,11 +60,11 @@ class ImageClassifierModel(Model):
 
     async def _counted_grpc(self, req: InferRequest) -> InferResponse:
         """gRPC requests bypass the HTTP middleware: count them here with protocol="grpc"."""
-        m, started, code = self.pipeline.metrics, time.perf_counter(), "200"
+        m, started, code = self.pipeline.metrics, time.perf_counter(), 200
         try:
             return await self._predict_v2(req)
         except PredictorError as e:
-            code = str(e.status_code)
+            code = e.status_code
             m.rejections.labels(self.name, e.reason).inc()
             # KServe's gRPC interceptor maps its own error types onto status codes.
             if e.status_code >= 503:
@@ -75,11 +75,10 @@ class ImageClassifierModel(Model):
                 raise kserve_errors.InvalidInput(e.message) from None
             raise
         except Exception:
-            code = "500"
+            code = 500
             raise
         finally:
-            m.requests.labels(self.name, "grpc", code).inc()
-            m.request_duration.labels(self.name, "grpc").observe(time.perf_counter() - started)
+            m.observe_request(self.name, "grpc", code, time.perf_counter() - started)
 
     async def _predict_v2(self, req: InferRequest) -> InferResponse:
         if len(req.inputs) != 1:

@@ -101,8 +101,7 @@ class RequestContextMiddleware:
                 if protocol is not None:
                     self.metrics.inflight.labels(model).dec()
         if protocol is not None:
-            self.metrics.requests.labels(model, protocol, str(status["code"])).inc()
-            self.metrics.request_duration.labels(model, protocol).observe(time.perf_counter() - started)
+            self.metrics.observe_request(model, protocol, status["code"], time.perf_counter() - started)
         request_id_var.reset(token)
 
 

@@ -211,8 +211,11 @@ def test_body_over_max_request_bytes_is_413(default_server: ServerProcess, cat_j
 
 def test_client_errors_are_counted_by_reason_and_code(default_server: ServerProcess, cat_jpeg: bytes):
     before = default_server.metric("classifier_rejections_total", reason="invalid_input")
+    timed_before = default_server.metric("classifier_request_duration_seconds_count", protocol="classify")
     r = default_server.client.post("/classify", files={"image": ("x.jpg", b"garbage")})
     assert r.status_code == 400
     assert default_server.metric("classifier_rejections_total", reason="invalid_input") == before + 1
+    # Counted, not timed: the latency histogram describes answers, not rejections.
+    assert default_server.metric("classifier_request_duration_seconds_count", protocol="classify") == timed_before
     assert default_server.metric("classifier_requests_total", protocol="classify", code="400") >= 1
     assert "Traceback" not in default_server.log(), "a client mistake must never produce a traceback"

@@ -61,6 +61,9 @@ def test_queue_full_answers_503_with_retry_after_at_once(tiny_model_dir: Path, t
             assert elapsed < 0.5, f"503 took {elapsed:.3f}s: it must come back at once"
             assert [f.result().status_code for f in held] == [200, 200], "accepted requests must still succeed"
         assert server.metric("classifier_rejections_total", reason="queue_full") == 1
+        # The 503 is counted but not timed: fast rejections must not pull the latency quantiles down.
+        assert server.metric("classifier_requests_total", protocol="classify", code="503") == 1
+        assert server.metric("classifier_request_duration_seconds_count", protocol="classify") == 2
         server.assert_healthy(small_jpeg)
     finally:
         server.stop()
@@ -72,6 +75,8 @@ def test_deadline_answers_504_and_frees_the_queue(tiny_model_dir: Path, tmp_path
         r = _post(server.url, small_jpeg)
         assert r.status_code == 504, r.text
         assert "deadline" in r.json()["error"]
+        assert server.metric("classifier_request_duration_seconds_count", protocol="classify") == 1  # timed
+        assert server.metric("classifier_request_duration_seconds_sum", protocol="classify") >= 0.3
         _wait_for(lambda: server.metric("classifier_queue_depth") == 0, what="queue to empty")
     finally:
         server.stop()
