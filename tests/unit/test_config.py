@@ -57,3 +57,27 @@ def test_missing_model_dir_fails_fast_with_a_clear_message(tmp_path) -> None:
     )
     assert r.returncode != 0
     assert "is not a model directory" in r.stderr
+
+
+def test_kserve_timing_middleware_is_dropped_and_the_others_kept():
+    """KServe's REST server adds timing_asgi's middleware (two getrusage calls per request, logged to a
+    logger we do not configure); serve() drops it and keeps whatever else KServe adds."""
+    from fastapi import FastAPI
+    from kserve.protocol.rest.server import RESTServer
+    from starlette.middleware.gzip import GZipMiddleware
+    from timing_asgi import TimingMiddleware
+
+    from predictor.server import _drop_kserve_timing_middleware
+
+    def middlewares() -> list[type]:
+        app = FastAPI()
+        app.add_middleware(GZipMiddleware)  # one added before KServe's, as routes.install adds ours
+        server = RESTServer.__new__(RESTServer)
+        server.access_log_format = None
+        RESTServer._add_middlewares(server, app)
+        return [m.cls for m in app.user_middleware]
+
+    assert middlewares() == [TimingMiddleware, GZipMiddleware]  # what KServe 0.21 does on its own
+    _drop_kserve_timing_middleware()
+    _drop_kserve_timing_middleware()  # idempotent
+    assert middlewares() == [GZipMiddleware]
