@@ -175,3 +175,31 @@ def default_server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFac
     server = start_server(default_model_dir, tmp_path_factory.mktemp("default-server"))
     yield server
     server.stop()
+
+
+# --- gpu-marked tests: run where CUDA is, deselected (and counted) where it is not ---------------------
+
+_GPU_DESELECTED = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)  # after ``-m`` / ``-k`` deselection: count only gpu tests that would run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect ``@pytest.mark.gpu`` tests when this machine has no CUDA device, so they are neither run
+    nor reported as skipped; the terminal summary says how many. torch is imported only when gpu tests
+    were collected."""
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    config.hook.pytest_deselected(items=gpu)
+    items[:] = [item for item in items if item.get_closest_marker("gpu") is None]
+    config.stash[_GPU_DESELECTED] = len(gpu)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    n = config.stash.get(_GPU_DESELECTED, 0)
+    if n:
+        terminalreporter.write_line(f"{n} gpu tests deselected: no CUDA device")
