@@ -8,7 +8,8 @@ batch is ready the moment the thread is free.
 
 Guarantees:
 * a submitter of N items gets exactly its N results back, in order;
-* a handler that raises, or returns the wrong number of results, fails only that batch's futures;
+* a handler that raises, or returns the wrong number of results, fails only that batch's futures; a
+  handler may return an exception in an item's place, which fails that item alone;
 * admission is bounded (``max_queue_size`` items waiting or running): past it :class:`Overloaded`
   is raised at once rather than letting latency grow;
 * items whose future was cancelled (a client that went away) or whose deadline passed before their
@@ -142,11 +143,15 @@ class DynamicBatcher(Generic[T, R]):
         self._wakeup.set()
         return futures
 
-    async def submit(self, values: Sequence[T], deadline: float) -> list[R]:
-        """Admit ``values`` and wait for their results (cancelling them if this task is cancelled)."""
+    async def submit(self, values: Sequence[T], deadline: float, return_exceptions: bool = False) -> list:
+        """Admit ``values`` and wait for their results (cancelling them if this task is cancelled).
+
+        With ``return_exceptions``, an item that failed alone (its handler result was an exception)
+        has that exception in its place; otherwise the first such failure is raised.
+        """
         futures = self.submit_many(values, deadline)
         try:
-            return list(await asyncio.gather(*futures))
+            return list(await asyncio.gather(*futures, return_exceptions=return_exceptions))
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -204,7 +209,11 @@ class DynamicBatcher(Generic[T, R]):
                     it.future.set_exception(e)
         else:
             for it, res in zip(batch, results, strict=True):
-                if not it.future.done():
+                if it.future.done():
+                    continue
+                if isinstance(res, BaseException):  # this item alone failed (e.g. undecodable on the device)
+                    it.future.set_exception(res)
+                else:
                     it.future.set_result(res)
         finally:
             for it in batch:

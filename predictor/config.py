@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         30_000, ge=1, description="Deadline of one request from arrival; past it the answer is 504."
     )
     decode_threads: int = Field(0, ge=0, description="Image decoding threads; 0 = number of usable cores.")
+    jpeg_decode: Literal["cpu", "device"] = Field(
+        "cpu",
+        description="Where JPEGs are decoded: cpu = the decode threads (libjpeg-turbo, DCT-scaled); device = "
+        "in batches on the inference device (nvJPEG on a GPU; needs backend torch), other formats on the CPU.",
+    )
 
     # --- limits --------------------------------------------------------------------------------
     max_request_bytes: int = Field(

@@ -26,7 +26,7 @@ from predictor.engine.precision_check import Verdict
 from predictor.errors import DeadlineExceeded, InvalidInput, NotReady, Overloaded, PredictorError
 from predictor.metrics import PredictorMetrics
 from predictor.postprocess import Prediction, predictions, softmax
-from predictor.preprocess import PreprocessSpec, decode_image, prepare_array
+from predictor.preprocess import EncodedJpeg, PreprocessSpec, decode_image, inspect_jpeg, prepare_array
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class Pipeline:
         self._engine = engine
         self._admitted = 0
         self._decode_pool: ThreadPoolExecutor | None = None
+        self._device_decode = False
         self._batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
         self.load_seconds = 0.0
         self.precision_verdict: Verdict | None = None
@@ -128,7 +129,13 @@ class Pipeline:
         else:
             self._batcher.run_on_handler_thread(self._engine.load)
         engine = self._engine
+        self._device_decode = s.jpeg_decode == "device"
+        if self._device_decode:
+            self._check_device_decode(engine)
         self._batcher.run_on_handler_thread(lambda: engine.warmup(self._warmup_sizes(engine.info)))
+        if self._device_decode:  # the device decoder's first call initialises its library (nvJPEG)
+            warm = inspect_jpeg(_warmup_jpeg(), s.max_image_pixels)
+            self._batcher.run_on_handler_thread(lambda: self._infer_batch([warm, warm]))
         self._decode_pool = ThreadPoolExecutor(
             max_workers=s.decode_threads or s.usable_cores(), thread_name_prefix="decode"
         )
@@ -158,6 +165,16 @@ class Pipeline:
             s.max_queue_images,
             self.load_seconds,
         )
+
+    @staticmethod
+    def _check_device_decode(engine: Engine) -> None:
+        from predictor.engine.torch_engine import TorchEngine
+
+        if not isinstance(engine, TorchEngine):
+            raise ValueError(
+                f"jpeg_decode=device decodes into the torch backend's device tensors, but the engine is "
+                f"{engine.info.backend}: set backend=torch (a CUDA device is where it pays off) or jpeg_decode=cpu"
+            )
 
     def _warmup_sizes(self, info: EngineInfo) -> list[int]:
         top = self.settings.max_batch_size
@@ -268,18 +285,35 @@ class Pipeline:
         good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
         outcomes: list = list(decoded)
         if good:
-            probs = await self._batcher.submit([decoded[i] for i in good], deadline)
+            # Items decoded on the device can fail there alone (InvalidInput in their place).
+            probs = await self._batcher.submit([decoded[i] for i in good], deadline, return_exceptions=True)
             for i, p in zip(good, probs, strict=True):
-                outcomes[i] = predictions(p, k, self.labels)
-            self.metrics.images.labels(self.model_name).inc(len(good))
+                if isinstance(p, InvalidInput):
+                    if not per_image:
+                        raise InvalidInput(f"image {i}: {p.message}" if len(images) > 1 else p.message)
+                    outcomes[i] = p
+                elif isinstance(p, BaseException):
+                    raise p
+                else:
+                    outcomes[i] = predictions(p, k, self.labels)
+            answered = sum(1 for i in good if not isinstance(outcomes[i], BaseException))
+            self.metrics.images.labels(self.model_name).inc(answered)
         return outcomes
 
-    def _prepare(self, img: ImageInput) -> np.ndarray:
-        """Bytes → decoded uint8 HWC; arrays are checked and resized (runs in the decode pool)."""
+    def _prepare(self, img: ImageInput) -> np.ndarray | EncodedJpeg:
+        """Bytes → decoded uint8 HWC; arrays are checked and resized (runs in the decode pool).
+
+        With ``jpeg_decode=device``, a JPEG only has its header checked here and is decoded with its
+        batch on the inference thread (:mod:`predictor.device_decode`).
+        """
         assert self.spec is not None
         started = time.perf_counter()
+        out: np.ndarray | EncodedJpeg | None
         if isinstance(img, bytes | bytearray | memoryview):
-            out = decode_image(bytes(img), self.spec, self.settings.max_image_pixels)
+            data = bytes(img)
+            out = inspect_jpeg(data, self.settings.max_image_pixels) if self._device_decode else None
+            if out is None:
+                out = decode_image(data, self.spec, self.settings.max_image_pixels)
         elif isinstance(img, np.ndarray):
             out = self._prepare_array(img)
         else:
@@ -303,9 +337,11 @@ class Pipeline:
             f"[H,W,3] RGB pixels or normalised FP32 [3,{h},{w}]"
         )
 
-    def _infer_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def _infer_batch(self, arrays: list[np.ndarray | EncodedJpeg]) -> list[np.ndarray | InvalidInput]:
         """Stack, run the engine, softmax (on the inference thread)."""
         assert self._engine is not None and self.spec is not None
+        if any(isinstance(a, EncodedJpeg) for a in arrays):
+            return self._infer_device_batch(arrays)
         if all(a.dtype == np.uint8 for a in arrays):
             batch = np.stack(arrays)
         else:
@@ -314,6 +350,40 @@ class Pipeline:
         if logits.shape[0] != len(arrays):
             raise RuntimeError(f"engine returned {logits.shape[0]} rows for {len(arrays)} images")
         return list(softmax(np.asarray(logits)))
+
+    def _infer_device_batch(self, items: list[np.ndarray | EncodedJpeg]) -> list[np.ndarray | InvalidInput]:
+        """A batch with JPEGs to decode on the engine's device; undecodable ones get their error back.
+
+        uint8 pixels (decoded here or by the pool) run as one forward pass; normalised FP32 tensor inputs,
+        if any, as a second one (they are never re-quantised).
+        """
+        import torch
+
+        from predictor.device_decode import decode_batch
+
+        assert self._engine is not None and self.spec is not None
+        device = self._engine.device  # type: ignore[attr-defined]  # TorchEngine (checked at load)
+        jpegs = [i for i, a in enumerate(items) if isinstance(a, EncodedJpeg)]
+        decoded = decode_batch([items[i] for i in jpegs], self.spec, device, self.settings.max_image_pixels)
+        out: list = list(items)
+        for i, d in zip(jpegs, decoded, strict=True):
+            out[i] = d
+        for i, a in enumerate(items):
+            if isinstance(a, np.ndarray) and a.dtype == np.uint8:
+                out[i] = torch.from_numpy(np.ascontiguousarray(a)).to(device)
+        groups = (
+            [i for i, o in enumerate(out) if isinstance(o, torch.Tensor)],
+            [i for i, o in enumerate(out) if isinstance(o, np.ndarray)],  # FP32 [3,H,W]
+        )
+        for group, stack in zip(groups, (torch.stack, np.stack), strict=True):
+            if not group:
+                continue
+            logits = np.asarray(self._engine.infer(stack([out[i] for i in group])))
+            if logits.shape[0] != len(group):
+                raise RuntimeError(f"engine returned {logits.shape[0]} rows for {len(group)} images")
+            for i, p in zip(group, softmax(logits), strict=True):
+                out[i] = p
+        return out
 
     def _admit(self, n: int) -> None:
         self._admitted += n

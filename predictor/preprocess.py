@@ -17,11 +17,13 @@ they decode, or fail with :class:`~predictor.errors.InvalidInput`, exactly as PI
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,30 +157,73 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np
     Raises:
         InvalidInput: empty, not an image, an unsupported format, too many pixels, or truncated data.
     """
+    with _refusals(max_image_pixels):
+        img = _open_checked(data, max_image_pixels)
+        if img.format == "JPEG":
+            rw, rh = spec.resized_size(*img.size)
+            # Keep >= 2x above the resize target: DCT scaling straight to the target size replaces
+            # the antialiased bicubic resize and moved softmax scores by up to 0.035 (astronaut,
+            # 512 px) against AutoImageProcessor; with the margin the worst seen is 0.013.
+            draft_size = (DRAFT_MARGIN * rw, DRAFT_MARGIN * rh)
+            arr = _decode_jpeg_turbo(data, img, draft_size)
+            if arr is not None:
+                return _resize_crop(arr, spec)
+            img.draft("RGB", draft_size)  # CMYK, or refused by simplejpeg: PIL decodes (or fails) as before
+        img = _to_rgb(img)
+        return prepare_pil(img, spec)
+
+
+@dataclass(frozen=True)
+class EncodedJpeg:
+    """A JPEG whose header passed the checks, left encoded for a batched decoder on the inference device."""
+
+    data: bytes
+    width: int
+    height: int
+    orientation: int
+    """EXIF orientation (1-8) to apply after decoding."""
+
+
+def inspect_jpeg(data: bytes, max_image_pixels: int) -> EncodedJpeg | None:
+    """Run :func:`decode_image`'s header checks without decoding.
+
+    Returns:
+        An :class:`EncodedJpeg` for a plain RGB or greyscale JPEG; ``None`` for anything else (other
+        formats, CMYK, odd orientation tags), which :func:`decode_image` must handle.
+
+    Raises:
+        InvalidInput: the same refusals as :func:`decode_image` makes before decoding.
+    """
+    with _refusals(max_image_pixels):
+        img = _open_checked(data, max_image_pixels)
+        if img.format != "JPEG" or img.mode not in ("RGB", "L") or len(img.tile) != 1:
+            return None
+        orientation = img.getexif().get(0x0112, 1) if any(k in img.info for k in _EXIF_KEYS) else 1
+        if orientation not in range(1, 9):
+            return None
+        return EncodedJpeg(data, img.size[0], img.size[1], int(orientation))
+
+
+def _open_checked(data: bytes, max_image_pixels: int) -> Image.Image:
+    """Open (header only) and check format and pixel count."""
     if not data:
         raise InvalidInput(f"image is empty: expected encoded {_ACCEPTED_TEXT} bytes")
+    img = Image.open(io.BytesIO(data))
+    if img.format not in ACCEPTED_FORMATS:
+        raise InvalidInput(f"image format {img.format} is not accepted: send {_ACCEPTED_TEXT}")
+    w, h = img.size
+    if w * h > max_image_pixels:
+        raise InvalidInput(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_image_pixels}")
+    return img
+
+
+@contextlib.contextmanager
+def _refusals(max_image_pixels: int) -> Iterator[None]:
+    """Turn PIL's and the decoders' errors into :class:`InvalidInput` with a message that says why."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format
-            if fmt not in ACCEPTED_FORMATS:
-                raise InvalidInput(f"image format {fmt} is not accepted: send {_ACCEPTED_TEXT}")
-            w, h = img.size
-            if w * h > max_image_pixels:
-                raise InvalidInput(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_image_pixels}")
-            if fmt == "JPEG":
-                rw, rh = spec.resized_size(w, h)
-                # Keep >= 2x above the resize target: DCT scaling straight to the target size replaces
-                # the antialiased bicubic resize and moved softmax scores by up to 0.035 (astronaut,
-                # 512 px) against AutoImageProcessor; with the margin the worst seen is 0.013.
-                draft_size = (DRAFT_MARGIN * rw, DRAFT_MARGIN * rh)
-                arr = _decode_jpeg_turbo(data, img, draft_size)
-                if arr is not None:
-                    return _resize_crop(arr, spec)
-                img.draft("RGB", draft_size)  # CMYK, or refused by simplejpeg: PIL decodes (or fails) as before
-            img = _to_rgb(img)
-            return prepare_pil(img, spec)
+            yield
     except InvalidInput:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "predictor" / "calibration"
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
 OTHERS = (
-    "brick camera clock coins grass gravel horse hubble_deep_field immunohistochemistry retina text cell "
-    "microaneurysms"
+    "brick camera clock coins grass gravel horse hubble_deep_field immunohistochemistry retina text cell microaneurysms"
 ).split()
 SHORT_SIDE = 320
 

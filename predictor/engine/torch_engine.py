@@ -146,8 +146,13 @@ class TorchEngine(Engine):
         staged.copy_(host)
         return staged.to(self.device, non_blocking=True)
 
-    def _prepare(self, batch: np.ndarray) -> torch.Tensor:
+    def _prepare(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The model input: normalised, in the weights' dtype, ``channels_last`` on the device."""
+        if isinstance(batch, torch.Tensor):  # uint8 NHWC decoded on the device (jpeg_decode=device)
+            if batch.dtype != torch.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
+                raise ValueError(f"tensor batch must be uint8 [N,H,W,3], got {batch.dtype} {list(batch.shape)}")
+            x = batch.to(self.device).permute(0, 3, 1, 2).to(self._weight_dtype)
+            return torch.addcmul(-self._shift, x, self._scale).contiguous(memory_format=torch.channels_last)
         if batch.dtype == np.uint8:
             if batch.ndim != 4 or batch.shape[3] != 3:
                 raise ValueError(f"uint8 batch must be [N,H,W,3], got {list(batch.shape)}")
@@ -164,8 +169,11 @@ class TorchEngine(Engine):
     def _bucket(self, n: int) -> int:
         return next((b for b in self.buckets if b >= n), n)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Forward pass; ``float32 [N, num_labels]`` logits in input order."""
+    def infer(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Forward pass; ``float32 [N, num_labels]`` logits in input order.
+
+        ``batch`` may also be a ``uint8 [N,H,W,3]`` torch tensor, already on the device.
+        """
         if self._forward is None:
             raise RuntimeError("TorchEngine.infer called before load()")
         n = batch.shape[0]

@@ -78,7 +78,7 @@ def test_auto_plan_is_torch_fp16_on_cuda() -> None:
     from predictor.engine import resolve_plan
 
     plan = resolve_plan(Settings())
-    assert (plan.device, plan.backend, plan.precision) == ("cuda", "torch", "fp16"), plan
+    assert (plan.device, plan.backend, plan.precision, plan.verify_against) == ("cuda", "torch", "fp16", "fp32"), plan
 
 
 def test_torch_fp16_keeps_the_answers(
@@ -188,7 +188,11 @@ def gpu_server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_server_classifies_on_the_gpu(gpu_server: ServerProcess, photos: dict[str, np.ndarray]) -> None:
-    assert gpu_server.metric("classifier_model_info", device="cuda", dtype="float16", backend="torch") == 1, (
+    # auto serves fp16 only if the load-time precision check says it keeps the model's answers
+    kept = "fp16 keeps the answers" in gpu_server.log()
+    assert kept or "fp16 changes the answers" in gpu_server.log(), gpu_server.log()[-3000:]
+    dtype = "float16" if kept else "float32"
+    assert gpu_server.metric("classifier_model_info", device="cuda", dtype=dtype, backend="torch") == 1, (
         gpu_server.log()[-3000:]
     )
     cat = jpeg_bytes(photos["chelsea"])
@@ -223,3 +227,38 @@ def test_server_exports_dcgm_gpu_metrics(gpu_server: ServerProcess, photos: dict
     assert used > 100, used  # the served model and its CUDA context live there
     assert 0.9 * total_mib <= used + free <= 1.1 * total_mib, (used, free, total_mib)
     assert 0 <= samples[UTIL].value <= 100
+
+
+def test_device_jpeg_decode_on_cuda(photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec) -> None:
+    """nvJPEG decode + resize on the GPU: the CPU device's pixels (within rounding), a bad JPEG fails alone."""
+    from predictor.device_decode import decode_batch
+    from predictor.errors import InvalidInput
+    from predictor.preprocess import inspect_jpeg
+
+    max_pixels = 40_000_000
+    bad = photo_jpegs["rocket"][: len(photo_jpegs["rocket"]) // 3]
+    items = [inspect_jpeg(photo_jpegs[n], max_pixels) for n in PHOTO_NAMES] + [inspect_jpeg(bad, max_pixels)]
+    on_gpu = decode_batch(items, lite0_spec, torch.device("cuda"), max_pixels)
+    on_cpu = decode_batch(items, lite0_spec, torch.device("cpu"), max_pixels)
+    for name, g, c in zip(PHOTO_NAMES, on_gpu, on_cpu, strict=False):
+        assert isinstance(g, torch.Tensor) and g.device.type == "cuda" and g.dtype == torch.uint8, name
+        diff = (g.cpu().int() - c.int()).abs()
+        assert diff.float().mean() < 1.0 and diff.max() <= 24, (name, diff.float().mean(), diff.max())
+    assert isinstance(on_gpu[-1], InvalidInput), on_gpu[-1]
+
+
+def test_server_with_device_jpeg_decode_on_the_gpu(
+    default_model_dir: Path, tmp_path: Path, photos: dict[str, np.ndarray]
+) -> None:
+    server = start_server(default_model_dir, tmp_path, device="cuda", backend="torch", jpeg_decode="device")
+    try:
+        cat = jpeg_bytes(photos["chelsea"])
+        r = server.client.post("/classify", files={"image": ("cat.jpg", cat, "image/jpeg")})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"][0][0]["label"] in CAT_CLASSES, r.json()
+        bad = cat[: len(cat) // 3]
+        r = server.client.post("/classify", files=[("image", ("a.jpg", cat)), ("image", ("b.jpg", bad))])
+        assert r.status_code == 400 and "image 1:" in r.json()["error"], r.text
+        server.assert_healthy(cat)
+    finally:
+        server.stop()

@@ -193,3 +193,20 @@ def test_bad_arguments_raise_precise_errors() -> None:
         DynamicBatcher(FakeModel(), max_batch_size=1, max_batch_delay_ms=-1, max_queue_size=1)
     with pytest.raises(ValueError, match="max_queue_size"):
         DynamicBatcher(FakeModel(), max_batch_size=1, max_batch_delay_ms=1, max_queue_size=0)
+
+
+async def test_an_exception_result_fails_that_item_alone() -> None:
+    """A handler may put an exception in an item's place (an image undecodable on the device)."""
+
+    def handler(values: list[int]) -> list:
+        return [ValueError(f"bad {v}") if v < 0 else v * 2 for v in values]
+
+    b = DynamicBatcher(handler, max_batch_size=8, max_batch_delay_ms=20, max_queue_size=100)
+    b.start()
+    mixed = await b.submit([1, -2, 3], far(), return_exceptions=True)
+    assert mixed[0] == 2 and mixed[2] == 6
+    assert isinstance(mixed[1], ValueError) and str(mixed[1]) == "bad -2"
+    with pytest.raises(ValueError, match="bad -5"):
+        await b.submit([4, -5], far())
+    assert await b.submit([7], far()) == [14]
+    await b.close()

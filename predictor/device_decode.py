@@ -1,0 +1,122 @@
+"""Batched JPEG decoding on the inference device (``jpeg_decode=device``): nvJPEG on a GPU.
+
+With the default ``jpeg_decode=cpu`` the decode thread pool turns every image into model-sized
+``uint8`` pixels (libjpeg-turbo with DCT scaling, :mod:`predictor.preprocess`). With
+``jpeg_decode=device`` the pool only checks each JPEG's header (:func:`~predictor.preprocess.inspect_jpeg`:
+format, pixel limit, EXIF orientation, the same 4xx refusals) and the inference thread decodes the
+whole batch in one ``torchvision.io.decode_jpeg(list, device=...)`` call, then orients, resizes
+(antialiased, the model's filter) and crops on the device, so full-size pixels never cross the bus
+and the CPU cores are left to HTTP. Formats other than plain RGB/greyscale JPEG keep the CPU path.
+
+A JPEG whose header is fine but whose data the device decoder refuses is retried alone, then on the
+CPU path, which decodes it or raises the usual :class:`~predictor.errors.InvalidInput` for that image
+only: one bad image never fails its batch-mates.
+
+Requires the torch backend (the engine consumes the device tensor directly). On a CPU engine it runs
+torchvision's CPU decoder on the inference thread: correct (the tests use it), but slower than the
+decode pool, so it is only worth it on a GPU. Whether it beats the pool there is measured by
+``bench/gpu_suite.sh``; see docs/performance.md.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from predictor.errors import InvalidInput
+from predictor.preprocess import _TORCH_MODES, EncodedJpeg, PreprocessSpec, _resize_crop, decode_image
+
+if TYPE_CHECKING:
+    import torch
+
+
+def decode_batch(
+    items: list[EncodedJpeg], spec: PreprocessSpec, device: torch.device, max_image_pixels: int
+) -> list[torch.Tensor | InvalidInput]:
+    """Decode, orient, resize and crop JPEGs on ``device``.
+
+    Returns:
+        Per item, in order: ``uint8 [H, W, 3]`` on ``device`` at the model's input size, or the
+        :class:`InvalidInput` that item failed with.
+    """
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = [torch.frombuffer(bytearray(it.data), dtype=torch.uint8) for it in items]
+    try:
+        decoded: list[torch.Tensor | None] = list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:  # one bad image fails the batched call: isolate it
+        decoded = []
+        for data in encoded:
+            try:
+                decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                decoded.append(None)
+    out: list[torch.Tensor | InvalidInput] = []
+    for item, img in zip(items, decoded, strict=True):
+        if img is None or tuple(img.shape[1:]) != (item.height, item.width):
+            out.append(_on_cpu(item, spec, device, max_image_pixels))
+        else:
+            out.append(_resize_crop_chw(_orient(img, item.orientation), spec))
+    return out
+
+
+_fallback_pool: ThreadPoolExecutor | None = None
+
+
+def _on_cpu(item: EncodedJpeg, spec: PreprocessSpec, device: torch.device, max_image_pixels: int):
+    """The CPU path for an image the device decoder refused: its pixels, or why it cannot be decoded.
+
+    Runs on a helper thread: the CPU path pins its calling thread's torch to one intra-op thread,
+    which the inference thread must not inherit.
+    """
+    import torch
+
+    global _fallback_pool
+    if _fallback_pool is None:
+        _fallback_pool = ThreadPoolExecutor(1, thread_name_prefix="decode-fallback")
+    try:
+        arr = _fallback_pool.submit(decode_image, item.data, spec, max_image_pixels).result()
+    except InvalidInput as e:
+        return e
+    return torch.from_numpy(arr).to(device)
+
+
+def _orient(img: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply an EXIF orientation to a ``[3, H, W]`` image (as ``ImageOps.exif_transpose``)."""
+    if orientation == 1:
+        return img
+    if orientation == 2:
+        return img.flip(2)
+    if orientation == 3:
+        return img.flip(1, 2)
+    if orientation == 4:
+        return img.flip(1)
+    if orientation == 5:
+        return img.transpose(1, 2)
+    if orientation == 6:
+        return img.rot90(-1, (1, 2))
+    if orientation == 7:
+        return img.flip(1, 2).transpose(1, 2)
+    return img.rot90(1, (1, 2))  # 8
+
+
+def _resize_crop_chw(img: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """Resize (antialiased, the model's filter) and centre-crop a ``uint8 [3, H, W]`` image → ``[H, W, 3]``."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    h, w = img.shape[1:]
+    rw, rh = spec.resized_size(w, h)
+    if spec.resample not in _TORCH_MODES:  # box, lanczos, hamming: Pillow's filters on the CPU
+        arr = _resize_crop(np.ascontiguousarray(img.permute(1, 2, 0).cpu().numpy()), spec)
+        return torch.from_numpy(arr).to(img.device)
+    if (rw, rh) != (w, h):
+        mode = getattr(F.InterpolationMode, _TORCH_MODES[spec.resample])
+        antialias = mode != F.InterpolationMode.NEAREST_EXACT
+        img = F.resize(img[None], [rh, rw], interpolation=mode, antialias=antialias)[0]
+    ch, cw = spec.crop_hw
+    left, top = round((rw - cw) / 2.0), round((rh - ch) / 2.0)
+    return img[:, top : top + ch, left : left + cw].permute(1, 2, 0)
