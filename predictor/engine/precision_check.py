@@ -42,6 +42,12 @@ logger = logging.getLogger(__name__)
 CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "calibration"
 MIN_AGREEMENT = 0.95
 """Least top-1 agreement with fp32 on the varied set (the photos must agree exactly)."""
+MIN_REFERENCE_CLASSES = 8
+"""Least number of distinct fp32 top-1 classes on the calibration set (or all classes, for models with
+fewer): a model that gives (almost) every image the same class, such as one with random weights, agrees
+with itself trivially, so the check cannot tell whether reduced precision keeps its answers."""
+CHECK_VERSION = 2
+"""Part of the verdict's cache key: bump when the rule changes, so old verdicts are not reused."""
 VIEWS_PER_IMAGE = 8
 _MAX_PIXELS = 40_000_000
 
@@ -62,19 +68,38 @@ class Verdict:
     varied: int
     mismatched_photos: tuple[str, ...]
     seconds: float
+    reference_classes: int
+    """Distinct top-1 classes the reference gave over the whole calibration set."""
+    min_reference_classes: int
+    """What :attr:`conclusive` needs: :data:`MIN_REFERENCE_CLASSES`, or every class of a smaller model."""
+
+    @property
+    def conclusive(self) -> bool:
+        """Whether the reference's answers vary enough for agreement to mean anything."""
+        return self.reference_classes >= self.min_reference_classes
 
     @property
     def passed(self) -> bool:
-        """True when the reduced precision keeps the answers."""
-        return self.photos_agreeing == self.photos and self.varied_agreement >= MIN_AGREEMENT
+        """True when the reduced precision keeps the answers (and the check could tell)."""
+        return self.conclusive and self.photos_agreeing == self.photos and self.varied_agreement >= MIN_AGREEMENT
 
     def describe(self) -> str:
         """One line for the start-up log."""
-        outcome = "keeps the answers" if self.passed else "changes the answers"
         flips = f", changed: {', '.join(self.mismatched_photos)}" if self.mismatched_photos else ""
+        measured = (
+            f"top-1 photos {self.photos_agreeing}/{self.photos}{flips}, varied set {self.varied_agreement:.1%} of "
+            f"{self.varied}"
+        )
+        if not self.conclusive:
+            return (
+                f"{self.backend} {self.candidate} not used: inconclusive, {self.reference} gives only "
+                f"{self.reference_classes} distinct classes over the calibration set (needs "
+                f"{self.min_reference_classes}; random or degenerate weights?), so agreement ({measured}) "
+                "proves nothing"
+            )
+        outcome = "keeps the answers" if self.passed else "changes the answers"
         return (
-            f"{self.backend} {self.candidate} {outcome} against {self.reference}: top-1 photos "
-            f"{self.photos_agreeing}/{self.photos}{flips}, varied set {self.varied_agreement:.1%} of {self.varied} "
+            f"{self.backend} {self.candidate} {outcome} against {self.reference}: {measured} "
             f"(needs all photos and >= {MIN_AGREEMENT:.0%})"
         )
 
@@ -137,17 +162,16 @@ def calibration_batches(spec: PreprocessSpec) -> tuple[np.ndarray, list[str], np
     return photos, names, np.stack(varied)
 
 
-def top1(engine_infer, batch: np.ndarray, chunk: int) -> np.ndarray:
-    """Top-1 class of every row, run in chunks of at most ``chunk`` images."""
-    return np.concatenate(
-        [np.asarray(engine_infer(batch[i : i + chunk])).argmax(axis=1) for i in range(0, len(batch), chunk)]
-    )
+def logits(engine_infer, batch: np.ndarray, chunk: int) -> np.ndarray:
+    """Logits of every row, run in chunks of at most ``chunk`` images."""
+    return np.concatenate([np.asarray(engine_infer(batch[i : i + chunk])) for i in range(0, len(batch), chunk)])
 
 
 def compare(
     reference_top1: tuple[np.ndarray, np.ndarray],
     candidate_top1: tuple[np.ndarray, np.ndarray],
     photo_names: list[str],
+    num_labels: int,
     **fields: object,
 ) -> Verdict:
     """Build a verdict from the top-1 classes (photos, varied set) of the reference and the candidate."""
@@ -162,6 +186,8 @@ def compare(
         varied_agreement=round(float((ref_varied == cand_varied).mean()), 4),
         varied=len(ref_varied),
         mismatched_photos=tuple(n for n, ok in zip(photo_names, same, strict=True) if not ok),
+        reference_classes=len(set(ref_photos.tolist()) | set(ref_varied.tolist())),
+        min_reference_classes=min(MIN_REFERENCE_CLASSES, num_labels),
         **fields,  # type: ignore[arg-type]
     )
 
@@ -184,11 +210,13 @@ def check(
     """
     started = time.monotonic()
     photos, names, varied = calibration
-    answers = [(top1(e.infer, photos, chunk), top1(e.infer, varied, chunk)) for e in (reference, candidate)]
+    outputs = [(logits(e.infer, photos, chunk), logits(e.infer, varied, chunk)) for e in (reference, candidate)]
+    answers = [(p.argmax(axis=1), v.argmax(axis=1)) for p, v in outputs]
     return compare(
         answers[0],
         answers[1],
         names,
+        outputs[0][0].shape[1],
         backend=plan.backend,
         device=plan.device,
         candidate=plan.precision,
@@ -221,7 +249,9 @@ def verdict_path(cache_dir: Path, model_hash: str, backend: str, device: str, ca
     calib = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sorted(CALIBRATION_DIR.glob("*.jpg"))))
     calib = calib.hexdigest()
     digest = hashlib.sha256(
-        "\0".join([model_hash, backend, runtime, device, candidate, hardware, calib, str(MIN_AGREEMENT)]).encode()
+        "\0".join(
+            [model_hash, backend, runtime, device, candidate, hardware, calib, str(MIN_AGREEMENT), str(CHECK_VERSION)]
+        ).encode()
     ).hexdigest()[:24]
     return Path(cache_dir) / f"precision-{backend}-{candidate}-{digest}.json"
 

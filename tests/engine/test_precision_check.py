@@ -18,8 +18,8 @@ from predictor.engine.precision_check import (
     calibration_batches,
     calibration_files,
     compare,
+    logits,
     read_verdict,
-    top1,
     verdict_path,
 )
 from predictor.preprocess import PreprocessSpec
@@ -35,14 +35,15 @@ def _answers(photos: list[int], varied: list[int]) -> tuple[np.ndarray, np.ndarr
 
 def test_identical_answers_pass() -> None:
     ref = _answers([1, 2, 3, 4], list(range(100)))
-    verdict = compare(ref, ref, NAMES, **FIELDS)
+    verdict = compare(ref, ref, NAMES, 1000, **FIELDS)
     assert verdict.passed and verdict.photos_agreeing == 4 and verdict.varied_agreement == 1.0
     assert "keeps the answers" in verdict.describe()
 
 
 def test_one_changed_photo_fails_whatever_the_varied_set_says() -> None:
-    verdict = compare(_answers([1, 2, 3, 4], [0] * 100), _answers([1, 9, 3, 4], [0] * 100), NAMES, **FIELDS)
-    assert not verdict.passed and verdict.mismatched_photos == ("coffee",)
+    varied = list(range(100))
+    verdict = compare(_answers([1, 2, 3, 4], varied), _answers([1, 9, 3, 4], varied), NAMES, 1000, **FIELDS)
+    assert verdict.conclusive and not verdict.passed and verdict.mismatched_photos == ("coffee",)
     assert "changed: coffee" in verdict.describe()
 
 
@@ -50,19 +51,31 @@ def test_one_changed_photo_fails_whatever_the_varied_set_says() -> None:
 def test_varied_agreement_threshold(flips: int, passed: bool) -> None:
     ref_varied = list(range(100))
     cand_varied = [-1] * flips + ref_varied[flips:]
-    verdict = compare(_answers([0, 1, 2, 3], ref_varied), _answers([0, 1, 2, 3], cand_varied), NAMES, **FIELDS)
+    verdict = compare(_answers([0, 1, 2, 3], ref_varied), _answers([0, 1, 2, 3], cand_varied), NAMES, 1000, **FIELDS)
     assert verdict.varied_agreement == (100 - flips) / 100
     assert verdict.passed is passed
     assert (verdict.varied_agreement >= MIN_AGREEMENT) is passed
 
 
+def test_a_model_that_answers_one_class_for_everything_is_inconclusive() -> None:
+    """Random weights: fp32 and bf16 both say "class 7" for every image and agree 100 %, which proves nothing."""
+    same = _answers([7, 7, 7, 7], [7] * 99 + [3])
+    verdict = compare(same, same, NAMES, 1000, **FIELDS)
+    assert verdict.varied_agreement == 1.0 and verdict.reference_classes == 2
+    assert not verdict.conclusive and not verdict.passed
+    assert "inconclusive" in verdict.describe() and "2 distinct classes" in verdict.describe()
+    # a model with fewer classes than the bar needs all of its classes to show up
+    two_class = compare(_answers([0, 1, 0, 1], [0, 1] * 50), _answers([0, 1, 0, 1], [0, 1] * 50), NAMES, 2, **FIELDS)
+    assert two_class.min_reference_classes == 2 and two_class.passed
+
+
 def test_mismatched_answer_sets_are_refused() -> None:
     with pytest.raises(ValueError, match="same, non-empty"):
-        compare(_answers([1, 2, 3, 4], [1, 2]), _answers([1, 2, 3, 4], [1]), NAMES, **FIELDS)
+        compare(_answers([1, 2, 3, 4], [1, 2]), _answers([1, 2, 3, 4], [1]), NAMES, 1000, **FIELDS)
 
 
 def test_verdict_round_trips_and_bad_files_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    verdict = compare(_answers([1, 2, 3, 4], [1, 2]), _answers([1, 2, 3, 5], [1, 2]), NAMES, **FIELDS)
+    verdict = compare(_answers([1, 2, 3, 4], [1, 2]), _answers([1, 2, 3, 5], [1, 2]), NAMES, 1000, **FIELDS)
     path = tmp_path / "v.json"
     path.write_text(verdict.to_json())
     assert read_verdict(path) == verdict
@@ -114,6 +127,7 @@ def test_auto_serves_what_the_check_decided(checked) -> None:
     assert verdict is not None and not loaded.verdict_cached
     assert (verdict.backend, verdict.candidate, verdict.reference) == ("openvino", "bf16", "fp32")
     assert verdict.photos == 4 and verdict.varied == 136
+    assert verdict.conclusive and verdict.reference_classes >= 40  # a real model: many different answers
     assert served == ("bfloat16" if verdict.passed else "float32")
     assert loaded.plan.precision == ("bf16" if verdict.passed else "fp32") and loaded.plan.verify_against is None
     assert [read_verdict(p) for p in cache.glob("precision-*.json")] == [verdict]
@@ -131,7 +145,7 @@ def test_the_verdict_reports_the_real_agreement(checked) -> None:
     for precision in ("fp32", "bf16"):
         engine = build_engine(replace(plan, precision=precision, verify_against=None), settings, spec)
         engine.load()
-        answers.append((top1(engine.infer, photos, 32), top1(engine.infer, varied, 32)))
+        answers.append((logits(engine.infer, photos, 32).argmax(1), logits(engine.infer, varied, 32).argmax(1)))
         engine.close()
     (ref_photos, ref_varied), (cand_photos, cand_varied) = answers
     assert loaded.verdict.photos_agreeing == int((ref_photos == cand_photos).sum())
@@ -169,3 +183,18 @@ def test_a_passing_verdict_serves_bf16_and_a_corrupt_one_is_checked_again(checke
     assert not rechecked.verdict_cached
     assert replace(rechecked.verdict, seconds=0) == replace(first.verdict, seconds=0)  # the same answers again
     assert read_verdict(path) == rechecked.verdict
+
+
+def test_random_weights_are_served_in_fp32_whatever_bf16_does(tmp_path: Path) -> None:
+    """A full-size ResNet-50 with random weights says one class for everything: the check is inconclusive."""
+    from models.random_resnet import build_random_resnet
+
+    model_dir = build_random_resnet(tmp_path / "resnet50-random", size="full")
+    settings = Settings(model_dir=model_dir, cache_dir=tmp_path / "cache", device="cpu")
+    loaded = load_engine(settings, PreprocessSpec.from_model_dir(model_dir))
+    served = loaded.engine.info.dtype
+    loaded.engine.close()
+    assert served == "float32"
+    if NATIVE_BF16:
+        assert loaded.verdict is not None and not loaded.verdict.conclusive, loaded.verdict
+        assert "inconclusive" in loaded.verdict.describe()
