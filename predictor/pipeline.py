@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from predictor.batching import BatchStats, DynamicBatcher
 from predictor.config import Settings
+from predictor.engine import PendingCheck
 from predictor.engine.base import Engine, EngineInfo
 from predictor.engine.cache import model_content_hash
 from predictor.engine.precision_check import Verdict
@@ -31,6 +34,11 @@ from predictor.preprocess import EncodedJpeg, PreprocessSpec, decode_image, insp
 logger = logging.getLogger(__name__)
 
 ImageInput = bytes | np.ndarray
+R = TypeVar("R")
+
+
+class _Closing(Exception):
+    """Raised inside the background precision check when the pipeline shuts down."""
 
 
 def _warmup_jpeg() -> bytes:
@@ -86,7 +94,12 @@ class Pipeline:
         self._batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
         self.load_seconds = 0.0
         self.precision_verdict: Verdict | None = None
-        """The load-time precision check (None when none ran: explicit precision or no reduced one)."""
+        """The precision check (None when none ran: explicit precision, no reduced one, or still running)."""
+        self.precision_check_done = threading.Event()
+        """Set once no precision check is running any more (at once when none was needed)."""
+        self._pending_check: PendingCheck | None = None
+        self._check_thread: threading.Thread | None = None
+        self._closing = threading.Event()
         self.ready = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -124,8 +137,9 @@ class Pipeline:
         if self._engine is None:
             from predictor.engine import load_engine
 
-            loaded = load_engine(s, self.spec, run=self._batcher.run_on_handler_thread)
+            loaded = load_engine(s, self.spec, run=self._batcher.run_on_handler_thread, defer=True)
             self._engine, self.precision_verdict = loaded.engine, loaded.verdict
+            self._pending_check = loaded.pending
         else:
             self._batcher.run_on_handler_thread(self._engine.load)
         engine = self._engine
@@ -146,6 +160,11 @@ class Pipeline:
         info = engine.info
         m = self.metrics
         m.model_info.labels(self.model_name, self.model_version, info.device, info.dtype, info.backend).set(1)
+        if self._pending_check is not None:
+            self._check_thread = threading.Thread(target=self._run_precision_check, name="precision-check", daemon=True)
+            self._check_thread.start()
+        else:
+            self.precision_check_done.set()
         m.load_seconds.labels(self.model_name).set(self.load_seconds)
         m.queue_capacity.labels(self.model_name).set(s.max_queue_images)
         m.queue_depth.labels(self.model_name).set(0)
@@ -165,6 +184,47 @@ class Pipeline:
             s.max_queue_images,
             self.load_seconds,
         )
+
+    def _run_precision_check(self) -> None:
+        """Check the deferred reduced precision while fp32 serves; switch engines if it keeps the answers.
+
+        Every forward pass of the check, the candidate's load and warm-up and the switch itself run on
+        the inference thread between served batches, so no batch ever sees a half-switched engine.
+        """
+        assert self._pending_check is not None and self._batcher is not None
+        run = self._on_inference_thread
+        try:
+            verdict, candidate = self._pending_check.run(self._engine, run)  # type: ignore[arg-type]
+            self.precision_verdict = verdict
+            if candidate is None:
+                return
+            run(lambda: candidate.warmup(self._warmup_sizes(candidate.info)))
+            old = self._engine
+            assert old is not None
+
+            def switch() -> None:
+                self._engine = candidate
+                old.close()
+
+            run(switch)
+            m, new_info, old_info = self.metrics, candidate.info, old.info
+            m.model_info.remove(self.model_name, self.model_version, old_info.device, old_info.dtype, old_info.backend)
+            m.model_info.labels(
+                self.model_name, self.model_version, new_info.device, new_info.dtype, new_info.backend
+            ).set(1)
+            logger.info("now serving %s %s on %s", new_info.backend, new_info.dtype, new_info.device)
+        except _Closing:
+            logger.info("precision check stopped: shutting down")
+        except Exception:
+            logger.exception("precision check failed; serving stays in fp32")
+        finally:
+            self.precision_check_done.set()
+
+    def _on_inference_thread(self, fn: Callable[[], R]) -> R:
+        if self._closing.is_set():
+            raise _Closing
+        assert self._batcher is not None
+        return self._batcher.run_on_handler_thread(fn)
 
     @staticmethod
     def _check_device_decode(engine: Engine) -> None:
@@ -202,6 +262,9 @@ class Pipeline:
     async def close(self) -> None:
         """Stop accepting, finish what is queued, release the engine."""
         self.ready = False
+        self._closing.set()
+        if self._check_thread is not None:  # it stops at its next forward pass
+            await asyncio.get_running_loop().run_in_executor(None, self._check_thread.join, 60)
         if self._batcher is not None:
             await self._batcher.close()
         if self._decode_pool is not None:

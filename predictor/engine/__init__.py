@@ -214,8 +214,57 @@ class LoadedEngine:
     engine: Engine
     plan: EnginePlan
     verdict: Verdict | None
-    """The precision check (None when none was needed); ``cached`` says whether it was read from disk."""
+    """The precision check (None when none was needed, or when it is still ``pending``)."""
     verdict_cached: bool = False
+    pending: PendingCheck | None = None
+    """With ``defer=True`` and no cached verdict: the check still to run (``engine`` is the fp32 fallback)."""
+
+
+@dataclass
+class PendingCheck:
+    """A precision check of ``plan`` (a reduced precision with ``verify_against``) not yet run."""
+
+    plan: EnginePlan
+    settings: Settings
+    spec: PreprocessSpec
+    options: EngineOptions | None
+    path: Path
+    """Where the verdict is cached."""
+
+    def run(self, reference: Engine, run: Callable[[Callable[[], T]], T]) -> tuple[Verdict, Engine | None]:
+        """Load the candidate, run the calibration set through it and ``reference`` (the loaded fp32
+        engine), cache the verdict.
+
+        Every forward pass and the candidate's load go through ``run`` one chunk at a time, so on the
+        pipeline's inference thread they interleave with the batches being served.
+
+        Returns:
+            The verdict, and the loaded candidate engine if it passed (else None: it is closed).
+        """
+        from predictor.engine import precision_check
+
+        started = time.monotonic()
+        candidate = build_engine(replace(self.plan, verify_against=None), self.settings, self.spec, self.options)
+        try:
+            calibration = precision_check.calibration_batches_off_thread(self.spec)
+            run(candidate.load)
+            chunk = min(32, self.settings.max_batch_size)
+            verdict = precision_check.check(reference, candidate, calibration, self.plan, chunk, run=run)
+        except BaseException:
+            candidate.close()
+            raise
+        precision_check.write_verdict(self.path, verdict)
+        logger.info(
+            "precision check (%.1fs in all, %.1fs of forward passes; cached as %s): %s",
+            time.monotonic() - started,
+            verdict.seconds,
+            self.path.name,
+            verdict.describe(),
+        )
+        if verdict.passed:
+            return verdict, candidate
+        candidate.close()
+        return verdict, None
 
 
 def load_engine(
@@ -223,12 +272,15 @@ def load_engine(
     spec: PreprocessSpec,
     options: EngineOptions | None = None,
     run: Callable[[Callable[[], T]], T] | None = None,
+    defer: bool = False,
 ) -> LoadedEngine:
-    """Resolve the plan, build and load the engine, checking an ``auto`` reduced precision first.
+    """Resolve the plan, build and load the engine, checking an ``auto`` reduced precision.
 
     When the plan asks for a check (``verify_against``), a cached verdict for this model, backend
-    version, precision and hardware decides at once; otherwise both engines are loaded, the calibration
-    set runs through both, the verdict is cached, and the engine that keeps the answers stays.
+    version, precision and hardware decides at once. Otherwise the fp32 engine is loaded and the check
+    runs (:class:`PendingCheck`): right away, keeping whichever engine keeps the answers, or, with
+    ``defer``, later: the fp32 engine is returned with the check ``pending``, for the caller to run
+    while it already serves (the pipeline does, so a first start is not slowed down by the check).
 
     Args:
         settings: Predictor settings.
@@ -236,6 +288,7 @@ def load_engine(
         options: Backend-specific knobs.
         run: Runs a callable where every later forward pass runs (the pipeline's inference thread);
             default: in the calling thread.
+        defer: Return before running an uncached check (see above).
     """
     from predictor.engine import precision_check
     from predictor.engine.cache import model_content_hash, resolve_cache_dir
@@ -248,6 +301,7 @@ def load_engine(
         run(engine.load)
         return LoadedEngine(engine, plan, None)
     fallback = replace(plan, precision=plan.verify_against, verify_against=None)
+    chosen = replace(plan, verify_against=None)
     cache_dir = resolve_cache_dir(Path(settings.model_dir), settings.cache_dir)
     path = precision_check.verdict_path(
         cache_dir,
@@ -259,36 +313,26 @@ def load_engine(
     )
     verdict = precision_check.read_verdict(path)
     if verdict is not None:
-        chosen = replace(plan, verify_against=None) if verdict.passed else fallback
         logger.info("precision check (cached in %s): %s", path.name, verdict.describe())
-        engine = build_engine(chosen, settings, spec, options)
+        served = chosen if verdict.passed else fallback
+        engine = build_engine(served, settings, spec, options)
         run(engine.load)
-        return LoadedEngine(engine, chosen, verdict, verdict_cached=True)
-    candidate = build_engine(replace(plan, verify_against=None), settings, spec, options)
+        return LoadedEngine(engine, served, verdict, verdict_cached=True)
     reference = build_engine(fallback, settings, spec, options)
-    started = time.monotonic()
+    run(reference.load)
+    pending = PendingCheck(plan, settings, spec, options, path)
+    if defer:
+        logger.info("serving %s fp32 until the precision check of %s has run", plan.backend, plan.precision)
+        return LoadedEngine(reference, fallback, None, pending=pending)
     try:
-        calibration = precision_check.calibration_batches_off_thread(spec)
-        run(reference.load)
-        run(candidate.load)
-        chunk = min(32, settings.max_batch_size)
-        verdict = run(lambda: precision_check.check(reference, candidate, calibration, plan, chunk))
+        verdict, candidate = pending.run(reference, run)
     except BaseException:
-        candidate.close()
         reference.close()
         raise
-    precision_check.write_verdict(path, verdict)
-    logger.info(
-        "precision check (%.1fs in all, %.1fs of forward passes; cached as %s): %s",
-        time.monotonic() - started,
-        verdict.seconds,
-        path.name,
-        verdict.describe(),
-    )
-    keep, drop = (candidate, reference) if verdict.passed else (reference, candidate)
-    drop.close()
-    chosen = replace(plan, verify_against=None) if verdict.passed else fallback
-    return LoadedEngine(keep, chosen, verdict)
+    if candidate is None:
+        return LoadedEngine(reference, fallback, verdict)
+    reference.close()
+    return LoadedEngine(candidate, chosen, verdict)
 
 
 def _hardware(device: str) -> str:

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -198,6 +199,7 @@ def check(
     calibration: tuple[np.ndarray, list[str], np.ndarray],
     plan: EnginePlan,
     chunk: int = 32,
+    run: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None,
 ) -> Verdict:
     """Run the calibration set through both loaded engines and compare their top-1 answers.
 
@@ -207,10 +209,19 @@ def check(
         calibration: :func:`calibration_batches` for the model.
         plan: The plan being checked.
         chunk: Most images per forward pass.
+        run: Runs each forward pass (e.g. on the pipeline's inference thread); default: here.
     """
+    run = run or (lambda fn: fn())
     started = time.monotonic()
     photos, names, varied = calibration
-    outputs = [(logits(e.infer, photos, chunk), logits(e.infer, varied, chunk)) for e in (reference, candidate)]
+
+    def infer_via_run(engine: Engine) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda batch: run(lambda: engine.infer(batch))
+
+    outputs = []
+    for engine in (reference, candidate):
+        infer = infer_via_run(engine)
+        outputs.append((logits(infer, photos, chunk), logits(infer, varied, chunk)))
     answers = [(p.argmax(axis=1), v.argmax(axis=1)) for p, v in outputs]
     return compare(
         answers[0],

@@ -198,3 +198,54 @@ def test_random_weights_are_served_in_fp32_whatever_bf16_does(tmp_path: Path) ->
     if NATIVE_BF16:
         assert loaded.verdict is not None and not loaded.verdict.conclusive, loaded.verdict
         assert "inconclusive" in loaded.verdict.describe()
+
+
+async def test_pipeline_serves_fp32_at_once_and_switches_when_the_check_passes(tiny_model_dir: Path, tmp_path: Path):
+    """The first start is not held up by the check: fp32 answers while it runs, then the engine switches
+    between batches if the reduced precision keeps the answers. Requests keep being answered throughout."""
+    import asyncio
+
+    from predictor.pipeline import Pipeline
+    from tests.conftest import jpeg_bytes
+
+    pipeline = Pipeline(Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu"))
+    pipeline.load()
+    await pipeline.start()
+    try:
+        assert pipeline.ready and pipeline.engine_info.dtype == "float32"
+        image = jpeg_bytes(np.full((120, 160, 3), 90, np.uint8))
+        answered = 0
+        while not pipeline.precision_check_done.is_set():  # served during the check
+            assert len(await pipeline.classify([image, image], top_k=1)) == 2
+            answered += 2
+            await asyncio.sleep(0.01)
+        assert answered > 0
+        verdict = pipeline.precision_verdict
+        if not NATIVE_BF16:
+            assert verdict is None and pipeline.engine_info.dtype == "float32"
+            return
+        assert verdict is not None
+        assert pipeline.engine_info.dtype == ("bfloat16" if verdict.passed else "float32"), verdict.describe()
+        assert len(await pipeline.classify([image], top_k=1)) == 1
+        (labels,) = [
+            s.labels for m in pipeline.metrics.model_info.collect() for s in m.samples if s.value == 1
+        ]  # one model_info series, the engine now serving
+        assert labels["dtype"] == pipeline.engine_info.dtype
+    finally:
+        await pipeline.close()
+    restarted = Pipeline(Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu"))
+    restarted.load()  # the verdict is cached now: the chosen engine at once, no check running
+    try:
+        assert restarted.precision_check_done.is_set() and restarted.engine_info.dtype == pipeline.engine_info.dtype
+    finally:
+        await restarted.close()
+
+
+async def test_closing_during_the_check_stops_it(tiny_model_dir: Path, tmp_path: Path):
+    from predictor.pipeline import Pipeline
+
+    pipeline = Pipeline(Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu"))
+    pipeline.load()
+    await pipeline.start()
+    await pipeline.close()
+    assert pipeline.precision_check_done.wait(30)

@@ -188,9 +188,13 @@ def gpu_server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_server_classifies_on_the_gpu(gpu_server: ServerProcess, photos: dict[str, np.ndarray]) -> None:
-    # auto serves fp16 only if the load-time precision check says it keeps the model's answers
-    kept = "fp16 keeps the answers" in gpu_server.log()
-    assert kept or "fp16 changes the answers" in gpu_server.log(), gpu_server.log()[-3000:]
+    # auto serves fp16 only once the precision check (run right after ready) says it keeps the answers
+    finished = ("now serving", "changes the answers", "not used: inconclusive", "precision check failed")
+    deadline = time.monotonic() + 120
+    while not any(f in gpu_server.log() for f in finished) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    kept = "now serving torch float16" in gpu_server.log()
+    assert kept or "fp16 changes the answers" in gpu_server.log(), gpu_server.log()[-3000:]  # and conclusive
     dtype = "float16" if kept else "float32"
     assert gpu_server.metric("classifier_model_info", device="cuda", dtype=dtype, backend="torch") == 1, (
         gpu_server.log()[-3000:]
