@@ -96,6 +96,18 @@ def varied_batch(lite0_spec: PreprocessSpec) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def photo_reference(reference_model: torch.nn.Module, lite0_spec: PreprocessSpec, photo_batch: np.ndarray):
+    """fp32 eager logits of the five photos: what every backend and precision is compared with."""
+    return reference_logits(reference_model, lite0_spec, photo_batch)
+
+
+@pytest.fixture(scope="session")
+def varied_reference(reference_model: torch.nn.Module, lite0_spec: PreprocessSpec, varied_batch: np.ndarray):
+    """fp32 eager logits of the varied set."""
+    return reference_logits(reference_model, lite0_spec, varied_batch)
+
+
+@pytest.fixture(scope="session")
 def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Artefact cache shared by the backend tests (export once per session)."""
     return tmp_path_factory.mktemp("engine-cache")

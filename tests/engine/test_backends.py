@@ -27,7 +27,7 @@ from predictor.engine.onnx_engine import OnnxRuntimeEngine
 from predictor.engine.openvino_engine import OpenVinoEngine, openvino_supports
 from predictor.engine.torch_engine import TorchEngine
 from predictor.preprocess import PreprocessSpec
-from tests.engine.conftest import PHOTO_NAMES, reference_logits
+from tests.engine.conftest import PHOTO_NAMES
 
 FP32_BACKENDS = ["torch", "openvino", "onnxruntime"]
 BF16_BACKENDS = ["openvino", "torch"]
@@ -45,16 +45,6 @@ def make(backend: str, precision: str, model_dir: Path, spec: PreprocessSpec, ca
         engine = OnnxRuntimeEngine(spec, model_dir, cache, "cpu", precision, threads=2)
     engine.load()
     return engine
-
-
-@pytest.fixture(scope="module")
-def photo_reference(reference_model: torch.nn.Module, lite0_spec: PreprocessSpec, photo_batch: np.ndarray):
-    return reference_logits(reference_model, lite0_spec, photo_batch)
-
-
-@pytest.fixture(scope="module")
-def varied_reference(reference_model: torch.nn.Module, lite0_spec: PreprocessSpec, varied_batch: np.ndarray):
-    return reference_logits(reference_model, lite0_spec, varied_batch)
 
 
 @pytest.mark.parametrize("backend", FP32_BACKENDS)

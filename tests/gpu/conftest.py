@@ -5,6 +5,8 @@ from tests.engine.conftest import (  # noqa: F401 - re-exported as fixtures for 
     lite0_spec,
     photo_batch,
     photo_jpegs,
+    photo_reference,
     reference_model,
     varied_batch,
+    varied_reference,
 )

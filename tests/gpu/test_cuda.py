@@ -29,7 +29,7 @@ from predictor.engine.onnx_engine import OnnxRuntimeEngine
 from predictor.engine.torch_engine import TorchEngine
 from predictor.preprocess import PreprocessSpec
 from tests.conftest import ServerProcess, jpeg_bytes, start_server
-from tests.engine.conftest import PHOTO_NAMES, reference_logits
+from tests.engine.conftest import PHOTO_NAMES
 from tests.integration.test_protocols import CAT_CLASSES, decode_v2_binary, v2_binary_request
 
 pytestmark = pytest.mark.gpu
@@ -37,16 +37,6 @@ pytestmark = pytest.mark.gpu
 MIN_AGREEMENT = 0.95
 COMPILE_MAX_BATCH = 8
 """Compiled buckets 1, 2, 4, 8: the photos (5) and the varied set (chunks of 8) compile one bucket."""
-
-
-@pytest.fixture(scope="module")
-def photo_reference(reference_model: torch.nn.Module, lite0_spec: PreprocessSpec, photo_batch: np.ndarray):
-    return reference_logits(reference_model, lite0_spec, photo_batch)
-
-
-@pytest.fixture(scope="module")
-def varied_reference(reference_model: torch.nn.Module, lite0_spec: PreprocessSpec, varied_batch: np.ndarray):
-    return reference_logits(reference_model, lite0_spec, varied_batch)
 
 
 @pytest.fixture(scope="module")
