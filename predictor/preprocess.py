@@ -338,7 +338,10 @@ def _torch_resize(arr: np.ndarray, height: int, width: int, resample: int) -> np
     from torchvision.transforms.v2 import functional as F
 
     _single_threaded_torch()
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0)
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # PIL's buffers are read-only; torch wants writable memory even to read it
+        arr = arr.copy()
+    x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
     mode = getattr(F.InterpolationMode, _TORCH_MODES[resample])
     y = F.resize(x, [height, width], interpolation=mode, antialias=mode != F.InterpolationMode.NEAREST_EXACT)
     return y[0].permute(1, 2, 0).numpy()

@@ -2,10 +2,12 @@
 
 One loop, one batch at a time:
 
-1. every ``visibility_timeout_ms / 4`` (at most every second), take over jobs other workers (or this
-   one) received and did not acknowledge within ``visibility_timeout_ms`` (``XAUTOCLAIM``). A job
-   already delivered ``max_deliveries`` times moves to the dead-letter stream with an error result;
-2. fill the batch with new jobs (``XREADGROUP``, blocking at most a second so SIGTERM is noticed);
+1. every ``visibility_timeout_ms / 4`` (at most every second), take over a job another worker (or this
+   one) received and did not acknowledge within ``visibility_timeout_ms`` (``XAUTOCLAIM``, one entry
+   at a time until the backlog is scanned). A job already delivered ``max_deliveries`` times moves to
+   the dead-letter stream with an error result; any other runs alone, in a batch of its own, since it
+   may be what killed its last worker;
+2. otherwise read a batch of new jobs (``XREADGROUP``, blocking at most a second so SIGTERM is noticed);
 3. classify the batch with :meth:`Pipeline.classify_each`. An undecodable image or a malformed entry
    gets an error result at once (never retried); a job that fails for another reason (the engine
    failed, a deadline) is tried once more on its own, then left unacknowledged so it is retried after
@@ -125,20 +127,25 @@ class Worker:
         Returns:
             Jobs finished in this step (results written and acknowledged).
         """
-        batch: list[Job] = []
         if self._claim_cursor != "0-0" or time.monotonic() >= self._next_claim:
-            batch = await self._reclaim()
-        if len(batch) < self.batch_size and not self._stop.is_set():
-            block = None if batch else READ_BLOCK_MS
-            batch += await self.queue.read(self.consumer, self.batch_size - len(batch), block)
+            stale = await self._reclaim()
+            if stale:
+                # A job delivered before and never acknowledged may be what killed its last worker: it
+                # runs alone (one per step, nothing read beside it), so if it kills this one too, no other
+                # job's delivery count goes up with it, and only the culprit reaches the dead letters.
+                return await self._complete(await self._classify(stale))
+        if self._stop.is_set():
+            return 0
+        batch = await self.queue.read(self.consumer, self.batch_size, READ_BLOCK_MS)
         if not batch:
             return 0
         outcomes = await self._classify(batch)
         return await self._complete(outcomes)
 
     async def _reclaim(self) -> list[Job]:
+        # One entry per claim: claiming marks a delivery, and only the job that runs should be charged one.
         cursor, claimed = await self.queue.claim_stale(
-            self.consumer, self.settings.visibility_timeout_ms, self.batch_size, self._claim_cursor
+            self.consumer, self.settings.visibility_timeout_ms, 1, self._claim_cursor
         )
         self._claim_cursor = cursor
         if cursor == "0-0":

@@ -173,6 +173,52 @@ async def test_job_that_crashed_other_workers_is_dead_lettered_without_running(
     await run.stop()
 
 
+class WorkerKilled(BaseException):
+    """What a job that kills its process looks like from inside: nothing after it runs, nothing is acked."""
+
+
+class KillingPipeline(FlakyPipeline):
+    """Any batch holding ``POISON`` takes the worker down with it (a segfault, an OOM kill)."""
+
+    async def classify_each(self, images: list[bytes], top_k: int | None = None, timeout_s: float | None = None):
+        self.seen.extend(images)
+        if POISON in images:
+            raise WorkerKilled
+        return await self.real.classify_each(images, top_k=top_k, timeout_s=timeout_s)
+
+
+async def test_a_job_that_kills_its_workers_goes_to_dead_letter_alone(
+    redis_server: RedisServer, tiny_model_dir: Path, pipeline: Pipeline, png_images: list[bytes]
+) -> None:
+    """The poison kills the worker holding its batch; its batch-mates are then retried one by one, each
+    in a batch of its own, so they are done after one extra delivery and only the poison is dead-lettered."""
+    killing = KillingPipeline(pipeline)
+    ids: list[str] = []
+    r = redis_server.client()
+    for attempt in range(8):  # a fresh worker (a restarted pod) each time the last one died
+        settings = settings_for(redis_server, tiny_model_dir, max_deliveries=3, consumer_name=f"pod-{attempt}")
+        run = Running(settings, killing)
+        await run.queue.ensure_group()
+        if not ids:
+            ids = await run.queue.submit([*png_images[:3], POISON, *png_images[3:6]])
+        run.start()
+        assert run.task is not None
+        done, _ = await asyncio.wait({run.task}, timeout=15)
+        if not done:  # still alive: everything was resolved
+            break
+        assert isinstance(run.task.exception(), WorkerKilled)
+        await run.queue.close()
+    await until(lambda: run.finished(ids), 20, "every job to be resolved")
+    states = {s["id"]: s for s in await run.queue.get_many(ids)}
+    poison_id = ids[3]
+    assert states[poison_id]["status"] == "error" and "dead-letter" in states[poison_id]["error"]
+    assert all(states[i]["status"] == "done" for i in ids if i != poison_id), states
+    ((_, fields),) = r.xrange(settings.dead_letter_stream)
+    assert fields[b"id"] == poison_id.encode() and fields[b"deliveries"] == b"3"
+    assert killing.seen.count(POISON) == 3  # the first batch, then alone twice
+    await run.stop()
+
+
 async def test_stop_finishes_and_acknowledges_the_current_batch_then_reads_no_more(
     redis_server: RedisServer, tiny_model_dir: Path, pipeline: Pipeline, png_images: list[bytes]
 ) -> None:
