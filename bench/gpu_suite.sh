@@ -17,7 +17,8 @@
 # a real server on the GPU; ONNX Runtime on CUDA; batch sizes 1..128); the raw probe on CUDA (torch fp16
 # and fp32, ONNX Runtime when its CUDA provider exists) at batch sizes 1..128 on ResNet-50; the serving
 # benchmark on ResNet-50, our server (device auto = cuda) against the naive baseline, 640x480 JPEGs at
-# concurrency 128. pytest collects tests/gpu only: the other test folders import packages that machine
+# concurrency 128 (and ours with `jpeg_decode=device`); then /classify with 1 and with 8 images per
+# request against one server (printed into suite.log). pytest collects tests/gpu only: the other test folders import packages that machine
 # lacks (jsonschema, kubernetes-validate; the chart tests also want helm).
 #
 # Results under $OUT (set by the device tool; default bench/results/gpu), at most 8 files, flat:
@@ -165,8 +166,39 @@ serve_bench() {
   cat "$OUT/serve_bench.md"
 }
 
+# The event loop of one server process costs ~0.6 ms of CPU per request (docs/performance.md), so single-
+# image requests cap one process well below what the GPU does: measure 1 vs 8 images per request.
+multi_image() {
+  local port=18555 dur=10 c1=256 c8=64 pid
+  [ "$DRY" = 1 ] && dur=1 c1=4 c8=2
+  mkdir -p "$WORK/serve"
+  "$PY" -m predictor serve --model_dir "$RESNET" --http_port "$port" --max_batch_size 128 \
+    --max_queue_images 4096 >"$WORK/serve/multi_image.log" 2>&1 &
+  pid=$!
+  "$PY" -c 'import sys, time, urllib.request as u
+url = f"http://127.0.0.1:{sys.argv[1]}/v2/health/ready"
+for _ in range(240):
+    try:
+        u.urlopen(url, timeout=1); sys.exit(0)
+    except Exception:
+        time.sleep(0.5)
+sys.exit(1)' "$port" || { kill "$pid"; tail -20 "$WORK/serve/multi_image.log"; return 1; }
+  local n c
+  for n in 1 8; do
+    c=$c1
+    [ "$n" = 8 ] && c=$c8
+    echo "-- /classify, $n image(s) per request, concurrency $c, ${dur}s"
+    "$PY" -m bench.loadgen --url "http://127.0.0.1:$port" --concurrency "$c" --duration "$dur" --warmup 2 \
+      --images-per-request "$n" --size 640x480 2>/dev/null |
+      "$PY" -c 'import json, sys; d = json.load(sys.stdin); print({k: d[k] for k in ("img_per_s", "req_per_s", "latency_ms", "errors", "timeouts") if k in d})'
+  done
+  kill "$pid"
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
 export PY DRY OUT WORK SITE CONC DURATION
-export -f install_wheels versions build_models run_pytest raw_probe serve_bench
+export -f install_wheels versions build_models run_pytest raw_probe serve_bench multi_image
 
 main() {
   echo "== gpu suite: $(date -u +%FT%TZ), dry=$DRY, budget ${BUDGET}s, results in $OUT"
@@ -183,6 +215,7 @@ main() {
   stage pytest 200 run_pytest
   stage raw_probe 75 raw_probe
   stage serve_bench 200 serve_bench
+  stage multi_image 60 multi_image
   (cd "$WORK" && find serve pytest -name '*.log' 2>/dev/null | tar -czf "$OUT/logs.tgz" -T -) || true
   echo "== summary (total ${SECONDS}s)"
   cat "$OUT/summary.txt"
