@@ -234,7 +234,16 @@ class Pipeline:
         if self._closing.is_set():
             raise _Closing
         assert self._batcher is not None
-        return self._batcher.run_on_handler_thread(fn)
+        try:
+            return self._batcher.run_on_handler_thread(fn)
+        except RuntimeError as e:  # the inference thread's executor is gone: the process is exiting
+            if "cannot schedule new futures" in str(e):
+                raise _Closing from None
+            raise
+
+    def stop_background_work(self) -> None:
+        """Stop a running precision check at its next step (server shutdown; :meth:`close` does it too)."""
+        self._closing.set()
 
     @staticmethod
     def _check_device_decode(engine: Engine) -> None:

@@ -129,3 +129,14 @@ def test_sigterm_drains_every_accepted_request(tiny_model_dir: Path, tmp_path: P
     assert server.proc.returncode in (0, -signal.SIGTERM), server.log()[-3000:]
     with pytest.raises(httpx.TransportError):
         _post(server.url, small_jpeg, timeout=2)
+
+
+def test_sigterm_while_the_precision_check_runs_exits_cleanly(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
+    """A fresh cache: the precision check starts right after ready; SIGTERM then stops it, not the exit."""
+    server = start_server(tiny_model_dir, tmp_path)
+    r = _post(server.url, small_jpeg)  # fp32 serves while the check runs
+    assert r.status_code == 200, r.text
+    assert server.stop() == 0, server.log()[-3000:]
+    log = server.log()
+    assert "Traceback" not in log and "precision check failed" not in log, log[-3000:]
+    assert "precision check stopped: shutting down" in log or "precision check (" in log, log[-3000:]
