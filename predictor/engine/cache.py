@@ -21,18 +21,30 @@ _HASHED_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".txt")
 _COMPLETE = ".complete"
 
 
+_hash_memo: dict[tuple, str] = {}
+
+
 def model_content_hash(model_dir: Path) -> str:
     """SHA-256 (hex) over the names and bytes of the model's config, weights and processor files.
 
     Hidden entries (such as ``.cache``) and subdirectories are not part of the model and are skipped.
+    A start asks for it several times (model version, exported artefacts, precision verdict): the result
+    is remembered per directory for as long as every file keeps its size and modification time.
     """
     model_dir = Path(model_dir)
-    digest = hashlib.sha256()
     files = sorted(
         p for p in model_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix in _HASHED_SUFFIXES
     )
     if not files:
         raise FileNotFoundError(f"{model_dir} holds no model files to hash")
+    stamp = (str(model_dir.resolve()), *((p.name, st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()]))
+    if stamp not in _hash_memo:
+        _hash_memo[stamp] = _hash_files(files)
+    return _hash_memo[stamp]
+
+
+def _hash_files(files: list[Path]) -> str:
+    digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0")
         with path.open("rb") as f:

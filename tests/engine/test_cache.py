@@ -32,6 +32,21 @@ def test_hash_follows_content_not_cache(tiny_model_dir: Path, tmp_path: Path) ->
     assert model_content_hash(copy) != h
 
 
+def test_remembered_hash_follows_a_rewrite_of_the_same_size(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The hash is remembered between calls, but a file rewritten in place (same size) is hashed again."""
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    first = model_content_hash(model)
+    assert model_content_hash(model) == first
+    weights = next(p for p in model.iterdir() if p.suffix == ".safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    weights.write_bytes(bytes(data))
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # coarse clocks: make the change visible
+    assert model_content_hash(model) != first
+
+
 def test_get_or_build_builds_once_and_leaves_no_temp(tmp_path: Path) -> None:
     calls = []
 
