@@ -46,6 +46,23 @@ def sample_arrays() -> dict[str, np.ndarray]:
     return out
 
 
+def as_rgb(arr: np.ndarray) -> np.ndarray:
+    """Any scikit-image sample (bool, float, grey, RGBA) as ``uint8 [H, W, 3]`` RGB (alpha flattened onto white)."""
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        arr = np.clip((arr - arr.min()) / max(float(np.ptp(arr)), 1e-12) * 255, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.shape[2] == 4:
+        img = Image.fromarray(arr, "RGBA")
+        bg = Image.new("RGB", img.size, (255, 255, 255))
+        bg.paste(img, mask=img.getchannel("A"))
+        arr = np.asarray(bg)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
 @lru_cache(maxsize=16)
 def sample_jpegs(size: tuple[int, int], quality: int = 90) -> tuple[bytes, ...]:
     """Every sample photo resized to ``size`` (width, height) and JPEG-encoded, in a fixed order."""

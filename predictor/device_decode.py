@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from predictor.errors import InvalidInput
-from predictor.preprocess import _TORCH_MODES, EncodedJpeg, PreprocessSpec, _resize_crop, decode_image
+from predictor.preprocess import (
+    _TORCH_MODES,
+    EncodedJpeg,
+    PreprocessSpec,
+    _resize_crop,
+    crop_origin,
+    decode_image,
+    torch_resize_nchw,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -106,7 +114,6 @@ def _orient(img: torch.Tensor, orientation: int) -> torch.Tensor:
 def _resize_crop_chw(img: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """Resize (antialiased, the model's filter) and centre-crop a ``uint8 [3, H, W]`` image → ``[H, W, 3]``."""
     import torch
-    from torchvision.transforms.v2 import functional as F
 
     h, w = img.shape[1:]
     rw, rh = spec.resized_size(w, h)
@@ -114,9 +121,7 @@ def _resize_crop_chw(img: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
         arr = _resize_crop(np.ascontiguousarray(img.permute(1, 2, 0).cpu().numpy()), spec)
         return torch.from_numpy(arr).to(img.device)
     if (rw, rh) != (w, h):
-        mode = getattr(F.InterpolationMode, _TORCH_MODES[spec.resample])
-        antialias = mode != F.InterpolationMode.NEAREST_EXACT
-        img = F.resize(img[None], [rh, rw], interpolation=mode, antialias=antialias)[0]
+        img = torch_resize_nchw(img[None], rh, rw, spec.resample)[0]
     ch, cw = spec.crop_hw
-    left, top = round((rw - cw) / 2.0), round((rh - ch) / 2.0)
+    left, top = crop_origin(spec, rw, rh)
     return img[:, top : top + ch, left : left + cw].permute(1, 2, 0)

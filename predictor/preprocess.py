@@ -325,26 +325,37 @@ def _resize_crop(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return _crop(arr, spec)
 
 
+def crop_origin(spec: PreprocessSpec, width: int, height: int) -> tuple[int, int]:
+    """(left, top) of the centre crop in an image of the resized ``width`` x ``height``."""
+    ch, cw = spec.crop_hw
+    return round((width - cw) / 2.0), round((height - ch) / 2.0)
+
+
 def _crop(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Centre crop of an image already at its resized size."""
     ch, cw = spec.crop_hw
-    rh, rw = arr.shape[:2]
-    left, top = round((rw - cw) / 2.0), round((rh - ch) / 2.0)
+    left, top = crop_origin(spec, arr.shape[1], arr.shape[0])
     return np.ascontiguousarray(arr[top : top + ch, left : left + cw])
+
+
+def torch_resize_nchw(x, height: int, width: int, resample: int):
+    """torchvision's resize of an ``[N, C, H, W]`` tensor with the PIL filter ``resample`` (one of
+    :data:`_TORCH_MODES`), antialiased as Pillow is; uint8 on the CPU uses the exact uint8 kernels."""
+    from torchvision.transforms.v2 import functional as F
+
+    mode = getattr(F.InterpolationMode, _TORCH_MODES[resample])
+    return F.resize(x, [height, width], interpolation=mode, antialias=mode != F.InterpolationMode.NEAREST_EXACT)
 
 
 def _torch_resize(arr: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
     import torch
-    from torchvision.transforms.v2 import functional as F
 
     _single_threaded_torch()
     arr = np.ascontiguousarray(arr)
     if not arr.flags.writeable:  # PIL's buffers are read-only; torch wants writable memory even to read it
         arr = arr.copy()
     x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
-    mode = getattr(F.InterpolationMode, _TORCH_MODES[resample])
-    y = F.resize(x, [height, width], interpolation=mode, antialias=mode != F.InterpolationMode.NEAREST_EXACT)
-    return y[0].permute(1, 2, 0).numpy()
+    return torch_resize_nchw(x, height, width, resample)[0].permute(1, 2, 0).numpy()
 
 
 _local = threading.local()

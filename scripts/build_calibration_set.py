@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,26 +23,17 @@ OTHERS = (
 SHORT_SIDE = 320
 
 
-def as_rgb(arr: np.ndarray) -> Image.Image:
-    """Any skimage sample (bool, float, grey, RGBA) as an RGB PIL image."""
-    arr = np.asarray(arr)
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype != np.uint8:
-        arr = np.clip((arr - arr.min()) / max(float(np.ptp(arr)), 1e-12) * 255, 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    return Image.fromarray(np.ascontiguousarray(arr[:, :, :3]), "RGB")
-
-
 def main() -> int:
     from skimage import data
+
+    sys.path.insert(0, str(ROOT))
+    from bench.payloads import as_rgb
 
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*.jpg"):
         old.unlink()
     for i, name in enumerate((*PHOTOS, *OTHERS)):
-        img = as_rgb(getattr(data, name)())
+        img = Image.fromarray(as_rgb(getattr(data, name)()), "RGB")
         scale = SHORT_SIDE / min(img.size)
         if scale < 1:
             img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)

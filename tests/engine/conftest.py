@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.payloads import as_rgb
 from predictor.engine.precision_check import views
 from predictor.preprocess import PreprocessSpec, decode_image, prepare_pil
 from tests.conftest import jpeg_bytes
@@ -53,22 +54,6 @@ def photo_batch(photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec) -> np
     return np.stack([decode_image(photo_jpegs[n], lite0_spec, MAX_PIXELS) for n in PHOTO_NAMES])
 
 
-def _as_rgb(arr: np.ndarray) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype != np.uint8:
-        arr = np.clip((arr - arr.min()) / max(float(np.ptp(arr)), 1e-12) * 255, 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.shape[2] == 4:
-        img = Image.fromarray(arr, "RGBA")
-        bg = Image.new("RGB", img.size, (255, 255, 255))
-        bg.paste(img, mask=img.getchannel("A"))
-        arr = np.asarray(bg)
-    return np.ascontiguousarray(arr[:, :, :3])
-
-
 def skimage_samples() -> dict[str, np.ndarray]:
     """Every sample image skimage ships (no download), as RGB uint8: photos, textures, scans, text."""
     from skimage import data
@@ -81,7 +66,7 @@ def skimage_samples() -> dict[str, np.ndarray]:
     out = {}
     for name in names:
         arr = getattr(data, name)()
-        out[name] = _as_rgb(arr[0] if isinstance(arr, tuple) else arr)
+        out[name] = as_rgb(arr[0] if isinstance(arr, tuple) else arr)
     return out
 
 
