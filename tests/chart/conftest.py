@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from .chart_support import CRDS, PROFILES, CrdValidator, profile_name, render
+from predictor.kube.validate import CrdValidator
+
+from .chart_support import CRDS, PROFILES, profile_name, render
 
 _UNCHECKED_CEL: set[str] = set()
 

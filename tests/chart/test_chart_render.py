@@ -8,7 +8,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .chart_support import CHART, CRDS, K8S_MINOR, PROFILES, check_metadata, one, profile_name, run, tool
+from predictor.kube.validate import check_metadata
+
+from .chart_support import CHART, CRDS, K8S_MINOR, PROFILES, one, profile_name, run, tool
 
 CORE_API_VERSIONS = {"v1", "apps/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1"}
 EXPECTED_PROFILES = {"default", "gpu-spot-knative-canary", "standard-keda", "standard-hpa", "queue-worker"}

@@ -8,7 +8,9 @@ import re
 import pytest
 import yaml
 
-from .chart_support import CHART, CRDS, by_kind, one, pod_labels_valid, render
+from predictor.kube.validate import invalid_labels
+
+from .chart_support import CHART, CRDS, REPO_ROOT, by_kind, one, render
 
 KNATIVE_FORBIDDEN_COMPONENT_FIELDS = {
     # KServe component fields that are not part of the pod spec Knative receives.
@@ -166,7 +168,7 @@ def test_selector_labels_never_include_the_version(rendered):
     for profile, objects in rendered.items():
         isvc = one(objects, "InferenceService")
         assert "app.kubernetes.io/version" not in predictor(isvc)["labels"], profile
-        assert not pod_labels_valid(predictor(isvc)["labels"])
+        assert not invalid_labels(predictor(isvc)["labels"])
         for pdb in by_kind(objects, "PodDisruptionBudget"):
             assert "app.kubernetes.io/version" not in pdb["spec"]["selector"]["matchLabels"]
         for dep in by_kind(objects, "Deployment"):
@@ -420,8 +422,8 @@ def test_dashboard_configmap_for_grafana_sidecar(rendered):
     assert yaml.safe_load(cm["data"][name])["uid"] == "image-classifier"
 
 
-def test_crd_dir_is_beside_the_repository():
-    assert CRDS.name == "crds" and CRDS.parent.name == "shared"
+def test_crds_live_in_the_repository():
+    assert CRDS.is_relative_to(REPO_ROOT) and (CRDS / "SOURCES.md").is_file()
 
 
 def test_baked_model_needs_no_storage_initializer():
