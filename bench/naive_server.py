@@ -3,7 +3,8 @@
 ``AutoImageProcessor`` + ``AutoModelForImageClassification`` behind a synchronous FastAPI handler (a
 plain ``def``, so FastAPI runs it on its thread pool and concurrent requests run concurrent forward
 passes), served by uvicorn with its defaults. Same ``/classify`` contract and answer shape as ours,
-so the load generator drives both alike.
+so the load generator drives both alike. The model runs on the GPU when there is one (fp32, as the
+tutorials do), so "ours vs naive" compares servers on the same device; ``GET /info`` says which.
 
 Usage::
 
@@ -25,24 +26,34 @@ from fastapi.responses import JSONResponse
 logger = logging.getLogger(__name__)
 
 
-def create_app(model_dir: Path, model_name: str = "classifier") -> FastAPI:
-    """Load the model and processor (the slow part) and return the FastAPI app."""
+def create_app(model_dir: Path, model_name: str = "classifier", device: str = "auto") -> FastAPI:
+    """Load the model and processor (the slow part) and return the FastAPI app.
+
+    ``device``: ``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``.
+    """
     import torch
     from PIL import Image, UnidentifiedImageError
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     t0 = time.perf_counter()
     processor = AutoImageProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval().to(device)
     id2label = model.config.id2label
     logger.info(
-        "naive server: model %s, processor %s, torch threads %d, loaded in %.2f s",
+        "naive server: model %s on %s, processor %s, torch threads %d, loaded in %.2f s",
         model_dir,
+        device,
         type(processor).__name__,
         torch.get_num_threads(),
         time.perf_counter() - t0,
     )
     app = FastAPI()
+
+    @app.get("/info")
+    def info() -> dict[str, str]:
+        return {"backend": "naive-torch", "device": device, "dtype": "float32"}
 
     @app.get("/v2/health/live")
     @app.get("/v2/health/ready")
@@ -58,7 +69,7 @@ def create_app(model_dir: Path, model_name: str = "classifier") -> FastAPI:
             images = [Image.open(io.BytesIO(f.file.read())).convert("RGB") for f in image]
         except (UnidentifiedImageError, OSError) as e:
             return JSONResponse({"error": f"not a decodable image: {e}"}, status_code=400)
-        inputs = processor(images=images, return_tensors="pt")
+        inputs = processor(images=images, return_tensors="pt").to(device)
         with torch.no_grad():
             probs = model(**inputs).logits.softmax(-1)
         scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
@@ -83,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model_name", default="classifier", help="name reported in answers")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = create_app(args.model_dir, args.model_name)
+    app = create_app(args.model_dir, args.model_name, args.device)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -53,6 +53,7 @@ class ServerProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_s: float | None = None
+        self._t0 = 0.0
         self._log: IO[bytes] | None = None
 
     @property
@@ -66,19 +67,28 @@ class ServerProcess:
         Raises:
             RuntimeError: the process exited, or was not ready within ``timeout_s``.
         """
+        self.launch()
+        return self.wait_ready(ready_path, timeout_s)
+
+    def launch(self) -> None:
+        """Start the process without waiting (see :meth:`wait_ready`)."""
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "wb")
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             self.argv, cwd=REPO_ROOT, stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        deadline = t0 + timeout_s
+
+    def wait_ready(self, ready_path: str = "/v2/health/ready", timeout_s: float = 300.0) -> float:
+        """Poll ``ready_path`` until 200; returns seconds from :meth:`launch` to ready."""
+        assert self.proc is not None, "not launched"
+        deadline = self._t0 + timeout_s
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode} before ready: {self._tail()}")
             if _get_status(self.port, ready_path) == 200:
-                self.ready_s = time.perf_counter() - t0
+                self.ready_s = time.perf_counter() - self._t0
                 return self.ready_s
             time.sleep(0.05)
         self.stop()
@@ -141,6 +151,32 @@ def _get_status(port: int, path: str) -> int | None:
         return None
 
 
+def served_info(port: int) -> dict[str, str] | None:
+    """What a server says it runs: ``classifier_model_info``'s labels (ours) or ``GET /info`` (naive)."""
+    import json
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for path in ("/metrics", "/info"):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read().decode(errors="replace")
+            conn.close()
+        except OSError:
+            continue
+        if resp.status != 200:
+            continue
+        if path == "/info":
+            return json.loads(body)
+        for fam in text_string_to_metric_families(body):
+            for sample in fam.samples:
+                if sample.name == "classifier_model_info" and sample.value == 1:
+                    return {k: sample.labels[k] for k in ("backend", "device", "dtype", "version")}
+    return None
+
+
 def ours_argv(model_dir: Path, port: int, **settings: Any) -> list[str]:
     """Command line of our server, with any settings field as a flag."""
     argv = [sys.executable, "-m", "predictor", "serve", "--model_dir", str(model_dir), "--http_port", str(port)]
@@ -180,5 +216,33 @@ def machine_info() -> dict[str, Any]:
         "load_average_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "versions": versions,
-        "gpu": None,
+        "gpu": gpu_info(),
     }
+
+
+def gpu_info() -> dict[str, Any] | None:
+    """The first CUDA device as torch (and NVML, for the driver) sees it; None without one."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        props = torch.cuda.get_device_properties(0)
+        info: dict[str, Any] = {
+            "name": props.name,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "devices": torch.cuda.device_count(),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "capability": f"{props.major}.{props.minor}",
+        }
+    except Exception as e:  # a broken CUDA install is worth reporting, not crashing the benchmark
+        return {"error": repr(e)}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+    except Exception:
+        info["driver"] = None
+    return info

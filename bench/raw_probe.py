@@ -10,7 +10,10 @@ Usage::
     python -m bench.raw_probe --model_dir models/efficientnet-lite0 --seconds 2 --json_out probe.json
 
 Numbers on a shared machine are noisy; each point runs one warm-up call, then as many calls as fit in
-``--seconds`` (at least one).
+``--seconds`` (at least one). Logits that are not finite (NaN or inf, e.g. an fp16 overflow) fail the
+point instead of timing it; a config that fails to load or run is recorded with its error and the
+probe goes on with the next. ``--jsonl`` appends every point as soon as it is measured. On CUDA, "fp32"
+means TF32 convolutions (cuDNN's default).
 """
 
 from __future__ import annotations
@@ -99,12 +102,18 @@ def make_engine(cfg: ProbeConfig, model_dir: Path, cache_dir: Path, threads: int
 
 
 def measure(engine: Any, batch_size: int, seconds: float, rng: np.random.Generator) -> float:
-    """img/s of ``engine.infer`` at ``batch_size``: one warm-up call, then calls for ``seconds``."""
+    """img/s of ``engine.infer`` at ``batch_size``: one warm-up call, then calls for ``seconds``.
+
+    Raises:
+        RuntimeError: the engine returned the wrong number of rows, or logits that are not finite.
+    """
     h, w = engine.input_hw
     batch = rng.integers(0, 256, size=(batch_size, h, w, 3), dtype=np.uint8)
     out = engine.infer(batch)
     if out.shape[0] != batch_size:
         raise RuntimeError(f"{batch_size} inputs gave {out.shape[0]} rows")
+    if not np.isfinite(out).all():
+        raise RuntimeError(f"batch {batch_size}: {int((~np.isfinite(out)).sum())} logits are NaN or infinite")
     calls, start = 0, time.perf_counter()
     while True:
         engine.infer(batch)
@@ -123,32 +132,29 @@ def run_probe(
     compile_torch: bool,
     only: list[str] | None = None,
     max_call_seconds: float = 60.0,
+    jsonl: Path | None = None,
 ) -> dict[str, Any]:
     """Measure every available config at every batch size; returns the JSON-able result."""
+    from bench.report import append_jsonl
+
     rng = np.random.default_rng(0)
     rows: dict[str, dict[str, float | None]] = {}
     load_s: dict[str, float] = {}
+    errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="raw-probe-cache-") as cache:
         for cfg in available_configs(cuda, compile_torch):
             if only and not any(o in cfg.name for o in only):
                 continue
-            t0 = time.perf_counter()
-            engine = make_engine(cfg, model_dir, Path(cache), threads, max(batch_sizes))
-            load_s[cfg.name] = round(time.perf_counter() - t0, 2)
             rows[cfg.name] = {}
-            for n in batch_sizes:
-                done = list(rows[cfg.name].values())
-                if None in done or n * 2 / max(done, default=float("inf")) > max_call_seconds:
-                    # Two calls (warm-up + one timed) at the last rate would exceed the budget.
-                    rows[cfg.name][str(n)] = None
-                    logger.info("%s batch %d: skipped (too slow for --max_call_seconds)", cfg.name, n)
-                    continue
-                rows[cfg.name][str(n)] = round(measure(engine, n, seconds, rng), 2)
-                logger.info("%s batch %d: %.1f img/s", cfg.name, n, rows[cfg.name][str(n)])
-            engine.close()
-    best_name, best_bs, best = max(
-        ((name, bs, v) for name, row in rows.items() for bs, v in row.items() if v is not None), key=lambda t: t[2]
-    )
+            try:
+                _probe_config(cfg, model_dir, Path(cache), threads, batch_sizes, seconds, max_call_seconds,
+                              rng, rows[cfg.name], load_s, jsonl)  # fmt: skip
+            except Exception as e:  # one broken config (no CUDA provider, NaN logits) must not end the probe
+                errors[cfg.name] = f"{type(e).__name__}: {e}"
+                logger.error("%s failed: %s", cfg.name, errors[cfg.name])
+                append_jsonl(jsonl, {"stage": "raw_probe", "config": cfg.name, "error": errors[cfg.name]})
+    points = [(name, bs, v) for name, row in rows.items() for bs, v in row.items() if v is not None]
+    best = max(points, key=lambda t: t[2], default=None)
     return {
         "model_dir": str(model_dir),
         "machine": _machine(cuda),
@@ -156,24 +162,53 @@ def run_probe(
         "seconds_per_point": seconds,
         "img_per_s": rows,
         "load_seconds": load_s,
-        "ceiling": {"config": best_name, "batch_size": int(best_bs), "img_per_s": best},
+        "errors": errors,
+        "ceiling": {"config": best[0], "batch_size": int(best[1]), "img_per_s": best[2]} if best else None,
     }
 
 
+def _probe_config(
+    cfg: ProbeConfig, model_dir: Path, cache: Path, threads: int, batch_sizes: list[int], seconds: float,
+    max_call_seconds: float, rng: np.random.Generator, row: dict[str, float | None], load_s: dict[str, float],
+    jsonl: Path | None,
+) -> None:  # fmt: skip
+    """Every batch size of one config into ``row`` (and ``jsonl`` as each is measured)."""
+    from bench.report import append_jsonl
+
+    t0 = time.perf_counter()
+    engine = make_engine(cfg, model_dir, cache, threads, max(batch_sizes))
+    load_s[cfg.name] = round(time.perf_counter() - t0, 2)
+    try:
+        for n in batch_sizes:
+            done = list(row.values())
+            if None in done or n * 2 / max(done, default=float("inf")) > max_call_seconds:
+                # Two calls (warm-up + one timed) at the last rate would exceed the budget.
+                row[str(n)] = None
+                logger.info("%s batch %d: skipped (too slow for --max_call_seconds)", cfg.name, n)
+                continue
+            row[str(n)] = round(measure(engine, n, seconds, rng), 2)
+            logger.info("%s batch %d: %.1f img/s", cfg.name, n, row[str(n)])
+            append_jsonl(jsonl, {"stage": "raw_probe", "config": cfg.name, "device": cfg.device,
+                                 "batch_size": n, "img_per_s": row[str(n)], "info": vars(engine.info)})  # fmt: skip
+    finally:
+        engine.close()
+
+
 def _machine(cuda: bool) -> str:
+    from bench.procs import gpu_info
     from predictor.engine.cpu import detect_cpu
 
     text = f"{detect_cpu().describe()}, {platform.machine()}"
     if cuda:
-        import torch
-
-        text += f", {torch.cuda.get_device_name(0)}"
+        text += f", GPU {gpu_info()}"
     return text
 
 
 def format_table(result: dict[str, Any]) -> str:
     """Markdown table: one row per config, one column per batch size (img/s)."""
-    rows = result["img_per_s"]
+    rows = {name: row for name, row in result["img_per_s"].items() if row}
+    if not rows:
+        return "no config measured: " + "; ".join(f"{k}: {v}" for k, v in result.get("errors", {}).items())
     sizes = list(next(iter(rows.values())).keys())
     lines = [
         "| config | " + " | ".join(f"bs {s}" for s in sizes) + " | best |",
@@ -181,10 +216,13 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     for name, row in rows.items():
         cells = " | ".join("—" if row[s] is None else f"{row[s]:.1f}" for s in sizes)
-        best = max(v for v in row.values() if v is not None)
-        lines.append(f"| {name} | {cells} | {best:.1f} |")
+        best = max((v for v in row.values() if v is not None), default=None)
+        lines.append(f"| {name} | {cells} | {'—' if best is None else f'{best:.1f}'} |")
+    for name, err in result.get("errors", {}).items():
+        lines.append(f"| {name} | failed: {err} |")
     c = result["ceiling"]
-    lines.append(f"\nceiling: {c['img_per_s']:.1f} img/s ({c['config']}, batch {c['batch_size']})")
+    if c:
+        lines.append(f"\nceiling: {c['img_per_s']:.1f} img/s ({c['config']}, batch {c['batch_size']})")
     return "\n".join(lines)
 
 
@@ -205,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", default="", help="comma list of substrings; run only matching configs")
     parser.add_argument("--json_out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--jsonl", type=Path, default=None, help="append every point here as it is measured")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
@@ -222,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             model_dir = build_random_resnet(Path(tmp) / "resnet50-random", size="full")
         only = [o for o in args.only.split(",") if o] or None
         result = run_probe(
-            model_dir, batch_sizes, args.seconds, threads, cuda, args.compile, only, args.max_call_seconds
+            model_dir, batch_sizes, args.seconds, threads, cuda, args.compile, only, args.max_call_seconds, args.jsonl
         )
     result["command"] = " ".join(["python -m bench.raw_probe", *(argv if argv is not None else sys.argv[1:])])
     print(format_table(result))
@@ -230,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json_out:
         args.json_out.write_text(text + "\n")
-    return 0
+    return 1 if result["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -3,8 +3,36 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+
+def append_jsonl(path: Path | None, row: dict[str, Any]) -> None:
+    """Append one result row as a JSON line and flush it to disk at once.
+
+    Benchmarks write every measured run as it finishes, so a run cut off by a time limit (the GPU suite
+    has a hard budget) keeps every row measured before the cut.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows written by :func:`append_jsonl`; a last line cut off mid-write is ignored."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def _keeps_answers(config: str) -> bool:
@@ -39,7 +67,7 @@ def load_ceiling(path: Path | None) -> dict[str, Any] | None:
     v, cfg, bs = max(keep or points)
     av, acfg, abs_ = max(points)
     return {"source": str(path), "config": cfg, "batch_size": bs, "img_per_s": v,
-            "any": {"config": acfg, "batch_size": abs_, "img_per_s": av}}  # fmt: skip
+            "any": {"config": acfg, "batch_size": abs_, "img_per_s": av}, "table": table}  # fmt: skip
 
 
 def _run(res: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -148,6 +176,63 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def precision_ceilings(res: dict[str, Any]) -> list[str]:
+    """Each server variant with an explicit precision against the raw probe's best row of that precision."""
+    table = (res.get("ceiling") or {}).get("table") or {}
+    out = []
+    for key, info in (res.get("servers") or {}).items():
+        precision = (info.get("settings") or {}).get("precision")
+        run = _run(res, f"{key}/classify")
+        if not precision or not run:
+            continue
+        rows = [row for cfg, row in table.items() if cfg.split("@")[0].split("/")[1] == precision]
+        best = max((v for row in rows for v in row.values() if v), default=None)
+        if best:
+            out.append(f"Our server `{key}` (`precision={precision}`): {run['img_per_s']} img/s = "
+                       f"{_ratio(run['img_per_s'], best)} of the raw {precision} ceiling ({best} img/s).")  # fmt: skip
+    return out
+
+
+def _gpu_text(gpu: Any) -> str:
+    if not gpu:
+        return "none"
+    if isinstance(gpu, dict):
+        return ", ".join(f"{k} {v}" for k, v in gpu.items() if v is not None)
+    return str(gpu)
+
+
+def device_warnings(res: dict[str, Any]) -> list[str]:
+    """Loud lines for every server that did not run on the device the run expected (e.g. a CPU fallback)."""
+    expected = res.get("expect_device")
+    if not expected:
+        return []
+    out = []
+    for name, info in (res.get("servers") or {}).items():
+        for when in ("at_start", "at_end"):
+            dev = (info.get(when) or {}).get("device")
+            if dev is None or not str(dev).startswith(expected):
+                out.append(
+                    f"**WARNING: server `{name}` ran on `{dev}` {when.replace('_', ' ')}, not on {expected}: "
+                    f"its numbers are not {expected} numbers.**"
+                )
+    return out
+
+
+def servers_table(res: dict[str, Any]) -> str:
+    """What each server really ran: backend, device and dtype from its ``classifier_model_info``."""
+    servers = res.get("servers") or {}
+    if not servers:
+        return ""
+    lines = ["| server | settings | at start | at end |", "|---|---|---|---|"]
+    for name, info in servers.items():
+        cells = []
+        for when in ("at_start", "at_end"):
+            i = info.get(when) or {}
+            cells.append(" ".join(str(i.get(k, "?")) for k in ("backend", "device", "dtype")) if i else "-")
+        lines.append(f"| {name} | {info.get('settings') or 'defaults'} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def render_markdown(res: dict[str, Any]) -> str:
     """The whole report as markdown."""
     m = res["machine"]
@@ -157,7 +242,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         "",
         f"- Command: `{res.get('command', '')}`",
         f"- Machine: {m['cpu_model']}, {m['usable_cores']} usable cores (host {m['host_cores']}), flags: {flags}; "
-        f"load average at start {m['load_average_1m']}; GPU: {m['gpu'] or 'none'}",
+        f"load average at start {m['load_average_1m']}; GPU: {_gpu_text(m.get('gpu'))}",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items() if v)}",
         f"- Model: {res['model']['what']} (`{res['model']['dir']}`)",
         f"- Load: {res['load']['size']} JPEGs (sample photos), 1 image/request, concurrency "
@@ -166,6 +251,9 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"{res['server_settings'] or 'defaults'}",
         f"- Others on the host: up to {max((r['others_cores_busy'] for r in res['runs']), default=0)} cores busy "
         "during a run (host busy CPU minus server and load generator)",
+        "",
+        *[w + "\n" for w in device_warnings(res)],
+        servers_table(res),
         "",
         runs_table(res),
         "",
@@ -177,13 +265,9 @@ def render_markdown(res: dict[str, Any]) -> str:
                   f"from `{ceiling['source']}`."]  # fmt: skip
         anyc = ceiling.get("any")
         if anyc and anyc["config"] != ceiling.get("config"):
-            lines += [f"Fastest overall (does not keep the answers): {anyc['img_per_s']} img/s ({anyc['config']}, "
-                      f"batch {anyc['batch_size']})."]  # fmt: skip
-            bf = _run(res, "ours_bf16/classify")
-            if bf:
-                lines += [f"Our server with `precision=bf16`: {bf['img_per_s']} img/s = "
-                          f"{_ratio(bf['img_per_s'], anyc['img_per_s'])} of that."]  # fmt: skip
-        lines += [""]
+            lines += [f"Fastest overall (a reduced precision the check did not pass for this model): "
+                      f"{anyc['img_per_s']} img/s ({anyc['config']}, batch {anyc['batch_size']})."]  # fmt: skip
+        lines += [*precision_ceilings(res), ""]
     else:
         lines += ["Raw ceiling: not measured in this run (no raw probe JSON).", ""]
     for key, what in (("ours_vs_naive", "ours vs naive"), ("batching_gain", "default vs max_batch_size=1")):

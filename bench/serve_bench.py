@@ -12,6 +12,10 @@ Steps (one process drives everything, servers run as child processes on free loo
    cold start.
 
 Every number is reported with the baselines of the same run, so ratios survive a noisy shared host.
+With ``--jsonl`` every cold start and measured run is also appended to a JSON-lines file as soon as it
+is measured, so a run cut off by a time limit keeps what it measured. Each server's own account of what
+it runs (backend, device, dtype from ``classifier_model_info``) is recorded at start and at the end;
+with ``--expect_device cuda`` a server that is not on the GPU is reported loudly and the exit status is 3.
 
 Usage::
 
@@ -32,9 +36,18 @@ from typing import Any
 
 from bench.loadgen import run_load
 from bench.payloads import parse_size, sample_jpegs
-from bench.procs import ServerProcess, free_port, host_busy_s, machine_info, naive_argv, ours_argv, timed_post
+from bench.procs import (
+    ServerProcess,
+    free_port,
+    host_busy_s,
+    machine_info,
+    naive_argv,
+    ours_argv,
+    served_info,
+    timed_post,
+)
 from bench.protocols import build_request
-from bench.report import load_ceiling, render_markdown
+from bench.report import append_jsonl, device_warnings, load_ceiling, render_markdown
 
 DEFAULT_MODEL_DIR = Path("bench/results/models/resnet50-random")
 RAMP = (1, 2, 4, 8, 16, 32)
@@ -51,8 +64,11 @@ def ensure_model(model_dir: Path | None) -> tuple[Path, bool]:
     return DEFAULT_MODEL_DIR, True
 
 
-def measure(server: ServerProcess, name: str, bench_servers: list[ServerProcess], **load: Any) -> dict[str, Any]:
-    """One load run against ``server``, with the server's CPU and the rest of the host's load."""
+def measure(
+    server: ServerProcess, name: str, bench_servers: list[ServerProcess], jsonl: Path | None = None, **load: Any
+) -> dict[str, Any]:
+    """One load run against ``server``, with the server's CPU and the rest of the host's load (appended to
+    ``jsonl`` at once when given)."""
     cpu0 = {id(b): b.cpu_s() for b in bench_servers}
     host0, me0, t0 = host_busy_s(), time.process_time(), time.perf_counter()
     r = run_load(server.url, **load)
@@ -69,12 +85,15 @@ def measure(server: ServerProcess, name: str, bench_servers: list[ServerProcess]
     # Busy CPU of the host that no benchmark process used: the other tenants of the machine.
     others = host_busy_s() - host0 - sum(ours_cpu.values()) - mine
     r["others_cores_busy"] = round(max(0.0, others) / wall, 2)
+    r["server_info"] = served_info(server.port)
     print(
         f"  {name}: {r['img_per_s']} img/s, p50 {r['latency_ms']['p50']} ms, p99 {r['latency_ms']['p99']} ms,"
-        f" errors {r['errors']}, 503 {r['rejected_503']['count']}, others busy {r['others_cores_busy']} cores",
+        f" errors {r['errors']}, 503 {r['rejected_503']['count']}, others busy {r['others_cores_busy']} cores,"
+        f" on {r['server_info']}",
         file=sys.stderr,
         flush=True,
     )
+    append_jsonl(jsonl, {"stage": "serve_bench", "kind": "run", **r})
     return r
 
 
@@ -154,12 +173,30 @@ def saturating_concurrency(ramp: list[dict[str, Any]], share: float = 0.9) -> in
     return min(r["concurrency"] for r in ramp if r["img_per_s"] >= share * best)
 
 
-def start_timed(server: ServerProcess, res: dict[str, Any], key: str, size: tuple[int, int]) -> None:
-    """Start ``server``; record seconds to ready and the latency of the first request after ready."""
-    res["cold_start_s"][key] = round(server.start(), 2)
+def start_timed(
+    server: ServerProcess, res: dict[str, Any], key: str, size: tuple[int, int], jsonl: Path | None = None
+) -> None:
+    """Start ``server``; record seconds to ready, the latency of the first request after ready, and what
+    the server says it runs."""
+    server.start()
+    record_started(server, res, key, size, jsonl)
+
+
+def record_started(
+    server: ServerProcess, res: dict[str, Any], key: str, size: tuple[int, int], jsonl: Path | None
+) -> None:
+    """After ``server`` is ready: the first request's latency and the server's info, recorded at once."""
+    res["cold_start_s"][key] = round(server.ready_s or 0.0, 2)
     req = build_request("classify", [sample_jpegs(size)[0]])
     status, seconds = timed_post(server.port, req.path, req.body, dict(req.headers))
     res["first_request_s"][key] = round(seconds, 3) if status == 200 else f"status {status}"
+    info = served_info(server.port)
+    res.setdefault("servers", {}).setdefault(key, {})["at_start"] = info
+    append_jsonl(
+        jsonl,
+        {"stage": "serve_bench", "kind": "cold_start", "server": key, "ready_s": res["cold_start_s"][key],
+         "first_request_s": res["first_request_s"][key], "server_info": info},
+    )  # fmt: skip
 
 
 def _start_all(
@@ -172,17 +209,25 @@ def _start_all(
         plan.append(("ours_batch1", ours_argv, {**extra, "max_batch_size": 1}, "ours_batch1"))
     for name, settings in a.variant:
         plan.append((f"ours_{name}", ours_argv, {**extra, **settings}, f"ours_{name}"))
-    servers = {}
+    if not a.skip_naive:
+        plan.append(("naive", lambda m, p, **_: naive_argv(m, p), {}, "naive"))
+    servers, keys = {}, {}
     for name, argv_fn, settings, key in plan:
         port = free_port()
         servers[name] = stack.enter_context(
             ServerProcess(argv_fn(model_dir, port, **settings), port, logs / f"{name}.log")
         )
-        start_timed(servers[name], res, key, a.size)
-    if not a.skip_naive:
-        port = free_port()
-        servers["naive"] = stack.enter_context(ServerProcess(naive_argv(model_dir, port), port, logs / "naive.log"))
-        start_timed(servers["naive"], res, "naive", a.size)
+        keys[name] = key
+        res.setdefault("servers", {})[key] = {"settings": settings}
+    if a.parallel_start:  # all processes at once, then wait for each: cold starts overlap (said in the report)
+        for server in servers.values():
+            server.launch()
+        for name, server in servers.items():
+            server.wait_ready()
+            record_started(server, res, keys[name], a.size, a.jsonl)
+    else:
+        for name, server in servers.items():
+            start_timed(server, res, keys[name], a.size, a.jsonl)
     return servers
 
 
@@ -222,28 +267,59 @@ def run_suite(a: argparse.Namespace) -> dict[str, Any]:
             for name, server, proto in configs:
                 if server in servers:
                     rounds.setdefault(name, []).append(
-                        measure(servers[server], name, every, protocol=proto, concurrency=a.concurrency, **common)
-                    )
-        print("concurrency ramp (up and down)", file=sys.stderr, flush=True)
-        ramp_load = {**common, "duration_s": a.ramp_duration}
-        steps = [*RAMP, *reversed(RAMP)]
-        ramp = [measure(servers["ours"], f"ramp/c{c}", every, concurrency=c, **ramp_load) for c in steps]
-    res["runs"] = [combine(name, rs) for name, rs in rounds.items()]
+                        measure(servers[server], name, every, a.jsonl, protocol=proto, concurrency=a.concurrency,
+                                **common)
+                    )  # fmt: skip
+        ramp = [] if a.skip_ramp else _ramp(a, servers["ours"], every, common)
+        res["multi_image"] = _multi_image(a, servers, every, common)
+        for name, server in servers.items():
+            key = "ours_first" if name == "ours" else name
+            res["servers"].setdefault(key, {})["at_end"] = served_info(server.port)
+    res["runs"] = [combine(name, rs) for name, rs in rounds.items()] + res["multi_image"]
     res["paired_ratios"] = {
         "ours_vs_naive": paired_ratio(rounds, "ours/classify", "naive/classify"),
         "batching_gain": paired_ratio(rounds, "ours/classify", "ours_batch1/classify"),
     }
-    res["ramp"] = summarize_ramp(ramp)
-    # The ramp's short steps are at the mercy of the neighbours; the saturated rate for the overload
-    # comes from the interleaved rounds at the benchmark concurrency (which saturates when the ramp
-    # says so: img/s flat from there on), and is the larger of the two.
-    c_ramp = saturating_concurrency(res["ramp"])
     ours = next(r for r in res["runs"] if r["run"] == "ours/classify")
+    if ramp:
+        res["ramp"] = summarize_ramp(ramp)
+        # The ramp's short steps are at the mercy of the neighbours; the saturated rate for the overload
+        # comes from the interleaved rounds at the benchmark concurrency (which saturates when the ramp
+        # says so: img/s flat from there on), and is the larger of the two.
+        c_ramp = saturating_concurrency(res["ramp"])
+        sat_req_s = max(ours["req_per_s"], max(r["img_per_s"] for r in res["ramp"]))  # one image per request
+    else:
+        c_ramp, sat_req_s = a.concurrency, ours["req_per_s"]
     c_sat = max(c_ramp, a.concurrency)
-    sat_req_s = max(ours["req_per_s"], max(r["img_per_s"] for r in res["ramp"]))  # one image per request
     res["saturation"] = {"ramp_concurrency": c_ramp, "concurrency": c_sat, "req_per_s": sat_req_s}
-    run_overload(a, model_dir, extra, res, common, c_sat, sat_req_s)
+    if a.overload_duration > 0:
+        run_overload(a, model_dir, extra, res, common, c_sat, sat_req_s)
     return res
+
+
+def _ramp(a: argparse.Namespace, ours: ServerProcess, every: list[ServerProcess], common: dict[str, Any]) -> list:
+    print("concurrency ramp (up and down)", file=sys.stderr, flush=True)
+    ramp_load = {**common, "duration_s": a.ramp_duration}
+    return [measure(ours, f"ramp/c{c}", every, a.jsonl, concurrency=c, **ramp_load) for c in [*RAMP, *RAMP[::-1]]]
+
+
+def _multi_image(
+    a: argparse.Namespace, servers: dict[str, ServerProcess], every: list[ServerProcess], common: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``--multi_image N``: ``/classify`` with N images per request against one server (per-request HTTP
+    cost vs the device), beside the same server's single-image run of the rounds."""
+    if not a.multi_image:
+        return []
+    name = a.multi_image_server
+    if name not in servers:
+        raise SystemExit(f"--multi_image_server {name!r} is not one of the servers: {', '.join(servers)}")
+    c = a.multi_image_concurrency or max(1, a.concurrency // a.multi_image)
+    print(f"{name}: {a.multi_image} images per request, concurrency {c}", file=sys.stderr, flush=True)
+    r = measure(
+        servers[name], f"{name}/classify x{a.multi_image}", every, a.jsonl, concurrency=c,
+        images_per_request=a.multi_image, **common,
+    )  # fmt: skip
+    return [combine(r["run"], [r])]
 
 
 def run_overload(
@@ -259,11 +335,13 @@ def run_overload(
     port = free_port()
     argv = ours_argv(model_dir, port, **{**extra, "max_queue_images": queue})
     with ServerProcess(argv, port, a.out.parent / "logs" / "ours_overload.log") as s:
-        start_timed(s, res, "ours_cached", a.size)
-        res["runs"].append(measure(s, "overload/closed", [s], concurrency=2 * c_sat, **load))
+        start_timed(s, res, "ours_cached", a.size, a.jsonl)
+        res["runs"].append(measure(s, "overload/closed", [s], a.jsonl, concurrency=2 * c_sat, **load))
         res["runs"].append(
-            measure(s, "overload/open", [s], concurrency=a.open_loop_max_outstanding, rate_per_s=2 * sat_req_s, **load)
-        )
+            measure(s, "overload/open", [s], a.jsonl, concurrency=a.open_loop_max_outstanding,
+                    rate_per_s=2 * sat_req_s, **load)
+        )  # fmt: skip
+        res["servers"]["ours_cached"]["at_end"] = served_info(s.port)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -279,7 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=30.0, help="measured seconds per configuration (all rounds)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds the duration is split into")
     p.add_argument("--ramp_duration", type=float, default=5.0, help="seconds per ramp step (each step twice)")
-    p.add_argument("--overload_duration", type=float, default=20.0, help="seconds per overload run")
+    p.add_argument("--skip_ramp", action="store_true", help="no concurrency ramp (the saturation is then the rounds')")
+    p.add_argument("--overload_duration", type=float, default=20.0, help="seconds per overload run; 0 = none")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before each measurement")
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per request, seconds")
     p.add_argument("--protocols", type=lambda s: s.split(","), default=["classify", "v2-binary", "v2-json", "v1"])
@@ -298,6 +377,12 @@ def _parser() -> argparse.ArgumentParser:
         help="extra setting for our server (repeatable), e.g. backend=torch",
     )
     p.add_argument("--skip_naive", action="store_true")
+    p.add_argument("--parallel_start", action="store_true", help="start every server at once (cold starts overlap)")
+    p.add_argument("--multi_image", type=int, default=0, help="also measure N images per request (0 = no)")
+    p.add_argument("--multi_image_server", default="ours", help="the server for --multi_image (e.g. ours_fp16)")
+    p.add_argument("--multi_image_concurrency", type=int, default=0, help="0 = --concurrency / N")
+    p.add_argument("--expect_device", default="", help="e.g. cuda: warn loudly and exit 3 if a server is elsewhere")
+    p.add_argument("--jsonl", type=Path, default=None, help="append every measured row here as it is measured")
     p.add_argument("--skip_batch1", action="store_true")
     p.add_argument(
         "--variant", type=parse_variant, action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
@@ -321,12 +406,30 @@ def main(argv: list[str] | None = None) -> int:
     res["command"] = "python -m bench.serve_bench " + " ".join(argv if argv is not None else sys.argv[1:])
     if a.preprocess_json.exists():
         res["preprocess"] = json.loads(a.preprocess_json.read_text())
+    res["expect_device"] = a.expect_device or None
     md = render_markdown(res)
     a.out.write_text(json.dumps(res, indent=2) + "\n")
     a.md.parent.mkdir(parents=True, exist_ok=True)
     a.md.write_text(md)
     print(md)
-    return 0
+    wrong = device_warnings(res)
+    for line in wrong:
+        print(line, file=sys.stderr)
+    broken = failed_runs(res)
+    for line in broken:
+        print(line, file=sys.stderr)
+    return 3 if wrong else (4 if broken else 0)
+
+
+def failed_runs(res: dict[str, Any]) -> list[str]:
+    """Runs that measured nothing or met errors other than the expected 503s of the overload runs."""
+    out = []
+    for r in res["runs"]:
+        errors = {k: v for k, v in r["errors"].items() if not (k == "503" and r["run"].startswith("overload/"))}
+        if not r["img_per_s"] or errors or r["timeouts"]:
+            out.append(f"run {r['run']} failed: {r['img_per_s']} img/s, errors {errors}, timeouts {r['timeouts']}; "
+                       f"{r.get('sample_error') or ''}")  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ and the CPU cores are left to HTTP. Formats other than plain RGB/greyscale JPEG 
 
 A JPEG whose header is fine but whose data the device decoder refuses is retried alone, then on the
 CPU path, which decodes it or raises the usual :class:`~predictor.errors.InvalidInput` for that image
-only: one bad image never fails its batch-mates.
+only: one bad image never fails its batch-mates. Every such fallback is reported to ``on_fallback``
+(the pipeline counts it in ``classifier_jpeg_device_fallbacks_total`` and logs the first one), so a
+device decoder that silently refuses everything cannot pass for a working one. JPEGs whose data does
+not end with the EOI marker never reach the device (:func:`~predictor.preprocess.inspect_jpeg`).
 
 Requires the torch backend (the engine consumes the device tensor directly). On a CPU engine it runs
 torchvision's CPU decoder on the inference thread: correct (the tests use it), but slower than the
@@ -20,6 +23,7 @@ decode pool, so it is only worth it on a GPU. Whether it beats the pool there is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -40,10 +44,25 @@ if TYPE_CHECKING:
     import torch
 
 
+FALLBACK_REASONS = ("device_error", "shape")
+"""Why an image left the device path: the device decoder raised, or returned other dimensions."""
+
+
 def decode_batch(
-    items: list[EncodedJpeg], spec: PreprocessSpec, device: torch.device, max_image_pixels: int
+    items: list[EncodedJpeg],
+    spec: PreprocessSpec,
+    device: torch.device,
+    max_image_pixels: int,
+    on_fallback: Callable[[str], None] | None = None,
 ) -> list[torch.Tensor | InvalidInput]:
     """Decode, orient, resize and crop JPEGs on ``device``.
+
+    Args:
+        items: JPEGs whose headers passed :func:`~predictor.preprocess.inspect_jpeg`.
+        spec: The model's preprocessing.
+        device: Where to decode (``cuda`` for nvJPEG).
+        max_image_pixels: The pixel limit, for the CPU fallback.
+        on_fallback: Called with a :data:`FALLBACK_REASONS` entry for every image sent to the CPU path.
 
     Returns:
         Per item, in order: ``uint8 [H, W, 3]`` on ``device`` at the model's input size, or the
@@ -65,6 +84,8 @@ def decode_batch(
     out: list[torch.Tensor | InvalidInput] = []
     for item, img in zip(items, decoded, strict=True):
         if img is None or tuple(img.shape[1:]) != (item.height, item.width):
+            if on_fallback is not None:
+                on_fallback("device_error" if img is None else "shape")
             out.append(_on_cpu(item, spec, device, max_image_pixels))
         else:
             out.append(_resize_crop_chw(_orient(img, item.orientation), spec))

@@ -84,17 +84,19 @@ class NvmlSource:
             try:
                 handle = nvml.nvmlDeviceGetHandleByIndex(i)
                 mem = nvml.nvmlDeviceGetMemoryInfo(handle)
-                util = nvml.nvmlDeviceGetUtilizationRates(handle)
-                yield GpuSample(
-                    index=i,
-                    uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
-                    name=_text(nvml.nvmlDeviceGetName(handle)),
-                    util_percent=float(util.gpu),
-                    used_bytes=int(mem.used),
-                    free_bytes=int(mem.free),
-                )
+                uuid, name = _text(nvml.nvmlDeviceGetUUID(handle)), _text(nvml.nvmlDeviceGetName(handle))
             except Exception as e:  # a lost or resetting GPU must not fail the whole scrape
                 _warn_once(f"nvml:{i}", "cannot read GPU %d through NVML: %s", i, e)
+                continue
+            yield GpuSample(i, uuid, name, self._utilization(handle, i), int(mem.used), int(mem.free))
+
+    def _utilization(self, handle: Any, index: int) -> float | None:
+        """Percent busy, or None where NVML cannot tell (MIG instances, some vGPUs): memory is still reported."""
+        try:
+            return float(self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+        except Exception as e:
+            _warn_once(f"nvml-util:{index}", "GPU %d: utilization not readable through NVML (%s); memory is", index, e)
+            return None
 
 
 class TorchCudaSource:

@@ -121,6 +121,13 @@ class PredictorMetrics:
             ["model", "version", "device", "dtype", "backend"],
             registry=r,
         )
+        self.jpeg_device_fallbacks = Counter(
+            f"{PREFIX}_jpeg_device_fallbacks_total",
+            "JPEGs that jpeg_decode=device could not decode on the device and sent to the CPU decoder, by "
+            "reason (device_error: the device decoder raised; shape: it returned other dimensions than the header).",
+            ["model", "reason"],
+            registry=r,
+        )
         self.load_seconds = Gauge(
             f"{PREFIX}_model_load_seconds", "Time taken to load and warm up the model.", ["model"], registry=r
         )

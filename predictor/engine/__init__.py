@@ -236,8 +236,9 @@ class PendingCheck:
         """Load the candidate, run the calibration set through it and ``reference`` (the loaded fp32
         engine), cache the verdict.
 
-        Every forward pass and the candidate's load go through ``run`` one chunk at a time, so on the
-        pipeline's inference thread they interleave with the batches being served.
+        The candidate loads in the calling thread (the pipeline's check thread: serving goes on
+        meanwhile); every forward pass goes through ``run`` one chunk at a time, so on the pipeline's
+        inference thread they interleave with the batches being served.
 
         Returns:
             The verdict, and the loaded candidate engine if it passed (else None: it is closed).
@@ -248,7 +249,7 @@ class PendingCheck:
         candidate = build_engine(replace(self.plan, verify_against=None), self.settings, self.spec, self.options)
         try:
             calibration = precision_check.calibration_batches_off_thread(self.spec)
-            run(candidate.load)
+            candidate.load()
             chunk = min(32, self.settings.max_batch_size)
             verdict = precision_check.check(reference, candidate, calibration, self.plan, chunk, run=run)
         except BaseException:

@@ -60,6 +60,15 @@ class Engine(abc.ABC):
             ``float32 [N, num_labels]`` logits, one row per input, in input order.
         """
 
+    def warmup_sizes(self, max_batch_size: int) -> list[int]:
+        """Batch sizes :meth:`warmup` should run before serving.
+
+        Default: 1 and 2. On a CPU a batch size seen for the first time costs a little extra once, while
+        warming up a full ``max_batch_size`` batch would cost a whole forward pass in every start.
+        Engines with fixed shapes (padding to buckets) return every bucket.
+        """
+        return sorted({1, min(2, max_batch_size)})
+
     def warmup(self, batch_sizes: list[int]) -> None:
         """Run each batch size once so no request pays for first-call allocation or compilation."""
         h, w = self.input_hw

@@ -69,6 +69,24 @@ def add_uint8_input(model: Any, spec: PreprocessSpec, check: bool = True) -> Any
     return model
 
 
+def check_session_providers(session: Any, device: str) -> None:
+    """Fail unless ``session`` really runs on ``device``.
+
+    ``get_available_providers()`` lists what was compiled in, not what loads: when the CUDA provider's
+    libraries fail to load, onnxruntime warns and silently runs the session on the CPU. What the
+    session actually uses is ``session.get_providers()``, best first.
+
+    Raises:
+        ValueError: a CUDA session whose first provider is not ``CUDAExecutionProvider``.
+    """
+    used = session.get_providers()
+    if device == "cuda" and (not used or used[0] != "CUDAExecutionProvider"):
+        raise ValueError(
+            f"onnxruntime could not load its CUDA provider (the session runs on {used}): check that the CUDA "
+            "and cuDNN libraries onnxruntime-gpu needs are installed, or use backend=torch"
+        )
+
+
 class OnnxRuntimeEngine(Engine):
     """Runs the model as ONNX in ONNX Runtime."""
 
@@ -146,6 +164,7 @@ class OnnxRuntimeEngine(Engine):
         logger.info("exported %s to ONNX in %s", self.model_dir, out_dir)
 
     def _providers(self) -> list[Any]:
+        """Execution providers to ask for, checked against what this onnxruntime build has compiled in."""
         import onnxruntime as ort
 
         if self.device == "cuda":
@@ -176,11 +195,13 @@ class OnnxRuntimeEngine(Engine):
         if self.threads > 0:
             options.intra_op_num_threads = self.threads
         session = ort.InferenceSession(source, sess_options=options, providers=self._providers())
+        check_session_providers(session, self.device)
         self._sessions[kind] = session
         return session
 
     def load(self) -> None:
         """Export (or reuse) the ONNX files and open the uint8 session."""
+        self._providers()  # before the (slow) export: a missing CUDA provider fails at once
         key = self.cache_key(model_content_hash(self.model_dir))
         self.artifact_dir, self.exported = get_or_build(self.cache_dir, key, self._export)
         self._session("uint8")

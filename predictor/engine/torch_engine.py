@@ -3,10 +3,12 @@
 * CPU: ``channels_last`` weights, ``torch.set_num_threads(threads)``, bf16 through ``torch.autocast``
   (pays off only where the CPU has native bf16: AMX or AVX-512 BF16).
 * CUDA: weights cast to fp16 (or bf16), ``channels_last``, cuDNN autotuning; uint8 batches are copied
-  through a pinned staging buffer (a quarter of float32's bytes) and normalised on the device.
-* ``compile=True``: ``torch.compile`` (mode ``reduce-overhead`` = CUDA graphs on a GPU); batches are
-  padded to fixed buckets (powers of two up to ``max_batch_size``) so each bucket compiles once,
-  and :meth:`warmup` should be run on those buckets before serving.
+  through a pinned staging buffer (a quarter of float32's bytes) and normalised on the device. "fp32"
+  on CUDA runs convolutions in TF32 (cuDNN's default, ``torch.backends.cudnn.allow_tf32``).
+* Batches are padded to fixed buckets (powers of two up to ``max_batch_size``) on CUDA and when
+  compiled: cuDNN autotunes (and ``torch.compile`` compiles) once per input shape, so an unpadded new
+  batch size would stall the GPU the first time it is seen. :meth:`warmup_sizes` are exactly the buckets.
+* ``compile=True``: ``torch.compile`` (mode ``reduce-overhead`` = CUDA graphs on a GPU).
 
 Every forward pass runs under ``torch.inference_mode()``.
 """
@@ -57,6 +59,7 @@ class TorchEngine(Engine):
         threads: int = 0,
         compile: bool = False,
         max_batch_size: int = 32,
+        pad_to_buckets: bool | None = None,
     ) -> None:
         """Configure (nothing heavy happens before :meth:`load`).
 
@@ -67,7 +70,8 @@ class TorchEngine(Engine):
             precision: ``fp32``, ``bf16`` or ``fp16`` (``fp16`` on CUDA only).
             threads: CPU intra-op threads; 0 leaves torch's default.
             compile: Use ``torch.compile`` with fixed batch buckets.
-            max_batch_size: Largest batch; sets the compiled buckets.
+            max_batch_size: Largest batch; sets the buckets.
+            pad_to_buckets: Pad batches to the buckets; default: on CUDA or when compiled.
         """
         super().__init__(spec)
         if precision not in _DTYPES:
@@ -81,7 +85,9 @@ class TorchEngine(Engine):
         self.precision = precision
         self.threads = threads
         self.compile = compile
-        self.buckets = batch_buckets(max_batch_size) if compile else []
+        if pad_to_buckets is None:
+            pad_to_buckets = compile or self.device.type == "cuda"
+        self.buckets = batch_buckets(max_batch_size) if pad_to_buckets else []
         self._module: torch.nn.Module | None = None
         self._forward = None
         self._scale: torch.Tensor | None = None
@@ -134,40 +140,64 @@ class TorchEngine(Engine):
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _to_device_uint8(self, batch: np.ndarray) -> torch.Tensor:
-        """uint8 NHWC numpy → uint8 NHWC tensor on the device (pinned staging copy on CUDA)."""
+    def _to_device_uint8(self, batch: np.ndarray, padded: int) -> torch.Tensor:
+        """uint8 NHWC numpy → uint8 NHWC tensor of ``padded`` rows on the device (zero rows appended).
+
+        On CUDA through a pinned staging buffer; the padding is written there, so the device never copies.
+        """
         host = torch.from_numpy(_writable(batch))
-        if not self._cuda:
-            return host
         n = host.shape[0]
-        if self._staging is None or self._staging.shape[0] < n or self._staging.shape[1:] != host.shape[1:]:
-            self._staging = torch.empty(host.shape, dtype=torch.uint8).pin_memory()
-        staged = self._staging[:n]
-        staged.copy_(host)
+        if not self._cuda:
+            if padded == n:
+                return host
+            out = torch.zeros((padded, *host.shape[1:]), dtype=torch.uint8)
+            out[:n] = host
+            return out
+        if self._staging is None or self._staging.shape[0] < padded or self._staging.shape[1:] != host.shape[1:]:
+            self._staging = torch.empty((padded, *host.shape[1:]), dtype=torch.uint8).pin_memory()
+        staged = self._staging[:padded]
+        staged[:n].copy_(host)
+        staged[n:].zero_()
         return staged.to(self.device, non_blocking=True)
 
-    def _prepare(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """The model input: normalised, in the weights' dtype, ``channels_last`` on the device."""
+    def _normalise(self, x_nhwc: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC on the device → normalised NCHW in the weights' dtype, ``channels_last`` (no copy of
+        the layout: NHWC memory is the channels_last NCHW view)."""
+        x = x_nhwc.permute(0, 3, 1, 2).to(self._weight_dtype)
+        return torch.addcmul(-self._shift, x, self._scale)  # x * scale - shift in one pass
+
+    def _prepare(self, batch: np.ndarray | torch.Tensor, padded: int) -> torch.Tensor:
+        """The model input of ``padded`` rows: normalised, in the weights' dtype, ``channels_last`` on the device."""
+        n = batch.shape[0]
         if isinstance(batch, torch.Tensor):  # uint8 NHWC decoded on the device (jpeg_decode=device)
             if batch.dtype != torch.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
                 raise ValueError(f"tensor batch must be uint8 [N,H,W,3], got {batch.dtype} {list(batch.shape)}")
-            x = batch.to(self.device).permute(0, 3, 1, 2).to(self._weight_dtype)
-            return torch.addcmul(-self._shift, x, self._scale).contiguous(memory_format=torch.channels_last)
+            x = batch.to(self.device)
+            if padded != n:
+                x = torch.cat([x, x.new_zeros((padded - n, *x.shape[1:]))])
+            return self._normalise(x).contiguous(memory_format=torch.channels_last)
         if batch.dtype == np.uint8:
             if batch.ndim != 4 or batch.shape[3] != 3:
                 raise ValueError(f"uint8 batch must be [N,H,W,3], got {list(batch.shape)}")
-            x = self._to_device_uint8(batch).permute(0, 3, 1, 2)  # NHWC memory = channels_last NCHW view
-            x = x.to(self._weight_dtype)
-            return torch.addcmul(-self._shift, x, self._scale)  # x * scale - shift in one pass
+            return self._normalise(self._to_device_uint8(batch, padded))
         if batch.dtype == np.float32:
             if batch.ndim != 4 or batch.shape[1] != 3:
                 raise ValueError(f"float32 batch must be [N,3,H,W], got {list(batch.shape)}")
             x = torch.from_numpy(_writable(batch)).to(self.device, non_blocking=False)
-            return x.to(self._weight_dtype).contiguous(memory_format=torch.channels_last)
+            out = torch.empty(
+                (padded, *x.shape[1:]), dtype=self._weight_dtype, device=self.device, memory_format=torch.channels_last
+            )
+            out[:n].copy_(x)
+            out[n:].zero_()
+            return out
         raise TypeError(f"batch dtype must be uint8 or float32, got {batch.dtype}")
 
     def _bucket(self, n: int) -> int:
         return next((b for b in self.buckets if b >= n), n)
+
+    def warmup_sizes(self, max_batch_size: int) -> list[int]:
+        """Every bucket when padding (each is a shape cuDNN or the compiler sees), else the base choice."""
+        return list(self.buckets) if self.buckets else super().warmup_sizes(max_batch_size)
 
     def infer(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Forward pass; ``float32 [N, num_labels]`` logits in input order.
@@ -181,12 +211,7 @@ class TorchEngine(Engine):
             step = self.buckets[-1]
             return np.concatenate([self.infer(batch[i : i + step]) for i in range(0, n, step)])
         with torch.inference_mode():
-            x = self._prepare(batch)
-            padded = self._bucket(n) if self.buckets else n
-            if padded != n:
-                x = torch.cat([x, x.new_zeros((padded - n, *x.shape[1:]))]).contiguous(
-                    memory_format=torch.channels_last
-                )
+            x = self._prepare(batch, self._bucket(n))
             with self._autocast():
                 logits = self._forward(x)
             # .cpu() synchronises; the copy also detaches from CUDA-graph output buffers.

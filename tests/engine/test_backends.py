@@ -159,6 +159,60 @@ def test_torch_compiled_buckets_pad_and_trim(tiny_model_dir: Path) -> None:
     np.testing.assert_allclose(compiled.infer(x), eager.infer(x), rtol=1e-4, atol=1e-4)
 
 
+def test_torch_pads_every_input_form_to_its_bucket_in_channels_last(tiny_model_dir: Path) -> None:
+    """What eager CUDA does (padding is on by default there; forced here on the CPU): the module only ever
+    sees bucket shapes, in channels_last, whatever the input form, and the answers are the unpadded ones."""
+    import torch
+
+    spec = PreprocessSpec.from_model_dir(tiny_model_dir)
+    eager = TorchEngine(spec, tiny_model_dir, threads=2)
+    eager.load()
+    padded = TorchEngine(spec, tiny_model_dir, threads=2, max_batch_size=8, pad_to_buckets=True)
+    padded.load()
+    assert padded.buckets == [1, 2, 4, 8] and padded.warmup_sizes(8) == [1, 2, 4, 8]
+    assert eager.buckets == [] and eager.warmup_sizes(8) == [1, 2]
+    seen: list[tuple[tuple[int, ...], bool]] = []
+    padded._module.register_forward_pre_hook(
+        lambda _m, inp: seen.append((tuple(inp[0].shape), inp[0].is_contiguous(memory_format=torch.channels_last)))
+    )
+    x = np.random.default_rng(2).integers(0, 256, (11, *spec.crop_hw, 3), dtype=np.uint8)
+    forms = {"uint8": x[:3], "float32": spec.normalize(x[:3]), "tensor": torch.from_numpy(x[:3].copy())}
+    for name, batch in forms.items():
+        np.testing.assert_allclose(padded.infer(batch), eager.infer(batch), rtol=1e-4, atol=1e-4, err_msg=name)
+    assert seen == [((4, 3, *spec.crop_hw), True)] * 3
+    np.testing.assert_allclose(padded.infer(x), eager.infer(x), rtol=1e-4, atol=1e-4)  # 11 = 8 + 3 (pads to 4)
+    assert [s for s, _ in seen[3:]] == [(8, 3, *spec.crop_hw), (4, 3, *spec.crop_hw)]
+
+
+def test_an_onnx_session_that_fell_back_to_the_cpu_is_refused(tiny_model_dir: Path, engine_cache: Path) -> None:
+    """onnxruntime asked for CUDA with the CPU wheel (or with CUDA libraries missing) warns and runs the
+    session on the CPU; the engine checks the session's providers and refuses it."""
+    import onnxruntime as ort
+
+    from predictor.engine.onnx_engine import check_session_providers
+
+    spec = PreprocessSpec.from_model_dir(tiny_model_dir)
+    engine = make("onnxruntime", "fp32", tiny_model_dir, spec, engine_cache)
+    model = str(engine.artifact_dir / "model.onnx")
+    session = ort.InferenceSession(model, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    if "CUDAExecutionProvider" in session.get_providers():  # pragma: no cover - an onnxruntime-gpu with a GPU
+        pytest.skip("this onnxruntime really runs CUDA here")
+    with pytest.raises(ValueError, match=r"could not load its CUDA provider .*CPUExecutionProvider"):
+        check_session_providers(session, "cuda")
+    check_session_providers(session, "cpu")  # a CPU session on the CPU is what was asked for
+
+
+def test_onnx_on_cuda_without_the_provider_fails_before_exporting(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():  # pragma: no cover - onnxruntime-gpu
+        pytest.skip("onnxruntime-gpu is installed here")
+    engine = OnnxRuntimeEngine(PreprocessSpec.from_model_dir(tiny_model_dir), tiny_model_dir, tmp_path, "cuda")
+    with pytest.raises(ValueError, match="install onnxruntime-gpu"):
+        engine.load()
+    assert not any(tmp_path.iterdir()), "nothing was exported"
+
+
 @pytest.mark.parametrize("backend", FP32_BACKENDS)
 def test_bad_batches_are_refused(backend: str, tiny_model_dir: Path, engine_cache: Path) -> None:
     spec = PreprocessSpec.from_model_dir(tiny_model_dir)

@@ -68,16 +68,40 @@ def test_orientations_and_greyscale(photos: dict[str, np.ndarray], lite0_spec: P
     assert all(np.abs(out[i].numpy().astype(int) - upright).max() > 20 for i in range(1, 8))  # each one turned
 
 
-def test_a_bad_jpeg_fails_alone_with_the_cpu_paths_error(photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec):
+def test_a_truncated_jpeg_never_reaches_the_device_decoder(photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec):
+    """A hardware decoder checks only the header and may return partial pixels of a truncated file without
+    an error (torchvision's CPU decoder does too, once EOI is appended): no EOI marker, no device decode."""
     bad = _truncated(photo_jpegs["rocket"])
-    items = [inspect_jpeg(photo_jpegs["chelsea"], MAX_PIXELS), inspect_jpeg(bad, MAX_PIXELS)]
-    assert items[1] is not None, "the header of the truncated JPEG is intact: it is left for the device"
-    good, err = decode_batch(items, lite0_spec, CPU, MAX_PIXELS)
+    assert inspect_jpeg(bad, MAX_PIXELS) is None
+    assert inspect_jpeg(photo_jpegs["rocket"] + b"\x00" * 16, MAX_PIXELS) is not None  # NUL padding after EOI
+    assert inspect_jpeg(photo_jpegs["rocket"] + b"trailer", MAX_PIXELS) is None  # trailing data: CPU path decides
+    assert decode_image(photo_jpegs["rocket"] + b"trailer", lite0_spec, MAX_PIXELS).shape == (*lite0_spec.crop_hw, 3)
+
+
+def test_a_jpeg_the_device_refuses_fails_alone_with_the_cpu_paths_error_and_is_counted(
+    photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec
+):
+    bad = _truncated(photo_jpegs["rocket"])
+    w, h = Image.open(io.BytesIO(bad)).size
+    refused = EncodedJpeg(bad, w, h, 1)  # what a decoder gets if a corrupt file passed the header checks
+    fallbacks: list[str] = []
+    good, err = decode_batch(
+        [inspect_jpeg(photo_jpegs["chelsea"], MAX_PIXELS), refused], lite0_spec, CPU, MAX_PIXELS, fallbacks.append
+    )
     assert isinstance(good, torch.Tensor)
     assert isinstance(err, InvalidInput) and "corrupt or truncated" in err.message
+    assert fallbacks == ["device_error"]
     with pytest.raises(InvalidInput) as cpu_err:
         decode_image(bad, lite0_spec, MAX_PIXELS)
     assert err.message == cpu_err.value.message
+
+
+def test_good_photos_never_take_the_cpu_fallback(photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec):
+    fallbacks: list[str] = []
+    items = [inspect_jpeg(photo_jpegs[n], MAX_PIXELS) for n in PHOTO_NAMES]
+    out = decode_batch(items, lite0_spec, CPU, MAX_PIXELS, fallbacks.append)
+    assert all(isinstance(o, torch.Tensor) for o in out)
+    assert fallbacks == []
 
 
 def test_inspect_leaves_other_formats_and_refuses_what_decode_refuses(photos: dict[str, np.ndarray]):
@@ -137,6 +161,27 @@ async def test_pipeline_bad_device_jpeg_fails_its_image_only(device_pipeline: Pi
     assert isinstance(each[1], InvalidInput) and "corrupt or truncated" in each[1].message
     assert whole.message.startswith("image 1: image data is corrupt or truncated")
     assert device_pipeline.queue_depth == 0
+    # the truncated JPEG failed the EOI check and was refused by the CPU decoder: no device fallback
+    assert _fallbacks(device_pipeline) == 0
+
+
+def _fallbacks(pipeline: Pipeline) -> float:
+    return sum(
+        s.value
+        for m in pipeline.metrics.jpeg_device_fallbacks.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    )
+
+
+async def test_pipeline_counts_device_fallbacks(device_pipeline: Pipeline, photo_jpegs: dict[str, bytes]):
+    bad = _truncated(photo_jpegs["rocket"])
+    w, h = Image.open(io.BytesIO(bad)).size
+    before = _fallbacks(device_pipeline)
+    assert before == 0, "the warm-up and good photos never fall back"
+    out = await device_pipeline._batcher.submit([EncodedJpeg(bad, w, h, 1)], deadline=1e12, return_exceptions=True)
+    assert isinstance(out[0], InvalidInput)
+    assert _fallbacks(device_pipeline) == 1
 
 
 def test_device_decode_needs_the_torch_backend(tiny_model_dir: Path, tmp_path: Path):

@@ -4,15 +4,20 @@ Every test here is marked ``gpu``; without a CUDA device they are deselected (te
 how many in the terminal summary). Run them on a GPU machine with ``pytest -m gpu tests/gpu`` (or
 ``bash bench/gpu_suite.sh``, which also benchmarks).
 
-* torch fp16 on CUDA (eager, and ``torch.compile`` buckets with CUDA graphs) against transformers'
-  fp32 eager forward pass on the CPU: top-1 identical on the five real-object photos and >= 95 %
-  top-1 agreement on the varied set (the rule ``tests/engine/test_backends.py`` holds bf16 to).
-* ``resolve_plan`` with default settings picks torch fp16 on cuda.
+In the order they run (``bench/gpu_suite.sh`` has a hard time budget: the most valuable first):
+
 * A real server process with ``device=auto`` classifies the cat photo on the GPU over ``/classify``
   and v2 binary, and its ``/metrics`` carries the DCGM-named GPU gauges with this GPU's numbers.
-* ONNX Runtime on CUDA: runs and keeps the answers where ``CUDAExecutionProvider`` is installed;
-  elsewhere (the CPU-only ``onnxruntime`` wheel) loading fails with an error that says what to install.
-* Batch sizes 1..128 return their rows in input order.
+* nvJPEG: batched device decode matches the CPU path, good photos never fall back to the CPU, and a
+  server with ``jpeg_decode=device`` answers on the GPU.
+* ``resolve_plan`` with default settings picks torch fp16 on cuda.
+* torch fp16 on CUDA against transformers' fp32 eager forward pass on the CPU: top-1 identical on the
+  five real-object photos and >= 95 % top-1 agreement on the varied set (the rule
+  ``tests/engine/test_backends.py`` holds bf16 to); ``torch.compile`` buckets with CUDA graphs the
+  same (marked ``compile``: its own stage of the suite, compilations take minutes).
+* Batch sizes of every bucket and between buckets return their rows in input order.
+* ONNX Runtime on CUDA: runs and keeps the answers where ``CUDAExecutionProvider`` loads; elsewhere
+  (the CPU-only ``onnxruntime`` wheel) loading fails at once, before any export, saying what to install.
 """
 
 from __future__ import annotations
@@ -63,113 +68,6 @@ def _assert_keeps_answers(name: str, photos: np.ndarray, photo_ref: np.ndarray, 
     assert agree >= MIN_AGREEMENT, f"{name}: top-1 agreement {agree:.1%} on the varied set"
 
 
-def test_auto_plan_is_torch_fp16_on_cuda() -> None:
-    from predictor.config import Settings
-    from predictor.engine import resolve_plan
-
-    plan = resolve_plan(Settings())
-    assert (plan.device, plan.backend, plan.precision, plan.verify_against) == ("cuda", "torch", "fp16", "fp32"), plan
-
-
-def test_torch_fp16_keeps_the_answers(
-    fp16_engine: TorchEngine,
-    photo_batch: np.ndarray,
-    photo_reference: np.ndarray,
-    varied_batch: np.ndarray,
-    varied_reference: np.ndarray,
-    lite0_spec: PreprocessSpec,
-) -> None:
-    info = fp16_engine.info
-    assert (info.backend, info.device, info.dtype) == ("torch", "cuda", "float16"), info
-    photos = fp16_engine.infer(photo_batch)
-    assert photos.dtype == np.float32 and photos.shape == photo_reference.shape
-    _assert_keeps_answers(
-        "torch fp16 cuda", photos, photo_reference, _in_chunks(fp16_engine, varied_batch, 32), varied_reference
-    )
-    # the already-normalised float32 input path gives the same answers
-    floats = fp16_engine.infer(lite0_spec.normalize(photo_batch))
-    assert list(floats.argmax(1)) == list(photos.argmax(1))
-    assert float(np.abs(floats - photos).max()) < 0.1
-
-
-def test_torch_fp16_compiled_buckets_keep_the_answers(
-    default_model_dir: Path,
-    lite0_spec: PreprocessSpec,
-    photo_batch: np.ndarray,
-    photo_reference: np.ndarray,
-    varied_batch: np.ndarray,
-    varied_reference: np.ndarray,
-) -> None:
-    engine = TorchEngine(lite0_spec, default_model_dir, "cuda", "fp16", compile=True, max_batch_size=COMPILE_MAX_BATCH)
-    assert engine.buckets == [1, 2, 4, 8]
-    engine.load()
-    t0 = time.perf_counter()
-    engine.warmup([COMPILE_MAX_BATCH])
-    print(f"\ncompiled bucket {COMPILE_MAX_BATCH} in {time.perf_counter() - t0:.1f}s")
-    assert engine.info.backend == "torch-compile"
-    photos = engine.infer(photo_batch)  # 5 rows padded to the bucket of 8, trimmed back to 5
-    assert photos.shape == photo_reference.shape
-    first = photos.copy()
-    varied = _in_chunks(engine, varied_batch, COMPILE_MAX_BATCH)
-    _assert_keeps_answers("torch fp16 cuda compiled", photos, photo_reference, varied, varied_reference)
-    # CUDA-graph replays reuse their output buffers: results handed out earlier must not change, and the
-    # same input must give the same answer after other batches went through the graph
-    np.testing.assert_array_equal(photos, first)
-    np.testing.assert_allclose(engine.infer(photo_batch), first, rtol=1e-3, atol=1e-3)
-    engine.close()
-
-
-def test_batch_sizes_1_to_128_keep_input_order(fp16_engine: TorchEngine, varied_batch: np.ndarray) -> None:
-    _, first = np.unique(varied_batch.reshape(len(varied_batch), -1), axis=0, return_index=True)
-    batch = varied_batch[np.sort(first)[:128]]  # distinct images only (skimage's cat is chelsea, ...)
-    full = fp16_engine.infer(batch)
-    assert full.shape[0] == 128
-    assert len(set(full.argmax(axis=1))) > 30  # rows differ, so a mix-up would show
-    for n in range(1, 129):
-        out = fp16_engine.infer(batch[:n])
-        assert out.shape == (n, full.shape[1]), n
-        # each row is closest to its own row of the full batch (cuDNN picks other kernels per size, so
-        # fp16 logits differ in the last bits, never by as much as two different images do)
-        ref = full[:n]
-        dist = (out**2).sum(1)[:, None] - 2 * out @ ref.T + (ref**2).sum(1)[None, :]
-        assert list(dist.argmin(axis=1)) == list(range(n)), f"batch {n}: rows out of order"
-        assert float(np.abs(out - ref).max()) < 0.5, f"batch {n}"
-
-
-def test_onnxruntime_on_cuda(
-    default_model_dir: Path,
-    lite0_spec: PreprocessSpec,
-    tmp_path: Path,
-    photo_batch: np.ndarray,
-    photo_reference: np.ndarray,
-) -> None:
-    """Runs and keeps the photos' answers with ``onnxruntime-gpu``; with the CPU-only wheel it fails at
-    load with an error naming the missing provider (``resolve_plan`` does not check providers)."""
-    import onnxruntime as ort
-
-    from predictor.config import Settings
-    from predictor.engine import resolve_plan
-
-    plan = resolve_plan(Settings(backend="onnxruntime"))
-    assert (plan.backend, plan.device, plan.precision) == ("onnxruntime", "cuda", "fp32"), plan
-    providers = ort.get_available_providers()
-    print(f"\nonnxruntime {ort.__version__} providers: {providers}")
-    if "CUDAExecutionProvider" not in providers:
-        engine = OnnxRuntimeEngine(lite0_spec, default_model_dir, tmp_path, "cuda", "fp32")
-        with pytest.raises(ValueError, match=r"CUDAExecutionProvider.*onnxruntime-gpu"):
-            engine.load()
-        return
-    for precision in ("fp32", "fp16"):
-        engine = OnnxRuntimeEngine(lite0_spec, default_model_dir, tmp_path, "cuda", precision)
-        engine.load()
-        assert engine._session("uint8").get_providers()[0] == "CUDAExecutionProvider"
-        out = engine.infer(photo_batch)
-        assert list(out.argmax(1)) == list(photo_reference.argmax(1)), precision
-        if precision == "fp32":
-            np.testing.assert_allclose(out, photo_reference, rtol=1e-2, atol=2e-2)
-        engine.close()
-
-
 @pytest.fixture(scope="module")
 def gpu_server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     server = start_server(default_model_dir, tmp_path_factory.mktemp("gpu-server"), device="auto")
@@ -180,7 +78,7 @@ def gpu_server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 def test_server_classifies_on_the_gpu(gpu_server: ServerProcess, photos: dict[str, np.ndarray]) -> None:
     # auto serves fp16 only once the precision check (run right after ready) says it keeps the answers
     finished = ("now serving", "changes the answers", "not used: inconclusive", "precision check failed")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 60
     while not any(f in gpu_server.log() for f in finished) and time.monotonic() < deadline:
         time.sleep(0.5)
     kept = "now serving torch float16" in gpu_server.log()
@@ -225,15 +123,24 @@ def test_server_exports_dcgm_gpu_metrics(gpu_server: ServerProcess, photos: dict
 
 def test_device_jpeg_decode_on_cuda(photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec) -> None:
     """nvJPEG decode + resize on the GPU: the CPU device's pixels (within rounding), a bad JPEG fails alone."""
+    import io
+
+    from PIL import Image
+
     from predictor.device_decode import decode_batch
     from predictor.errors import InvalidInput
-    from predictor.preprocess import inspect_jpeg
+    from predictor.preprocess import EncodedJpeg, inspect_jpeg
 
     max_pixels = 40_000_000
     bad = photo_jpegs["rocket"][: len(photo_jpegs["rocket"]) // 3]
-    items = [inspect_jpeg(photo_jpegs[n], max_pixels) for n in PHOTO_NAMES] + [inspect_jpeg(bad, max_pixels)]
-    on_gpu = decode_batch(items, lite0_spec, torch.device("cuda"), max_pixels)
+    assert inspect_jpeg(bad, max_pixels) is None  # no EOI: never sent to nvJPEG
+    w, h = Image.open(io.BytesIO(bad)).size
+    items = [inspect_jpeg(photo_jpegs[n], max_pixels) for n in PHOTO_NAMES] + [EncodedJpeg(bad, w, h, 1)]
+    fallbacks: list[str] = []
+    on_gpu = decode_batch(items, lite0_spec, torch.device("cuda"), max_pixels, fallbacks.append)
     on_cpu = decode_batch(items, lite0_spec, torch.device("cpu"), max_pixels)
+    # only the corrupt one left the GPU (nvJPEG refused it, or returned other dimensions), never a good photo
+    assert len(fallbacks) <= 1, fallbacks
     for name, g, c in zip(PHOTO_NAMES, on_gpu, on_cpu, strict=False):
         assert isinstance(g, torch.Tensor) and g.device.type == "cuda" and g.dtype == torch.uint8, name
         diff = (g.cpu().int() - c.int()).abs()
@@ -254,5 +161,122 @@ def test_server_with_device_jpeg_decode_on_the_gpu(
         r = server.client.post("/classify", files=[("image", ("a.jpg", cat)), ("image", ("b.jpg", bad))])
         assert r.status_code == 400 and "image 1:" in r.json()["error"], r.text
         server.assert_healthy(cat)
+        assert server.metric("classifier_model_info", device="cuda", backend="torch") == 1, server.metrics()[-2000:]
+        # the good photos were decoded by nvJPEG, not sent to the CPU decoder
+        assert server.metric("classifier_jpeg_device_fallbacks_total") == 0, server.log()[-2000:]
     finally:
         server.stop()
+
+
+def test_auto_plan_is_torch_fp16_on_cuda() -> None:
+    from predictor.config import Settings
+    from predictor.engine import resolve_plan
+
+    plan = resolve_plan(Settings())
+    assert (plan.device, plan.backend, plan.precision, plan.verify_against) == ("cuda", "torch", "fp16", "fp32"), plan
+
+
+def test_torch_fp16_keeps_the_answers(
+    fp16_engine: TorchEngine,
+    photo_batch: np.ndarray,
+    photo_reference: np.ndarray,
+    varied_batch: np.ndarray,
+    varied_reference: np.ndarray,
+    lite0_spec: PreprocessSpec,
+) -> None:
+    info = fp16_engine.info
+    assert (info.backend, info.device, info.dtype) == ("torch", "cuda", "float16"), info
+    photos = fp16_engine.infer(photo_batch)
+    assert photos.dtype == np.float32 and photos.shape == photo_reference.shape
+    _assert_keeps_answers(
+        "torch fp16 cuda", photos, photo_reference, _in_chunks(fp16_engine, varied_batch, 32), varied_reference
+    )
+    # the already-normalised float32 input path gives the same answers
+    floats = fp16_engine.infer(lite0_spec.normalize(photo_batch))
+    assert list(floats.argmax(1)) == list(photos.argmax(1))
+    assert float(np.abs(floats - photos).max()) < 0.1
+
+
+@pytest.mark.compile
+def test_torch_fp16_compiled_buckets_keep_the_answers(
+    default_model_dir: Path,
+    lite0_spec: PreprocessSpec,
+    photo_batch: np.ndarray,
+    photo_reference: np.ndarray,
+    varied_batch: np.ndarray,
+    varied_reference: np.ndarray,
+) -> None:
+    engine = TorchEngine(lite0_spec, default_model_dir, "cuda", "fp16", compile=True, max_batch_size=COMPILE_MAX_BATCH)
+    assert engine.buckets == [1, 2, 4, 8]
+    engine.load()
+    t0 = time.perf_counter()
+    engine.warmup([COMPILE_MAX_BATCH])
+    print(f"\ncompiled bucket {COMPILE_MAX_BATCH} in {time.perf_counter() - t0:.1f}s")
+    assert engine.info.backend == "torch-compile"
+    photos = engine.infer(photo_batch)  # 5 rows padded to the bucket of 8, trimmed back to 5
+    assert photos.shape == photo_reference.shape
+    first = photos.copy()
+    varied = _in_chunks(engine, varied_batch, COMPILE_MAX_BATCH)
+    _assert_keeps_answers("torch fp16 cuda compiled", photos, photo_reference, varied, varied_reference)
+    # CUDA-graph replays reuse their output buffers: results handed out earlier must not change, and the
+    # same input must give the same answer after other batches went through the graph
+    np.testing.assert_array_equal(photos, first)
+    np.testing.assert_allclose(engine.infer(photo_batch), first, rtol=1e-3, atol=1e-3)
+    engine.close()
+
+
+BATCH_SIZES = (1, 2, 3, 7, 8, 31, 32, 65, 100, 128)
+"""Buckets and sizes between them: each pads to a bucket, so no new shape reaches cuDNN after warm-up."""
+
+
+def test_batch_sizes_keep_input_order(fp16_engine: TorchEngine, varied_batch: np.ndarray) -> None:
+    _, first = np.unique(varied_batch.reshape(len(varied_batch), -1), axis=0, return_index=True)
+    batch = varied_batch[np.sort(first)[:128]]  # distinct images only (skimage's cat is chelsea, ...)
+    full = fp16_engine.infer(batch)
+    assert full.shape[0] == 128
+    assert len(set(full.argmax(axis=1))) > 30  # rows differ, so a mix-up would show
+    assert fp16_engine.buckets == [1, 2, 4, 8, 16, 32, 64, 128]  # eager CUDA pads too
+    for n in BATCH_SIZES:
+        out = fp16_engine.infer(batch[:n])
+        assert out.shape == (n, full.shape[1]), n
+        # each row is closest to its own row of the full batch (cuDNN picks other kernels per size, so
+        # fp16 logits differ in the last bits, never by as much as two different images do)
+        ref = full[:n]
+        dist = (out**2).sum(1)[:, None] - 2 * out @ ref.T + (ref**2).sum(1)[None, :]
+        assert list(dist.argmin(axis=1)) == list(range(n)), f"batch {n}: rows out of order"
+        assert float(np.abs(out - ref).max()) < 0.5, f"batch {n}"
+
+
+def test_onnxruntime_on_cuda(
+    default_model_dir: Path,
+    lite0_spec: PreprocessSpec,
+    tmp_path: Path,
+    photo_batch: np.ndarray,
+    photo_reference: np.ndarray,
+) -> None:
+    """Runs and keeps the photos' answers with ``onnxruntime-gpu``; with the CPU-only wheel it fails at
+    load with an error naming the missing provider (``resolve_plan`` does not check providers)."""
+    import onnxruntime as ort
+
+    from predictor.config import Settings
+    from predictor.engine import resolve_plan
+
+    plan = resolve_plan(Settings(backend="onnxruntime"))
+    assert (plan.backend, plan.device, plan.precision) == ("onnxruntime", "cuda", "fp32"), plan
+    providers = ort.get_available_providers()
+    print(f"\nonnxruntime {ort.__version__} providers: {providers}")
+    if "CUDAExecutionProvider" not in providers:
+        engine = OnnxRuntimeEngine(lite0_spec, default_model_dir, tmp_path, "cuda", "fp32")
+        with pytest.raises(ValueError, match=r"CUDAExecutionProvider.*onnxruntime-gpu"):
+            engine.load()
+        assert not any(tmp_path.iterdir()), "the provider check comes before the (slow) export"
+        return
+    for precision in ("fp32", "fp16"):
+        engine = OnnxRuntimeEngine(lite0_spec, default_model_dir, tmp_path, "cuda", precision)
+        engine.load()
+        assert engine._session("uint8").get_providers()[0] == "CUDAExecutionProvider"
+        out = engine.infer(photo_batch)
+        assert list(out.argmax(1)) == list(photo_reference.argmax(1)), precision
+        if precision == "fp32":
+            np.testing.assert_allclose(out, photo_reference, rtol=1e-2, atol=2e-2)
+        engine.close()

@@ -18,8 +18,9 @@ class FakeNvml:
     class NVMLError(Exception):
         pass
 
-    def __init__(self, broken: set[int] = frozenset()) -> None:
+    def __init__(self, broken: set[int] = frozenset(), no_utilization: set[int] = frozenset()) -> None:
         self.broken = broken
+        self.no_utilization = no_utilization
         self.devices = [
             # (uuid, name as NVML returns it: bytes in older bindings, str in newer, util %, used MiB, total MiB)
             ("GPU-11111111-2222-3333-4444-555555555555", b"NVIDIA A10G", 37, 1536, 23028),
@@ -41,6 +42,8 @@ class FakeNvml:
         return self.devices[h][1]
 
     def nvmlDeviceGetUtilizationRates(self, h: int) -> SimpleNamespace:
+        if h in self.no_utilization:  # as NVML answers on a MIG instance
+            raise self.NVMLError("Not Supported")
         return SimpleNamespace(gpu=self.devices[h][2], memory=5)
 
     def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
@@ -94,6 +97,16 @@ def test_a_failing_device_is_dropped_not_the_scrape():
     registry.register(GpuCollector(NvmlSource(FakeNvml(broken={0})).samples, pod="p", namespace="n"))
     samples = scrape(registry)
     assert [s.labels["gpu"] for s in samples["DCGM_FI_DEV_FB_USED"]] == ["1"]
+
+
+def test_unreadable_utilization_keeps_the_memory_gauges():
+    """On MIG (and some vGPUs) NVML refuses utilization; the memory of that device is still exported."""
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(NvmlSource(FakeNvml(no_utilization={0})).samples, pod="p", namespace="n"))
+    samples = scrape(registry)
+    assert [s.labels["gpu"] for s in samples["DCGM_FI_DEV_GPU_UTIL"]] == ["1"]
+    assert {s.labels["gpu"]: s.value for s in samples["DCGM_FI_DEV_FB_USED"]} == {"0": 1536, "1": 0}
+    assert [s.labels["gpu"] for s in samples["DCGM_FI_DEV_FB_FREE"]] == ["0", "1"]
 
 
 def test_no_devices_means_no_series():
