@@ -81,22 +81,16 @@ def available_configs(cuda: bool, compile_torch: bool) -> list[ProbeConfig]:
 
 
 def make_engine(cfg: ProbeConfig, model_dir: Path, cache_dir: Path, threads: int, max_batch: int) -> Any:
-    """Build and load the engine for one row."""
+    """Build (through the engine registry, as the server does) and load the engine for one row."""
+    from predictor.engine import registry
     from predictor.preprocess import PreprocessSpec
 
-    spec = PreprocessSpec.from_model_dir(model_dir)
-    if cfg.backend == "torch":
-        from predictor.engine.torch_engine import TorchEngine
-
-        engine = TorchEngine(spec, model_dir, cfg.device, cfg.precision, threads, cfg.compile, max_batch)
-    elif cfg.backend == "openvino":
-        from predictor.engine.openvino_engine import OpenVinoEngine
-
-        engine = OpenVinoEngine(spec, model_dir, cache_dir, cfg.precision, threads, cfg.openvino_hint)
-    else:
-        from predictor.engine.onnx_engine import OnnxRuntimeEngine
-
-        engine = OnnxRuntimeEngine(spec, model_dir, cache_dir, cfg.device, cfg.precision, threads)
+    args = registry.BuildArgs(
+        spec=PreprocessSpec.from_model_dir(model_dir), model_dir=model_dir, cache_dir=cache_dir, device=cfg.device,
+        precision=cfg.precision, threads=threads, max_batch_size=max_batch, torch_compile=cfg.compile,
+        openvino_hint=cfg.openvino_hint,
+    )  # fmt: skip
+    engine = registry.create(cfg.backend, args)
     engine.load()
     return engine
 

@@ -10,10 +10,11 @@ Guarantees:
 * a submitter of N items gets exactly its N results back, in order;
 * a handler that raises, or returns the wrong number of results, fails only that batch's futures; a
   handler may return an exception in an item's place, which fails that item alone;
-* admission is bounded (``max_queue_size`` items waiting or running): past it :class:`Overloaded`
-  is raised at once rather than letting latency grow;
 * items whose future was cancelled (a client that went away) or whose deadline passed before their
-  batch formed are dropped without taking a slot.
+  batch formed are dropped and never reach the handler.
+
+How many items may wait is not the batcher's decision: the caller admits requests before they reach it
+(:class:`predictor.admission.Admission`, counted from arrival, decoding included).
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from predictor.errors import DeadlineExceeded, Overloaded
+from predictor.errors import DeadlineExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,10 @@ class BatchStats:
     run_s: float
 
 
+class BatcherClosed(RuntimeError):
+    """The batcher is closed: no new items, and no more calls on its handler thread."""
+
+
 class DynamicBatcher(Generic[T, R]):
     """Coalesce single items into batches for a synchronous batch handler.
 
@@ -61,7 +65,6 @@ class DynamicBatcher(Generic[T, R]):
         handler: ``list[T] -> list[R]``, same length and order; run on one dedicated thread.
         max_batch_size: most items per handler call.
         max_batch_delay_ms: longest wait for more items after the first of a batch arrived.
-        max_queue_size: most items admitted (waiting or in a running batch).
         on_batch: optional hook called (on the loop) after each handler call, for metrics.
         thread_name: name of the dedicated handler thread.
     """
@@ -72,7 +75,6 @@ class DynamicBatcher(Generic[T, R]):
         *,
         max_batch_size: int,
         max_batch_delay_ms: float,
-        max_queue_size: int,
         on_batch: Callable[[BatchStats], None] | None = None,
         thread_name: str = "batch-handler",
     ) -> None:
@@ -82,64 +84,50 @@ class DynamicBatcher(Generic[T, R]):
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_batch_delay_ms < 0:
             raise ValueError(f"max_batch_delay_ms must be >= 0, got {max_batch_delay_ms}")
-        if max_queue_size < 1:
-            raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
         self._handler = handler
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_ms / 1000.0
-        self.max_queue_size = max_queue_size
         self._on_batch = on_batch
         self._queue: collections.deque[_Item[T, R]] = collections.deque()
-        self._admitted = 0  # queued + running
+        self._depth = 0  # queued + running
         self._wakeup: asyncio.Event | None = None
-        self._idle: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
-        self._handler_thread_id: int | None = None
+        self._executor_shut = False
         self._closed = False
 
     @property
     def depth(self) -> int:
-        """Items admitted and not yet finished (waiting or in the running batch)."""
-        return self._admitted
+        """Items submitted and not yet finished (waiting or in the running batch)."""
+        return self._depth
 
     def start(self) -> None:
         """Start the collector on the running event loop."""
         if self._task is not None:
             return
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="batch-collector")
 
     def submit_many(self, values: Sequence[T], deadline: float) -> list[asyncio.Future[R]]:
-        """Admit all ``values`` at once or none; return one future per value.
+        """Enqueue all ``values`` at once; return one future per value.
 
         Raises:
-            Overloaded: admitting them would exceed ``max_queue_size``.
-            RuntimeError: the batcher is not started or is closed.
+            BatcherClosed: the batcher is not started or is closed.
         """
         if self._task is None or self._closed:
-            raise RuntimeError("batcher is not running")
-        n = len(values)
-        if self._admitted + n > self.max_queue_size:
-            raise Overloaded(
-                f"inference queue is full ({self._admitted} of {self.max_queue_size} images waiting); "
-                "retry after the Retry-After interval"
-            )
+            raise BatcherClosed("batcher is not running")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = []
-        self._admitted += n
+        self._depth += len(values)
         for v in values:
             fut: asyncio.Future[R] = loop.create_future()
             # Create the future before enqueueing, so a fast batch can never miss it.
             item: _Item[T, R] = _Item(v, fut, deadline)
-            # A cancelled item (its client went away) gives its slot back at once.
+            # A cancelled item (its client went away) is counted out at once.
             fut.add_done_callback(lambda f, it=item: f.cancelled() and self._release(it))
             self._queue.append(item)
             futures.append(fut)
-        assert self._wakeup is not None and self._idle is not None
-        self._idle.clear()
+        assert self._wakeup is not None
         self._wakeup.set()
         return futures
 
@@ -158,7 +146,7 @@ class DynamicBatcher(Generic[T, R]):
             raise
 
     async def _collect(self) -> None:
-        assert self._wakeup is not None and self._idle is not None
+        assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
@@ -199,7 +187,7 @@ class DynamicBatcher(Generic[T, R]):
         started = time.monotonic()
         waits = [started - it.enqueued_at for it in batch]
         try:
-            results = await loop.run_in_executor(self._executor, self._call, [it.value for it in batch])
+            results = await loop.run_in_executor(self._executor, self._handler, [it.value for it in batch])
             if len(results) != len(batch):
                 raise ValueError(f"batch handler returned {len(results)} results for {len(batch)} inputs")
         except Exception as e:  # fail exactly this batch's futures
@@ -221,31 +209,27 @@ class DynamicBatcher(Generic[T, R]):
         if self._on_batch is not None:
             self._on_batch(BatchStats(len(batch), waits, time.monotonic() - started))
 
-    def _call(self, values: list[T]) -> Sequence[R]:
-        self._handler_thread_id = threading.get_ident()
-        return self._handler(values)
-
     def _release(self, item: _Item[T, R]) -> None:
         if item.released:
             return
         item.released = True
-        self._admitted -= 1
-        if self._admitted == 0 and self._idle is not None:
-            self._idle.set()
+        self._depth -= 1
 
     def run_on_handler_thread(self, fn: Callable[[], R]) -> R:
-        """Run ``fn`` on the dedicated handler thread and wait (for load/warm-up before start)."""
-        return self._executor.submit(fn).result()
+        """Run ``fn`` on the dedicated handler thread and wait (load, warm-up, engine swaps between batches).
 
-    async def drain(self, timeout_s: float) -> bool:
-        """Wait until every admitted item is finished; True when drained in time."""
-        if self._idle is None:
-            return True
+        Raises:
+            BatcherClosed: the batcher was closed and its thread stopped.
+        """
+        if self._executor_shut:
+            raise BatcherClosed("the handler thread has stopped")
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-            return True
-        except TimeoutError:
-            return False
+            future = self._executor.submit(fn)
+        except RuntimeError:  # shut down between the check and the submit
+            if self._executor_shut:
+                raise BatcherClosed("the handler thread has stopped") from None
+            raise
+        return future.result()
 
     async def close(self) -> None:
         """Stop after the queued items are done; fail nothing that was admitted."""
@@ -254,4 +238,5 @@ class DynamicBatcher(Generic[T, R]):
             self._wakeup.set()
         if self._task is not None:
             await self._task
+        self._executor_shut = True
         self._executor.shutdown(wait=True)

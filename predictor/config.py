@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +54,16 @@ class Settings(BaseSettings):
         "content; default: <model_dir>/.cache when writable, else a temp directory.",
     )
     cpu_threads: int = Field(0, ge=0, description="Threads for CPU inference; 0 = number of usable cores.")
+    torch_compile: bool = Field(
+        False,
+        description="torch backend: torch.compile the model (CUDA graphs on a GPU) for each batch bucket; every "
+        "bucket compiles at start (minutes). Off: eager, which is what the precision check measures.",
+    )
+    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        "LATENCY",
+        description="openvino backend: LATENCY runs a batch as one request on all cores; THROUGHPUT splits it "
+        "over OpenVINO's parallel streams.",
+    )
 
     # --- batching ------------------------------------------------------------------------------
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one forward pass.")
@@ -144,9 +154,46 @@ class Settings(BaseSettings):
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per settings field; unset flags fall back to env vars, then defaults."""
+    """Add one ``--flag`` per settings field; unset flags fall back to env vars, then defaults.
+
+    Each flag's help says its default and environment variable; a field with a fixed set of values
+    lists them (``--device {auto,cpu,cuda}``) and argparse refuses others.
+    """
     for name, field in Settings.model_fields.items():
-        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, help=field.description, metavar="VALUE")
+        choices = _choices(field.annotation)
+        default = "(the pod name, else the host name)" if field.default_factory else _shown(field.default)
+        help_text = f"{field.description} Default: {default}. Env: PREDICTOR_{name.upper()}."
+        parser.add_argument(
+            f"--{name}",
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=help_text.replace("%", "%%"),
+            choices=choices,
+            type=str.lower if field.annotation is bool else None,
+            metavar=None if choices else _metavar(field.annotation),
+        )
+
+
+def _choices(annotation: Any) -> list[str] | None:
+    if annotation is bool:
+        return ["true", "false"]
+    if get_origin(annotation) is Literal:
+        return [str(v) for v in get_args(annotation)]
+    return None
+
+
+def _metavar(annotation: Any) -> str:
+    names = {int: "INT", float: "NUMBER", str: "TEXT", Path: "PATH"}
+    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    return names.get(args[0], "VALUE")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if value != "" else "empty"
 
 
 def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:

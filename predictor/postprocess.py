@@ -29,21 +29,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return x
 
 
-def top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and scores of the ``k`` largest entries per row, best first."""
-    k = min(k, probs.shape[-1])
-    idx = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
-    part = np.take_along_axis(probs, idx, axis=-1)
-    order = np.argsort(-part, axis=-1, kind="stable")
-    idx = np.take_along_axis(idx, order, axis=-1)
-    return idx, np.take_along_axis(probs, idx, axis=-1)
-
-
 def predictions(probs_row: np.ndarray, k: int, labels: list[str]) -> list[Prediction]:
     """Top-k :class:`Prediction` list of one image's probabilities, best first.
 
-    Runs once per image on the event loop, so it avoids :func:`top_k`'s batch machinery: one partition,
-    one sort of the ``k`` survivors, and plain Python numbers (``tolist``) for the JSON encoder.
+    Runs once per image on the event loop: one partition, one sort of the ``k`` survivors, and plain
+    Python numbers (``tolist``) for the JSON encoder.
     """
     k = min(k, probs_row.shape[-1])
     idx = np.argpartition(probs_row, probs_row.shape[-1] - k)[-k:]

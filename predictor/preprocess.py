@@ -5,14 +5,14 @@ Face image processor with a shortest-edge or fixed-size resize, ConvNeXt's ``cro
 timm wrapper's ``pretrained_cfg``). Decoding produces ``uint8 [H, W, 3]`` at the model's input size;
 rescale and normalisation happen later, on the engine's device, on whole batches.
 
-JPEGs are decoded with libjpeg-turbo through ``simplejpeg`` (straight to an RGB array, ~30% faster than
-PIL's decode), at reduced size where the target is much smaller than the photo: DCT scaling by 1/2, 1/4
+JPEGs are decoded with libjpeg-turbo through ``simplejpeg`` (straight to an RGB array, faster than PIL's
+decode), at reduced size where the target is much smaller than the photo: DCT scaling by 1/2, 1/4
 or 1/8, the same factor and output size PIL's ``draft`` picks (only these factors: libjpeg-turbo's other
 M/8 scales are slower than a full decode), which is most of the decoding cost saved at no visible loss.
-PIL still reads the header (format, pixel limit, decompression-bomb guard) and the EXIF orientation,
-which is applied to the array with numpy. CMYK/YCCK JPEGs, and any JPEG ``simplejpeg`` refuses (it is
-strict: truncated or corrupt data, libjpeg warnings included), go through the PIL path as before, so
-they decode, or fail with :class:`~predictor.errors.InvalidInput`, exactly as PIL decides.
+PIL still reads the header (format, pixel limit, decompression-bomb guard) and the EXIF orientation
+(:mod:`predictor.orientation`), which is applied to the array. CMYK/YCCK JPEGs, and any JPEG
+``simplejpeg`` refuses (it is strict: truncated or corrupt data, libjpeg warnings included), go through
+the PIL path as before, so they decode, or fail with :class:`~predictor.errors.InvalidInput`, exactly as PIL decides.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from predictor.errors import InvalidInput
+from predictor.orientation import NUMPY_HWC, pil_ops, read_orientation
+from predictor.orientation import apply as orientation_apply
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 _ACCEPTED_TEXT = "JPEG, PNG, WebP, BMP or GIF"
@@ -143,12 +145,26 @@ class PreprocessSpec:
             return se, max(1, int(se * height / width))
         return max(1, int(se * width / height)), se
 
+    def raw_mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std in raw 0..255 pixel units: ``model_input = (raw - mean) / std``.
+
+        The one home of the normalisation constants; every engine and graph derives its own form from it.
+        """
+        mean = np.asarray(self.mean, np.float64) / self.rescale_factor
+        std = np.asarray(self.std, np.float64) / self.rescale_factor
+        return mean, std
+
+    def scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel float32 ``(scale, shift)`` with ``model_input = raw * scale - shift``: one fused
+        multiply-subtract turns uint8 pixels into model input on whatever device or graph runs it."""
+        mean, std = self.raw_mean_std()
+        return (1.0 / std).astype(np.float32), (mean / std).astype(np.float32)
+
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """``uint8 [N,H,W,3]`` → normalised ``float32 [N,3,H,W]`` (the CPU reference path)."""
+        scale, shift = self.scale_shift()
         x = batch.astype(np.float32).transpose(0, 3, 1, 2)
-        scale = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1) / self.rescale_factor
-        shift = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1) / self.rescale_factor
-        return np.ascontiguousarray((x - shift) / scale)
+        return np.ascontiguousarray(x * scale.reshape(1, 3, 1, 1) - shift.reshape(1, 3, 1, 1))
 
 
 def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np.ndarray:
@@ -161,13 +177,12 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np
         img = _open_checked(data, max_image_pixels)
         if img.format == "JPEG":
             rw, rh = spec.resized_size(*img.size)
-            # Keep >= 2x above the resize target: DCT scaling straight to the target size replaces
-            # the antialiased bicubic resize and moved softmax scores by up to 0.035 (astronaut,
-            # 512 px) against AutoImageProcessor; with the margin the worst seen is 0.013.
+            # Keep DRAFT_MARGIN x above the resize target: DCT scaling straight to the target size would
+            # replace the antialiased resize and move scores visibly against AutoImageProcessor.
             draft_size = (DRAFT_MARGIN * rw, DRAFT_MARGIN * rh)
             arr = _decode_jpeg_turbo(data, img, draft_size)
             if arr is not None:
-                return _resize_crop(arr, spec)
+                return resize_crop(arr, spec)
             img.draft("RGB", draft_size)  # CMYK, or refused by simplejpeg: PIL decodes (or fails) as before
         img = _to_rgb(img)
         return prepare_pil(img, spec)
@@ -182,6 +197,8 @@ class EncodedJpeg:
     height: int
     orientation: int
     """EXIF orientation (1-8) to apply after decoding."""
+    max_image_pixels: int
+    """The pixel limit the header was checked against (and a CPU fallback decode checks again)."""
 
 
 def inspect_jpeg(data: bytes, max_image_pixels: int) -> EncodedJpeg | None:
@@ -201,10 +218,9 @@ def inspect_jpeg(data: bytes, max_image_pixels: int) -> EncodedJpeg | None:
         img = _open_checked(data, max_image_pixels)
         if img.format != "JPEG" or img.mode not in ("RGB", "L") or len(img.tile) != 1:
             return None
-        orientation = img.getexif().get(0x0112, 1) if any(k in img.info for k in _EXIF_KEYS) else 1
-        if orientation not in range(1, 9) or not ends_with_eoi(data):
+        if not ends_with_eoi(data):
             return None
-        return EncodedJpeg(data, img.size[0], img.size[1], int(orientation))
+        return EncodedJpeg(data, img.size[0], img.size[1], read_orientation(img), max_image_pixels)
 
 
 def ends_with_eoi(data: bytes) -> bool:
@@ -238,8 +254,8 @@ def _refusals(max_image_pixels: int) -> Iterator[None]:
         raise InvalidInput(
             f"image declares more pixels than allowed (over the limit of {max_image_pixels}): refused before decoding"
         ) from None
-    except UnidentifiedImageError as e:
-        raise InvalidInput(f"bytes are not a decodable image ({e}): send {_ACCEPTED_TEXT}") from None
+    except UnidentifiedImageError:
+        raise InvalidInput(f"bytes are not a decodable image: send {_ACCEPTED_TEXT}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InvalidInput(f"image data is corrupt or truncated ({e})") from None
 
@@ -250,32 +266,17 @@ def _draft_scale(size: tuple[int, int], requested: tuple[int, int]) -> int:
     return next((s for s in (8, 4, 2) if scale >= s), 1)
 
 
-_EXIF_KEYS = ("exif", "xmp", "XML:com.adobe.xmp", "Raw profile type exif")
-"""``img.info`` keys PIL reads the orientation from (``Image.getexif``): without them, no EXIF parsing."""
-_ORIENT = {  # EXIF orientation -> the array op of ImageOps.exif_transpose's PIL transpose
-    2: lambda a: a[:, ::-1],  # FLIP_LEFT_RIGHT
-    3: lambda a: a[::-1, ::-1],  # ROTATE_180
-    4: lambda a: a[::-1],  # FLIP_TOP_BOTTOM
-    5: lambda a: a.transpose(1, 0, 2),  # TRANSPOSE
-    6: lambda a: np.rot90(a, -1),  # ROTATE_270 (counter-clockwise: 90 clockwise)
-    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # TRANSVERSE
-    8: lambda a: np.rot90(a, 1),  # ROTATE_90
-}
-
-
 def _decode_jpeg_turbo(data: bytes, img: Image.Image, draft_size: tuple[int, int]) -> np.ndarray | None:
     """Decode a JPEG (header already read by PIL as ``img``) with simplejpeg to ``uint8 [H, W, 3]`` RGB,
     DCT-scaled exactly as ``img.draft("RGB", draft_size)`` would, EXIF orientation applied.
 
-    Returns ``None`` where the PIL path must decide instead: CMYK/YCCK (PIL's own conversion), an
-    orientation tag PIL would not map, or anything simplejpeg refuses (corrupt or truncated data, libjpeg
+    Returns ``None`` where the PIL path must decide instead: CMYK/YCCK (PIL's own conversion), or anything
+    simplejpeg refuses (corrupt or truncated data, libjpeg
     warnings included: PIL decodes some of those and rejects others, and keeps doing so).
     """
     if img.mode not in ("RGB", "L") or len(img.tile) != 1:
         return None
-    orientation = img.getexif().get(0x0112, 1) if any(k in img.info for k in _EXIF_KEYS) else 1
-    if not isinstance(orientation, int):
-        return None
+    orientation = read_orientation(img)
     w, h = img.size
     s = _draft_scale((w, h), draft_size)
     ow, oh = -(-w // s), -(-h // s)  # libjpeg's scaled size: ceil(w / s), as PIL's draft
@@ -289,16 +290,15 @@ def _decode_jpeg_turbo(data: bytes, img: Image.Image, draft_size: tuple[int, int
         return None
     if arr.shape != (oh, ow, 3):  # header disagreement (e.g. a DNL height): let PIL decide
         return None
-    op = _ORIENT.get(orientation)
-    return op(arr) if op is not None else arr
+    return orientation_apply(arr, orientation, NUMPY_HWC)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Apply EXIF orientation, take the first frame, flatten alpha onto white, convert to RGB."""
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
-    if img.format == "JPEG" and img.getexif().get(0x0112, 1) != 1:  # EXIF orientation, only when set
-        img = ImageOps.exif_transpose(img)
+    if img.format == "JPEG":
+        img = orientation_apply(img, read_orientation(img), pil_ops())
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         bg = Image.new("RGB", img.size, (255, 255, 255))
@@ -308,24 +308,24 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 # PIL resample code -> torchvision's antialiased uint8 kernels (ported from Pillow: same filters,
-# results within 1 grey level, ~8x faster than Pillow's own resize on this path).
-_TORCH_MODES = {0: "NEAREST_EXACT", 2: "BILINEAR", 3: "BICUBIC"}
+# results within 1 grey level, much faster than Pillow's own resize: docs/performance.md).
+TORCH_MODES = {0: "NEAREST_EXACT", 2: "BILINEAR", 3: "BICUBIC"}
 
 
 def prepare_pil(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """Resize (shortest edge or fixed) and centre-crop an RGB PIL image to ``uint8 [H, W, 3]``."""
     rw, rh = spec.resized_size(*img.size)
-    if (rw, rh) != img.size and spec.resample not in _TORCH_MODES:
+    if (rw, rh) != img.size and spec.resample not in TORCH_MODES:
         return _crop(np.asarray(img.resize((rw, rh), resample=spec.resample), dtype=np.uint8), spec)
-    return _resize_crop(np.asarray(img, dtype=np.uint8), spec)
+    return resize_crop(np.asarray(img, dtype=np.uint8), spec)
 
 
-def _resize_crop(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """:func:`prepare_pil` for an RGB ``uint8 [H, W, 3]`` array (any strides), without a PIL round trip
+def resize_crop(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """`prepare_pil` for an RGB ``uint8 [H, W, 3]`` array (any strides), without a PIL round trip
     for the torchvision-backed filters."""
     h, w = arr.shape[:2]
     rw, rh = spec.resized_size(w, h)
-    if (rw, rh) != (w, h) and spec.resample in _TORCH_MODES:
+    if (rw, rh) != (w, h) and spec.resample in TORCH_MODES:
         arr = _torch_resize(arr, rh, rw, spec.resample)
     elif (rw, rh) != (w, h):
         img = Image.fromarray(np.ascontiguousarray(arr))
@@ -348,10 +348,10 @@ def _crop(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 def torch_resize_nchw(x, height: int, width: int, resample: int):
     """torchvision's resize of an ``[N, C, H, W]`` tensor with the PIL filter ``resample`` (one of
-    :data:`_TORCH_MODES`), antialiased as Pillow is; uint8 on the CPU uses the exact uint8 kernels."""
+    :data:`TORCH_MODES`), antialiased as Pillow is; uint8 on the CPU uses the exact uint8 kernels."""
     from torchvision.transforms.v2 import functional as F
 
-    mode = getattr(F.InterpolationMode, _TORCH_MODES[resample])
+    mode = getattr(F.InterpolationMode, TORCH_MODES[resample])
     return F.resize(x, [height, width], interpolation=mode, antialias=mode != F.InterpolationMode.NEAREST_EXACT)
 
 
@@ -381,8 +381,6 @@ def _single_threaded_torch() -> None:
 
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)
-        # PIL hands out read-only buffers; the resize only reads them.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         _local.torch_threads_set = True
 
 
@@ -390,4 +388,4 @@ def prepare_array(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Resize and crop an already-decoded ``uint8 [H, W, 3]`` RGB array to the model's input size."""
     if arr.shape[:2] == spec.crop_hw:
         return np.ascontiguousarray(arr)
-    return _resize_crop(arr, spec)
+    return resize_crop(arr, spec)

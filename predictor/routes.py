@@ -1,7 +1,7 @@
-"""HTTP adapters on KServe's FastAPI app: ``/classify``, the v2 infer route, errors, request context.
+"""HTTP adapters on KServe's FastAPI app: ``/classify``, the v2 REST infer routes, the error handler.
 
-Installed on ``kserve.model_server.app`` before the model server starts, so our v2 infer route is
-matched before KServe's own (which cannot take raw image bytes over the binary extension).
+The v2 routes use the one v2 codec (:mod:`predictor.protocol.v2`), the same the gRPC path uses; they win
+over KServe's own routes for the same paths (:func:`predictor.kserve_compat.prefer_routes`).
 """
 
 from __future__ import annotations
@@ -9,121 +9,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from predictor.config import Settings
-from predictor.errors import (
-    InvalidInput,
-    ModelNotFound,
-    PayloadTooLarge,
-    PredictorError,
-    UnsupportedMediaType,
-)
-from predictor.logs import request_id_var
+from predictor.errors import InvalidInput, ModelNotFound, NotReady, PredictorError, UnsupportedMediaType
+from predictor.kserve_compat import prefer_routes
+from predictor.limits import check_image_count
 from predictor.metrics import PredictorMetrics
+from predictor.middleware import RequestContextMiddleware, error_response
 from predictor.pipeline import Pipeline
-from predictor.protocol import encode_v2, parse_v2, predictions_json
+from predictor.protocol import predictions_json, v2
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def protocol_of(path: str, method: str) -> str | None:
-    """Bounded protocol label of a request path; None for paths we do not count (health, metrics)."""
-    if method != "POST" and not path.startswith("/v1/jobs"):
-        return None
-    if path == "/classify":
-        return "classify"
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
-        return "v2"
-    if path.startswith("/v1/models/") and path.endswith(":predict"):
-        return "v1"
-    if path.startswith("/v1/jobs"):
-        return "jobs"
-    return None
-
-
-class RequestContextMiddleware:
-    """Request id, body-size limit, and per-request metrics, for every route (KServe's included)."""
-
-    def __init__(self, app: ASGIApp, settings: Settings, metrics: PredictorMetrics) -> None:
-        self.app = app
-        self.settings = settings
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
-        token = request_id_var.set(rid)
-        protocol = protocol_of(scope["path"], scope["method"])
-        model = self.settings.model_name
-        limit = self.settings.max_request_bytes
-        started = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
-            await send(message)
-
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_error(send_wrapper, PayloadTooLarge(_too_large(int(declared), limit)), self.metrics, model)
-        else:
-            received = 0
-
-            async def receive_limited() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise PayloadTooLarge(_too_large(received, limit))
-                return message
-
-            if protocol is not None:
-                self.metrics.inflight.labels(model).inc()
-            try:
-                await self.app(scope, receive_limited, send_wrapper)
-            finally:
-                if protocol is not None:
-                    self.metrics.inflight.labels(model).dec()
-        if protocol is not None:
-            self.metrics.observe_request(model, protocol, status["code"], time.perf_counter() - started)
-        request_id_var.reset(token)
-
-
-def _too_large(size: int, limit: int) -> str:
-    return f"request body of {size} bytes is over the limit of {limit} bytes (max_request_bytes)"
-
-
-def error_response(exc: PredictorError) -> Response:
-    """``{"error": "..."}`` with the error's status and headers."""
-    return Response(
-        orjson.dumps({"error": exc.message}),
-        status_code=exc.status_code,
-        headers=exc.headers(),
-        media_type="application/json",
-    )
-
-
-async def _send_error(send: Send, exc: PredictorError, metrics: PredictorMetrics, model: str) -> None:
-    metrics.rejections.labels(model, exc.reason).inc()
-    resp = error_response(exc)
-    await send({"type": "http.response.start", "status": resp.status_code, "headers": resp.raw_headers})
-    await send({"type": "http.response.body", "body": resp.body})
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -163,9 +67,11 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
 
     app.add_exception_handler(PredictorError, handle_predictor_error)
 
-    def check_model(name: str) -> None:
+    def check_model(name: str, version: str | None = None) -> None:
         if name != settings.model_name:
             raise ModelNotFound(f"model {name!r} is not served here; this server serves {settings.model_name!r}")
+        if version not in (None, "", pipeline.model_version):
+            raise ModelNotFound(f"model {name!r} has version {pipeline.model_version!r}, not {version!r}")
 
     @app.post("/classify", tags=["classify"])
     async def classify(request: Request) -> Response:
@@ -180,15 +86,43 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
+    async def infer(request: Request) -> Response:
+        body = await request.body()
+        parsed = v2.parse_rest(body, request.headers.get("inference-header-content-length"))
+        results = await until_disconnect(request, pipeline.classify(parsed.images, parsed.top_k))
+        out, headers = v2.encode_rest(results, parsed, settings.model_name, pipeline.model_version)
+        return Response(out, headers=headers)
+
     @app.post("/v2/models/{model_name}/infer", tags=["v2"])
     async def v2_infer(model_name: str, request: Request) -> Response:
         """KServe v2 infer, JSON or binary tensor extension (raw image bytes as BYTES elements)."""
         check_model(model_name)
-        body = await request.body()
-        parsed = parse_v2(body, request.headers.get("inference-header-content-length"))
-        results = await until_disconnect(request, pipeline.classify(parsed.images, parsed.top_k))
-        out, headers = encode_v2(results, parsed, settings.model_name, pipeline.model_version)
-        return Response(out, headers=headers)
+        return await infer(request)
+
+    @app.post("/v2/models/{model_name}/versions/{model_version}/infer", tags=["v2"])
+    async def v2_infer_version(model_name: str, model_version: str, request: Request) -> Response:
+        """The same, for one version (this server serves one: its content hash, or the configured one)."""
+        check_model(model_name, model_version)
+        return await infer(request)
+
+    @app.get("/v2/models/{model_name}", tags=["v2"])
+    @app.get("/v2/models/{model_name}/versions/{model_version}", tags=["v2"])
+    async def v2_metadata(model_name: str, model_version: str | None = None) -> Response:
+        """v2 model metadata, with the served version (KServe's own answer leaves ``versions`` empty)."""
+        check_model(model_name, model_version)
+        if pipeline.spec is None:
+            raise NotReady("model is not loaded yet")
+        body = v2.metadata(settings.model_name, pipeline.model_version, pipeline.spec.crop_hw)
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    ours = {
+        "/classify",
+        "/v2/models/{model_name}",
+        "/v2/models/{model_name}/versions/{model_version}",
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+    }
+    prefer_routes(app, [r for r in app.router.routes if isinstance(r, APIRoute) and r.path in ours])
 
 
 def query_int(request: Request, name: str) -> int | None:
@@ -208,14 +142,19 @@ async def read_multipart_images(request: Request, settings: Settings) -> list[by
         form = await request.form(
             max_files=settings.max_images_per_request + 1, max_part_size=settings.max_request_bytes
         )
-    except PayloadTooLarge:
+    except PredictorError:
         raise
     except Exception as e:  # malformed multipart of any kind is the client's mistake
-        raise InvalidInput(f"multipart body could not be parsed: {e}") from None
+        detail = getattr(e, "detail", None) or type(e).__name__
+        raise InvalidInput(
+            f"multipart body could not be parsed ({detail}): send multipart/form-data with file field "
+            "'image' (curl -F image=@cat.jpg)"
+        ) from None
     try:
         parts: list[Any] = form.getlist("image")
         if not parts:
             raise InvalidInput(f"multipart field 'image' is missing (fields sent: {sorted(set(form.keys()))})")
+        check_image_count(len(parts), settings.max_images_per_request)
         images = []
         for i, part in enumerate(parts):
             if not isinstance(part, UploadFile):
@@ -239,6 +178,3 @@ async def _read_classify_images(request: Request, settings: Settings) -> list[by
         f"content type {ctype or '(none)'!r} is not accepted on /classify: send multipart/form-data "
         "with field 'image' (curl -F image=@cat.jpg), or a raw image body with Content-Type image/*"
     )
-
-
-Handler = Callable[[Request], Awaitable[Response]]

@@ -13,11 +13,17 @@ not be thread-safe, but it must not touch the event loop.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.preprocess import PreprocessSpec
+from predictor.errors import InvalidInput
+from predictor.preprocess import EncodedJpeg, PreprocessSpec
+
+Item = np.ndarray | EncodedJpeg
+"""One image as the pipeline hands it over: ``uint8 [H,W,3]`` pixels at the model's size, normalised
+``float32 [3,H,W]``, or (only to engines that :attr:`Engine.decodes_jpeg`) a JPEG left encoded."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,10 @@ class EngineInfo:
 
 class Engine(abc.ABC):
     """An inference backend: load once, then run forward passes on batches."""
+
+    decodes_jpeg = False
+    """Whether :meth:`infer_items` takes :class:`~predictor.preprocess.EncodedJpeg` items (decoding them
+    on the engine's device: ``jpeg_decode=device``)."""
 
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
@@ -60,6 +70,45 @@ class Engine(abc.ABC):
             ``float32 [N, num_labels]`` logits, one row per input, in input order.
         """
 
+    def check_batch(self, batch: np.ndarray) -> str:
+        """The kind of a batch ``infer`` takes, ``"uint8"`` or ``"float32"``, after checking its shape.
+
+        Raises:
+            ValueError: the shape is not ``[N,H,W,3]`` (uint8) or ``[N,3,H,W]`` (float32) at the input size.
+            TypeError: another dtype.
+        """
+        h, w = self.input_hw
+        if batch.dtype == np.uint8:
+            if batch.ndim != 4 or tuple(batch.shape[1:]) != (h, w, 3):
+                raise ValueError(f"uint8 batch must be [N,{h},{w},3], got {list(batch.shape)}")
+            return "uint8"
+        if batch.dtype == np.float32:
+            if batch.ndim != 4 or tuple(batch.shape[1:]) != (3, h, w):
+                raise ValueError(f"float32 batch must be [N,3,{h},{w}], got {list(batch.shape)}")
+            return "float32"
+        raise TypeError(f"batch dtype must be uint8 or float32, got {batch.dtype}")
+
+    def infer_items(self, items: Sequence[Item]) -> list[np.ndarray | InvalidInput]:
+        """Logits of each item, in order; an item that fails alone gets its :class:`InvalidInput` instead.
+
+        Items of one kind run as one batch; uint8 pixels mixed with normalised float32 inputs are
+        normalised on the CPU (float32 inputs are never re-quantised).
+        """
+        if any(isinstance(a, EncodedJpeg) for a in items):
+            raise TypeError(f"{type(self).__name__} does not decode JPEGs: use jpeg_decode=cpu")
+        if all(a.dtype == np.uint8 for a in items):  # type: ignore[union-attr]
+            batch = np.stack(items)  # type: ignore[arg-type]
+        else:
+            batch = np.stack([a if a.dtype == np.float32 else self.spec.normalize(a[None])[0] for a in items])  # type: ignore[union-attr]
+        return list(self.checked_infer(batch))
+
+    def checked_infer(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`infer`, refusing an answer with another number of rows than the batch."""
+        logits = np.asarray(self.infer(batch))
+        if logits.shape[0] != len(batch):
+            raise RuntimeError(f"engine returned {logits.shape[0]} rows for {len(batch)} images")
+        return logits
+
     def warmup_sizes(self, max_batch_size: int) -> list[int]:
         """Batch sizes :meth:`warmup` should run before serving.
 
@@ -73,9 +122,7 @@ class Engine(abc.ABC):
         """Run each batch size once so no request pays for first-call allocation or compilation."""
         h, w = self.input_hw
         for n in batch_sizes:
-            out = self.infer(np.zeros((n, h, w, 3), dtype=np.uint8))
-            if out.shape[0] != n:
-                raise RuntimeError(f"engine returned {out.shape[0]} rows for a batch of {n}")
+            self.checked_infer(np.zeros((n, h, w, 3), dtype=np.uint8))
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release device memory and threads."""

@@ -21,7 +21,8 @@ _HASHED_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".txt")
 _COMPLETE = ".complete"
 
 
-_hash_memo: dict[tuple, str] = {}
+_hash_memo: dict[str, tuple[tuple, str]] = {}
+"""Per model directory: the (name, size, mtime) stamp of its files and their hash (one entry per directory)."""
 
 
 def model_content_hash(model_dir: Path) -> str:
@@ -29,7 +30,7 @@ def model_content_hash(model_dir: Path) -> str:
 
     Hidden entries (such as ``.cache``) and subdirectories are not part of the model and are skipped.
     A start asks for it several times (model version, exported artefacts, precision verdict): the result
-    is remembered per directory for as long as every file keeps its size and modification time.
+    is remembered, one entry per directory, for as long as every file keeps its size and modification time.
     """
     model_dir = Path(model_dir)
     files = sorted(
@@ -37,10 +38,12 @@ def model_content_hash(model_dir: Path) -> str:
     )
     if not files:
         raise FileNotFoundError(f"{model_dir} holds no model files to hash")
-    stamp = (str(model_dir.resolve()), *((p.name, st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()]))
-    if stamp not in _hash_memo:
-        _hash_memo[stamp] = _hash_files(files)
-    return _hash_memo[stamp]
+    key = str(model_dir.resolve())
+    stamp = tuple((p.name, st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()])
+    known = _hash_memo.get(key)
+    if known is None or known[0] != stamp:
+        known = _hash_memo[key] = (stamp, _hash_files(files))
+    return known[1]
 
 
 def _hash_files(files: list[Path]) -> str:

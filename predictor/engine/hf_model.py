@@ -1,8 +1,6 @@
 """Loading a Hugging Face image classifier as a plain ``pixel_values -> logits`` torch module.
 
 Every backend starts from here: the torch engine runs the module, the exporting engines trace it.
-Normalisation constants are expressed as ``x * scale - shift`` on raw ``0..255`` values, so one fused
-multiply-subtract turns uint8 pixels into model input on whatever device or graph runs it.
 """
 
 from __future__ import annotations
@@ -10,22 +8,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from predictor.preprocess import PreprocessSpec
-
 logger = logging.getLogger(__name__)
-
-
-def normalization_constants(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(scale, shift)`` with ``model_input = raw * scale - shift`` for raw 0..255 values.
-
-    Equivalent to ``(raw * rescale_factor - mean) / std``, i.e. :meth:`PreprocessSpec.normalize`.
-    """
-    std = np.asarray(spec.std, dtype=np.float64)
-    mean = np.asarray(spec.mean, dtype=np.float64)
-    return (spec.rescale_factor / std).astype(np.float32), (mean / std).astype(np.float32)
 
 
 class LogitsOnly(torch.nn.Module):

@@ -19,7 +19,6 @@ import numpy as np
 
 from predictor.engine.base import Engine, EngineInfo
 from predictor.engine.cache import get_or_build, model_content_hash
-from predictor.engine.hf_model import normalization_constants
 from predictor.preprocess import PreprocessSpec
 
 logger = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ def add_uint8_input(model: Any, spec: PreprocessSpec, check: bool = True) -> Any
     old_input = graph.input[0]
     name = old_input.name
     h, w = spec.crop_hw
-    scale, shift = normalization_constants(spec)
+    scale, shift = spec.scale_shift()
     new_input = helper.make_tensor_value_info("image_uint8", TensorProto.UINT8, ["batch", h, w, 3])
     nodes = [
         helper.make_node("Cast", ["image_uint8"], ["_pp_float"], to=TensorProto.FLOAT),
@@ -218,18 +217,7 @@ class OnnxRuntimeEngine(Engine):
         """Forward pass; ``float32 [N, num_labels]`` logits in input order."""
         if self.artifact_dir is None:
             raise RuntimeError("OnnxRuntimeEngine.infer called before load()")
-        h, w = self.input_hw
-        if batch.dtype == np.uint8:
-            if batch.shape[1:] != (h, w, 3):
-                raise ValueError(f"uint8 batch must be [N,{h},{w},3], got {list(batch.shape)}")
-            kind = "uint8"
-        elif batch.dtype == np.float32:
-            if batch.shape[1:] != (3, h, w):
-                raise ValueError(f"float32 batch must be [N,3,{h},{w}], got {list(batch.shape)}")
-            kind = "float32"
-        else:
-            raise TypeError(f"batch dtype must be uint8 or float32, got {batch.dtype}")
-        session = self._session(kind)
+        session = self._session(self.check_batch(batch))
         (logits,) = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch)})
         return np.asarray(logits, dtype=np.float32)
 

@@ -154,10 +154,8 @@ class OpenVinoEngine(Engine):
         ppp = PrePostProcessor(self._ov_model.clone())
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         ppp.input().model().set_layout(ov.Layout("NCHW"))
-        raw = 1.0 / self.spec.rescale_factor
-        ppp.input().preprocess().convert_element_type(ov.Type.f32).mean([m * raw for m in self.spec.mean]).scale(
-            [s * raw for s in self.spec.std]
-        )
+        mean, std = self.spec.raw_mean_std()
+        ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(mean.tolist()).scale(std.tolist())
         return ppp.build()
 
     def _compile(self, kind: str) -> Any:
@@ -205,16 +203,7 @@ class OpenVinoEngine(Engine):
         """Forward pass; ``float32 [N, num_labels]`` logits in input order."""
         if self._core is None:
             raise RuntimeError("OpenVinoEngine.infer called before load()")
-        h, w = self.input_hw
-        if batch.dtype == np.uint8:
-            if batch.shape[1:] != (h, w, 3):
-                raise ValueError(f"uint8 batch must be [N,{h},{w},3], got {list(batch.shape)}")
-            return self._run("uint8", np.ascontiguousarray(batch))
-        if batch.dtype == np.float32:
-            if batch.shape[1:] != (3, h, w):
-                raise ValueError(f"float32 batch must be [N,3,{h},{w}], got {list(batch.shape)}")
-            return self._run("float32", np.ascontiguousarray(batch))
-        raise TypeError(f"batch dtype must be uint8 or float32, got {batch.dtype}")
+        return self._run(self.check_batch(batch), np.ascontiguousarray(batch))
 
     def close(self) -> None:
         """Release compiled models and requests."""

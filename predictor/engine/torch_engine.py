@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from predictor.engine.base import Engine, EngineInfo
-from predictor.engine.hf_model import load_logits_module, normalization_constants
-from predictor.preprocess import PreprocessSpec
+from predictor.engine.base import Engine, EngineInfo, Item
+from predictor.engine.hf_model import load_logits_module
+from predictor.engine.torch_decode import DeviceJpegDecoder
+from predictor.errors import InvalidInput
+from predictor.preprocess import EncodedJpeg, PreprocessSpec
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ def _writable(batch: np.ndarray) -> np.ndarray:
 
 class TorchEngine(Engine):
     """Runs the Hugging Face model in PyTorch on CPU or CUDA."""
+
+    decodes_jpeg = True
 
     def __init__(
         self,
@@ -93,6 +98,9 @@ class TorchEngine(Engine):
         self._scale: torch.Tensor | None = None
         self._shift: torch.Tensor | None = None
         self._staging: torch.Tensor | None = None
+        self._decoder: DeviceJpegDecoder | None = None
+        self.on_decode_fallback: Callable[[str], None] | None = None
+        """Told of every JPEG that ``jpeg_decode=device`` sent to the CPU decoder (the reason)."""
 
     @property
     def info(self) -> EngineInfo:
@@ -118,7 +126,7 @@ class TorchEngine(Engine):
         module = load_logits_module(self.model_dir)
         module = module.to(device=self.device, dtype=self._weight_dtype, memory_format=torch.channels_last)
         self._module = module
-        scale, shift = normalization_constants(self.spec)
+        scale, shift = self.spec.scale_shift()
         self._scale = torch.from_numpy(scale).reshape(1, 3, 1, 1).to(self.device, self._weight_dtype)
         self._shift = torch.from_numpy(shift).reshape(1, 3, 1, 1).to(self.device, self._weight_dtype)
         if self.compile:
@@ -176,13 +184,9 @@ class TorchEngine(Engine):
             if padded != n:
                 x = torch.cat([x, x.new_zeros((padded - n, *x.shape[1:]))])
             return self._normalise(x).contiguous(memory_format=torch.channels_last)
-        if batch.dtype == np.uint8:
-            if batch.ndim != 4 or batch.shape[3] != 3:
-                raise ValueError(f"uint8 batch must be [N,H,W,3], got {list(batch.shape)}")
+        if self.check_batch(batch) == "uint8":
             return self._normalise(self._to_device_uint8(batch, padded))
-        if batch.dtype == np.float32:
-            if batch.ndim != 4 or batch.shape[1] != 3:
-                raise ValueError(f"float32 batch must be [N,3,H,W], got {list(batch.shape)}")
+        else:
             x = torch.from_numpy(_writable(batch)).to(self.device, non_blocking=False)
             out = torch.empty(
                 (padded, *x.shape[1:]), dtype=self._weight_dtype, device=self.device, memory_format=torch.channels_last
@@ -190,7 +194,6 @@ class TorchEngine(Engine):
             out[:n].copy_(x)
             out[n:].zero_()
             return out
-        raise TypeError(f"batch dtype must be uint8 or float32, got {batch.dtype}")
 
     def _bucket(self, n: int) -> int:
         return next((b for b in self.buckets if b >= n), n)
@@ -217,8 +220,42 @@ class TorchEngine(Engine):
             # .cpu() synchronises; the copy also detaches from CUDA-graph output buffers.
             return logits[:n].float().cpu().numpy()
 
+    def infer_items(self, items: Sequence[Item]) -> list[np.ndarray | InvalidInput]:
+        """As :meth:`Engine.infer_items`, and JPEGs left encoded are decoded on the device in one batch.
+
+        Decoded and uint8 pixels run as one forward pass; normalised float32 inputs, if any, as a
+        second one (they are never re-quantised). A JPEG that cannot be decoded gets its error alone.
+        """
+        if not any(isinstance(a, EncodedJpeg) for a in items):
+            return super().infer_items(items)
+        if self._decoder is None:
+            self._decoder = DeviceJpegDecoder(self.spec, self.device, self._fallback)
+        jpegs = [i for i, a in enumerate(items) if isinstance(a, EncodedJpeg)]
+        out: list = list(items)
+        for i, d in zip(jpegs, self._decoder.decode([items[i] for i in jpegs]), strict=True):  # type: ignore[misc]
+            out[i] = d
+        for i, a in enumerate(items):
+            if isinstance(a, np.ndarray) and a.dtype == np.uint8:
+                out[i] = torch.from_numpy(_writable(a)).to(self.device)
+        groups = (
+            [i for i, o in enumerate(out) if isinstance(o, torch.Tensor)],
+            [i for i, o in enumerate(out) if isinstance(o, np.ndarray)],  # float32 [3,H,W]
+        )
+        for group, stack in zip(groups, (torch.stack, np.stack), strict=True):
+            if group:
+                for i, row in zip(group, self.checked_infer(stack([out[i] for i in group])), strict=True):
+                    out[i] = row
+        return out
+
+    def _fallback(self, reason: str) -> None:
+        if self.on_decode_fallback is not None:
+            self.on_decode_fallback(reason)
+
     def close(self) -> None:
         """Drop the model and free cached device memory."""
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
         self._module = self._forward = self._staging = None
         if self._cuda:
             torch.cuda.empty_cache()

@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from predictor.config import Settings
 from predictor.errors import InvalidInput, NotReady, PredictorError
+from predictor.limits import check_top_k
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 """Job ids this module accepts (its own are 32 hex digits)."""
@@ -216,8 +217,8 @@ class JobQueue:
         for i, img in enumerate(images):
             if not isinstance(img, bytes | bytearray | memoryview) or len(img) == 0:
                 raise InvalidInput(f"image {i} is empty: send the encoded image bytes (JPEG, PNG, ...)")
-        if top_k is not None and not 1 <= top_k <= self.settings.max_top_k:
-            raise InvalidInput(f"top_k must be an integer from 1 to {self.settings.max_top_k}, got {top_k}")
+        if top_k is not None:
+            check_top_k(top_k, self.settings.default_top_k, self.settings.max_top_k)
         ids = [uuid.uuid4().hex for _ in images]
         now = time.time()
         ttl = self.settings.result_ttl_seconds

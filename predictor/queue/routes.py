@@ -13,7 +13,8 @@ from fastapi import APIRouter, Request, Response
 
 from predictor.config import Settings
 from predictor.errors import InvalidInput, UnsupportedMediaType
-from predictor.protocol import b64decode
+from predictor.limits import check_image_count
+from predictor.protocol.common import b64decode, top_k_param
 from predictor.queue.jobs import JOB_ID_PATTERN, JobNotFound, JobQueue
 from predictor.routes import query_int, read_multipart_images
 
@@ -61,8 +62,7 @@ async def _read_job_request(request: Request, settings: Settings) -> tuple[list[
             "with field 'image' (curl -F image=@cat.jpg), or application/json "
             '{"images": ["<base64>", ...], "top_k": 5}'
         )
-    if len(images) > settings.max_images_per_request:
-        raise InvalidInput(f"{len(images)} images in one request, over the limit of {settings.max_images_per_request}")
+    check_image_count(len(images), settings.max_images_per_request)
     return images, top_k
 
 
@@ -79,7 +79,4 @@ def _parse_json(body: bytes) -> tuple[list[bytes], int | None]:
         if not data:
             raise InvalidInput(f"images[{i}] is empty: send the encoded image bytes")
         images.append(data)
-    top_k = doc.get("top_k")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
-        raise InvalidInput(f"top_k must be an integer, got {top_k!r}")
-    return images, top_k
+    return images, top_k_param(doc)

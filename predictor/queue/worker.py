@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from redis.exceptions import BusyLoadingError, ResponseError
 
 from predictor.config import Settings
-from predictor.errors import PredictorError
+from predictor.errors import InvalidInput, PredictorError
+from predictor.limits import check_top_k
 from predictor.queue.jobs import REDIS_UNAVAILABLE, Job, JobQueue, Outcome, done_result, error_result
 from predictor.queue.metrics import WorkerMetrics
 
@@ -178,15 +179,14 @@ class Worker:
         """Outcomes of the jobs that are finished (done or error); the others are left for a retry."""
         outcomes: list[Outcome] = []
         runnable: list[tuple[Job, int]] = []
-        default_k, max_k = self.settings.default_top_k, self.settings.max_top_k
         for job in batch:
-            k = default_k if job.top_k is None else job.top_k
             if job.problem:
                 outcomes.append(error_result(job, f"malformed job: {job.problem}"))
-            elif not 1 <= k <= max_k:
-                outcomes.append(error_result(job, f"top_k must be an integer from 1 to {max_k}, got {k}"))
-            else:
-                runnable.append((job, k))
+                continue
+            try:
+                runnable.append((job, check_top_k(job.top_k, self.settings.default_top_k, self.settings.max_top_k)))
+            except InvalidInput as e:
+                outcomes.append(error_result(job, e.message))
         if not runnable:
             return outcomes
         results = await self._classify_each([job.image for job, _ in runnable], max(k for _, k in runnable))
@@ -311,8 +311,7 @@ async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> No
 
         pipeline = Pipeline(settings, PredictorMetrics())
         await asyncio.to_thread(pipeline.load)
-    if not pipeline.ready:
-        await pipeline.start()
+    await pipeline.start()
     worker = Worker(settings, pipeline, queue, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import device_warnings, read_jsonl, render_markdown
-from tests.conftest import REPO
+from tests.support.servers import REPO
 
 SUITE = REPO / "bench" / "gpu_suite.sh"
 

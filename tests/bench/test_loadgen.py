@@ -16,7 +16,7 @@ import pytest
 
 from bench.loadgen import run_load
 from bench.procs import ServerProcess, free_port, naive_argv
-from tests.conftest import REPO, start_server
+from tests.support.servers import REPO, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from PIL import Image
 from predictor.config import Settings
 from predictor.engine import create_engine
 from predictor.preprocess import PreprocessSpec, decode_image
-from tests.conftest import jpeg_bytes
-from tests.engine.conftest import MAX_PIXELS, PHOTO_NAMES, reference_logits
+from tests.support.references import MAX_PIXELS, PHOTO_NAMES, reference_logits
+from tests.support.servers import jpeg_bytes
 
 CAT_CLASSES = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
 

@@ -21,30 +21,36 @@ import pytest
 import torch
 
 from predictor.config import Settings
-from predictor.engine import load_engine
+from predictor.engine import load_engine, registry
 from predictor.engine.base import Engine
 from predictor.engine.onnx_engine import OnnxRuntimeEngine
 from predictor.engine.openvino_engine import OpenVinoEngine, openvino_supports
 from predictor.engine.torch_engine import TorchEngine
 from predictor.preprocess import PreprocessSpec
-from tests.engine.conftest import PHOTO_NAMES
+from tests.support.references import PHOTO_NAMES
 
-FP32_BACKENDS = ["torch", "openvino", "onnxruntime"]
 BF16_BACKENDS = ["openvino", "torch"]
 MIN_BF16_AGREEMENT = 0.95
 SANE_BF16_AGREEMENT = 0.85
 
 
+FP32_BACKENDS = sorted(n for n in registry.BACKENDS if "fp32" in registry.precisions(n, "cpu"))
+
+
 def make(backend: str, precision: str, model_dir: Path, spec: PreprocessSpec, cache: Path) -> Engine:
-    """Build and load one engine on the CPU with 2 threads."""
-    if backend == "torch":
-        engine: Engine = TorchEngine(spec, model_dir, "cpu", precision, threads=2)
-    elif backend == "openvino":
-        engine = OpenVinoEngine(spec, model_dir, cache, precision, threads=2)
-    else:
-        engine = OnnxRuntimeEngine(spec, model_dir, cache, "cpu", precision, threads=2)
+    """Build (through the registry, as the server does) and load one engine on the CPU with 2 threads."""
+    args = registry.BuildArgs(
+        spec=spec, model_dir=model_dir, cache_dir=cache, device="cpu", precision=precision, threads=2
+    )
+    engine = registry.create(backend, args)
     engine.load()
     return engine
+
+
+def test_every_registered_backend_is_tested() -> None:
+    assert FP32_BACKENDS == ["onnxruntime", "openvino", "torch"]
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt': one of onnxruntime, openvino, torch"):
+        registry.get("tensorrt")
 
 
 @pytest.mark.parametrize("backend", FP32_BACKENDS)

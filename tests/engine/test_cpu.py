@@ -5,22 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from predictor.engine.cpu import detect_cpu, parse_cpuinfo
-
-SAPPHIRE_RAPIDS = """processor\t: 0
-model name\t: Intel(R) Xeon(R) Platinum 8480+
-flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8
-"""
-ZEN4 = """processor\t: 0
-model name\t: AMD EPYC 9654
-flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni avx512_bf16
-"""
-SKYLAKE = """processor\t: 0
-model name\t: Intel(R) Xeon(R) Gold 6148
-flags\t\t: fpu sse2 avx2 fma avx512f avx512bw
-"""
-ARM = """processor\t: 0
-Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32
-"""
+from tests.support.cpuinfo import ARM, SAPPHIRE_RAPIDS, SKYLAKE, ZEN4
 
 
 def test_amx_cpu_has_native_bf16() -> None:

@@ -12,12 +12,12 @@ import torch
 from PIL import Image, ImageOps
 
 from predictor.config import Settings
-from predictor.device_decode import decode_batch
+from predictor.engine.torch_decode import DeviceJpegDecoder
 from predictor.errors import InvalidInput
 from predictor.pipeline import Pipeline
 from predictor.preprocess import EncodedJpeg, PreprocessSpec, decode_image, inspect_jpeg, prepare_pil
-from tests.conftest import ServerProcess, jpeg_bytes, start_server
-from tests.engine.conftest import MAX_PIXELS, PHOTO_NAMES
+from tests.support.references import MAX_PIXELS, PHOTO_NAMES
+from tests.support.servers import ServerProcess, jpeg_bytes, start_server
 
 CPU = torch.device("cpu")
 CAT_CLASSES = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
@@ -45,7 +45,7 @@ def _truncated(data: bytes) -> bytes:
 def test_device_path_equals_a_full_size_decode(photos: dict[str, np.ndarray], lite0_spec: PreprocessSpec, size):
     datas = [jpeg_bytes(np.asarray(Image.fromarray(photos[n]).resize(size)), quality=90) for n in PHOTO_NAMES]
     items = [inspect_jpeg(d, MAX_PIXELS) for d in datas]
-    out = decode_batch(items, lite0_spec, CPU, MAX_PIXELS)
+    out = DeviceJpegDecoder(lite0_spec, CPU).decode(items)
     for name, data, px in zip(PHOTO_NAMES, datas, out, strict=True):
         assert isinstance(px, torch.Tensor) and px.dtype == torch.uint8 and tuple(px.shape) == (224, 224, 3)
         diff = np.abs(px.numpy().astype(int) - _full_decode_reference(data, lite0_spec).astype(int)).max()
@@ -60,7 +60,7 @@ def test_orientations_and_greyscale(photos: dict[str, np.ndarray], lite0_spec: P
     datas.append(grey.getvalue())
     items = [inspect_jpeg(d, MAX_PIXELS) for d in datas]
     assert [it.orientation for it in items] == [*range(1, 9), 1]
-    out = decode_batch(items, lite0_spec, CPU, MAX_PIXELS)
+    out = DeviceJpegDecoder(lite0_spec, CPU).decode(items)
     for i, (data, px) in enumerate(zip(datas, out, strict=True)):
         ref = _full_decode_reference(data, lite0_spec)
         assert np.abs(px.numpy().astype(int) - ref.astype(int)).max() <= 2, f"item {i}"
@@ -83,10 +83,10 @@ def test_a_jpeg_the_device_refuses_fails_alone_with_the_cpu_paths_error_and_is_c
 ):
     bad = _truncated(photo_jpegs["rocket"])
     w, h = Image.open(io.BytesIO(bad)).size
-    refused = EncodedJpeg(bad, w, h, 1)  # what a decoder gets if a corrupt file passed the header checks
+    refused = EncodedJpeg(bad, w, h, 1, MAX_PIXELS)  # what a decoder gets if a corrupt file passed the header checks
     fallbacks: list[str] = []
-    good, err = decode_batch(
-        [inspect_jpeg(photo_jpegs["chelsea"], MAX_PIXELS), refused], lite0_spec, CPU, MAX_PIXELS, fallbacks.append
+    good, err = DeviceJpegDecoder(lite0_spec, CPU, fallbacks.append).decode(
+        [inspect_jpeg(photo_jpegs["chelsea"], MAX_PIXELS), refused]
     )
     assert isinstance(good, torch.Tensor)
     assert isinstance(err, InvalidInput) and "corrupt or truncated" in err.message
@@ -99,7 +99,7 @@ def test_a_jpeg_the_device_refuses_fails_alone_with_the_cpu_paths_error_and_is_c
 def test_good_photos_never_take_the_cpu_fallback(photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec):
     fallbacks: list[str] = []
     items = [inspect_jpeg(photo_jpegs[n], MAX_PIXELS) for n in PHOTO_NAMES]
-    out = decode_batch(items, lite0_spec, CPU, MAX_PIXELS, fallbacks.append)
+    out = DeviceJpegDecoder(lite0_spec, CPU, fallbacks.append).decode(items)
     assert all(isinstance(o, torch.Tensor) for o in out)
     assert fallbacks == []
 
@@ -179,7 +179,9 @@ async def test_pipeline_counts_device_fallbacks(device_pipeline: Pipeline, photo
     w, h = Image.open(io.BytesIO(bad)).size
     before = _fallbacks(device_pipeline)
     assert before == 0, "the warm-up and good photos never fall back"
-    out = await device_pipeline._batcher.submit([EncodedJpeg(bad, w, h, 1)], deadline=1e12, return_exceptions=True)
+    out = await device_pipeline._batcher.submit(
+        [EncodedJpeg(bad, w, h, 1, MAX_PIXELS)], deadline=1e12, return_exceptions=True
+    )
     assert isinstance(out[0], InvalidInput)
     assert _fallbacks(device_pipeline) == 1
 
@@ -215,14 +217,14 @@ def test_device_path_matches_auto_image_processor(
     """The issue's agreement rule for the device path too: same top-1, softmax within 0.02."""
     from transformers import AutoImageProcessor
 
-    from tests.engine.conftest import reference_logits
+    from tests.support.references import reference_logits
 
     processor = AutoImageProcessor.from_pretrained(default_model_dir)
     pil = [Image.open(io.BytesIO(photo_jpegs[n])).convert("RGB") for n in PHOTO_NAMES]
     with torch.inference_mode():
         theirs = reference_model(pixel_values=processor(pil, return_tensors="pt")["pixel_values"]).logits
     items = [inspect_jpeg(photo_jpegs[n], MAX_PIXELS) for n in PHOTO_NAMES]
-    batch = torch.stack(decode_batch(items, lite0_spec, CPU, MAX_PIXELS)).numpy()
+    batch = torch.stack(DeviceJpegDecoder(lite0_spec, CPU).decode(items)).numpy()
     ours = torch.from_numpy(reference_logits(reference_model, lite0_spec, batch))
     assert ours.argmax(1).tolist() == theirs.argmax(1).tolist()
     assert float((ours.softmax(1) - theirs.softmax(1)).abs().max()) < 0.02

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from predictor.config import Settings
-from predictor.engine import EngineOptions, create_engine, resolve_plan
+from predictor.engine import create_engine, resolve_plan
 from predictor.engine.cpu import detect_cpu, parse_cpuinfo
 from predictor.engine.onnx_engine import OnnxRuntimeEngine
 from predictor.engine.openvino_engine import OpenVinoEngine
 from predictor.engine.torch_engine import TorchEngine
 from predictor.preprocess import PreprocessSpec
-from tests.engine.test_cpu import SAPPHIRE_RAPIDS, SKYLAKE, ZEN4
+from tests.support.cpuinfo import SAPPHIRE_RAPIDS, SKYLAKE, ZEN4
 
 AMX, AVX512_BF16, NO_BF16 = parse_cpuinfo(SAPPHIRE_RAPIDS), parse_cpuinfo(ZEN4), parse_cpuinfo(SKYLAKE)
 
@@ -105,9 +105,9 @@ def test_create_engine_auto_on_this_machine(tiny_model_dir: Path, tmp_path: Path
 def test_create_engine_builds_each_backend(tiny_model_dir: Path, tmp_path: Path) -> None:
     spec = PreprocessSpec.from_model_dir(tiny_model_dir)
     base = dict(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu", cpu_threads=1)
-    torch_engine = create_engine(Settings(backend="torch", **base), spec, EngineOptions(torch_compile=True))
+    torch_engine = create_engine(Settings(backend="torch", torch_compile=True, **base), spec)
     assert isinstance(torch_engine, TorchEngine) and torch_engine.threads == 1 and torch_engine.compile
     ort_engine = create_engine(Settings(backend="onnxruntime", **base), spec)
     assert isinstance(ort_engine, OnnxRuntimeEngine) and ort_engine.cache_dir == tmp_path
-    ov_engine = create_engine(Settings(backend="openvino", **base), spec, EngineOptions(openvino_hint="THROUGHPUT"))
+    ov_engine = create_engine(Settings(backend="openvino", openvino_hint="THROUGHPUT", **base), spec)
     assert isinstance(ov_engine, OpenVinoEngine) and ov_engine.performance_hint == "THROUGHPUT"

@@ -206,7 +206,7 @@ async def test_pipeline_serves_fp32_at_once_and_switches_when_the_check_passes(t
     import asyncio
 
     from predictor.pipeline import Pipeline
-    from tests.conftest import jpeg_bytes
+    from tests.support.servers import jpeg_bytes
 
     pipeline = Pipeline(Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu"))
     pipeline.load()
@@ -239,13 +239,3 @@ async def test_pipeline_serves_fp32_at_once_and_switches_when_the_check_passes(t
         assert restarted.precision_check_done.is_set() and restarted.engine_info.dtype == pipeline.engine_info.dtype
     finally:
         await restarted.close()
-
-
-async def test_closing_during_the_check_stops_it(tiny_model_dir: Path, tmp_path: Path):
-    from predictor.pipeline import Pipeline
-
-    pipeline = Pipeline(Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu"))
-    pipeline.load()
-    await pipeline.start()
-    await pipeline.close()
-    assert pipeline.precision_check_done.wait(30)

@@ -33,9 +33,9 @@ import torch
 from predictor.engine.onnx_engine import OnnxRuntimeEngine
 from predictor.engine.torch_engine import TorchEngine
 from predictor.preprocess import PreprocessSpec
-from tests.conftest import ServerProcess, jpeg_bytes, start_server
-from tests.engine.conftest import PHOTO_NAMES
-from tests.integration.test_protocols import CAT_CLASSES, decode_v2_binary, v2_binary_request
+from tests.support.references import PHOTO_NAMES
+from tests.support.servers import ServerProcess, jpeg_bytes, start_server
+from tests.support.v2 import CAT_CLASSES, decode_v2_binary, v2_binary_request
 
 pytestmark = pytest.mark.gpu
 
@@ -127,7 +127,7 @@ def test_device_jpeg_decode_on_cuda(photo_jpegs: dict[str, bytes], lite0_spec: P
 
     from PIL import Image
 
-    from predictor.device_decode import decode_batch
+    from predictor.engine.torch_decode import DeviceJpegDecoder
     from predictor.errors import InvalidInput
     from predictor.preprocess import EncodedJpeg, inspect_jpeg
 
@@ -135,10 +135,10 @@ def test_device_jpeg_decode_on_cuda(photo_jpegs: dict[str, bytes], lite0_spec: P
     bad = photo_jpegs["rocket"][: len(photo_jpegs["rocket"]) // 3]
     assert inspect_jpeg(bad, max_pixels) is None  # no EOI: never sent to nvJPEG
     w, h = Image.open(io.BytesIO(bad)).size
-    items = [inspect_jpeg(photo_jpegs[n], max_pixels) for n in PHOTO_NAMES] + [EncodedJpeg(bad, w, h, 1)]
+    items = [inspect_jpeg(photo_jpegs[n], max_pixels) for n in PHOTO_NAMES] + [EncodedJpeg(bad, w, h, 1, max_pixels)]
     fallbacks: list[str] = []
-    on_gpu = decode_batch(items, lite0_spec, torch.device("cuda"), max_pixels, fallbacks.append)
-    on_cpu = decode_batch(items, lite0_spec, torch.device("cpu"), max_pixels)
+    on_gpu = DeviceJpegDecoder(lite0_spec, torch.device("cuda"), fallbacks.append).decode(items)
+    on_cpu = DeviceJpegDecoder(lite0_spec, torch.device("cpu")).decode(items)
     # only the corrupt one left the GPU (nvJPEG refused it, or returned other dimensions), never a good photo
     assert len(fallbacks) <= 1, fallbacks
     for name, g, c in zip(PHOTO_NAMES, on_gpu, on_cpu, strict=False):

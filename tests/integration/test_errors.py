@@ -10,7 +10,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from tests.conftest import ServerProcess
+from tests.support.servers import ServerProcess
 
 
 def _bomb_png() -> bytes:

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, jpeg_bytes, start_server
 from tests.observability.stack import (
     ChartQueries,
     Identity,
@@ -30,6 +29,7 @@ from tests.observability.stack import (
     tool,
     wait_until,
 )
+from tests.support.servers import ServerProcess, jpeg_bytes, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_QUEUE_IMAGES = 4

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "chart"

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

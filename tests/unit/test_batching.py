@@ -1,4 +1,6 @@
-"""DynamicBatcher with a fake model: ragged sizes, random order, deadline flush, error fan-out, cancellation."""
+"""DynamicBatcher with a fake model: ragged sizes, random order, deadline flush, error fan-out, cancellation.
+
+Events are ordered with events (the model says when a batch entered it), not with sleeps."""
 
 from __future__ import annotations
 
@@ -9,23 +11,30 @@ import time
 
 import pytest
 
-from predictor.batching import BatchStats, DynamicBatcher
-from predictor.errors import DeadlineExceeded, Overloaded
+from predictor.batching import BatcherClosed, BatchStats, DynamicBatcher
+from predictor.errors import DeadlineExceeded
 
 
 class FakeModel:
-    """Doubles each input; records batch sizes and the thread it ran on; can block or fail."""
+    """Doubles each input; records batch sizes and the thread it ran on; can block (``gate``) or fail.
+
+    ``entered`` is set when a batch has reached the model, so tests order events without sleeping.
+    """
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
         self.threads: set[int] = set()
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()
         self.fail_on: int | None = None
         self.wrong_count = False
+        self.run_for_s = 0.0
 
     def __call__(self, values: list[int]) -> list[int]:
+        self.entered.set()
         self.gate.wait(5)
+        time.sleep(self.run_for_s)
         self.threads.add(threading.get_ident())
         self.batches.append(list(values))
         if self.fail_on is not None and self.fail_on in values:
@@ -39,8 +48,14 @@ def far() -> float:
     return time.monotonic() + 30
 
 
+async def entered(model: FakeModel) -> None:
+    """Wait (off the loop) until a batch is inside the model."""
+    assert await asyncio.to_thread(model.entered.wait, 5), "no batch reached the model"
+    model.entered.clear()
+
+
 async def make(model: FakeModel, **kw) -> DynamicBatcher[int, int]:
-    opts = {"max_batch_size": 8, "max_batch_delay_ms": 20, "max_queue_size": 1000}
+    opts = {"max_batch_size": 8, "max_batch_delay_ms": 20}
     opts.update(kw)
     b = DynamicBatcher(model, **opts)
     b.start()
@@ -92,10 +107,9 @@ async def test_failing_batch_fails_only_its_own_requests() -> None:
     model.gate.clear()  # hold the first batch so the next requests queue behind it
     b = await make(model, max_batch_size=2, max_batch_delay_ms=1)
     first = asyncio.ensure_future(b.submit([1, 2], far()))
-    await asyncio.sleep(0.05)
-    bad = asyncio.ensure_future(b.submit([666, 5], far()))
-    await asyncio.sleep(0.01)
-    good = asyncio.ensure_future(b.submit([7, 8], far()))
+    await entered(model)
+    bad = asyncio.gather(*b.submit_many([666, 5], far()))  # enqueued now, in this order
+    good = asyncio.gather(*b.submit_many([7, 8], far()))
     model.fail_on = 666
     model.gate.set()
     assert await first == [2, 4]
@@ -115,35 +129,18 @@ async def test_wrong_result_count_is_an_error_not_a_silent_mismatch() -> None:
     await b.close()
 
 
-async def test_queue_full_is_refused_at_once_and_admits_nothing() -> None:
+async def test_cancelled_items_are_counted_out_and_never_reach_the_model() -> None:
     model = FakeModel()
     model.gate.clear()
-    b = await make(model, max_queue_size=4, max_batch_size=2, max_batch_delay_ms=1)
-    held = asyncio.ensure_future(b.submit([1, 2, 3], far()))
-    await asyncio.sleep(0.02)
-    t0 = time.monotonic()
-    with pytest.raises(Overloaded) as exc:
-        await b.submit([4, 5], far())
-    assert time.monotonic() - t0 < 0.05
-    assert exc.value.status_code == 503 and exc.value.retry_after_seconds == 1
-    assert b.depth == 3, "a refused submit admits none of its items"
-    model.gate.set()
-    assert await held == [2, 4, 6]
-    await b.close()
-
-
-async def test_cancelled_items_free_their_slots_and_never_reach_the_model() -> None:
-    model = FakeModel()
-    model.gate.clear()
-    b = await make(model, max_batch_size=1, max_batch_delay_ms=0, max_queue_size=3)
+    b = await make(model, max_batch_size=1, max_batch_delay_ms=0)
     running = asyncio.ensure_future(b.submit([1], far()))
-    await asyncio.sleep(0.02)  # [1] is now inside the handler, blocked on the gate
+    await entered(model)  # [1] is now inside the handler, blocked on the gate
     gone = asyncio.ensure_future(b.submit([99, 98], far()))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # let `gone` enqueue (one step of the loop, not a wait for time)
     assert b.depth == 3
     gone.cancel()
     await asyncio.sleep(0)
-    assert b.depth == 1, "a client that went away gives its slots back at once"
+    assert b.depth == 1, "a client that went away is counted out at once"
     model.gate.set()
     assert await running == [2]
     assert await b.submit([5], far()) == [10]
@@ -156,9 +153,9 @@ async def test_items_past_their_deadline_are_dropped_with_504() -> None:
     model.gate.clear()
     b = await make(model, max_batch_size=1, max_batch_delay_ms=0)
     running = asyncio.ensure_future(b.submit([1], far()))
-    await asyncio.sleep(0.02)
-    late = asyncio.ensure_future(b.submit([2], time.monotonic() + 0.01))
-    await asyncio.sleep(0.05)
+    await entered(model)
+    late = asyncio.gather(*b.submit_many([2], time.monotonic() + 0.01))
+    await asyncio.to_thread(time.sleep, 0.05)  # its deadline passes while [1] holds the model
     model.gate.set()
     assert await running == [2]
     with pytest.raises(DeadlineExceeded):
@@ -169,9 +166,16 @@ async def test_items_past_their_deadline_are_dropped_with_504() -> None:
 
 async def test_batch_hook_reports_size_and_waits() -> None:
     stats: list[BatchStats] = []
-    b = await make(FakeModel(), on_batch=stats.append)
+    model = FakeModel()
+    model.run_for_s = 0.05
+    b = await make(model, max_batch_delay_ms=30, on_batch=stats.append)
+    t0 = time.monotonic()
     await b.submit([1, 2, 3], far())
-    assert stats[0].size == 3 and len(stats[0].queue_waits_s) == 3 and stats[0].run_s >= 0
+    elapsed = time.monotonic() - t0
+    (s,) = stats
+    assert s.size == 3 and len(s.queue_waits_s) == 3
+    assert 0.05 <= s.run_s <= elapsed, "run_s is the handler's own time"
+    assert all(0.03 <= w <= elapsed - s.run_s + 0.01 for w in s.queue_waits_s), "waits include the batch delay"
     await b.close()
 
 
@@ -186,13 +190,21 @@ async def test_close_finishes_admitted_work() -> None:
 
 def test_bad_arguments_raise_precise_errors() -> None:
     with pytest.raises(TypeError):
-        DynamicBatcher(42, max_batch_size=1, max_batch_delay_ms=1, max_queue_size=1)  # type: ignore[arg-type]
+        DynamicBatcher(42, max_batch_size=1, max_batch_delay_ms=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_batch_size"):
-        DynamicBatcher(FakeModel(), max_batch_size=0, max_batch_delay_ms=1, max_queue_size=1)
+        DynamicBatcher(FakeModel(), max_batch_size=0, max_batch_delay_ms=1)
     with pytest.raises(ValueError, match="max_batch_delay_ms"):
-        DynamicBatcher(FakeModel(), max_batch_size=1, max_batch_delay_ms=-1, max_queue_size=1)
-    with pytest.raises(ValueError, match="max_queue_size"):
-        DynamicBatcher(FakeModel(), max_batch_size=1, max_batch_delay_ms=1, max_queue_size=0)
+        DynamicBatcher(FakeModel(), max_batch_size=1, max_batch_delay_ms=-1)
+
+
+async def test_a_closed_batcher_refuses_work_with_a_typed_error() -> None:
+    b = await make(FakeModel())
+    assert b.run_on_handler_thread(lambda: 41) + 1 == 42
+    await b.close()
+    with pytest.raises(BatcherClosed):
+        b.submit_many([1], far())
+    with pytest.raises(BatcherClosed):
+        b.run_on_handler_thread(lambda: 1)
 
 
 async def test_an_exception_result_fails_that_item_alone() -> None:
@@ -201,7 +213,7 @@ async def test_an_exception_result_fails_that_item_alone() -> None:
     def handler(values: list[int]) -> list:
         return [ValueError(f"bad {v}") if v < 0 else v * 2 for v in values]
 
-    b = DynamicBatcher(handler, max_batch_size=8, max_batch_delay_ms=20, max_queue_size=100)
+    b = DynamicBatcher(handler, max_batch_size=8, max_batch_delay_ms=20)
     b.start()
     mixed = await b.submit([1, -2, 3], far(), return_exceptions=True)
     assert mixed[0] == 2 and mixed[2] == 6

@@ -9,7 +9,7 @@ import pytest
 
 from predictor.__main__ import build_parser
 from predictor.config import Settings, settings_from_args
-from tests.conftest import REPO
+from tests.support.servers import REPO
 
 
 def test_every_field_is_a_flag_and_flags_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,25 +59,20 @@ def test_missing_model_dir_fails_fast_with_a_clear_message(tmp_path) -> None:
     assert "is not a model directory" in r.stderr
 
 
-def test_kserve_timing_middleware_is_dropped_and_the_others_kept():
-    """KServe's REST server adds timing_asgi's middleware (two getrusage calls per request, logged to a
-    logger we do not configure); serve() drops it and keeps whatever else KServe adds."""
-    from fastapi import FastAPI
-    from kserve.protocol.rest.server import RESTServer
-    from starlette.middleware.gzip import GZipMiddleware
-    from timing_asgi import TimingMiddleware
-
-    from predictor.server import _drop_kserve_timing_middleware
-
-    def middlewares() -> list[type]:
-        app = FastAPI()
-        app.add_middleware(GZipMiddleware)  # one added before KServe's, as routes.install adds ours
-        server = RESTServer.__new__(RESTServer)
-        server.access_log_format = None
-        RESTServer._add_middlewares(server, app)
-        return [m.cls for m in app.user_middleware]
-
-    assert middlewares() == [TimingMiddleware, GZipMiddleware]  # what KServe 0.21 does on its own
-    _drop_kserve_timing_middleware()
-    _drop_kserve_timing_middleware()  # idempotent
-    assert middlewares() == [GZipMiddleware]
+def test_help_shows_each_flags_default_choices_and_env_var() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "predictor", "serve", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())  # argparse wraps lines
+    assert "--device {auto,cpu,cuda}" in text and "--backend {auto,torch,openvino,onnxruntime}" in text
+    assert "--enable_grpc {true,false}" in text and "--max_batch_size INT" in text
+    assert "Default: 32. Env: PREDICTOR_MAX_BATCH_SIZE." in text
+    assert "VALUE" not in text
+    bad = subprocess.run(
+        [sys.executable, "-m", "predictor", "serve", "--device", "gpu"], cwd=REPO, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "invalid choice: 'gpu'" in bad.stderr and "cuda" in bad.stderr, bad.stderr
+    # booleans are case-insensitive, as the chart and env vars write them
+    args = build_parser().parse_args(["serve", "--enable_grpc", "True"])
+    assert settings_from_args(args).enable_grpc is True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from predictor.pipeline import load_labels
+from predictor.lifecycle import load_labels
 
 
 def _auto_config_labels(model_dir: Path) -> list[str]:

@@ -1,14 +1,16 @@
-"""KServe v2 over gRPC (KServe's own server and client) reaches the same pipeline: raw JPEG bytes in."""
+"""The KServe model adapter (predictor/model.py): v1 over REST and v2 over gRPC reach the same pipeline."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess, free_port, start_server
+from tests.support.servers import ServerProcess, free_port, start_server
+from tests.support.v2 import CAT_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +67,11 @@ def test_grpc_bad_image_is_invalid_argument_and_counted(grpc_server: tuple[Serve
         raise AssertionError("a bad image over gRPC must be refused")
     assert server.metric("classifier_requests_total", protocol="grpc", code="400") == 1
     assert server.client.get("/v2/health/ready").status_code == 200
+
+
+def test_v1(default_server: ServerProcess, cat_jpeg: bytes):
+    r = default_server.client.post(
+        "/v1/models/classifier:predict", json={"instances": [{"image": {"b64": base64.b64encode(cat_jpeg).decode()}}]}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0][0]["label"] in CAT_CLASSES

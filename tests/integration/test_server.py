@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, jpeg_bytes, start_server
+from tests.support.servers import ServerProcess, jpeg_bytes, start_server
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_sigterm_drains_every_accepted_request(tiny_model_dir: Path, tmp_path: P
     assert codes == [200] * n, codes
     server.proc.wait(30)
     assert time.monotonic() - t0 < 20
-    assert server.proc.returncode in (0, -signal.SIGTERM), server.log()[-3000:]
+    assert server.proc.returncode == 0, server.log()[-3000:]  # a graceful exit, not killed by the signal
     with pytest.raises(httpx.TransportError):
         _post(server.url, small_jpeg, timeout=2)
 
@@ -136,7 +136,12 @@ def test_sigterm_while_the_precision_check_runs_exits_cleanly(tiny_model_dir: Pa
     server = start_server(tiny_model_dir, tmp_path)
     r = _post(server.url, small_jpeg)  # fp32 serves while the check runs
     assert r.status_code == 200, r.text
+    before = server.log()
     assert server.stop() == 0, server.log()[-3000:]
     log = server.log()
     assert "Traceback" not in log and "precision check failed" not in log, log[-3000:]
-    assert "precision check stopped: shutting down" in log or "precision check (" in log, log[-3000:]
+    if "until the precision check" not in before:  # no native bf16 here: auto planned no check at all
+        assert "precision check" not in log, log[-3000:]
+    elif "precision check (" not in before:  # still running at SIGTERM: stopped, or finished while stopping
+        ending = log[len(before) :]
+        assert "precision check stopped: shutting down" in ending or "precision check (" in ending, log[-3000:]

@@ -1,4 +1,5 @@
-"""Fixtures for the engine tests: the default model's spec and reference model, image sets."""
+"""Session fixtures of the engine and GPU tests (a plugin of tests/conftest.py): the default model's spec,
+its fp32 reference model, the photo and varied batches and their reference logits."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ from PIL import Image
 from bench.payloads import as_rgb
 from predictor.engine.precision_check import views
 from predictor.preprocess import PreprocessSpec, decode_image, prepare_pil
-from tests.conftest import jpeg_bytes
-
-MAX_PIXELS = 40_000_000
-PHOTO_NAMES = ("chelsea", "coffee", "rocket", "motorcycle", "astronaut")
+from tests.support.references import MAX_PIXELS, PHOTO_NAMES, reference_logits
+from tests.support.servers import jpeg_bytes
 
 
 @pytest.fixture(scope="session")
@@ -30,16 +29,6 @@ def reference_model(default_model_dir: Path) -> torch.nn.Module:
     from transformers import AutoModelForImageClassification
 
     return AutoModelForImageClassification.from_pretrained(default_model_dir, dtype=torch.float32).eval()
-
-
-def reference_logits(model: torch.nn.Module, spec: PreprocessSpec, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
-    """fp32 eager logits of ``model`` for a uint8 NHWC batch, normalised by ``spec.normalize``."""
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(batch), chunk):
-            x = torch.from_numpy(spec.normalize(batch[i : i + chunk]))
-            out.append(model(pixel_values=x).logits.numpy())
-    return np.concatenate(out)
 
 
 @pytest.fixture(scope="session")

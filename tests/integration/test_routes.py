@@ -1,24 +1,16 @@
-"""Every protocol against a real server process over real HTTP, with the embedded default model."""
+"""The HTTP routes (/classify, v2 REST JSON and binary) and KServe's health and metadata routes, against a
+real server process over real HTTP, with the embedded default model."""
 
 from __future__ import annotations
 
 import base64
-import struct
 
 import numpy as np
 import orjson
 import pytest
 
-from tests.conftest import ServerProcess, jpeg_bytes
-
-CAT_CLASSES = {
-    "tabby, tabby cat",
-    "tiger cat",
-    "Egyptian cat",
-    "Persian cat",
-    "Siamese cat, Siamese",
-    "lynx, catamount",
-}
+from tests.support.servers import ServerProcess, jpeg_bytes
+from tests.support.v2 import CAT_CLASSES, decode_v2_binary, v2_binary_request
 
 
 def classify(server: ServerProcess, image: bytes, **params) -> dict:
@@ -43,41 +35,6 @@ def v2_json(server: ServerProcess, images: list[bytes], **params) -> dict:
     r = server.client.post(f"/v2/models/{server.model_name}/infer", json=body)
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def v2_binary_request(images: list[bytes], binary_outputs: bool, **params) -> tuple[bytes, dict[str, str]]:
-    raw = b"".join(struct.pack("<I", len(i)) + i for i in images)
-    header = {
-        "id": "req-7",
-        "inputs": [
-            {"name": "image", "datatype": "BYTES", "shape": [len(images)], "parameters": {"binary_data_size": len(raw)}}
-        ],
-        "outputs": [{"name": n, "parameters": {"binary_data": binary_outputs}} for n in ("label", "score", "class_id")],
-    }
-    if params:
-        header["parameters"] = params
-    h = orjson.dumps(header)
-    return h + raw, {"Inference-Header-Content-Length": str(len(h)), "Content-Type": "application/octet-stream"}
-
-
-def decode_v2_binary(body: bytes, header_len: int) -> dict[str, np.ndarray | list[str]]:
-    header = orjson.loads(body[:header_len])
-    pos, out = header_len, {}
-    for o in header["outputs"]:
-        size = o["parameters"]["binary_data_size"]
-        raw = body[pos : pos + size]
-        pos += size
-        if o["datatype"] == "BYTES":
-            items, p = [], 0
-            while p < len(raw):
-                (n,) = struct.unpack_from("<I", raw, p)
-                items.append(raw[p + 4 : p + 4 + n].decode())
-                p += 4 + n
-            out[o["name"]] = items
-        else:
-            out[o["name"]] = np.frombuffer(raw, dtype=np.float32 if o["datatype"] == "FP32" else np.int64)
-    assert pos == len(body)
-    return out
 
 
 def outputs(resp: dict) -> dict[str, list]:
@@ -185,17 +142,9 @@ def test_v2_uint8_and_fp32_tensors(default_server: ServerProcess, photos):
 
 
 def default_server_model_dir():
-    from tests.conftest import DEFAULT_MODEL_DIR
+    from tests.support.servers import DEFAULT_MODEL_DIR
 
     return DEFAULT_MODEL_DIR
-
-
-def test_v1(default_server: ServerProcess, cat_jpeg: bytes):
-    r = default_server.client.post(
-        "/v1/models/classifier:predict", json={"instances": [{"image": {"b64": base64.b64encode(cat_jpeg).decode()}}]}
-    )
-    assert r.status_code == 200, r.text
-    assert r.json()["predictions"][0][0]["label"] in CAT_CLASSES
 
 
 def test_same_image_same_answer_through_every_protocol(default_server: ServerProcess, cat_jpeg: bytes):

@@ -1,0 +1,102 @@
+"""The one registry of inference backends: name → what it runs (devices, precisions) and how to build it.
+
+Every caller builds engines through :func:`create` (the loader, ``bench/raw_probe.py``, the engine tests),
+so adding a backend is one module with an :class:`~predictor.engine.base.Engine` subclass plus one
+:func:`register` call here. Factories import their backend lazily: OpenVINO or ONNX Runtime are loaded
+only when used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from predictor.engine.base import Engine
+    from predictor.preprocess import PreprocessSpec
+
+
+@dataclass(frozen=True)
+class BuildArgs:
+    """Everything a backend factory may use; each backend takes what it needs."""
+
+    spec: PreprocessSpec
+    model_dir: Path
+    cache_dir: Path
+    device: str
+    precision: str
+    threads: int = 0
+    max_batch_size: int = 32
+    torch_compile: bool = False
+    openvino_hint: str = "LATENCY"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend: the precisions it runs per device, and its factory (builds, does not load)."""
+
+    name: str
+    precisions: dict[str, tuple[str, ...]]
+    factory: Callable[[BuildArgs], Engine]
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> None:
+    """Add a backend (its name must be new)."""
+    if backend.name in BACKENDS:
+        raise ValueError(f"backend {backend.name!r} is registered already")
+    BACKENDS[backend.name] = backend
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``.
+
+    Raises:
+        ValueError: no such backend (the message lists the known ones).
+    """
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}: one of {', '.join(sorted(BACKENDS))}") from None
+
+
+def precisions(name: str, device: str) -> tuple[str, ...]:
+    """Precisions ``name`` runs on ``device`` (empty when it does not run there)."""
+    return get(name).precisions.get(device, ())
+
+
+def backends_for(device: str) -> list[str]:
+    """Backends that run on ``device``."""
+    return sorted(n for n, b in BACKENDS.items() if device in b.precisions)
+
+
+def create(name: str, args: BuildArgs) -> Engine:
+    """Build (not load) an engine of backend ``name``; call ``load()`` then ``warmup()``."""
+    return get(name).factory(args)
+
+
+def _torch(a: BuildArgs) -> Engine:
+    from predictor.engine.torch_engine import TorchEngine
+
+    return TorchEngine(a.spec, a.model_dir, a.device, a.precision, a.threads, a.torch_compile, a.max_batch_size)
+
+
+def _openvino(a: BuildArgs) -> Engine:
+    from predictor.engine.openvino_engine import OpenVinoEngine
+
+    return OpenVinoEngine(a.spec, a.model_dir, a.cache_dir, a.precision, a.threads, a.openvino_hint)
+
+
+def _onnxruntime(a: BuildArgs) -> Engine:
+    from predictor.engine.onnx_engine import OnnxRuntimeEngine
+
+    return OnnxRuntimeEngine(a.spec, a.model_dir, a.cache_dir, a.device, a.precision, a.threads)
+
+
+register(Backend("torch", {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}, _torch))
+register(Backend("openvino", {"cpu": ("fp32", "bf16", "fp16")}, _openvino))
+register(Backend("onnxruntime", {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}, _onnxruntime))

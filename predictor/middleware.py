@@ -1,0 +1,238 @@
+"""ASGI middleware for every HTTP request (KServe's routes included): request id, body limit, compression,
+per-request metrics.
+
+* Request id: ``X-Request-ID`` echoed, or generated; set in the logging context.
+* Body limit: a declared ``Content-Length`` over ``max_request_bytes`` is refused with 413 before the body
+  is read; a body that grows past it while read, too.
+* Compressed requests (``Content-Encoding: gzip`` or ``deflate``, as tritonclient's
+  ``request_compression_algorithm`` sends them) are inflated as they are read, and the limit applies to the
+  inflated size, so a zip bomb is refused with 413 without being inflated in memory; a corrupt stream is
+  400 naming the encoding; another encoding is 415.
+* Compressed answers: a counted request (the inference routes) whose ``Accept-Encoding`` names gzip or
+  deflate gets its answer compressed (tritonclient's ``response_compression_algorithm``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+import zlib
+
+import orjson
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from predictor.config import Settings
+from predictor.errors import InvalidInput, PayloadTooLarge, PredictorError, UnsupportedMediaType
+from predictor.logs import request_id_var
+from predictor.metrics import PredictorMetrics
+
+ENCODINGS = ("gzip", "deflate")
+"""Content codings accepted on requests and offered on answers (besides identity)."""
+
+
+def protocol_of(path: str, method: str) -> str | None:
+    """Bounded protocol label of a request path; None for paths we do not count (health, metrics)."""
+    if method != "POST" and not path.startswith("/v1/jobs"):
+        return None
+    if path == "/classify":
+        return "classify"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "v2"
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        return "v1"
+    if path.startswith("/v1/jobs"):
+        return "jobs"
+    return None
+
+
+def too_large(size: int, limit: int, what: str = "request body") -> str:
+    """The 413 message: the size, the limit and the setting that sets it."""
+    return f"{what} of {size} bytes is over the limit of {limit} bytes (max_request_bytes)"
+
+
+class Inflater:
+    """Inflates a gzip or deflate request body chunk by chunk, never past ``limit`` bytes."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.encoding = encoding
+        self.limit = limit
+        self.size = 0
+        # gzip: the gzip wrapper; deflate: zlib's wrapper (what HTTP means, tritonclient sends), raw as fallback
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        self._started = False
+
+    def feed(self, data: bytes, final: bool) -> bytes:
+        """Inflate ``data``; raises 413 past the limit, 400 on a corrupt or truncated stream."""
+        try:
+            out = self._inflate(data)
+            if final:
+                tail = self._z.flush()
+                self.size += len(tail)
+                if self.size > self.limit:
+                    raise PayloadTooLarge(too_large(self.size, self.limit, "decompressed request body"))
+                out += tail
+                if not self._z.eof:
+                    raise zlib.error("stream ends before its end marker")
+        except zlib.error as e:
+            raise InvalidInput(
+                f"request body is not valid {self.encoding} data (Content-Encoding: {self.encoding}): {e}"
+            ) from None
+        return out
+
+    def _inflate(self, data: bytes) -> bytes:
+        if not self._started and self.encoding == "deflate" and data:
+            self._started = True
+            if (data[0] & 0x0F) != 8 or ((data[0] << 8) | (data[1] if len(data) > 1 else 0)) % 31:
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, no zlib header
+        self._started = True
+        room = self.limit - self.size + 1  # one byte more than allowed proves the body is too large
+        out = self._z.decompress(data, room)
+        self.size += len(out)
+        if self.size > self.limit or self._z.unconsumed_tail:
+            raise PayloadTooLarge(too_large(self.size, self.limit, "decompressed request body"))
+        return out
+
+
+def response_encoding(accept: str) -> str | None:
+    """The coding to answer with for an ``Accept-Encoding`` value: gzip or deflate (q > 0), else None."""
+    for part in accept.split(","):
+        name, _, params = part.strip().partition(";")
+        q = params.strip().removeprefix("q=").strip() if params.strip().startswith("q=") else "1"
+        try:
+            weight = float(q)
+        except ValueError:
+            weight = 0.0
+        if name.strip().lower() in ENCODINGS and weight > 0:
+            return name.strip().lower()
+    return None
+
+
+def compress(body: bytes, encoding: str) -> bytes:
+    """``body`` in ``encoding`` (gzip, or deflate in zlib's wrapper as HTTP specifies)."""
+    return gzip.compress(body, compresslevel=5) if encoding == "gzip" else zlib.compress(body, 5)
+
+
+class RequestContextMiddleware:
+    """Request id, body-size limit, compression and per-request metrics, for every route."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: PredictorMetrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
+        token = request_id_var.set(rid)
+        protocol = protocol_of(scope["path"], scope["method"])
+        model, limit = self.settings.model_name, self.settings.max_request_bytes
+        started = time.perf_counter()
+        status = {"code": 500}
+        answer_encoding = response_encoding(headers.get(b"accept-encoding", b"").decode("latin-1"))
+        send_wrapper = self._sender(send, rid, status, answer_encoding if protocol else None)
+        try:
+            early = self._early_refusal(headers, limit)
+            if early is not None:
+                await send_error(send_wrapper, early, self.metrics, model)
+            else:
+                await self._call(scope, headers, receive, send_wrapper, protocol, limit)
+        finally:
+            if protocol is not None:
+                self.metrics.observe_request(model, protocol, status["code"], time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    @staticmethod
+    def _early_refusal(headers: dict[bytes, bytes], limit: int) -> PredictorError | None:
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return PayloadTooLarge(too_large(int(declared), limit))
+        coding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+        if coding not in (*ENCODINGS, "identity", ""):
+            return UnsupportedMediaType(
+                f"Content-Encoding {coding!r} is not accepted: send gzip, deflate or an uncompressed body"
+            )
+        return None
+
+    async def _call(
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send, protocol: str | None, limit: int
+    ) -> None:
+        coding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+        inflater = Inflater(coding, limit) if coding in ENCODINGS else None
+        if inflater is not None:  # the app sees the inflated body, without the coding's headers
+            drop = (b"content-encoding", b"content-length")
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k not in drop]}
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                body = message.get("body", b"")
+                received += len(body)
+                if received > limit:
+                    raise PayloadTooLarge(too_large(received, limit))
+                if inflater is not None:
+                    message = {**message, "body": inflater.feed(body, not message.get("more_body", False))}
+            return message
+
+        if protocol is not None:
+            self.metrics.inflight.labels(self.settings.model_name).inc()
+        try:
+            await self.app(scope, receive_limited, send)
+        finally:
+            if protocol is not None:
+                self.metrics.inflight.labels(self.settings.model_name).dec()
+
+    @staticmethod
+    def _sender(send: Send, rid: str, status: dict[str, int], encoding: str | None) -> Send:
+        """Records the status, adds the request id, and compresses the answer when asked to."""
+        start: list[Message] = []
+        chunks: list[bytes] = []
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
+                if encoding is None:
+                    await send(message)
+                else:
+                    start.append(message)
+                return
+            if message["type"] != "http.response.body" or encoding is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = compress(b"".join(chunks), encoding)
+            head = start[0]
+            kept = [(k, v) for k, v in head["headers"] if k.lower() not in (b"content-length", b"content-encoding")]
+            kept += [(b"content-encoding", encoding.encode()), (b"content-length", str(len(body)).encode()),
+                     (b"vary", b"Accept-Encoding")]  # fmt: skip
+            await send({**head, "headers": kept})
+            await send({"type": "http.response.body", "body": body})
+
+        return send_wrapper
+
+
+def error_response(exc: PredictorError) -> Response:
+    """``{"error": "..."}`` with the error's status and headers (``Retry-After`` where set)."""
+    return Response(
+        orjson.dumps({"error": exc.message}),
+        status_code=exc.status_code,
+        headers=exc.headers(),
+        media_type="application/json",
+    )
+
+
+async def send_error(send: Send, exc: PredictorError, metrics: PredictorMetrics, model: str) -> None:
+    """Answer ``exc`` directly from the middleware (before any route ran), counted as a rejection."""
+    metrics.rejections.labels(model, exc.reason).inc()
+    resp = error_response(exc)
+    await send({"type": "http.response.start", "status": resp.status_code, "headers": resp.raw_headers})
+    await send({"type": "http.response.body", "body": resp.body})

@@ -1,0 +1,61 @@
+"""What every wire format parses into, and the helpers they share."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from predictor.errors import InvalidInput
+from predictor.postprocess import Prediction
+
+
+@dataclass
+class ParsedRequest:
+    """What the pipeline needs from one request, whatever the protocol, and how to answer it."""
+
+    images: list[bytes | np.ndarray]
+    top_k: int | None = None
+    request_id: str | None = None
+    binary_outputs: dict[str, bool] = field(default_factory=dict)
+    """v2: per output, whether it is sent as binary data (REST extension) rather than JSON."""
+    requested_outputs: list[str] = field(default_factory=list)
+    """v2: the outputs asked for, in order; empty = all."""
+
+
+def b64decode(text: Any, where: str) -> bytes:
+    """Strict base64 (standard alphabet, padding optional) with an error that says where."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"{where}: expected a base64 string, got {type(text).__name__}")
+    s = text.strip()
+    try:
+        return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{where}: not valid base64") from None
+
+
+def loads(body: bytes, what: str) -> Any:
+    """Parse JSON; malformed JSON is the client's :class:`InvalidInput`, naming where it broke."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidInput(f"{what} is not valid JSON: {e}") from None
+
+
+def top_k_param(params: Any) -> int | None:
+    """``top_k`` from a parameters object: None when absent; its type is checked here, its range by the pipeline."""
+    if not isinstance(params, dict) or "top_k" not in params:
+        return None
+    k = params["top_k"]
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise InvalidInput(f"parameter top_k must be an integer, got {k!r}")
+    return k
+
+
+def predictions_json(results: list[list[Prediction]]) -> list[list[dict[str, object]]]:
+    """Predictions as plain JSON lists (for /classify and v1)."""
+    return [[p.as_dict() for p in row] for row in results]

@@ -1,0 +1,156 @@
+"""The one v2 codec (predictor/protocol/v2.py): REST and gRPC requests parse the same; answers per transport.
+
+The expected bytes are built here by hand from the protocol's description (4-byte little-endian lengths,
+little-endian tensors), not with the codec's own helpers.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import orjson
+import pytest
+from kserve import InferRequest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+from predictor.errors import InvalidInput
+from predictor.postprocess import Prediction
+from predictor.protocol import v2
+
+JPEGS = [b"\xff\xd8first\xff\xd9", b"\xff\xd8second one\xff\xd9"]
+
+
+def _lengths(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+def _grpc(inputs, raw=None, outputs=(), **params) -> InferRequest:
+    msg = pb.ModelInferRequest(
+        model_name="classifier",
+        id="g-1",
+        inputs=inputs,
+        raw_input_contents=raw or [],
+        outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in outputs],
+        parameters={k: pb.InferParameter(int64_param=v) for k, v in params.items()},
+    )
+    return InferRequest.from_grpc(msg)
+
+
+def test_rest_json_binary_and_grpc_give_the_same_request() -> None:
+    import base64
+
+    json_body = orjson.dumps(
+        {"id": "r", "parameters": {"top_k": 3}, "inputs": [{"name": "image", "datatype": "BYTES", "shape": [2],
+                                                              "data": [base64.b64encode(j).decode() for j in JPEGS]}]}
+    )  # fmt: skip
+    raw = _lengths(JPEGS)
+    header = orjson.dumps(
+        {"parameters": {"top_k": 3}, "inputs": [{"name": "image", "datatype": "BYTES", "shape": [2],
+                                                 "parameters": {"binary_data_size": len(raw)}}]}
+    )  # fmt: skip
+    tensor = pb.ModelInferRequest.InferInputTensor
+    as_raw = _grpc([tensor(name="image", datatype="BYTES", shape=[2])], raw=[raw], top_k=3)
+    as_contents = _grpc(
+        [tensor(name="image", datatype="BYTES", shape=[2], contents=pb.InferTensorContents(bytes_contents=JPEGS))],
+        top_k=3,
+    )
+    for parsed in (
+        v2.parse_rest(json_body, None),
+        v2.parse_rest(header + raw, str(len(header))),
+        v2.parse_grpc(as_raw),
+        v2.parse_grpc(as_contents),
+    ):
+        assert parsed.images == JPEGS and parsed.top_k == 3
+
+
+def test_grpc_uint8_tensors_from_contents_and_raw_agree() -> None:
+    pixels = np.arange(2 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 4, 5, 3)
+    tensor = pb.ModelInferRequest.InferInputTensor
+    raw = _grpc([tensor(name="image_uint8", datatype="UINT8", shape=[2, 4, 5, 3])], raw=[pixels.tobytes()])
+    contents = _grpc(
+        [tensor(name="image_uint8", datatype="UINT8", shape=[2, 4, 5, 3],
+                contents=pb.InferTensorContents(uint_contents=pixels.reshape(-1).tolist()))]
+    )  # fmt: skip
+    for req in (raw, contents):
+        images = v2.parse_grpc(req).images
+        assert len(images) == 2 and all(isinstance(i, np.ndarray) for i in images)
+        np.testing.assert_array_equal(np.stack(images), pixels)
+
+
+def test_grpc_requested_outputs_are_all_raw() -> None:
+    tensor = pb.ModelInferRequest.InferInputTensor
+    parsed = v2.parse_grpc(_grpc([tensor(name="image", datatype="BYTES", shape=[1])], raw=[_lengths(JPEGS[:1])],
+                                 outputs=("class_id", "label")))  # fmt: skip
+    assert parsed.requested_outputs == ["class_id", "label"] and parsed.binary_outputs == {
+        "class_id": True,
+        "label": True,
+    }
+    assert parsed.request_id == "g-1"
+
+
+RESULTS = [
+    [Prediction("tiger cat", 0.5, 282), Prediction("tabby, tabby cat", 0.25, 281)],
+    [Prediction("espresso", 0.75, 967), Prediction("cup", 0.125, 968)],
+]
+
+
+def test_grpc_answers_carry_every_output_in_raw_contents_in_request_order() -> None:
+    parsed = v2.ParsedRequest(images=[], requested_outputs=["score", "label"], request_id="g-2")
+    resp = v2.encode_grpc(RESULTS, parsed, "classifier", "v7")
+    assert (resp.model_name, resp.model_version, resp.id) == ("classifier", "v7", "g-2")
+    assert [(o.name, o.datatype, list(o.shape)) for o in resp.outputs] == [
+        ("score", "FP32", [2, 2]),
+        ("label", "BYTES", [2, 2]),
+    ]
+    assert not any(o.HasField("contents") for o in resp.outputs)
+    assert resp.raw_output_contents[0] == struct.pack("<4f", 0.5, 0.25, 0.75, 0.125)
+    assert resp.raw_output_contents[1] == _lengths([b"tiger cat", b"tabby, tabby cat", b"espresso", b"cup"])
+
+
+def test_rest_answers_json_or_binary_per_output() -> None:
+    parsed = v2.parse_request(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["AA=="]}],
+         "outputs": [{"name": "class_id", "parameters": {"binary_data": True}}, {"name": "label"}]}, b""
+    )  # fmt: skip
+    body, headers = v2.encode_rest(RESULTS, parsed, "classifier", "v7")
+    n = int(headers["inference-header-content-length"])
+    header = orjson.loads(body[:n])
+    assert [o["name"] for o in header["outputs"]] == ["class_id", "label"]
+    assert header["outputs"][1]["data"] == ["tiger cat", "tabby, tabby cat", "espresso", "cup"]
+    assert header["outputs"][0]["parameters"] == {"binary_data_size": 32}
+    assert body[n:] == struct.pack("<4q", 282, 281, 967, 968)
+    body, headers = v2.encode_rest(RESULTS, v2.ParsedRequest(images=[]), "classifier", "v7")
+    assert headers == {"content-type": "application/json"} and len(orjson.loads(body)["outputs"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "header_len", "words"),
+    [
+        (b"{", None, "request body is not valid JSON"),
+        (b'{"inputs": []}', None, "needs 'inputs'"),
+        (b"xx", "abc", "must be an integer"),
+        (b"xx", "10", "outside the body of 2 bytes"),
+        (b'{"inputs": [{"name": "image", "datatype": "INT8", "shape": [1], "data": [1]}]}', None, "accepted: BYTES"),
+        (
+            b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "data": ["AA=="]}]}',
+            None,
+            "says 2 images",
+        ),
+        (
+            b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["***"]}]}',
+            None,
+            "not valid base64",
+        ),
+    ],
+)
+def test_bad_requests_name_the_problem(body: bytes, header_len: str | None, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        v2.parse_rest(body, header_len)
+
+
+def test_a_truncated_binary_bytes_tensor_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="declares 100 bytes but only 3 follow"):
+        v2.split_bytes(struct.pack("<I", 100) + b"abc")
+    with pytest.raises(InvalidInput, match="length prefix is cut off"):
+        v2.split_bytes(b"\x01\x00")
