@@ -91,3 +91,37 @@ def kubectl_patch(obj: dict[str, Any], patch_type: str, body: Any, workdir: Path
     path.write_text(yaml.safe_dump(obj))
     cmd = [tool("kubectl"), "patch", "--local", "-f", str(path), "--type", patch_type, "-p", json.dumps(body)]
     return yaml.safe_load(run([*cmd, "-o", "yaml"]).stdout)
+
+
+def _pod_spec_fields() -> frozenset[str]:
+    from importlib import resources
+
+    schema = (
+        resources.files("kubernetes_validate") / "kubernetes-json-schema" / f"v{K8S_MINOR}.0-local" / "podspec-v1.json"
+    )
+    return frozenset(json.loads(schema.read_text())["properties"])
+
+
+def predictor_workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each InferenceService component's pod as the Deployment KServe makes of it, for pod-level checks.
+
+    The component's PodSpec fields, its labels, and the InferenceService's annotations (KServe copies them
+    onto what it creates, so ``checkov.io/skip`` annotations apply); KServe's own additions (queue-proxy,
+    storage-initializer) are KServe's, not the chart's, and are not included.
+    """
+    fields = _pod_spec_fields()
+    workloads = []
+    for isvc in by_kind(objects, "InferenceService"):
+        components = [("predictor", isvc["spec"]["predictor"])]
+        components += [("canary", c["predictor"]) for c in isvc["spec"].get("canary", [])]
+        for name, component in components:
+            labels = component.get("labels", {})
+            meta = {
+                "name": f"{isvc['metadata']['name']}-{name}",
+                "namespace": isvc["metadata"]["namespace"],
+                "annotations": isvc["metadata"].get("annotations", {}),
+            }
+            pod = {k: v for k, v in component.items() if k in fields}
+            spec = {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod}}
+            workloads.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec})
+    return workloads

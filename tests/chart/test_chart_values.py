@@ -285,7 +285,7 @@ def test_optional_settings_are_omitted_when_unset(flag, rendered):
 def _leaf_keys(values, prefix=""):
     for key, value in values.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value and not path.endswith(("labels", "limits", "annotations")):
+        if isinstance(value, dict) and value and not path.lower().endswith(("labels", "limits", "annotations")):
             if path in {"resources", "podSecurityContext", "containerSecurityContext", "queue.worker.resources"}:
                 yield path
                 continue
