@@ -106,7 +106,13 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (REST, /classify, /metrics).")
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port (only with enable_grpc).")
     enable_grpc: bool = Field(False, description="Serve the v2 gRPC protocol too.")
-    workers: int = Field(1, ge=1, description="Server processes; each loads its own model. Keep 1 on a GPU.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=1,
+        description="Server processes per pod: only 1 (one process holds the model and our routes); scale with "
+        "replicas. KServe's flag, kept for its name.",
+    )
     max_asyncio_workers: int | None = Field(None, ge=1, description="Size of the default thread pool.")
     grace_period_seconds: int = Field(
         30, ge=0, description="After SIGTERM, longest time to finish queued and in-flight requests."

@@ -13,11 +13,6 @@ logger = logging.getLogger(__name__)
 def serve(settings: Settings) -> None:
     """Load the model and serve it until SIGTERM (in-flight and queued requests finish first)."""
     configure_logging(settings.log_format, settings.log_level)
-    if settings.workers != 1:
-        raise SystemExit(
-            f"--workers {settings.workers}: one process per pod serves one model (each worker would load "
-            "its own copy and our routes live in this process); scale with replicas instead"
-        )
     from predictor import kserve_compat, routes
     from predictor.gpu_metrics import register_gpu_metrics
     from predictor.metrics import PredictorMetrics

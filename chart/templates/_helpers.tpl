@@ -371,9 +371,6 @@ Checks combinations the schema cannot express. Collects every message and fails 
 {{- if gt (int64 $v.settings.default_top_k) (int64 $v.settings.max_top_k) -}}
 {{- $m = append $m (printf "settings.default_top_k (%d) exceeds settings.max_top_k (%d)." (int64 $v.settings.default_top_k) (int64 $v.settings.max_top_k)) -}}
 {{- end -}}
-{{- if and $v.gpu.enabled (gt (int64 $v.settings.workers) 1) -}}
-{{- $m = append $m "settings.workers > 1 with gpu.enabled: each worker process loads its own copy of the model onto the one GPU. Keep settings.workers=1 and scale with replicas." -}}
-{{- end -}}
 {{- if $v.queue.enabled -}}
 {{- if not $v.queue.redisUrl -}}
 {{- $m = append $m "queue.enabled needs queue.redisUrl (e.g. redis://redis-master.redis:6379/0)." -}}

@@ -12,21 +12,28 @@ As far as an offline check can:
 * ``x-kubernetes-list-type: map`` keys and ``set`` items must be unique;
 * ``metadata`` (only ``type: object`` in CRDs) is checked here: DNS-1123 names, string label and
   annotation values;
-* CEL rules (``x-kubernetes-validations``) that apply to a node of the object are collected in
-  :attr:`CrdResult.unchecked_cel` unless a rule evaluator is given; they are never counted as passes.
+* structural defaults (``default:``) are applied first, as the API server does before validating;
+* CEL rules (``x-kubernetes-validations``) on every node the object has are evaluated with a real CEL
+  interpreter (:mod:`predictor.kube.celrules`): a rule that returns false or fails to evaluate is an
+  error carrying the rule's message. Transition rules (``oldSelf``) run when ``old`` is given (an update,
+  e.g. the result of a patch) and are otherwise listed in :attr:`CrdResult.not_applicable_cel`; a rule
+  that cannot be compiled here is listed in :attr:`CrdResult.unchecked_cel` with the reason, never
+  counted as a pass.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from predictor.kube.celrules import RuleEvaluator
 
 CRD_DIR = Path(__file__).resolve().parent / "crds"
 """The upstream CRDs shipped with the package."""
@@ -36,12 +43,24 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the 2 MB InferenceService CRD in ~1 s
 
+ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
+"""Marks a node with no old value (a create, or a position an update does not correlate)."""
+
 
 @dataclass
 class CrdResult:
-    """Outcome of validating one object: schema errors, and CEL rules that were not evaluated."""
+    """Outcome of validating one object.
+
+    Attributes:
+        errors: Schema, metadata and list errors, and failed CEL rules (with the rule's message).
+        cel_evaluated: CEL rule evaluations that ran (passed or failed).
+        not_applicable_cel: Transition rules skipped because there was no old object (a create).
+        unchecked_cel: Rules that could not be evaluated here, each with the reason.
+    """
 
     errors: list[str] = field(default_factory=list)
+    cel_evaluated: int = 0
+    not_applicable_cel: list[str] = field(default_factory=list)
     unchecked_cel: list[str] = field(default_factory=list)
 
     @property
@@ -50,12 +69,24 @@ class CrdResult:
         return not self.errors
 
 
-RuleHook = Callable[[dict[str, Any], Any, str, str, CrdResult], None]
-"""``hook(rule, value, kind, path, result)``: called for each CEL rule on a node the object has."""
+@dataclass(frozen=True)
+class RuleSite:
+    """The node a CEL rule sits on: its schema, its value and (on an update) its old value."""
+
+    kind: str
+    path: str
+    schema: dict[str, Any]
+    value: Any
+    old: Any = ABSENT
+
+    @property
+    def has_old(self) -> bool:
+        """Whether the node has a correlated old value."""
+        return self.old is not ABSENT
 
 
-def _record_unchecked(rule: dict[str, Any], value: Any, kind: str, path: str, result: CrdResult) -> None:
-    result.unchecked_cel.append(f"{kind} {path or '/'}: {rule['rule']}")
+RuleHook = Callable[[dict[str, Any], RuleSite, CrdResult], None]
+"""``hook(rule, site, result)``: called for each CEL rule on a node the object has."""
 
 
 def close_objects(node: Any) -> None:
@@ -75,6 +106,25 @@ def close_objects(node: Any) -> None:
             close_objects(value)
 
 
+def apply_defaults(schema: dict[str, Any], value: Any) -> None:
+    """Structural defaulting in place: missing fields get ``default``; nulls of non-nullable fields go first."""
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for key, sub in props.items():
+            if key in value and value[key] is None and not sub.get("nullable"):
+                del value[key]  # the API server prunes such nulls before defaulting
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+        extra = schema.get("additionalProperties")
+        for key, child in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                apply_defaults(sub, child)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for child in value:
+            apply_defaults(schema["items"], child)
+
+
 class CrdValidator:
     """Validators for every kind in a CRD directory, built once (the InferenceService schema is 2 MB).
 
@@ -92,6 +142,7 @@ class CrdValidator:
         self.crd_dir = crd_dir
         self.schemas: dict[tuple[str, str], dict[str, Any]] = {}
         self.validators: dict[tuple[str, str], jsonschema.Draft4Validator] = {}
+        self.rules = RuleEvaluator()
         for path in sorted(crd_dir.rglob("*.yaml")):
             for doc in yaml.load_all(path.read_text(), Loader=_LOADER):
                 if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
@@ -114,35 +165,98 @@ class CrdValidator:
         """Whether a CRD for the object's apiVersion and kind is loaded."""
         return (obj.get("apiVersion"), obj.get("kind")) in self.validators
 
-    def validate(self, obj: dict[str, Any], on_rule: RuleHook | None = None) -> CrdResult:
-        """Schema errors, metadata errors and list uniqueness of ``obj``; CEL rules go to ``on_rule``."""
+    def validate(self, obj: dict[str, Any], on_rule: RuleHook | None = None, *, old: Any = None) -> CrdResult:
+        """Validate ``obj`` as a create, or as an update of ``old`` (transition rules then run).
+
+        Args:
+            obj: The object (not modified; defaults are applied to a copy).
+            on_rule: Called for each CEL rule instead of evaluating it.
+            old: The object before the update (e.g. before a ``kubectl patch``); None for a create.
+        """
         key = (obj.get("apiVersion"), obj.get("kind"))
         if key not in self.validators:
             return CrdResult(errors=[f"no CRD for {key[0]} {key[1]} in {self.crd_dir}"])
+        schema = self.schemas[key]
+        obj = copy.deepcopy(obj)
+        apply_defaults(schema, obj)
         result = CrdResult()
         for err in sorted(self.validators[key].iter_errors(obj), key=lambda e: list(e.absolute_path)):
             where = "/".join(str(p) for p in err.absolute_path) or "(root)"
             result.errors.append(f"{key[1]} {where}: {err.message}")
         result.errors += check_metadata(obj)
-        self._walk(self.schemas[key], obj, key[1], "", result, on_rule or _record_unchecked)
+        if old is None:
+            old = ABSENT
+        else:
+            old = copy.deepcopy(old)
+            apply_defaults(schema, old)
+        self._walk(schema, RuleSite(key[1], "", schema, obj, old), result, on_rule or self.evaluate_rule)
         return result
 
-    def _walk(self, schema: dict[str, Any], value: Any, kind: str, path: str, result: CrdResult, on_rule) -> None:
+    def evaluate_rule(self, rule: dict[str, Any], site: RuleSite, result: CrdResult) -> None:
+        """The default rule hook: evaluate with CEL and record the outcome on ``result``."""
+        outcome = self.rules.evaluate(rule, site.schema, site.value, site.old, site.has_old)
+        where = f"{site.kind} {site.path or '/'}{rule.get('fieldPath', '')}"
+        if outcome.status in ("passed", "failed"):
+            result.cel_evaluated += 1
+        if outcome.status == "failed":
+            result.errors.append(f"{where}: {outcome.message} (x-kubernetes-validations rule: {rule['rule']})")
+        elif outcome.status == "not_applicable":
+            result.not_applicable_cel.append(f"{where}: {rule['rule']}")
+        elif outcome.status == "uncompilable":
+            result.unchecked_cel.append(f"{where}: {rule['rule']} ({outcome.message})")
+
+    def uncompilable_rules(self) -> list[str]:
+        """Every rule of every loaded CRD that cannot be evaluated here, with the reason."""
+        found = []
+        for (_, kind), schema in sorted(self.schemas.items()):
+            for path, rule in iter_rules(schema):
+                compiled = self.rules.compiled(rule)
+                if compiled.program is None:
+                    found.append(f"{kind} {path or '/'}: {rule['rule']} ({compiled.problem})")
+        return found
+
+    def _walk(self, schema: dict[str, Any], site: RuleSite, result: CrdResult, on_rule: RuleHook) -> None:
         """Visit CEL rules and check list-map/set uniqueness along the nodes the object has."""
+        value, old = site.value, site.old
+        if value is None:
+            return  # the API server evaluates no rule on a null
         for rule in schema.get("x-kubernetes-validations", []):
-            on_rule(rule, value, kind, path, result)
+            on_rule(rule, site, result)
         if isinstance(value, dict):
             props = schema.get("properties", {})
             extra = schema.get("additionalProperties")
             for k, v in value.items():
-                if k in props:
-                    self._walk(props[k], v, kind, f"{path}/{k}", result, on_rule)
-                elif isinstance(extra, dict):
-                    self._walk(extra, v, kind, f"{path}/{k}", result, on_rule)
+                sub = props.get(k, extra if isinstance(extra, dict) else None)
+                if sub is not None:
+                    child_old = old.get(k, ABSENT) if isinstance(old, dict) else ABSENT
+                    self._walk(sub, RuleSite(site.kind, f"{site.path}/{k}", sub, v, child_old), result, on_rule)
         elif isinstance(value, list):
-            _check_list(schema, value, kind, path, result)
+            _check_list(schema, value, site.kind, site.path, result)
+            items = schema.get("items", {})
+            olds = _correlate(schema, value, old)
             for i, item in enumerate(value):
-                self._walk(schema.get("items", {}), item, kind, f"{path}/{i}", result, on_rule)
+                self._walk(items, RuleSite(site.kind, f"{site.path}/{i}", items, item, olds[i]), result, on_rule)
+
+
+def iter_rules(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every ``(path, rule)`` in a schema (``[]`` for list items, ``*`` for map values)."""
+    for rule in schema.get("x-kubernetes-validations", []):
+        yield path, rule
+    for key, sub in schema.get("properties", {}).items():
+        yield from iter_rules(sub, f"{path}/{key}")
+    if isinstance(schema.get("items"), dict):
+        yield from iter_rules(schema["items"], f"{path}/[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from iter_rules(schema["additionalProperties"], f"{path}/*")
+
+
+def _correlate(schema: dict[str, Any], items: list[Any], old: Any) -> list[Any]:
+    """Old value of each item: only ``x-kubernetes-list-type: map`` items correlate (by their keys)."""
+    if schema.get("x-kubernetes-list-type") != "map" or not isinstance(old, list):
+        return [ABSENT] * len(items)
+    keys = schema.get("x-kubernetes-list-map-keys", [])
+    by_key = {tuple(o.get(k) for k in keys): o for o in old if isinstance(o, dict)}
+    return [by_key.get(tuple(i.get(k) for k in keys), ABSENT) if isinstance(i, dict) else ABSENT for i in items]
 
 
 def _check_list(schema: dict[str, Any], value: list, kind: str, path: str, result: CrdResult) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
-from .chart_support import CHART, one, run, tool
+from .chart_support import CHART, kubectl_patch, one
 
 # Exactly the commands docs/operations.md and NOTES.txt give (minus the cluster): 10 %, promote, roll back.
 KNATIVE_STEPS = [10, 100, 0]
@@ -21,49 +20,20 @@ def documented_patch(percent: int) -> str:
 DOCUMENTED_BODY = '{"spec":{"predictor":{"canaryTrafficPercent":N}}}'
 
 
-def patch(path, patch_type: str, body) -> dict:
-    out = run(
-        [
-            tool("kubectl"),
-            "patch",
-            "--local",
-            "-f",
-            str(path),
-            "--type",
-            patch_type,
-            "-p",
-            json.dumps(body),
-            "-o",
-            "yaml",
-        ]
-    ).stdout
-    return yaml.safe_load(out)
-
-
-@pytest.fixture
-def isvc_file(tmp_path):
-    def write(obj):
-        path = tmp_path / "isvc.yaml"
-        path.write_text(yaml.safe_dump(obj))
-        return path
-
-    return write
-
-
 @pytest.mark.parametrize("profile", ["default", "gpu-spot-knative-canary"])
-def test_knative_canary_patch_flow(profile, rendered, crd_validator, isvc_file):
+def test_knative_canary_patch_flow(profile, rendered, crd_validator, tmp_path):
     current = one(rendered[profile], "InferenceService")
     for percent in KNATIVE_STEPS:
         body = {"spec": {"predictor": {"canaryTrafficPercent": percent}}}
         assert json.dumps(body, separators=(",", ":")) == DOCUMENTED_BODY.replace("N", str(percent))
-        patched = patch(isvc_file(current), "merge", body)
+        patched = kubectl_patch(current, "merge", body, tmp_path)
         assert patched["spec"]["predictor"]["canaryTrafficPercent"] == percent
         # the patch changes nothing else
         expected = json.loads(json.dumps(current))
         expected["spec"]["predictor"]["canaryTrafficPercent"] = percent
         assert patched == expected
-        result = crd_validator.validate(patched)
-        assert result.errors == [], result.errors
+        result = crd_validator.validate(patched, old=current)  # an update: transition rules run
+        assert result.errors == [] and result.not_applicable_cel == [], result
         current = patched
 
 
@@ -82,27 +52,27 @@ def test_notes_show_the_canary_commands():
         assert documented_patch(percent) in notes
 
 
-def test_merge_patch_with_a_typo_fails_validation(rendered, crd_validator, isvc_file):
+def test_merge_patch_with_a_typo_fails_validation(rendered, crd_validator, tmp_path):
     """The validation step of the flow would catch a misspelled patch."""
     current = one(rendered["default"], "InferenceService")
-    patched = patch(isvc_file(current), "merge", {"spec": {"predictor": {"canaryTraficPercent": 10}}})
-    assert any("canaryTraficPercent" in e for e in crd_validator.validate(patched).errors)
+    patched = kubectl_patch(current, "merge", {"spec": {"predictor": {"canaryTraficPercent": 10}}}, tmp_path)
+    assert any("canaryTraficPercent" in e for e in crd_validator.validate(patched, old=current).errors)
 
 
-def test_standard_canary_traffic_json_patch_flow(rendered, crd_validator, isvc_file):
+def test_standard_canary_traffic_json_patch_flow(rendered, crd_validator, tmp_path):
     """Standard mode: the share lives in spec.canary[0].trafficPercent (a JSON patch keeps the predictor)."""
     current = one(rendered["standard-keda"], "InferenceService")
     for percent in [50, 100, 0]:
         body = [{"op": "replace", "path": "/spec/canary/0/trafficPercent", "value": percent}]
-        patched = patch(isvc_file(current), "json", body)
+        patched = kubectl_patch(current, "json", body, tmp_path)
         assert patched["spec"]["canary"][0]["trafficPercent"] == percent
         assert patched["spec"]["canary"][0]["predictor"] == current["spec"]["canary"][0]["predictor"]
-        assert crd_validator.validate(patched).errors == []
+        assert crd_validator.validate(patched, old=current).errors == []
         current = patched
 
 
-def test_standard_canary_percent_over_100_fails_crd_validation(rendered, crd_validator, isvc_file):
+def test_standard_canary_percent_over_100_fails_crd_validation(rendered, crd_validator, tmp_path):
     current = one(rendered["standard-keda"], "InferenceService")
     body = [{"op": "replace", "path": "/spec/canary/0/trafficPercent", "value": 150}]
-    patched = patch(isvc_file(current), "json", body)
-    assert any("trafficPercent" in e for e in crd_validator.validate(patched).errors)
+    patched = kubectl_patch(current, "json", body, tmp_path)
+    assert any("trafficPercent" in e for e in crd_validator.validate(patched, old=current).errors)

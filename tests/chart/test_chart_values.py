@@ -115,9 +115,12 @@ def test_redis_url_with_credentials_is_refused():
     assert "must not carry credentials" in err
 
 
-def test_multiple_server_processes_on_one_gpu_are_refused():
-    err = render_error(set_values=["settings.workers=2"])
-    assert "settings.workers > 1 with gpu.enabled" in err
+@pytest.mark.parametrize("gpu", ["true", "false"])
+def test_more_than_one_server_process_is_refused(gpu):
+    """The server runs one process per pod (it refuses --workers 2), so the schema accepts only 1."""
+    for where in ("settings", "queue.worker.settings"):
+        err = render_error(set_values=[f"{where}.workers=2", f"gpu.enabled={gpu}"])
+        assert f"/{where.replace('.', '/')}/workers" in err and "maximum: got 2, want 1" in err
 
 
 def test_nodepool_without_nodeclass_is_refused():
@@ -282,7 +285,7 @@ def test_optional_settings_are_omitted_when_unset(flag, rendered):
 def _leaf_keys(values, prefix=""):
     for key, value in values.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value and not path.endswith(("labels", "limits", "annotations")):
+        if isinstance(value, dict) and value and not path.lower().endswith(("labels", "limits", "annotations")):
             if path in {"resources", "podSecurityContext", "containerSecurityContext", "queue.worker.resources"}:
                 yield path
                 continue

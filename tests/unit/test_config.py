@@ -37,6 +37,7 @@ def test_every_field_is_documented() -> None:
         (["--backend", "tensorrt-llm"], "backend"),
         (["--http_port", "http"], "http_port"),
         (["--default_top_k", "50", "--max_top_k", "10"], "exceeds max_top_k"),
+        (["--workers", "2"], "--workers: Input should be less than or equal to 1"),
     ],
 )
 def test_invalid_settings_exit_2_with_a_message(flags: list[str], words: str) -> None:
