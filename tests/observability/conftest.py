@@ -33,7 +33,7 @@ from tests.observability.stack import (
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_QUEUE_IMAGES = 4
-WORKER_POD = "demo-image-classifier-worker-6c8d9f-abcde"
+WORKER_POD = "demo-worker-6c8d9f-abcde"
 
 
 @dataclass
