@@ -111,8 +111,9 @@ def exported_names(text: str) -> set[str]:
     names = set()
     for family in text_string_to_metric_families(text):
         names.add(family.name)
-        if family.type == "counter":  # a labelled counter with no sample yet shows only its family name
-            names.add(f"{family.name}_total")
+        # a labelled metric with no sample yet shows only its family: add the series names it will have
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "summary": ["_count", "_sum"]}
+        names |= {family.name + s for s in suffixes.get(family.type, [])}
         names |= {s.name for s in family.samples}
     return names
 
