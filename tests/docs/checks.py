@@ -36,8 +36,10 @@ from .shell import (
 )
 from .world import REPO, dockerfile_args, make_targets, make_variables, predictor_pod, python_flags, run, script_flags
 
-SCORE_TOLERANCE = 0.01
-"""Largest difference between a documented and a measured score (the docs round to 2 places)."""
+SCORE_TOLERANCE = 0.02
+"""Largest difference between a documented and a measured score: the docs round to 2 places, and the
+backend `auto` picks (OpenVINO, ONNX Runtime, PyTorch; a reduced precision where it keeps the answers)
+moves scores by up to about 0.01."""
 
 
 def check_command(ctx: Context) -> None:
