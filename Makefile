@@ -13,7 +13,7 @@ PORT ?= 8080
 TOOLS := .tools
 PYTEST_ARGS ?=
 
-.PHONY: help venv model run test lint format tools bench image clean
+.PHONY: help venv model run test lint format tools bench dashboard image clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,11 @@ format: $(STAMP) ## Format Python with ruff
 
 bench: $(STAMP) ## Run the benchmark suite (not part of make test)
 	bash bench/run_all.sh
+
+dashboard: $(STAMP) tools ## Re-render docs/img/dashboard.png from a real load run (installs prometheus)
+	@$(MAKE) --no-print-directory $(DEFAULT_MODEL_DIR)/config.json
+	bash scripts/system_deps.sh
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) scripts/render_dashboard.py
 
 image: ## Build the container image (needs a Docker engine)
 	docker build -t image-classifier:dev .

@@ -15,6 +15,8 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from predictor.podinfo import pod_name
+
 Backend = Literal["auto", "torch", "openvino", "onnxruntime"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -126,7 +128,7 @@ class Settings(BaseSettings):
     stream: str = Field("image_processing_queue", min_length=1, description="Redis stream of jobs.")
     consumer_group: str = Field("classifiers", min_length=1, description="Redis consumer group.")
     consumer_name: str = Field(
-        default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename,
+        default_factory=pod_name,
         description="This worker's consumer name in the group (the pod name).",
     )
     dead_letter_stream: str = Field(

@@ -14,8 +14,9 @@ name                       type   meaning
 =========================  =====  ===========================================================
 
 Labels, as the DCGM exporter sets them: ``gpu`` (index), ``UUID``, ``device`` (``nvidia<index>``),
-``modelName``, and the pod using the GPU: ``pod`` and ``namespace`` (env ``POD_NAME``,
-``POD_NAMESPACE``, from the downward API) and ``container`` (``kserve-container``). Prometheus Operator
+``modelName``, and the pod using the GPU: ``pod`` and ``namespace`` (:mod:`predictor.podinfo`: env
+``POD_NAME``/``POD_NAMESPACE``, else the hostname and the service-account namespace) and ``container``
+(``kserve-container``). Prometheus Operator
 scrapes add their own ``pod``/``namespace``/``container`` target labels with the same values, and keeps
 ours as ``exported_*`` — as with a DCGM exporter scraped without ``honorLabels``.
 
@@ -29,7 +30,6 @@ scrape instead of failing ``/metrics``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +39,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from predictor.podinfo import pod_name, pod_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +153,8 @@ class GpuCollector(Collector):
         container: str = CONTAINER,
     ) -> None:
         self.source = source
-        self.pod = pod if pod is not None else os.environ.get("POD_NAME", "")
-        self.namespace = namespace if namespace is not None else os.environ.get("POD_NAMESPACE", "")
+        self.pod = pod if pod is not None else pod_name()
+        self.namespace = namespace if namespace is not None else pod_namespace()
         self.container = container
 
     def describe(self) -> list[GaugeMetricFamily]:

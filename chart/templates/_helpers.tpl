@@ -6,20 +6,13 @@
 {{- end -}}
 
 {{/*
-Full name of the release's objects. KServe appends "-predictor-..." to it for pods and services,
-so it is kept to 45 characters to leave room in the 63-character DNS label.
+Full name of the release's objects: the release name (`helm install classifier ./chart` ->
+InferenceService `classifier`, the name `kubectl patch inferenceservice classifier` expects), or
+fullnameOverride. KServe appends "-predictor-..." to it for pods and services, so it is kept to
+45 characters to leave room in the 63-character DNS label.
 */}}
 {{- define "image-classifier.fullname" -}}
-{{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 45 | trimSuffix "-" -}}
-{{- else -}}
-{{- $name := default .Chart.Name .Values.nameOverride -}}
-{{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 45 | trimSuffix "-" -}}
-{{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 45 | trimSuffix "-" -}}
-{{- end -}}
-{{- end -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 45 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "image-classifier.chart" -}}
@@ -144,15 +137,33 @@ server's own drain time, then a margin, so a pod taken off the endpoints finishe
 
 {{/* ---------------------------------------------------------------- pod placement */}}
 
+{{/*
+Whether a pod may carry a field behind a Knative feature flag: the worker (a Deployment) and Standard
+mode always; a Knative-mode predictor only when knative.features lists the flag (a stock Knative
+refuses the field otherwise).
+image-classifier.podFeature (dict "root" $ "pod" predictor|worker "flag" FLAG) -> "true" or ""
+*/}}
+{{- define "image-classifier.podFeature" -}}
+{{- $v := .root.Values -}}
+{{- if or (ne .pod "predictor") (ne $v.deploymentMode "Knative") (has .flag $v.knative.features) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+image-classifier.tolerations (dict "root" $ "pod" predictor|worker). The GPU-taint toleration (on by
+default) is left out of a Knative predictor without kubernetes.podspec-tolerations; the chosen ones
+(spot, `tolerations`) are refused there by the validate helper instead.
+*/}}
 {{- define "image-classifier.tolerations" -}}
+{{- $v := .root.Values -}}
 {{- $t := list -}}
-{{- if and .Values.gpu.enabled .Values.gpu.tolerateGpuTaint -}}
-{{- $t = append $t (dict "key" .Values.gpu.resourceName "operator" "Exists" "effect" "NoSchedule") -}}
+{{- $allowed := include "image-classifier.podFeature" (dict "root" .root "pod" .pod "flag" "kubernetes.podspec-tolerations") -}}
+{{- if and $v.gpu.enabled $v.gpu.tolerateGpuTaint $allowed -}}
+{{- $t = append $t (dict "key" $v.gpu.resourceName "operator" "Exists" "effect" "NoSchedule") -}}
 {{- end -}}
-{{- if .Values.spot.enabled -}}
-{{- $t = concat $t .Values.spot.tolerations -}}
+{{- if $v.spot.enabled -}}
+{{- $t = concat $t $v.spot.tolerations -}}
 {{- end -}}
-{{- $t = concat $t .Values.tolerations -}}
+{{- $t = concat $t $v.tolerations -}}
 {{- if $t -}}
 tolerations:
 {{- toYaml $t | nindent 2 }}
@@ -208,10 +219,17 @@ topologySpreadConstraints:
   mountPath: /var/cache/classifier
 {{- end -}}
 
-{{/* Env shared by predictor and worker. */}}
+{{/*
+Env shared by predictor and worker: image-classifier.commonEnv (dict "root" $ "pod" predictor|worker).
+POD_NAME/POD_NAMESPACE come from the downward API where fieldRef is allowed; a Knative predictor
+without kubernetes.podspec-fieldref gets the namespace as a value and its name from the hostname
+(predictor/podinfo.py).
+*/}}
 {{- define "image-classifier.commonEnv" -}}
+{{- $v := .root.Values -}}
 - name: HF_HOME
   value: /var/cache/classifier/huggingface
+{{- if include "image-classifier.podFeature" (dict "root" .root "pod" .pod "flag" "kubernetes.podspec-fieldref") }}
 - name: POD_NAME
   valueFrom:
     fieldRef:
@@ -220,12 +238,16 @@ topologySpreadConstraints:
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
-{{- if and .Values.queue.enabled .Values.queue.passwordSecret.name }}
+{{- else }}
+- name: POD_NAMESPACE
+  value: {{ .root.Release.Namespace | quote }}
+{{- end }}
+{{- if and $v.queue.enabled $v.queue.passwordSecret.name }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.queue.passwordSecret.name }}
-      key: {{ .Values.queue.passwordSecret.key }}
+      name: {{ $v.queue.passwordSecret.name }}
+      key: {{ $v.queue.passwordSecret.key }}
 {{- end }}
 {{- end -}}
 
@@ -267,20 +289,26 @@ priorityClassName: {{ . }}
 {{- if eq $v.deploymentMode "Standard" }}
 terminationGracePeriodSeconds: {{ include "image-classifier.terminationGracePeriodSeconds" $root }}
 {{- end }}
+{{- /* Gated Knative fields: rendered when allowed, else left out (defaults) or refused by validate (choices). */}}
+{{- $feature := dict "root" $root "pod" "predictor" }}
+{{- if and $v.podSecurityContext (include "image-classifier.podFeature" (set $feature "flag" "kubernetes.podspec-securitycontext")) }}
 securityContext:
   {{- toYaml $v.podSecurityContext | nindent 2 }}
+{{- end }}
 {{- with $v.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with include "image-classifier.tolerations" $root }}
+{{- with include "image-classifier.tolerations" (dict "root" $root "pod" "predictor") }}
 {{ . }}
 {{- end }}
 {{- with include "image-classifier.affinity" $root }}
 {{ . }}
 {{- end }}
+{{- if include "image-classifier.podFeature" (set $feature "flag" "kubernetes.podspec-topologyspreadconstraints") }}
 {{- with include "image-classifier.topologySpread" (dict "root" $root "selector" $selector) }}
 {{ . }}
+{{- end }}
 {{- end }}
 volumes:
   {{- include "image-classifier.scratchVolumes" $root | nindent 2 }}
@@ -301,7 +329,7 @@ containers:
       - name: STORAGE_URI
         value: {{ .storageUri | quote }}
       {{- end }}
-      {{- include "image-classifier.commonEnv" $root | nindent 6 }}
+      {{- include "image-classifier.commonEnv" (dict "root" $root "pod" "predictor") | nindent 6 }}
     ports:
       - name: http1
         containerPort: 8080
@@ -346,6 +374,49 @@ containers:
 
 {{/* ---------------------------------------------------------------- validation */}}
 
+{{/* The config-features merge patch enabling a list of Knative flags: {"data":{"FLAG":"enabled",...}}. */}}
+{{- define "image-classifier.configFeaturesPatch" -}}
+{{- $data := dict -}}
+{{- range . }}{{ $_ := set $data . "enabled" }}{{ end -}}
+{{- dict "data" $data | toJson -}}
+{{- end -}}
+
+{{/*
+Knative mode: values that put a field behind a Knative feature flag into the predictor pod while
+knative.features does not list the flag. A YAML list of messages, each with the command that enables it.
+*/}}
+{{- define "image-classifier.knativeFeatureErrors" -}}
+{{- $v := .Values -}}
+{{- $needs := list -}}
+{{- if $v.spot.enabled -}}
+{{- $needs = append $needs (list "spot.enabled" "a preferred node affinity and tolerations" (list "kubernetes.podspec-affinity" "kubernetes.podspec-tolerations")) -}}
+{{- end -}}
+{{- if $v.tolerations -}}
+{{- $needs = append $needs (list "tolerations" "tolerations" (list "kubernetes.podspec-tolerations")) -}}
+{{- end -}}
+{{- if and $v.karpenter.nodePool.enabled $v.karpenter.nodePool.gpuTaint $v.gpu.enabled $v.gpu.tolerateGpuTaint -}}
+{{- $needs = append $needs (list "karpenter.nodePool.gpuTaint" "the NodePool taints its nodes nvidia.com/gpu, so the predictor needs the toleration" (list "kubernetes.podspec-tolerations")) -}}
+{{- end -}}
+{{- if $v.nodeSelector -}}
+{{- $needs = append $needs (list "nodeSelector" "a node selector" (list "kubernetes.podspec-nodeselector")) -}}
+{{- end -}}
+{{- if $v.priorityClassName -}}
+{{- $needs = append $needs (list "priorityClassName" "a priority class" (list "kubernetes.podspec-priorityclassname")) -}}
+{{- end -}}
+{{- if omit (default (dict) $v.podSecurityContext) "seccompProfile" -}}
+{{- $needs = append $needs (list "podSecurityContext" "pod-level security settings other than seccompProfile" (list "kubernetes.podspec-securitycontext")) -}}
+{{- end -}}
+{{- $m := list -}}
+{{- range $needs -}}
+{{- $missing := list -}}
+{{- range (index . 2) }}{{ if not (has . $v.knative.features) }}{{ $missing = append $missing . }}{{ end }}{{ end -}}
+{{- if $missing -}}
+{{- $m = append $m (printf "%s (%s) in Knative mode needs Knative's %s (off in a stock Knative). Turn on in config-features: kubectl -n knative-serving patch configmap config-features --type merge -p '%s'; then add to knative.features. Or unset %s." (index . 0) (index . 1) (join " and " $missing) (include "image-classifier.configFeaturesPatch" $missing) (index . 0)) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $m -}}
+{{- end -}}
+
 {{/*
 Checks combinations the schema cannot express. Collects every message and fails once, so one
 `helm template` run lists everything to fix.
@@ -367,6 +438,9 @@ Checks combinations the schema cannot express. Collects every message and fails 
 {{- if and $v.canary.enabled (not (or $v.canary.image.tag $v.canary.image.digest $v.canary.storageUri)) -}}
 {{- $m = append $m "canary.enabled in Standard mode needs canary.image.tag, canary.image.digest or canary.storageUri: the canary predictor must differ from the stable one." -}}
 {{- end -}}
+{{- end -}}
+{{- if eq $v.deploymentMode "Knative" -}}
+{{- $m = concat $m (include "image-classifier.knativeFeatureErrors" . | fromYamlArray) -}}
 {{- end -}}
 {{- if gt (int64 $v.settings.default_top_k) (int64 $v.settings.max_top_k) -}}
 {{- $m = append $m (printf "settings.default_top_k (%d) exceeds settings.max_top_k (%d)." (int64 $v.settings.default_top_k) (int64 $v.settings.max_top_k)) -}}

@@ -4,7 +4,8 @@ Layout in Redis (``S`` = ``settings.stream``):
 
 * ``S``: the stream of jobs; each entry has the fields ``id`` (the job id), ``image`` (the encoded
   image bytes), ``top_k`` (empty = the model's default) and ``submitted_at`` (Unix seconds).
-  Consumed through one consumer group; an entry is acknowledged *and deleted* once its result is
+  Consumed through one consumer group (created from the stream's start by the first submission or the
+  first worker, whichever comes first); an entry is acknowledged *and deleted* once its result is
   written, so ``XLEN S`` counts the jobs not finished yet (waiting plus in progress).
 * ``S:job:<id>``: a hash per job with ``status`` (``pending``, ``done`` or ``error``) and, once
   finished, ``result`` (a JSON document); it expires ``result_ttl_seconds`` after the last write.
@@ -224,6 +225,9 @@ class JobQueue:
         ttl = self.settings.result_ttl_seconds
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
+                # The group exists from the first submission, so XPENDING / XINFO CONSUMERS answer (not
+                # NOGROUP) before any worker ran; it starts at 0, so its workers still get these jobs.
+                pipe.xgroup_create(self.stream, self.group, id="0", mkstream=True)
                 for job_id, img in zip(ids, images, strict=True):
                     key = self.job_key(job_id)
                     pipe.hset(key, mapping={"status": "pending", "submitted_at": repr(now)})
@@ -237,9 +241,10 @@ class JobQueue:
                             "submitted_at": repr(now),
                         },
                     )
-                await pipe.execute()
+                replies = await pipe.execute(raise_on_error=False)
         except REDIS_UNAVAILABLE as e:
             raise QueueUnavailable(f"job queue unavailable (Redis: {e}); retry later") from e
+        _raise_first_error(replies, tolerated="BUSYGROUP")
         return ids
 
     async def get(self, job_id: str) -> dict[str, Any]:
@@ -348,6 +353,13 @@ class JobQueue:
             pipe.xpending(self.stream, self.group)
             length, pending = await pipe.execute()
         return int(length), int(pending["pending"] if isinstance(pending, dict) else pending[0])
+
+
+def _raise_first_error(replies: Sequence[Any], tolerated: str) -> None:
+    """Raise the first error reply of a transaction, except those starting with ``tolerated``."""
+    for reply in replies:
+        if isinstance(reply, Exception) and not str(reply).startswith(tolerated):
+            raise reply
 
 
 def _str(v: bytes | str) -> str:

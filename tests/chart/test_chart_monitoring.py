@@ -16,7 +16,7 @@ GRAFANA_VARIABLES = {
     "$__rate_interval": "5m",
     "${datasource}": "prometheus",
     "$namespace": "ml",
-    "$isvc": "demo-image-classifier",
+    "$isvc": "demo",
 }
 
 
@@ -138,7 +138,7 @@ tests:
       - eval_time: 20m
         alertname: ClassifierCanaryErrorRatioAboveStable
         exp_alerts:
-          - exp_labels: {severity: critical, namespace: ml, isvc: demo-image-classifier, revision: r2}
+          - exp_labels: {severity: critical, namespace: ml, isvc: demo, revision: r2}
       - eval_time: 20m
         alertname: ClassifierNoReadyReplicas
         exp_alerts:
@@ -153,8 +153,8 @@ def test_promtool_alerts_fire_on_the_bad_revision(rendered, tmp_path):
         for rule in group["rules"]:
             rule.pop("annotations", None)
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
-    test = PROMTOOL_TEST.replace("SEL", 'namespace="ml", isvc="demo-image-classifier", model="classifier"')
-    test = test.replace("DEPLOYMENT", 'namespace="ml", deployment="demo-image-classifier-predictor-00002-deployment"')
+    test = PROMTOOL_TEST.replace("SEL", 'namespace="ml", isvc="demo", model="classifier"')
+    test = test.replace("DEPLOYMENT", 'namespace="ml", deployment="demo-predictor-00002-deployment"')
     (tmp_path / "test.yaml").write_text(test)
     result = run([tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")], check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .chart_support import CHART, PROFILES, profile_name, run, tool
 
-FLAGS = ("kubernetes.podspec-tolerations", "kubernetes.podspec-affinity", "kubernetes.podspec-nodeselector")
+FLAGS_OF_SPOT_PROFILE = (
+    "kubernetes.podspec-affinity",
+    "kubernetes.podspec-fieldref",
+    "kubernetes.podspec-tolerations",
+    "kubernetes.podspec-topologyspreadconstraints",
+)
 
 
 def notes(values_file=None, set_values=()):
@@ -31,11 +38,35 @@ def test_notes_render_for_every_profile(all_notes):
         assert "<no value>" not in text, profile
 
 
-def test_knative_notes_name_the_feature_flags_when_pods_need_them(all_notes):
-    for profile in ["default", "gpu-spot-knative-canary", "queue-worker"]:
-        assert all(flag in all_notes[profile] for flag in FLAGS), profile
-    text = notes(set_values=["gpu.enabled=false"])
-    assert not any(flag in text for flag in FLAGS)
+def test_knative_notes_give_the_config_features_patch_for_the_declared_flags(all_notes):
+    text = all_notes["gpu-spot-knative-canary"]
+    patch = next(line for line in text.splitlines() if "patch configmap config-features" in line)
+    body = json.loads(patch.split("-p ", 1)[1].strip("'"))
+    assert body == {"data": dict.fromkeys(FLAGS_OF_SPOT_PROFILE, "enabled")}
+    assert "config-features" not in all_notes["default"].split("Left out")[0]  # stock Knative: nothing to enable
+
+
+def test_knative_notes_say_what_a_stock_knative_leaves_out(all_notes):
+    text = all_notes["default"]
+    for flag in (
+        "kubernetes.podspec-topologyspreadconstraints",
+        "kubernetes.podspec-tolerations",
+        "kubernetes.podspec-fieldref",
+    ):
+        assert flag in text.split("Left out", 1)[1]
+    assert "Left out" not in notes(
+        set_values=[
+            "gpu.enabled=false",
+            "topologySpread.enabled=false",
+            "knative.features={kubernetes.podspec-fieldref}",
+        ]
+    )
+    assert "Left out" not in all_notes["standard-hpa"]
+
+
+def test_notes_warn_about_the_placeholder_image(all_notes):
+    assert "WARNING: image.repository is the placeholder" in all_notes["default"]
+    assert "placeholder" not in notes(set_values=["image.repository=registry.example.com/ml/image-classifier"])
 
 
 def test_notes_explain_scale_to_zero(all_notes):
@@ -50,3 +81,7 @@ def test_notes_explain_scale_to_zero(all_notes):
 def test_notes_give_the_canary_commands_per_mode(all_notes):
     assert '--type merge -p \'{"spec":{"predictor":{"canaryTrafficPercent":0}}}\'' in all_notes["default"]
     assert '"path":"/spec/canary/0/trafficPercent"' in all_notes["standard-keda"]
+    # Standard mode's helm commands name release and chart and keep the other values (issue 16)
+    for line in all_notes["standard-keda"].splitlines():
+        if line.strip().startswith("helm upgrade"):
+            assert line.strip().startswith("helm upgrade demo ./chart -n ml --reuse-values"), line

@@ -17,7 +17,7 @@ def worker_pod(objects):
 def test_worker_runs_the_worker_entry_point(rendered):
     objects = rendered["queue-worker"]
     dep = one(objects, "Deployment")
-    assert dep["metadata"]["name"] == "demo-image-classifier-worker"
+    assert dep["metadata"]["name"] == "demo-worker"
     (c,) = worker_pod(objects)["containers"]
     assert c["command"] == ["python", "-m", "predictor", "worker"]
     args = dict(a[2:].split("=", 1) for a in c["args"])

@@ -78,7 +78,10 @@ def test_restricted_security_context_and_writable_emptydirs(rendered):
         assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert sc["seccompProfile"]["type"] == "RuntimeDefault"
-        assert p["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        # Knative refuses a pod-level securityContext without kubernetes.podspec-securitycontext: the
+        # container's carries seccomp there (tests/chart/test_knative_features.py)
+        if profile.startswith("standard"):
+            assert p["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         assert p["automountServiceAccountToken"] is False
         mounts = {m["mountPath"]: m["name"] for m in container(p)["volumeMounts"]}
         volumes = {v["name"]: v for v in p["volumes"]}
@@ -152,11 +155,16 @@ def test_names_follow_fullname_override(rendered):
         assert o["metadata"]["name"].startswith("classifier"), o["metadata"]["name"]
 
 
-def test_default_names_use_release_and_chart():
-    objects = render(release="prod")
-    assert one(objects, "InferenceService")["metadata"]["name"] == "prod-image-classifier"
-    objects = render(release="image-classifier-eu")
-    assert one(objects, "InferenceService")["metadata"]["name"] == "image-classifier-eu"
+def test_default_names_are_the_release_name():
+    """`helm install classifier ./chart` -> InferenceService `classifier` (what `kubectl patch` expects)."""
+    objects = render(release="classifier")
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert ("InferenceService", "classifier") in names
+    assert ("PodMonitor", "classifier-predictor") in names and ("PrometheusRule", "classifier") in names
+    assert one(render(release="image-classifier-eu"), "InferenceService")["metadata"]["name"] == "image-classifier-eu"
+    assert (
+        one(render(release="prod", set_values=["nameOverride=clf"]), "InferenceService")["metadata"]["name"] == "prod"
+    )
 
 
 def test_long_names_leave_room_for_kserve_suffixes():
@@ -292,19 +300,25 @@ def test_spot_affinity_is_preferred_never_required(rendered):
 
 
 def test_gpu_toleration_follows_gpu(rendered):
-    gpu = predictor(one(rendered["default"], "InferenceService"))
+    # Knative with kubernetes.podspec-tolerations (the default, a stock Knative, leaves it out)
+    gpu = predictor(one(rendered["gpu-spot-knative-canary"], "InferenceService"))
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["tolerations"]
+    gpu = predictor(one(render(set_values=["deploymentMode=Standard"]), "InferenceService"))
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["tolerations"]
+    assert "tolerations" not in predictor(one(rendered["default"], "InferenceService"))
     cpu = predictor(one(rendered["standard-hpa"], "InferenceService"))
     assert "tolerations" not in cpu
 
 
 def test_topology_spread_selects_predictor_pods(rendered):
-    p = predictor(one(rendered["default"], "InferenceService"))
+    p = predictor(one(rendered["gpu-spot-knative-canary"], "InferenceService"))  # declares the Knative flag
     keys = [t["topologyKey"] for t in p["topologySpreadConstraints"]]
     assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
     for t in p["topologySpreadConstraints"]:
         assert t["labelSelector"]["matchLabels"].items() <= p["labels"].items()
-    p = predictor(one(render(set_values=["topologySpread.enabled=false"]), "InferenceService"))
+    p = predictor(
+        one(render(set_values=["deploymentMode=Standard", "topologySpread.enabled=false"]), "InferenceService")
+    )
     assert "topologySpreadConstraints" not in p
 
 
@@ -338,7 +352,13 @@ def test_karpenter_nodepool_and_nodeclass(rendered):
 
 
 def test_nodepool_can_use_an_existing_nodeclass():
-    objects = render(set_values=["karpenter.nodePool.enabled=true", "karpenter.nodePool.nodeClassName=default"])
+    objects = render(
+        set_values=[
+            "karpenter.nodePool.enabled=true",
+            "karpenter.nodePool.nodeClassName=default",
+            "knative.features={kubernetes.podspec-tolerations}",  # the predictor tolerates the pool's GPU taint
+        ]
+    )
     assert one(objects, "NodePool")["spec"]["template"]["spec"]["nodeClassRef"]["name"] == "default"
     assert by_kind(objects, "EC2NodeClass") == []
 
@@ -409,7 +429,7 @@ def test_revision_relabel_regex_picks_knative_revision_else_track(rendered):
         m = regex.match(rule["separator"].join(values))
         return re.sub(r"\$(\d)", lambda g: m.group(int(g.group(1))) or "", rule["replacement"])
 
-    assert apply("demo-image-classifier-predictor-00002", "stable") == "demo-image-classifier-predictor-00002"
+    assert apply("demo-predictor-00002", "stable") == "demo-predictor-00002"
     assert apply("", "canary") == "canary"
 
 

@@ -33,7 +33,7 @@ from tests.support.servers import ServerProcess, jpeg_bytes, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_QUEUE_IMAGES = 4
-WORKER_POD = "demo-image-classifier-worker-6c8d9f-abcde"
+WORKER_POD = "demo-worker-6c8d9f-abcde"
 
 
 @dataclass
@@ -171,6 +171,14 @@ def obs_stack(
             30,
             f"Prometheus to scrape all {total:.0f} requests",
         )
+
+        # ... in two scrapes, so that rate() over a window has two samples of every series, also of those
+        # the last requests created (the bad images' 400s come last, behind the burst).
+        def last_scrape() -> float:
+            return min(float(s["value"][1]) for s in prometheus.query('timestamp(up{job=~"predictor-.*"})'))
+
+        seen = last_scrape()
+        wait_until(lambda: last_scrape() >= seen + 1.5, 30, "a second scrape after the final request count")
         # ... and the rules have been evaluated on it.
         wait_until(lambda: prometheus.query("revision:classifier_request_error_ratio:rate5m"), 30, "recording rules")
         yield stack

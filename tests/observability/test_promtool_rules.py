@@ -44,7 +44,7 @@ def test_suites_render_against_the_expected_release():
     """The suites' literal label values are the rendered ones (release demo, namespace ml)."""
     text = yaml.safe_dump(rule_groups(PROFILE))
     assert f'namespace=\\"{NAMESPACE}\\"' in text or f'namespace="{NAMESPACE}"' in text
-    assert f"{RELEASE}-image-classifier" in text
+    assert f'isvc=\\"{RELEASE}\\"' in text or f'isvc="{RELEASE}"' in text  # the InferenceService is the release
 
 
 @pytest.mark.parametrize("suite", SUITES, ids=lambda p: p.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ResponseError
 
 from predictor.config import Settings
 from predictor.errors import InvalidInput
@@ -70,6 +71,31 @@ async def test_submit_rejects_bad_input(redis_server: RedisServer) -> None:
     with pytest.raises(InvalidInput, match="top_k"):
         await queue.submit([b"x"], top_k=0)
     assert redis_server.client().exists(queue.stream) == 0
+    await queue.close()
+
+
+async def test_the_group_exists_from_the_first_submission(redis_server: RedisServer) -> None:
+    """XPENDING / XINFO CONSUMERS answer (instead of NOGROUP) before any worker ran; workers still get
+    every job submitted before they started, and later submissions tolerate the existing group."""
+    queue = make_queue(redis_server.url)
+    r = redis_server.client()
+    first = await queue.submit([b"a", b"b"])
+    assert r.xpending(queue.stream, queue.group)["pending"] == 0
+    assert r.xinfo_consumers(queue.stream, queue.group) == []
+    (group,) = r.xinfo_groups(queue.stream)
+    assert group["name"] == queue.group.encode() and group["lag"] == 2
+    second = await queue.submit([b"c"])  # BUSYGROUP is tolerated
+    await queue.ensure_group()  # what a worker does at start: nothing changes
+    jobs = await queue.read("c1", count=10, block_ms=100)
+    assert [j.job_id for j in jobs] == first + second
+    await queue.close()
+
+
+async def test_submit_raises_other_errors_of_the_transaction(redis_server: RedisServer) -> None:
+    queue = make_queue(redis_server.url)
+    redis_server.client().set(queue.stream, "not a stream")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await queue.submit([b"a"])
     await queue.close()
 
 

@@ -1,0 +1,115 @@
+"""Fixtures of the documentation test: a live predictor (default model, /v1/jobs on a real Redis), a
+queue worker started on demand, and a work directory holding what the docs' commands expect there
+(``cat.jpg``, ``coffee.jpg``, ``photos/``, and ``.venv`` as in a checkout)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess, start_server
+from tests.queue.conftest import RedisServer, kill_all, spawn_worker
+
+from .checks import check_all
+from .extract import Command
+from .shell import Context, Services
+from .world import REPO
+
+UNCHECKED: set[str] = set()
+"""Commands not checked, with the reason their document gives (listed in the test summary)."""
+
+
+def write_photos(workdir: Path) -> None:
+    """cat.jpg and coffee.jpg as README.md makes them (scikit-image's samples, Pillow's defaults)."""
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.chelsea()).save(workdir / "cat.jpg")
+    Image.fromarray(data.coffee()).save(workdir / "coffee.jpg")
+    (workdir / "photos").mkdir(exist_ok=True)
+    for name in ("cat.jpg", "coffee.jpg"):
+        (workdir / "photos" / name).write_bytes((workdir / name).read_bytes())
+
+
+def seed_dead_letter(redis_url: str) -> None:
+    """One job moved to the dead-letter stream as a worker moves one after max_deliveries (consumer
+    ``crashed-worker``), so docs/queue.md's dead-letter commands have an entry to show."""
+    import asyncio
+
+    from predictor.config import Settings
+    from predictor.queue.jobs import JobQueue
+
+    async def seed() -> None:
+        queue = JobQueue(Settings(redis_url=redis_url))
+        await queue.submit([b"not an image"])
+        (job,) = await queue.read("crashed-worker", 1, 100)
+        await queue.dead_letter(job, 5, "delivered 5 times without an acknowledgement", "crashed-worker")
+        await queue.close()
+
+    asyncio.run(seed())
+
+
+@pytest.fixture(scope="session")
+def doc_redis(redis_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary, tmp_path_factory.mktemp("doc-redis"))
+    server.start()
+    seed_dead_letter(server.url)
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    import shutil
+
+    path = shutil.which("redis-server")
+    if path is None:
+        pytest.fail("redis-server is not installed: run scripts/system_deps.sh (apt-get install redis-server)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def doc_services(
+    default_model_dir: Path, doc_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Services]:
+    logs = tmp_path_factory.mktemp("doc-services")
+    server: ServerProcess = start_server(default_model_dir, logs, redis_url=doc_redis.url)
+    workers: list = []
+
+    def start_worker() -> None:
+        if not workers:
+            workers.append(spawn_worker(doc_redis.url, "docs-worker", default_model_dir, logs))
+
+    yield Services(server.url, server.port, doc_redis.port, start_worker)
+    kill_all(workers)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("doc-workdir")
+    write_photos(d)
+    os.symlink(REPO / ".venv", d / ".venv")
+    return d
+
+
+@pytest.fixture
+def run_commands(doc_services: Services, workdir: Path) -> Callable[[list[Command]], tuple[list, list, dict]]:
+    """Check a document's commands in order; unchecked ones go to the session's summary."""
+
+    def run(commands: list[Command]) -> tuple[list[str], list[str], dict]:
+        failures, unchecked, counts = check_all(commands, lambda c: Context(c, workdir, doc_services))
+        UNCHECKED.update(unchecked)
+        return failures, unchecked, counts
+
+    return run
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if UNCHECKED:
+        terminalreporter.section(f"docs: {len(UNCHECKED)} documented commands NOT checked (reason in the doc)")
+        for line in sorted(UNCHECKED):
+            terminalreporter.write_line(f"UNCHECKED {line}")

@@ -1,0 +1,261 @@
+"""Every command the documentation gives works as written (issue 16).
+
+Commands come from README.md, chart/README.md, docs/*.md, chart/templates/NOTES.txt rendered for each
+profile, and the alert descriptions (tests/docs/extract.py); each is checked by kind against reality
+(tests/docs/checks.py): kubectl and helm against the objects of the document's profile, ``--set`` keys
+against the schema, our CLIs' flags against their ``--help``, make targets against the Makefile, curl
+and redis-cli run against a live predictor and Redis, sample outputs against the real answers, metric
+names against what the code exports. The negative cases at the end put known-broken commands (the
+ones issue 16 found) through the same checker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .checks import check_command
+from .extract import Command, alert_commands, markdown_commands, text_commands
+from .shell import Context
+from .world import CHART, NAMESPACE, RELEASE, REPO, make_targets, rendered, run, tool, world
+
+DOCS = ["README.md", "chart/README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]
+PROFILES = sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))
+MAX_UNCHECKED = 5
+"""The few commands that cannot run here (registry and network access, another chart's objects)."""
+
+
+def notes(profile: str) -> str:
+    cmd = [tool("helm"), "install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client"]
+    result = run([*cmd, "-f", str(CHART / "ci" / f"{profile}-values.yaml")])
+    assert result.returncode == 0, result.stderr
+    return result.stdout[result.stdout.index("NOTES:") :]
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_documented_commands_work(doc, run_commands):
+    extracted = markdown_commands(REPO / doc, REPO)
+    assert not extracted.errors, extracted.errors
+    failures, unchecked, counts = run_commands(extracted.commands)
+    assert not failures, f"{len(failures)} documented commands fail:\n" + "\n".join(failures)
+    print(f"{doc}: {len(extracted.commands)} commands, checked {counts}, unchecked {len(unchecked)}")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_notes_commands_work(profile, run_commands):
+    commands = text_commands(notes(profile), f"NOTES.txt[{profile}]", profile)
+    assert len(commands) >= 5, [c.text for c in commands]
+    failures, _, counts = run_commands(commands)
+    assert not failures, "\n".join(failures)
+    assert counts["kubectl"] >= 2 and counts["curl"] >= 2, counts
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_alert_commands_work(profile, run_commands):
+    commands = alert_commands(list(rendered(profile)), f"PrometheusRule[{profile}]", profile)
+    failures, _, _ = run_commands(commands)
+    assert not failures, "\n".join(failures)
+    if any(o["kind"] == "PrometheusRule" for o in rendered(profile)):
+        assert commands, "the canary alert tells how to roll back"
+
+
+def test_unchecked_commands_are_few_and_give_a_reason():
+    skips = {}
+    for doc in DOCS:
+        for c in markdown_commands(REPO / doc, REPO).commands:
+            skips.update({f"{doc}: {prefix}": reason for prefix, reason in c.skips.items()})
+    print(f"{len(skips)} documented commands are not checked:", *(f"{k} ({v})" for k, v in skips.items()), sep="\n  ")
+    assert len(skips) <= MAX_UNCHECKED, skips
+    assert all(len(reason) > 10 for reason in skips.values()), skips
+
+
+def test_make_dashboard_brings_what_the_script_needs():
+    """observability.md's one command: the target builds the model, installs prometheus, puts helm on PATH."""
+    result = run(["make", "-n", "--no-print-directory", "dashboard"])
+    assert result.returncode == 0, result.stderr
+    assert "scripts/system_deps.sh" in result.stdout and "render_dashboard.py" in result.stdout
+    assert ".tools" in result.stdout and "dashboard" in make_targets()
+
+
+OBJECT_NAME = re.compile(r"`((?:classifier|<fullname>|<isvc>|<release>)-[a-z0-9<>.-]+?)(-…|…)?`")
+
+
+def test_object_names_in_the_docs_are_rendered():
+    """Names of our objects in prose (`<fullname>-worker`, `classifier-predictor-…`) are ones a profile renders
+    (or its controllers create) for release classifier."""
+    names = {o.name for profile in PROFILES for o in world(profile)}
+    wrong, found = [], OBJECT_NAME.findall("".join((REPO / d).read_text() for d in [*DOCS, "chart/values.yaml"]))
+    assert len(found) >= 5, found
+    for doc in [*DOCS, "chart/values.yaml"]:
+        for name, ellipsis in OBJECT_NAME.findall((REPO / doc).read_text()):
+            name = re.sub(r"<(fullname|isvc|release)>", RELEASE, name)
+            if not (name in names or (ellipsis and any(n.startswith(f"{name}-") for n in names))):
+                wrong.append(f"{doc}: {name}{ellipsis}")
+    assert not wrong, f"names no profile renders: {wrong}"
+
+
+# ---------------------------------------------------------------- metric names and PromQL
+
+METRIC = re.compile(r"\b(classifier_[a-z0-9_]+|revision:[a-z0-9_]+:[a-z0-9_]+|DCGM_FI_[A-Z_]+|kube_[a-z_]+)\b")
+EXTERNAL = {"kube_deployment_spec_replicas", "kube_deployment_status_replicas_available"}
+"""kube-state-metrics series the chart's alerts read."""
+
+
+def exported_names(text: str) -> set[str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        # a labelled metric with no sample yet shows only its family: add the series names it will have
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "summary": ["_count", "_sum"]}
+        names |= {family.name + s for s in suffixes.get(family.type, [])}
+        names |= {s.name for s in family.samples}
+    return names
+
+
+@pytest.fixture(scope="module")
+def known_metrics(doc_services) -> set[str]:
+    """What the live predictor and a worker export, the chart's recording rules, DCGM and kube-state names."""
+    import httpx
+
+    from predictor import gpu_metrics
+    from predictor.queue.metrics import WorkerMetrics
+
+    names = exported_names(httpx.get(f"{doc_services.server_url}/metrics").text)
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    WorkerMetrics(registry)
+    names |= exported_names(generate_latest(registry).decode())
+    for profile in PROFILES:
+        for o in rendered(profile):
+            if o["kind"] == "PrometheusRule":
+                names |= {r["record"] for g in o["spec"]["groups"] for r in g["rules"] if "record" in r}
+    return names | {gpu_metrics.UTIL, gpu_metrics.FB_USED, gpu_metrics.FB_FREE} | EXTERNAL
+
+
+def test_metric_names_in_the_docs_are_exported(known_metrics):
+    unknown = {}
+    for doc in [*DOCS, "chart/templates/NOTES.txt"]:
+        for name in METRIC.findall((REPO / doc).read_text()):
+            if name not in known_metrics and not name.endswith("_"):
+                unknown.setdefault(name, doc)
+    assert not unknown, f"metric names the code does not export: {unknown}"
+
+
+NOT_PROMQL = re.compile(r"^(kubectl|curl|label_values\(|[\w:]+\{[\w,]+\}$)")
+"""Inline code that is not PromQL: commands, Grafana variable queries, and ``name{label,label}`` (a
+metric with its label names)."""
+
+
+def test_promql_in_the_docs_parses(tmp_path):
+    """Inline code that is a PromQL expression (a metric name with a selector or a function) parses."""
+    exprs = []
+    for doc in DOCS:
+        for span in re.findall(r"`([^`\n]+)`", (REPO / doc).read_text()):
+            if METRIC.search(span) and re.search(r"[({]", span) and not NOT_PROMQL.match(span):
+                exprs.append((doc, span))
+    rules = [
+        {"record": f"doc:expr_{i}", "expr": e.replace("…", "x").replace("$__rate_interval", "5m")}
+        for i, (_, e) in enumerate(exprs)
+    ]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "docs", "rules": rules}]}))
+    result = run([tool("promtool"), "check", "rules", str(tmp_path / "rules.yaml")])
+    assert result.returncode == 0, result.stdout + result.stderr + json.dumps(exprs, indent=1)
+    assert len(exprs) >= 3, exprs
+
+
+# ---------------------------------------------------------------- the checker catches broken commands
+
+
+def check(text: str, doc_services, workdir: Path, profile: str = "default", expected: str | None = None) -> list:
+    ctx = Context(Command("negative-case", 1, text, profile, expected=expected), workdir, doc_services)
+    check_command(ctx)
+    return ctx.failures
+
+
+PATCH = '--type merge -p \'{"spec":{"predictor":{"canaryTrafficPercent":10}}}\''
+TYPO = PATCH.replace("canaryTrafficPercent", "canaryTraficPercent")
+FLAG_TYPO = '--type merge -p \'{"data":{"kubernetes.podspec-tolerationz":"enabled"}}\''
+
+
+@pytest.mark.parametrize(
+    ("text", "profile", "complaint"),
+    [
+        # issue 16, item 1: the old InferenceService name
+        (
+            f"kubectl -n ml patch inferenceservice classifier-image-classifier {PATCH}",
+            "default",
+            "no InferenceService named",
+        ),
+        # item 4: NOTES' Standard-mode upgrade without release and chart
+        ("helm upgrade --set image.tag=NEW,canary.enabled=false", "standard-keda", "requires 2 arguments"),
+        # item 5: rollback in the wrong namespace
+        ("helm rollback classifier", "default", "add -n ml"),
+        # item 8: bare python
+        ("python -m predictor.client classify photos/ --url http://localhost:8080", "default", "bare python"),
+        # item 10: the InferenceService does not carry the pod label
+        (
+            "kubectl -n ml get inferenceservice,revisions,pods -l serving.kserve.io/inferenceservice=classifier",
+            "default",
+            "no InferenceService in namespace ml carries",
+        ),
+        ("make venv tool", "default", "no target 'tool'"),
+        (
+            "helm upgrade classifier ./chart -n ml --reuse-values --set canary.enabeld=true",
+            "default",
+            "'enabeld' is not a key",
+        ),
+        (
+            "kubectl -n ml logs -l serving.kserve.io/inferenceservice=classifier -c predictor",
+            "default",
+            "no container 'predictor'",
+        ),
+        (
+            'kubectl -n ml patch inferenceservice classifier -p \'{"spec":{"predictor":{"canaryTrafficPercent":10}}}\'',
+            "default",
+            "needs --type merge or json",
+        ),
+        (f"kubectl -n ml patch inferenceservice classifier {TYPO}", "default", "canaryTraficPercent"),
+        ("kubectl -n ml create secret generic redis-auth --from-literal=password=x", "queue-worker", "reads no Secret"),
+        (
+            f"kubectl -n knative-serving patch configmap config-features {FLAG_TYPO}",
+            "default",
+            "no Knative feature flag",
+        ),
+        ("curl -s -F image=@cat.jpg 'localhost:8080/v2/models/resnet/infer'", "default", "HTTP"),
+        ("curl -s -F image=@cat.jpg 'localhost:8080/classify?top_k=0'", "default", "HTTP [400]"),
+        (
+            ".venv/bin/python -m predictor.client classify photos/ --urls http://localhost:8080",
+            "default",
+            "--urls is not a flag",
+        ),
+        ("redis-cli XINFO CONSUMERS image_processing_queue no-such-group", "default", "Redis answered an error"),
+        ("kubectl -n ml get scaledobject", "default", "no ScaledObject in namespace ml"),
+        ("docker build --build-arg MODEL=x .", "default", "no ARG MODEL"),
+    ],
+)
+def test_the_checker_fails_broken_commands(text, profile, complaint, doc_services, workdir):
+    failures = check(text, doc_services, workdir, profile)
+    assert any(complaint in f for f in failures), failures
+
+
+def test_submit_without_wait_writes_no_results(doc_services, workdir):
+    """Item 9: `submit ... --output results.jsonl` without --wait writes job ids, not results."""
+    text = (
+        ".venv/bin/python -m predictor.client submit photos/ --redis_url redis://localhost:6379 --output results.jsonl"
+    )
+    failures = check(text, doc_services, workdir)
+    assert any("not results (submit needs --wait)" in f for f in failures), failures
+
+
+def test_a_wrong_sample_output_fails(doc_services, workdir):
+    """Item 14: README's old sample answer ("tabby 0.61") is not what the model answers."""
+    shown = '{"model":"classifier","predictions":[[{"label":"tabby, tabby cat","score":0.61,"class_id":281}]]}'
+    failures = check("curl -F image=@cat.jpg 'localhost:8080/classify?top_k=3'", doc_services, workdir, expected=shown)
+    assert any("sample output" in f and "tabby, tabby cat scores" in f for f in failures), failures
