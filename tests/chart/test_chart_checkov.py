@@ -93,11 +93,12 @@ def test_every_skip_annotation_in_the_rendered_chart_names_a_check_and_a_reason(
                     match = SKIP_VALUE.match(value)
                     assert match and len(match.group(2).split()) >= 8, f"{obj['kind']} {key}: {value!r}"
                     skips.append(match.group(1))
-    assert set(skips) == {"CKV_K8S_15", "CKV_K8S_43", "CKV_K8S_35", "CKV2_K8S_6"}, set(skips)
+    assert set(skips) == {"CKV_K8S_15", "CKV_K8S_43", "CKV_K8S_35", "CKV2_K8S_6", "CKV_K8S_29"}, set(skips)
 
 
 def test_skips_disappear_when_the_values_fix_them(tmp_path):
-    """With digests, pullPolicy Always and NetworkPolicies on, checkov checks (and passes) what was skipped."""
+    """With digests, pullPolicy Always, NetworkPolicies on and Knative's pod security context feature declared,
+    checkov checks (and passes) what was skipped."""
     digest = "sha256:" + "0123456789abcdef" * 4
     objects = render(
         [CHART / "ci" / "networkpolicy-values.yaml"],
@@ -106,6 +107,7 @@ def test_skips_disappear_when_the_values_fix_them(tmp_path):
             "image.pullPolicy=Always",
             f"queue.worker.storageInitializerImage=kserve/storage-initializer@{digest}",
             "queue.passwordSecret.name=",
+            "knative.features[0]=kubernetes.podspec-securitycontext",
         ],
     )
     assert not any(k.startswith("checkov.io/") for o in objects for k in (o["metadata"].get("annotations") or {})), (
@@ -115,7 +117,7 @@ def test_skips_disappear_when_the_values_fix_them(tmp_path):
     found = checkov(tmp_path)["fixed"]
     assert found["failed"] == [] and found["skipped"] == [], _describe(found["failed"] + found["skipped"])
     passed = {c["check_id"] for c in found["passed"]}
-    assert {"CKV_K8S_15", "CKV_K8S_43", "CKV_K8S_35", "CKV2_K8S_6"} <= passed, passed
+    assert {"CKV_K8S_15", "CKV_K8S_43", "CKV_K8S_35", "CKV2_K8S_6", "CKV_K8S_29"} <= passed, passed
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,8 @@ def test_off_by_default(rendered):
 
 def test_the_profile_renders_one_policy_per_component(rendered):
     assert sorted(p["metadata"]["name"] for p in by_kind(rendered["networkpolicy"], "NetworkPolicy")) == [
-        "demo-image-classifier-predictor",
-        "demo-image-classifier-worker",
+        "demo-predictor",
+        "demo-worker",
     ]
 
 
