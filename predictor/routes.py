@@ -52,7 +52,7 @@ def protocol_of(path: str, method: str) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Request id, body-size limit, and per-request metrics, for every route (KServe's included)."""
+    """Request id, body-size limit, per-request metrics and ``Server-Timing``, for every route (KServe's included)."""
 
     def __init__(self, app: ASGIApp, settings: Settings, metrics: PredictorMetrics) -> None:
         self.app = app
@@ -75,7 +75,10 @@ class RequestContextMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
+                out = message.setdefault("headers", [])
+                out.append((b"x-request-id", rid.encode("latin-1")))
+                # Standard Server-Timing: time from arrival to the response's start (the try-it page shows it).
+                out.append((b"server-timing", b"total;dur=%.2f" % ((time.perf_counter() - started) * 1000)))
             await send(message)
 
         declared = headers.get(b"content-length")

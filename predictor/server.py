@@ -23,7 +23,7 @@ def serve(settings: Settings) -> None:
     sys.argv = [*sys.argv[:1], "--configure_logging", "false"]
     from kserve.model_server import ModelServer, app
 
-    from predictor import routes
+    from predictor import routes, ui
     from predictor.metrics import PredictorMetrics
     from predictor.model import ImageClassifierModel
     from predictor.pipeline import Pipeline
@@ -33,6 +33,7 @@ def serve(settings: Settings) -> None:
     pipeline = Pipeline(settings, metrics)
     model = ImageClassifierModel(settings, pipeline)
     routes.install(app, settings, pipeline, metrics)
+    ui.install(app, settings, pipeline)
     if settings.redis_url:
         _install_jobs(app, settings)
     _install_gpu_metrics()
