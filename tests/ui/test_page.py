@@ -190,16 +190,52 @@ def test_dropped_and_pasted_images_are_classified(
     assert not page.page.locator("#dropzone").evaluate("z => z.classList.contains('dragging')")
 
 
-# ---------------------------------------------------------------- over max_request_bytes: resized in the browser
+# ---------------------------------------------------------------- a constrained server: small body limit, busy
 
 LIMIT = 64 * 1024
 
 
 @pytest.fixture(scope="module")
 def small_limit_server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_ui_server(default_model_dir, tmp_path_factory.mktemp("ui-small"), max_request_bytes=LIMIT)
+    """64 KiB per request; one image may wait, and it waits 1.5 s for company before its forward pass, so
+    images sent while it waits are refused with 503 (deterministically, not by a race)."""
+    server = start_ui_server(
+        default_model_dir,
+        tmp_path_factory.mktemp("ui-small"),
+        max_request_bytes=LIMIT,
+        max_queue_images=1,
+        max_batch_delay_ms=1500,
+    )
     yield server
     server.stop()
+
+
+def test_busy_server_says_so_beside_the_image_and_retry_works(
+    small_limit_server: ServerProcess, open_page: Opener, photo_files: dict[str, Path], tmp_path: Path
+):
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"cat-{i}.jpg")
+        files[-1].write_bytes(photo_files["cat"].read_bytes())
+    page = open_page(small_limit_server)
+    page.upload(files)  # sent together: the first holds the only queue slot while the others arrive
+    cards = page.wait_finished(3)
+    refused = [c for c in cards if c["state"] == "error"]
+    assert [c["state"] for c in cards].count("done") == 1 and len(refused) == 2, cards
+    for card in refused:
+        assert card["httpStatus"] == "503"
+        assert card["error"].startswith("inference queue is full (1 of 1 images waiting)"), card["error"]
+    # Retry is offered, enabled after Retry-After (1 s); one at a time, each is then alone and admitted.
+    for card in refused:
+        button = page.page.locator("#cards > li.card", has_text=card["name"]).locator("button.retry")
+        button.click()  # waits for it to be enabled
+        page.page.wait_for_function(
+            "name => [...document.querySelectorAll('#cards > li.card')].some(c =>"
+            " c.querySelector('.name').textContent === name && c.dataset.state === 'done')",
+            arg=card["name"],
+        )
+    assert [c["state"] for c in page.cards()] == ["done"] * 3
+    assert len({tuple((r["label"], r["score"]) for r in c["rows"]) for c in page.cards()}) == 1  # same photo
 
 
 def test_image_over_the_limit_is_scaled_down_in_the_browser_and_classified(
