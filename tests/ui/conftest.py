@@ -12,9 +12,13 @@ from tests.conftest import ServerProcess, jpeg_bytes, start_server
 from tests.support.browser import CHROMIUM_FLAGS, PageSession, chromium_path, new_session
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's Chromium, headless, launched once for the session."""
+    """Debian's Chromium, headless, launched once per module.
+
+    Not per session: Playwright's sync API keeps an event loop running in this thread while it is open,
+    and the asyncio tests that run later (pytest-asyncio) cannot start theirs inside it.
+    """
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()

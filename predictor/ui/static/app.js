@@ -112,7 +112,6 @@ function showError(card, error, retry) {
   if (error.retryAfterSeconds) setTimeout(() => (button.disabled = false), error.retryAfterSeconds * 1000);
   button.onclick = () => {
     button.hidden = true;
-    box.hidden = true;
     retry();
   };
 }
@@ -120,6 +119,8 @@ function showError(card, error, retry) {
 // ---------------------------------------------------------------------------------------- uploads
 
 async function upload(card, file, name) {
+  card.querySelector(".error").hidden = true; // a retry starts clean
+  card.dataset.status = "";
   setStatus(card, "pending", "Sending…");
   try {
     const info = state.info ?? (await loadInfo());
