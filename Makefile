@@ -37,11 +37,11 @@ else
 	$(PY) -m models.fetch_hf $(MODEL) --out $(MODELS_DIR)/$(subst /,--,$(MODEL))
 endif
 
-run: model ## Serve the model on port $(PORT) (CPU, or a GPU when present)
+run: model ## Serve the model on port $(PORT) (CPU, or a GPU when present), try-it page at http://localhost:$(PORT)/
 ifeq ($(MODEL),default)
-	$(PY) -m predictor serve --model_dir $(DEFAULT_MODEL_DIR) --http_port $(PORT)
+	$(PY) -m predictor serve --model_dir $(DEFAULT_MODEL_DIR) --http_port $(PORT) --enable_ui true
 else
-	$(PY) -m predictor serve --model_dir $(MODELS_DIR)/$(subst /,--,$(MODEL)) --http_port $(PORT)
+	$(PY) -m predictor serve --model_dir $(MODELS_DIR)/$(subst /,--,$(MODEL)) --http_port $(PORT) --enable_ui true
 endif
 
 tools: $(STAMP) ## Fetch helm and kubectl into .tools/ (from PATH when present)

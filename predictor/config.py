@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         30, ge=0, description="After SIGTERM, longest time to finish queued and in-flight requests."
     )
     enable_docs_url: bool = Field(False, description="Serve the OpenAPI docs at /docs.")
+    enable_ui: bool = Field(
+        False,
+        description="Serve the try-it page at / (files under /ui/): pick, drop or paste images, see the top "
+        "classes. Off by default (and in the chart); `make run` turns it on. Off: / and /ui/... answer 404.",
+    )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 

@@ -1,5 +1,5 @@
 """ASGI middleware for every HTTP request (KServe's routes included): request id, body limit, compression,
-per-request metrics.
+``Server-Timing``, per-request metrics.
 
 * Request id: ``X-Request-ID`` echoed, or generated; set in the logging context.
 * Body limit: a declared ``Content-Length`` over ``max_request_bytes`` is refused with 413 before the body
@@ -134,7 +134,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = {"code": 500}
         answer_encoding = response_encoding(headers.get(b"accept-encoding", b"").decode("latin-1"))
-        send_wrapper = self._sender(send, rid, status, answer_encoding if protocol else None)
+        send_wrapper = self._sender(send, rid, status, answer_encoding if protocol else None, started)
         try:
             early = self._early_refusal(headers, limit)
             if early is not None:
@@ -189,15 +189,18 @@ class RequestContextMiddleware:
                 self.metrics.inflight.labels(self.settings.model_name).dec()
 
     @staticmethod
-    def _sender(send: Send, rid: str, status: dict[str, int], encoding: str | None) -> Send:
-        """Records the status, adds the request id, and compresses the answer when asked to."""
+    def _sender(send: Send, rid: str, status: dict[str, int], encoding: str | None, started: float) -> Send:
+        """Records the status, adds the request id and ``Server-Timing`` (time from arrival to the answer's
+        start, which the try-it page shows), and compresses the answer when asked to."""
         start: list[Message] = []
         chunks: list[bytes] = []
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
+                out = message.setdefault("headers", [])
+                out.append((b"x-request-id", rid.encode("latin-1")))
+                out.append((b"server-timing", b"total;dur=%.2f" % ((time.perf_counter() - started) * 1000)))
                 if encoding is None:
                     await send(message)
                 else:

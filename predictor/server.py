@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 def serve(settings: Settings) -> None:
     """Load the model and serve it until SIGTERM (in-flight and queued requests finish first)."""
     configure_logging(settings.log_format, settings.log_level)
-    from predictor import kserve_compat, routes
+    from predictor import kserve_compat, routes, ui
     from predictor.gpu_metrics import register_gpu_metrics
     from predictor.metrics import PredictorMetrics
     from predictor.model import ImageClassifierModel
@@ -27,6 +27,7 @@ def serve(settings: Settings) -> None:
     pipeline = Pipeline(settings, metrics)
     model = ImageClassifierModel(settings, pipeline)
     routes.install(app, settings, pipeline, metrics)
+    ui.install(app, settings, pipeline)
     if settings.redis_url:
         _install_jobs(app, settings)
     register_gpu_metrics()
