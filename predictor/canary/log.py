@@ -60,10 +60,10 @@ class DecisionLog:
     @staticmethod
     def _patch_text(patch: dict[str, Any] | None, applied: bool) -> str:
         if patch is None:
-            return "no patch"
+            return "no patch (nothing to change)"
         return f"patch {_compact(patch)}" if applied else f"patch (dry run, not sent) {_compact(patch)}"
 
-    def traffic(self, step: int, steps: int, percent: int, patch: dict[str, Any], applied: bool) -> None:
+    def traffic(self, step: int, steps: int, percent: int, patch: dict[str, Any] | None, applied: bool) -> None:
         self.emit(
             "traffic", f"step {step}/{steps}: canary gets {percent}% | {self._patch_text(patch, applied)}",
             step=step, steps=steps, traffic_percent=percent, patch=patch, applied=applied,

@@ -123,8 +123,8 @@ class Runner:
 
     # ------------------------------------------------------------------ patches
 
-    def _apply(self, make: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
-        """Generate a patch from the live object, check it, send it; returns the patch."""
+    def _apply(self, make: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Generate a patch from the live object, check it, send it; returns it (``None``: nothing to change)."""
         try:
             obj = self.store.get()
         except InvalidInput as e:
@@ -139,6 +139,8 @@ class Runner:
                 "somebody else changed it; nothing more is sent"
             )
         patch = make(obj)
+        if patch == {"spec": {}}:
+            return None  # already so: nothing to send
         assert self.guard is not None
         self.guard.check(obj, patch)
         self.store.patch(patch, obj.get("metadata", {}).get("resourceVersion"))
@@ -183,7 +185,7 @@ class Runner:
         steps = len(self.cfg.steps)
         first = self.analysis.start()
         patch = self._do(first)
-        self.log.traffic(1, steps, first.percent or 0, patch or {}, not self.cfg.dry_run)
+        self.log.traffic(1, steps, first.percent or 0, patch, not self.cfg.dry_run)
         window_start = last_check = self.clock()
         while True:
             if self.stop.wait(last_check + self.cfg.step_interval_seconds - self.clock()):

@@ -1,0 +1,26 @@
+"""Fixtures of the canary tests: the CRD validator, and the canary stack (real predictors and Prometheus)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from predictor.kube.validate import CrdValidator
+from tests.support.canary_stack import CanaryStack
+
+
+@pytest.fixture(scope="session")
+def crd_validator() -> CrdValidator:
+    return CrdValidator()
+
+
+@pytest.fixture(scope="session")
+def canary_stack(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryStack]:
+    """Stable, healthy, erroring and slow predictors (the embedded model) and a Prometheus scraping them."""
+    stack = CanaryStack(tmp_path_factory.mktemp("canary-stack"), default_model_dir)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
