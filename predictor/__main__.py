@@ -23,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     from predictor.canary.cli import __doc__ as canary_doc
     from predictor.canary.cli import add_arguments as add_canary_arguments
 
-    canary = sub.add_parser("canary", help="promote or roll back an InferenceService canary from its metrics",
-                            description=canary_doc)  # fmt: skip
+    canary = sub.add_parser(
+        "canary", help="promote or roll back an InferenceService canary from its metrics", description=canary_doc
+    )
     add_canary_arguments(canary)
     return parser
 

@@ -200,11 +200,24 @@ class Analysis:
         return self._decision(Verdict.PASS, Action("traffic", self.steps[self.index]), [], m, step=judged)
 
     def _decision(
-        self, verdict: Verdict, action: Action, reasons: list[str], m: Measurement, *, new_window: bool = True,
+        self,
+        verdict: Verdict,
+        action: Action,
+        reasons: list[str],
+        m: Measurement,
+        *,
+        new_window: bool = True,
         step: int | None = None,
-    ) -> Decision:  # fmt: skip
+    ) -> Decision:
         index = self.index if step is None else step
         return Decision(
-            verdict, action, index + 1, self.steps[index], self.failed_checks, self.no_data_checks,
-            tuple(reasons), new_window, m,
-        )  # fmt: skip
+            verdict,
+            action,
+            index + 1,
+            self.steps[index],
+            self.failed_checks,
+            self.no_data_checks,
+            tuple(reasons),
+            new_window,
+            m,
+        )

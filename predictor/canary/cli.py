@@ -54,11 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if f.default is None:
             default = ""
         names = [flag, "-n"] if flag == "--namespace" else [flag]
-        parser.add_argument(*names, dest=name, metavar=metavar, default=argparse.SUPPRESS,
-                            help=f"{f.description}{default}")  # fmt: skip
+        parser.add_argument(
+            *names, dest=name, metavar=metavar, default=argparse.SUPPRESS, help=f"{f.description}{default}"
+        )
     for flag, name in SWITCHES.items():
-        parser.add_argument(flag, dest=name, action="store_true", default=argparse.SUPPRESS,
-                            help=fields[name].description)  # fmt: skip
+        parser.add_argument(
+            flag, dest=name, action="store_true", default=argparse.SUPPRESS, help=fields[name].description
+        )
 
 
 def _default_text(name: str, value: Any) -> str:
@@ -133,8 +135,7 @@ def run(cfg: CanaryConfig) -> int:
     except CanaryError as e:
         print(f"error: {e}", file=sys.stderr)
         outcome = "bad-input" if isinstance(e, InvalidInput) else "error"
-        log.emit("result", f"{outcome}: {e} (exit {e.exit_code})", outcome=outcome, exit_code=e.exit_code,
-                 error=str(e))  # fmt: skip
+        log.emit("result", f"{outcome}: {e} (exit {e.exit_code})", outcome=outcome, exit_code=e.exit_code, error=str(e))
         return e.exit_code
     finally:
         prom.close()

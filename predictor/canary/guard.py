@@ -22,8 +22,12 @@ ISVC_CRD_NAME = "inferenceservices.serving.kserve.io"
 def _validated_view(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata", {})
     view_meta = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
-    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": view_meta,
-            "spec": obj.get("spec", {})}  # fmt: skip
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": view_meta,
+        "spec": obj.get("spec", {}),
+    }
 
 
 class PatchGuard:

@@ -28,11 +28,21 @@ MODES = {"Knative": "Knative", "Serverless": "Knative", "Standard": "Standard", 
 TRACK_LABEL = "image-classifier.io/track"
 COMPONENT_FIELDS = frozenset(
     {
-        "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType", "autoScaling",
-        "containerConcurrency", "timeout", "canaryTrafficPercent", "deploymentStrategy", "batcher", "logger",
+        "minReplicas",
+        "maxReplicas",
+        "scaleTarget",
+        "scaleMetric",
+        "scaleMetricType",
+        "autoScaling",
+        "containerConcurrency",
+        "timeout",
+        "canaryTrafficPercent",
+        "deploymentStrategy",
+        "batcher",
+        "logger",
         "annotations",
     }
-)  # fmt: skip
+)
 """Predictor fields that describe the component (replicas, autoscaling, rollout), not the pod: on a
 Standard-mode promotion they stay the stable's, everything else comes from the canary."""
 
@@ -114,8 +124,11 @@ def _standard_state(obj: dict[str, Any]) -> CanaryState:
     canaries = spec.get("canary") or []
     reconciled = _reconciled(obj)
     if not canaries:
-        note = " (canaryTrafficPercent is ignored in Standard mode)" if "canaryTrafficPercent" in spec.get(
-            "predictor", {}) else ""  # fmt: skip
+        note = (
+            " (canaryTrafficPercent is ignored in Standard mode)"
+            if "canaryTrafficPercent" in spec.get("predictor", {})
+            else ""
+        )
         return CanaryState("Standard", False, False, reconciled, "", "", None, None, f"no spec.canary{note}")
     if len(canaries) > 1:
         raise InvalidInput(f"{name_of(obj)} has {len(canaries)} spec.canary entries; the tool analyses one")
@@ -131,14 +144,23 @@ def _standard_state(obj: dict[str, Any]) -> CanaryState:
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     canary_statuses = status.get("canaryStatuses") or []
     ready = conditions.get("Ready") == "True" and all(c.get("ready") for c in canary_statuses)
-    detail = f"Ready={conditions.get('Ready', '-')}" + "".join(
-        f" canary {c.get('name')} ready={c.get('ready')}" for c in canary_statuses
-    ) + ("" if reconciled else " (controller has not seen the spec yet)")  # fmt: skip
+    detail = (
+        f"Ready={conditions.get('Ready', '-')}"
+        + "".join(f" canary {c.get('name')} ready={c.get('ready')}" for c in canary_statuses)
+        + ("" if reconciled else " (controller has not seen the spec yet)")
+    )
     identity = {k: v for k, v in canary.items() if k != "trafficPercent"}
     return CanaryState(
-        "Standard", True, ready, reconciled, stable_track, canary_track, canary.get("trafficPercent"), identity,
+        "Standard",
+        True,
+        ready,
+        reconciled,
+        stable_track,
+        canary_track,
+        canary.get("trafficPercent"),
+        identity,
         detail,
-    )  # fmt: skip
+    )
 
 
 def _spec_patch(obj: dict[str, Any], wanted_spec: dict[str, Any]) -> dict[str, Any]:

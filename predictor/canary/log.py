@@ -65,9 +65,14 @@ class DecisionLog:
 
     def traffic(self, step: int, steps: int, percent: int, patch: dict[str, Any] | None, applied: bool) -> None:
         self.emit(
-            "traffic", f"step {step}/{steps}: canary gets {percent}% | {self._patch_text(patch, applied)}",
-            step=step, steps=steps, traffic_percent=percent, patch=patch, applied=applied,
-        )  # fmt: skip
+            "traffic",
+            f"step {step}/{steps}: canary gets {percent}% | {self._patch_text(patch, applied)}",
+            step=step,
+            steps=steps,
+            traffic_percent=percent,
+            patch=patch,
+            applied=applied,
+        )
 
     def check(self, d: Decision, steps: int, max_failed: int, patch: dict[str, Any] | None, applied: bool) -> None:
         """One verdict, with the numbers it was made on and the patch it led to."""
@@ -92,10 +97,22 @@ class DecisionLog:
             f"failed checks {d.failed_checks}/{max_failed} | {self._patch_text(patch, applied)}"
         )
         self.emit(
-            "check", text, step=d.step, steps=steps, traffic_percent=d.traffic_percent,
+            "check",
+            text,
+            step=d.step,
+            steps=steps,
+            traffic_percent=d.traffic_percent,
             window_seconds=None if m is None else m.window_seconds,
-            canary=None if m is None else asdict(m.canary), stable=None if m is None else asdict(m.stable),
-            p95_ratio=None if m is None else m.p95_ratio, verdict=d.verdict.value, reasons=list(d.reasons),
-            next=d.action.kind, next_percent=d.action.percent, failed_checks=d.failed_checks,
-            max_failed_checks=max_failed, no_data_checks=d.no_data_checks, patch=patch, applied=applied,
-        )  # fmt: skip
+            canary=None if m is None else asdict(m.canary),
+            stable=None if m is None else asdict(m.stable),
+            p95_ratio=None if m is None else m.p95_ratio,
+            verdict=d.verdict.value,
+            reasons=list(d.reasons),
+            next=d.action.kind,
+            next_percent=d.action.percent,
+            failed_checks=d.failed_checks,
+            max_failed_checks=max_failed,
+            no_data_checks=d.no_data_checks,
+            patch=patch,
+            applied=applied,
+        )

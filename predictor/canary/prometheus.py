@@ -110,8 +110,13 @@ def measure(
         rate = rates.get(rev)
         versions, dtypes = _model_info(info, rev)
         return RevisionStats(
-            rev, None if rate is None else rate * window_s, errors.get(rev), shed.get(rev), p95.get(rev),
-            versions, dtypes,
-        )  # fmt: skip
+            rev,
+            None if rate is None else rate * window_s,
+            errors.get(rev),
+            shed.get(rev),
+            p95.get(rev),
+            versions,
+            dtypes,
+        )
 
     return Measurement(window_s, stats(canary), stats(stable), missing=missing)

@@ -61,8 +61,15 @@ class StopFlag:
 class Runner:
     """Runs one analysis against ``store`` with ``prom``; :meth:`run` returns the exit code."""
 
-    def __init__(self, cfg: CanaryConfig, store: Store, prom: PrometheusClient, log: DecisionLog,
-                 stop: StopFlag, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: CanaryConfig,
+        store: Store,
+        prom: PrometheusClient,
+        log: DecisionLog,
+        stop: StopFlag,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.cfg, self.store, self.prom, self.log, self.stop, self.clock = cfg, store, prom, log, stop, clock
         self.analysis = Analysis(cfg)
         self.guard: PatchGuard | None = None
@@ -84,9 +91,13 @@ class Runner:
             f"{self.cfg.step_interval_seconds:g}s; max error {self.cfg.max_error_ratio:g}, shed "
             f"{self.cfg.max_shed_ratio:g}, p95 x{self.cfg.max_p95_ratio:g}, min {self.cfg.min_requests} requests, "
             f"{self.cfg.max_failed_checks} failed checks roll back" + (" [dry run]" if self.cfg.dry_run else ""),
-            mode=state.mode, store=self.store.description, prometheus=self.prom.url, prometheus_version=version,
-            crd=self.guard.source, config=self.cfg.model_dump(mode="json"),
-        )  # fmt: skip
+            mode=state.mode,
+            store=self.store.description,
+            prometheus=self.prom.url,
+            prometheus_version=version,
+            crd=self.guard.source,
+            config=self.cfg.model_dump(mode="json"),
+        )
         return state
 
     def _guard(self) -> PatchGuard:
@@ -191,8 +202,15 @@ class Runner:
             if self.stop.wait(last_check + self.cfg.step_interval_seconds - self.clock()):
                 return self._stopped()
             at = self.clock()
-            m = measure(self.prom, self.cfg.namespace, self.cfg.isvc, state.canary_revision, state.stable_revision,
-                        at - window_start, at)  # fmt: skip
+            m = measure(
+                self.prom,
+                self.cfg.namespace,
+                self.cfg.isvc,
+                state.canary_revision,
+                state.stable_revision,
+                at - window_start,
+                at,
+            )
             if self.stop.event.is_set():
                 return self._stopped()
             decision = self.analysis.judge(m)
@@ -212,12 +230,14 @@ class Runner:
         code = EXIT_PROMOTED if promoted else EXIT_ROLLED_BACK
         what = (
             f"canary {self.state.canary_revision if self.state else ''} is the stable revision now"
-            if promoted else "every request goes to the stable revision"
-        )  # fmt: skip
+            if promoted
+            else "every request goes to the stable revision"
+        )
         if self.cfg.dry_run:
             what += " (dry run: nothing was changed)"
-        self.log.emit("result", f"{outcome}: {what} (exit {code})", outcome=outcome, exit_code=code,
-                      dry_run=self.cfg.dry_run)  # fmt: skip
+        self.log.emit(
+            "result", f"{outcome}: {what} (exit {code})", outcome=outcome, exit_code=code, dry_run=self.cfg.dry_run
+        )
         return code
 
     def _stopped(self) -> int:
@@ -234,8 +254,14 @@ class Runner:
                 f"; roll back with: kubectl -n {self.cfg.namespace} patch inferenceservice {self.cfg.isvc} "
                 f"--type merge -p '{obj_hint}'"
             )
-        self.log.emit("stopped", text, signal=self.stop.name, step=step, traffic_percent=self.expected_traffic,
-                      rollback_patch=json.loads(obj_hint) if obj_hint else None)  # fmt: skip
+        self.log.emit(
+            "stopped",
+            text,
+            signal=self.stop.name,
+            step=step,
+            traffic_percent=self.expected_traffic,
+            rollback_patch=json.loads(obj_hint) if obj_hint else None,
+        )
         code = self.stop.exit_code
         self.log.emit("result", f"stopped (exit {code})", outcome="stopped", exit_code=code)
         return code

@@ -72,8 +72,19 @@ class FileStore:
         return obj
 
     def patch(self, body: dict[str, Any], resource_version: str | None) -> dict[str, Any]:
-        cmd = [self.kubectl, "patch", "--local", "-f", str(self.path), "--type", "merge", "-p", json.dumps(body),
-               "-o", "json"]  # fmt: skip
+        cmd = [
+            self.kubectl,
+            "patch",
+            "--local",
+            "-f",
+            str(self.path),
+            "--type",
+            "merge",
+            "-p",
+            json.dumps(body),
+            "-o",
+            "json",
+        ]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -120,8 +131,14 @@ class LiveStore:
         InvalidInput: no usable Kubernetes configuration.
     """
 
-    def __init__(self, namespace: str, name: str, kubeconfig: Path | None = None, context: str | None = None,
-                 timeout_s: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        kubeconfig: Path | None = None,
+        context: str | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
         from kubernetes import client, config
 
         self.namespace, self.name, self.timeout_s = namespace, name, timeout_s
@@ -151,28 +168,45 @@ class LiveStore:
 
     def get(self) -> dict[str, Any]:
         return self._call(
-            f"get inferenceservice {self.namespace}/{self.name}", self.api.get_namespaced_custom_object,
-            GROUP, VERSION, self.namespace, PLURAL, self.name,
-        )  # fmt: skip
+            f"get inferenceservice {self.namespace}/{self.name}",
+            self.api.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            self.name,
+        )
 
     def patch(self, body: dict[str, Any], resource_version: str | None) -> dict[str, Any]:
         if resource_version:
             body = apply_merge_patch(body, {"metadata": {"resourceVersion": resource_version}})
         try:
             return self._call(
-                f"patch inferenceservice {self.namespace}/{self.name}", self.api.patch_namespaced_custom_object,
-                GROUP, VERSION, self.namespace, PLURAL, self.name, body, field_manager=FIELD_MANAGER,
-                field_validation="Strict", _content_type="application/merge-patch+json",
-            )  # fmt: skip
+                f"patch inferenceservice {self.namespace}/{self.name}",
+                self.api.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                self.name,
+                body,
+                field_manager=FIELD_MANAGER,
+                field_validation="Strict",
+                _content_type="application/merge-patch+json",
+            )
         except InvalidInput as e:  # mid-run: the run stops with traffic where it was
             raise ApplyFailed(str(e)) from None
 
     def cluster_crd(self) -> tuple[dict[str, Any] | None, str]:
         try:
             crd = self._call(
-                f"get customresourcedefinition {ISVC_CRD_NAME}", self.api.get_cluster_custom_object,
-                "apiextensions.k8s.io", "v1", "customresourcedefinitions", ISVC_CRD_NAME,
-            )  # fmt: skip
+                f"get customresourcedefinition {ISVC_CRD_NAME}",
+                self.api.get_cluster_custom_object,
+                "apiextensions.k8s.io",
+                "v1",
+                "customresourcedefinitions",
+                ISVC_CRD_NAME,
+            )
         except InvalidInput as e:
             return None, str(e)
         return crd, f"customresourcedefinition {ISVC_CRD_NAME} of {self.host}"

@@ -9,6 +9,7 @@ import pytest
 
 from predictor.kube.validate import CrdValidator
 from tests.support.canary_stack import CanaryStack
+from tests.support.prometheus import Prometheus
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +25,14 @@ def canary_stack(default_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
         yield stack.start()
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def bare_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """A real Prometheus that scrapes nothing: every canary query returns no series."""
+    prom = Prometheus(tmp_path_factory.mktemp("bare-prometheus"), []).start()
+    try:
+        prom.wait_ready()
+        yield prom
+    finally:
+        prom.stop()

@@ -11,8 +11,14 @@ from predictor.canary.config import CanaryConfig
 
 
 def cfg(**kw) -> CanaryConfig:
-    base = {"isvc": "classifier", "prometheus_url": "http://prom:9090", "steps": (10, 25, 50, 100),
-            "min_requests": 100, "max_failed_checks": 2, "max_no_data_checks": 3}  # fmt: skip
+    base = {
+        "isvc": "classifier",
+        "prometheus_url": "http://prom:9090",
+        "steps": (10, 25, 50, 100),
+        "min_requests": 100,
+        "max_failed_checks": 2,
+        "max_no_data_checks": 3,
+    }
     return CanaryConfig(**{**base, **kw})
 
 
@@ -29,8 +35,10 @@ def test_healthy_canary_walks_every_step_then_promotes():
     assert a.start().kind == "traffic" and a.start().percent == 10
     decisions = [a.judge(healthy()) for _ in range(3)]
     assert [(d.verdict, d.action.kind, d.action.percent) for d in decisions] == [
-        (Verdict.PASS, "traffic", 25), (Verdict.PASS, "traffic", 50), (Verdict.PROMOTE, "promote", None),
-    ]  # fmt: skip
+        (Verdict.PASS, "traffic", 25),
+        (Verdict.PASS, "traffic", 50),
+        (Verdict.PROMOTE, "promote", None),
+    ]
     assert [(d.step, d.traffic_percent) for d in decisions] == [(1, 10), (2, 25), (3, 50)]
     assert a.done
     with pytest.raises(RuntimeError):

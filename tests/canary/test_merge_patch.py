@@ -76,8 +76,19 @@ def test_a_null_in_the_target_cannot_be_expressed():
 def kubectl_merge(obj: dict, patch: dict, tmp_path) -> dict:
     path = tmp_path / "obj.yaml"
     path.write_text(yaml.safe_dump(obj))
-    cmd = [tool("kubectl"), "patch", "--local", "-f", str(path), "--type", "merge", "-p", json.dumps(patch),
-           "-o", "json"]  # fmt: skip
+    cmd = [
+        tool("kubectl"),
+        "patch",
+        "--local",
+        "-f",
+        str(path),
+        "--type",
+        "merge",
+        "-p",
+        json.dumps(patch),
+        "-o",
+        "json",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
     return json.loads(out)
 

@@ -38,8 +38,19 @@ HPA_CANARY = ("canary.enabled=true", "canary.image.tag=0.3.0")
 def kubectl_patch(obj: dict, patch: dict, tmp_path: Path) -> dict:
     path = tmp_path / "isvc.yaml"
     path.write_text(yaml.safe_dump(obj))
-    cmd = [tool("kubectl"), "patch", "--local", "-f", str(path), "--type", "merge", "-p", json.dumps(patch),
-           "-o", "yaml"]  # fmt: skip
+    cmd = [
+        tool("kubectl"),
+        "patch",
+        "--local",
+        "-f",
+        str(path),
+        "--type",
+        "merge",
+        "-p",
+        json.dumps(patch),
+        "-o",
+        "yaml",
+    ]
     return yaml.safe_load(subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout)
 
 

@@ -61,5 +61,11 @@ def test_parse_duration_refuses(text):
 
 def test_format_duration():
     assert [format_duration(s) for s in (300, 600, 5, 90, 3600, 3725, 0.2)] == [
-        "5m", "10m", "5s", "1m30s", "1h", "1h2m5s", "1s",
-    ]  # fmt: skip
+        "5m",
+        "10m",
+        "5s",
+        "1m30s",
+        "1h",
+        "1h2m5s",
+        "1s",
+    ]

@@ -34,15 +34,27 @@ def test_profile_renders_job_and_least_privilege_rbac(rendered):
     assert sorted(o["kind"] for o in analysis_objects(objects)) == sorted(KINDS)
     role = one(objects, "Role")
     assert role["rules"] == [
-        {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"], "resourceNames": [isvc],
-         "verbs": ["get", "patch"]},
-        {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices/status"], "resourceNames": [isvc],
-         "verbs": ["get"]},
-    ]  # fmt: skip
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "resourceNames": [isvc],
+            "verbs": ["get", "patch"],
+        },
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices/status"],
+            "resourceNames": [isvc],
+            "verbs": ["get"],
+        },
+    ]
     assert one(objects, "ClusterRole")["rules"] == [
-        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-         "resourceNames": ["inferenceservices.serving.kserve.io"], "verbs": ["get"]},
-    ]  # fmt: skip
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "resourceNames": ["inferenceservices.serving.kserve.io"],
+            "verbs": ["get"],
+        },
+    ]
     sa = one(objects, "Job")["spec"]["template"]["spec"]["serviceAccountName"]
     for binding in (one(objects, "RoleBinding"), one(objects, "ClusterRoleBinding")):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": "ml"}]

@@ -36,8 +36,12 @@ STANDARD_PROFILE = CHART / "ci" / "standard-keda-values.yaml"
 # Every server: the embedded model on torch (loads in seconds). The canaries differ from the stable only
 # where their name says.
 BASE_FLAGS: dict[str, object] = {
-    "backend": "torch", "max_batch_size": 8, "max_batch_delay_ms": 2, "cpu_threads": 1, "decode_threads": 1,
-}  # fmt: skip
+    "backend": "torch",
+    "max_batch_size": 8,
+    "max_batch_delay_ms": 2,
+    "cpu_threads": 1,
+    "decode_threads": 1,
+}
 CANARY_FLAGS: dict[str, dict[str, object]] = {
     "healthy": {},
     # A queue smaller than one request of the load (2 images): every request is shed with 503.
@@ -48,8 +52,22 @@ CANARY_FLAGS: dict[str, dict[str, object]] = {
 }
 # The same open-loop load on every revision under test: 3 requests/s of 2 small JPEGs each (light enough
 # for a 2-core machine shared with other work).
-LOAD_ARGS = ["--protocol", "classify", "--rate", "3", "--concurrency", "8", "--images-per-request", "2",
-             "--size", "160x120", "--timeout", "10", "--duration", "600"]  # fmt: skip
+LOAD_ARGS = [
+    "--protocol",
+    "classify",
+    "--rate",
+    "3",
+    "--concurrency",
+    "8",
+    "--images-per-request",
+    "2",
+    "--size",
+    "160x120",
+    "--timeout",
+    "10",
+    "--duration",
+    "600",
+]
 
 
 def render(values: Path, release: str, *sets: str) -> list[dict[str, Any]]:
@@ -110,9 +128,13 @@ class Target:
 def pod_labels(isvc: str, revision: str, track: str) -> dict[str, str]:
     """The labels the chart's PodMonitor gives a predictor pod's series."""
     return {
-        "namespace": NAMESPACE, "isvc": isvc, "revision": revision, "track": track,
-        "pod": f"{revision}-deployment-5f7d9c-x2x4z", "container": "kserve-container",
-    }  # fmt: skip
+        "namespace": NAMESPACE,
+        "isvc": isvc,
+        "revision": revision,
+        "track": track,
+        "pod": f"{revision}-deployment-5f7d9c-x2x4z",
+        "container": "kserve-container",
+    }
 
 
 class CanaryStack:
@@ -141,8 +163,9 @@ class CanaryStack:
             self.targets[name] = Target(name, server)
         jobs = []
         for name, target in self.targets.items():
-            target.identities.append(pod_labels(self.kn_name, self.revision(name), "stable" if name == "stable"
-                                                else "canary"))  # fmt: skip
+            target.identities.append(
+                pod_labels(self.kn_name, self.revision(name), "stable" if name == "stable" else "canary")
+            )
             if name in ("stable", "erroring"):
                 track = "stable" if name == "stable" else "canary"
                 target.identities.append(pod_labels(self.std_name, track, track))
@@ -182,10 +205,14 @@ class CanaryStack:
         try:
             for name in names:
                 url = self.targets[name].server.url
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "bench.loadgen", "--url", url, *LOAD_ARGS], cwd=REPO,
-                    stdout=subprocess.DEVNULL, stderr=(self.workdir / f"load-{name}.log").open("wb"),
-                ))  # fmt: skip
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bench.loadgen", "--url", url, *LOAD_ARGS],
+                        cwd=REPO,
+                        stdout=subprocess.DEVNULL,
+                        stderr=(self.workdir / f"load-{name}.log").open("wb"),
+                    )
+                )
             for name in names:
                 labels = self.targets[name].identities[0]
                 expr = f'sum(classifier_requests_total{{isvc="{labels["isvc"]}", revision="{labels["revision"]}"}})'
@@ -201,9 +228,20 @@ class CanaryStack:
         """``python -m predictor canary`` on a file, against this Prometheus, with short test intervals."""
         assert self.prometheus is not None
         return [
-            sys.executable, "-m", "predictor", "canary", "--isvc", isvc, "-n", NAMESPACE,
-            "--isvc-file", str(isvc_file), "--prometheus-url", self.prometheus.url, *extra,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "predictor",
+            "canary",
+            "--isvc",
+            isvc,
+            "-n",
+            NAMESPACE,
+            "--isvc-file",
+            str(isvc_file),
+            "--prometheus-url",
+            self.prometheus.url,
+            *extra,
+        ]
 
 
 def _positive(prom: Prometheus | None, expr: str) -> bool:
