@@ -187,6 +187,8 @@ class Runner:
         self.state = ready
         try:
             return self._steps(ready)
+        except ChangedUnderneath:
+            raise  # its message says what the traffic is now
         except InvalidInput as e:
             raise ApplyFailed(f"{e}; {self.traffic_note}") from None
         except CanaryError as e:

@@ -1,7 +1,9 @@
-"""SIGTERM and SIGINT stop the tool between checks and leave the traffic where it is, saying so.
+"""Interruptions of a running analysis: SIGTERM and SIGINT stop it between checks and leave the traffic
+where it is, saying so; Prometheus going away is a failed check, never a pass; a change somebody else
+makes to the canary's traffic stops the tool before it sends anything more.
 
-A real ``python -m predictor canary`` process; the signal is sent once its decision log shows the state
-the test wants (events, not sleeps).
+A real ``python -m predictor canary`` process; the test acts once its decision log shows the state it
+wants (events, not sleeps).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.support.canary_stack import KNATIVE_PROFILE, NAMESPACE, knative_revision, rendered_isvc, with_knative_status
-from tests.support.prometheus import tool
+from tests.support.prometheus import Prometheus, tool
 
 NAME = rendered_isvc(KNATIVE_PROFILE, "demo")["metadata"]["name"]
 
@@ -110,3 +112,41 @@ def test_sigterm_while_waiting_for_the_canary_sends_nothing(tmp_path, bare_prome
     assert proc.returncode == 143
     assert "stopped  stopped by SIGTERM at step 1/4: traffic unchanged: the tool sent no patch" in out
     assert isvc.read_bytes() == before
+
+
+def test_prometheus_going_away_is_a_failed_check(tmp_path):
+    isvc = write_isvc(tmp_path / "isvc.yaml")
+    prom = Prometheus(tmp_path / "prometheus", []).start()
+    try:
+        prom.wait_ready()
+        proc = start(isvc, prom.url, "--step-interval", "2", "--max-failed-checks", "1")
+        read_until(proc, "traffic")
+    finally:
+        prom.stop()  # before the first check
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    (check,) = [json.loads(line) for line in out.splitlines() if '"event":"check"' in line]
+    assert check["verdict"] == "rollback"
+    assert check["reasons"][0].startswith(f"Prometheus {prom.url} unreachable: ConnectError")
+    assert yaml.safe_load(isvc.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 0
+
+
+def test_traffic_changed_by_somebody_else_stops_the_tool(tmp_path, bare_prometheus):
+    isvc = write_isvc(tmp_path / "isvc.yaml")
+    proc = start(isvc, bare_prometheus.url, "--step-interval", "2", "--max-failed-checks", "1")
+    try:
+        read_until(proc, "traffic")
+        obj = yaml.safe_load(isvc.read_text())
+        obj["spec"]["predictor"]["canaryTrafficPercent"] = 30  # a person takes over
+        isvc.write_text(yaml.safe_dump(obj))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3
+    assert "canary traffic is 30% but the tool last set 10%: somebody else changed it; nothing more is sent" in err
+    assert "left at" not in err, "the traffic is the other person's now"
+    assert yaml.safe_load(isvc.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 30
+    assert json.loads(out.splitlines()[-1])["outcome"] == "error"
