@@ -103,7 +103,7 @@ def evaluate(m: Measurement, cfg: CanaryConfig) -> tuple[Literal["ok", "fail", "
     if m.missing:
         return "fail", [f"no series for {q}" for q in m.missing]
     few = [
-        f"{role} {r.revision} answered {r.requests:.0f} requests < min {cfg.min_requests}"
+        f"{role} {r.revision} answered {r.requests:.1f} requests < min {cfg.min_requests}"
         for role, r in (("canary", m.canary), ("stable", m.stable))
         if r.requests is not None and r.requests < cfg.min_requests
     ]

@@ -58,9 +58,9 @@ class DecisionLog:
         self.out.flush()
 
     @staticmethod
-    def _patch_text(patch: dict[str, Any] | None, applied: bool) -> str:
+    def _patch_text(patch: dict[str, Any] | None, applied: bool, stay: bool = False) -> str:
         if patch is None:
-            return "no patch (nothing to change)"
+            return "no patch" if stay else "no patch (the object is so already)"
         return f"patch {_compact(patch)}" if applied else f"patch (dry run, not sent) {_compact(patch)}"
 
     def traffic(self, step: int, steps: int, percent: int, patch: dict[str, Any] | None, applied: bool) -> None:
@@ -92,9 +92,10 @@ class DecisionLog:
                 f" over {m.window_seconds:.0f}s: {_stats_text('canary', m.canary, True)} | "
                 f"{_stats_text('stable', m.stable, False)} | p95 {ratio}"
             )
+        patch_text = self._patch_text(patch, applied, stay=d.action.kind == "stay")
         text = (
             f"step {d.step}/{steps} at {d.traffic_percent}%{numbers} | {verdict} | "
-            f"failed checks {d.failed_checks}/{max_failed} | {self._patch_text(patch, applied)}"
+            f"failed checks {d.failed_checks}/{max_failed} | {patch_text}"
         )
         self.emit(
             "check",

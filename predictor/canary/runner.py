@@ -107,7 +107,7 @@ class Runner:
         if crd is None and self.cfg.crd == "cluster":
             raise InvalidInput(f"--crd cluster: cannot read the cluster's CRD: {why}")
         guard = PatchGuard(crd)
-        if crd is None:
+        if crd is None and why:
             guard.source += f"; the cluster's is not readable: {why}"
         return guard
 

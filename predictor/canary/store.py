@@ -99,7 +99,7 @@ class FileStore:
         return obj
 
     def cluster_crd(self) -> tuple[dict[str, Any] | None, str]:
-        return None, "no cluster: --isvc-file"
+        return None, ""  # no cluster to ask
 
 
 class DryRunStore:

@@ -74,7 +74,7 @@ def test_too_few_requests_is_no_data_then_one_failed_check():
     d = [a.judge(quiet) for _ in range(3)]
     assert [x.verdict for x in d] == [Verdict.NO_DATA, Verdict.NO_DATA, Verdict.FAIL]
     assert [x.new_window for x in d] == [False, False, True]  # the window grows while waiting for data
-    assert d[0].reasons == ("canary canary answered 40 requests < min 100",)
+    assert d[0].reasons == ("canary canary answered 40.0 requests < min 100",)
     assert d[2].reasons[0] == "not enough data for 3 checks in a row"
     assert (d[2].failed_checks, d[2].no_data_checks) == (1, 0)
     assert a.judge(healthy()).verdict == Verdict.PASS  # enough data again: judged normally
@@ -82,7 +82,7 @@ def test_too_few_requests_is_no_data_then_one_failed_check():
 
 def test_stable_with_too_few_requests_is_no_data_too():
     outcome, reasons = evaluate(Measurement(60, rev("c"), rev("s", requests=3)), cfg())
-    assert outcome == "no-data" and reasons == ["stable s answered 3 requests < min 100"]
+    assert outcome == "no-data" and reasons == ["stable s answered 3.0 requests < min 100"]
 
 
 def test_prometheus_problem_and_missing_series_are_failed_checks_never_passes():
