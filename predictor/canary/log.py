@@ -71,7 +71,7 @@ class DecisionLog:
             steps=steps,
             traffic_percent=percent,
             patch=patch,
-            applied=applied,
+            applied=applied and patch is not None,
         )
 
     def check(self, d: Decision, steps: int, max_failed: int, patch: dict[str, Any] | None, applied: bool) -> None:
@@ -115,5 +115,5 @@ class DecisionLog:
             max_failed_checks=max_failed,
             no_data_checks=d.no_data_checks,
             patch=patch,
-            applied=applied,
+            applied=applied and patch is not None,
         )

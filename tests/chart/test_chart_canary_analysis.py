@@ -8,7 +8,7 @@ import pytest
 from predictor.__main__ import build_parser
 from predictor.canary.cli import config_from_args
 
-from .chart_support import CHART, by_kind, one, render, render_error
+from .chart_support import CHART, by_kind, one, render, render_error, run, tool
 
 PROFILE = CHART / "ci" / "canary-analysis-values.yaml"
 KINDS = ("Job", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
@@ -137,3 +137,12 @@ def test_long_names_fit():
 )
 def test_invalid_values_are_refused(sets, message):
     assert message in render_error(set_values=sets)
+
+
+def test_notes_name_the_job_to_follow():
+    cmd = [tool("helm"), "install", "demo", str(CHART), "--dry-run=client", "-n", "ml", "-f", str(PROFILE)]
+    out = run(cmd).stdout
+    notes = out[out.index("NOTES:") :]
+    job = one(render([PROFILE]), "Job")["metadata"]["name"]
+    assert f"kubectl -n ml logs -f job/{job}" in notes
+    assert "steps the canary through 10%, 25%, 50%, 100% every 5m" in notes
