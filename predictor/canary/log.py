@@ -58,7 +58,9 @@ class DecisionLog:
         self.out.flush()
 
     @staticmethod
-    def _patch_text(patch: dict[str, Any] | None, applied: bool, stay: bool = False) -> str:
+    def _patch_text(patch: dict[str, Any] | None, applied: bool, stay: bool = False, failed: bool = False) -> str:
+        if failed:
+            return "patch not sent: the error follows"
         if patch is None:
             return "no patch" if stay else "no patch (the object is so already)"
         return f"patch {_compact(patch)}" if applied else f"patch (dry run, not sent) {_compact(patch)}"
@@ -74,7 +76,15 @@ class DecisionLog:
             applied=applied and patch is not None,
         )
 
-    def check(self, d: Decision, steps: int, max_failed: int, patch: dict[str, Any] | None, applied: bool) -> None:
+    def check(
+        self,
+        d: Decision,
+        steps: int,
+        max_failed: int,
+        patch: dict[str, Any] | None,
+        applied: bool,
+        failed: bool = False,
+    ) -> None:
         """One verdict, with the numbers it was made on and the patch it led to."""
         m = d.measurement
         reasons = "; ".join(d.reasons)
@@ -92,7 +102,7 @@ class DecisionLog:
                 f" over {m.window_seconds:.0f}s: {_stats_text('canary', m.canary, True)} | "
                 f"{_stats_text('stable', m.stable, False)} | p95 {ratio}"
             )
-        patch_text = self._patch_text(patch, applied, stay=d.action.kind == "stay")
+        patch_text = self._patch_text(patch, applied, stay=d.action.kind == "stay", failed=failed)
         text = (
             f"step {d.step}/{steps} at {d.traffic_percent}%{numbers} | {verdict} | "
             f"failed checks {d.failed_checks}/{max_failed} | {patch_text}"

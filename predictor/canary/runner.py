@@ -216,7 +216,11 @@ class Runner:
             if self.stop.event.is_set():
                 return self._stopped()
             decision = self.analysis.judge(m)
-            patch = self._do(decision.action)
+            try:
+                patch = self._do(decision.action)
+            except CanaryError:
+                self.log.check(decision, steps, self.cfg.max_failed_checks, None, False, failed=True)
+                raise
             last_check = self.clock()
             if decision.new_window:
                 window_start = last_check

@@ -149,4 +149,6 @@ def test_traffic_changed_by_somebody_else_stops_the_tool(tmp_path, bare_promethe
     assert "canary traffic is 30% but the tool last set 10%: somebody else changed it; nothing more is sent" in err
     assert "left at" not in err, "the traffic is the other person's now"
     assert yaml.safe_load(isvc.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 30
-    assert json.loads(out.splitlines()[-1])["outcome"] == "error"
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[-1]["outcome"] == "error"
+    assert (events[-2]["verdict"], events[-2]["patch"], events[-2]["applied"]) == ("rollback", None, False)
