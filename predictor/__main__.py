@@ -1,4 +1,6 @@
-"""``python -m predictor serve|worker [--flag value ...]``: every flag is a settings field."""
+"""``python -m predictor serve|worker [--flag value ...]``: every flag is a settings field.
+
+``python -m predictor canary ...`` analyses an InferenceService canary (see ``predictor.canary.cli``)."""
 
 from __future__ import annotations
 
@@ -18,12 +20,23 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="classify jobs from the Redis stream")
     for p in (serve, worker):
         add_settings_arguments(p)
+    from predictor.canary.cli import __doc__ as canary_doc
+    from predictor.canary.cli import add_arguments as add_canary_arguments
+
+    canary = sub.add_parser(
+        "canary", help="promote or roll back an InferenceService canary from its metrics", description=canary_doc
+    )
+    add_canary_arguments(canary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags (then env vars, then defaults) and run the chosen entry point."""
     args = build_parser().parse_args(argv)
+    if args.command == "canary":
+        from predictor.canary.cli import run_from_args
+
+        raise SystemExit(run_from_args(args))
     try:
         settings = settings_from_args(args)
     except ValidationError as e:

@@ -59,6 +59,16 @@ app.kubernetes.io/component: worker
 {{- printf "%s-worker" (include "image-classifier.fullname" .) -}}
 {{- end -}}
 
+{{/* The canary analysis Job's ServiceAccount, Role and RoleBinding (the Job adds the release revision). */}}
+{{- define "image-classifier.canaryAnalysisName" -}}
+{{- printf "%s-canary" (include "image-classifier.fullname" .) -}}
+{{- end -}}
+
+{{/* Cluster-scoped names must differ between namespaces. */}}
+{{- define "image-classifier.canaryAnalysisClusterName" -}}
+{{- printf "%s-%s-canary-crd" .Release.Namespace (include "image-classifier.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "image-classifier.nodePoolName" -}}
 {{- default (printf "%s-gpu" (include "image-classifier.fullname" .)) .Values.karpenter.nodePool.name -}}
 {{- end -}}
@@ -441,6 +451,26 @@ Checks combinations the schema cannot express. Collects every message and fails 
 {{- end -}}
 {{- if eq $v.deploymentMode "Knative" -}}
 {{- $m = concat $m (include "image-classifier.knativeFeatureErrors" . | fromYamlArray) -}}
+{{- end -}}
+{{- if $v.canaryAnalysis.enabled -}}
+{{- if not $v.canary.enabled -}}
+{{- $m = append $m "canaryAnalysis.enabled needs canary.enabled=true: the analysis moves the canary's traffic share." -}}
+{{- end -}}
+{{- if not $v.canaryAnalysis.prometheusUrl -}}
+{{- $m = append $m "canaryAnalysis.enabled needs canaryAnalysis.prometheusUrl (e.g. http://prometheus-operated.monitoring:9090)." -}}
+{{- end -}}
+{{- if not $v.monitoring.podMonitor.enabled -}}
+{{- $m = append $m "canaryAnalysis.enabled needs monitoring.podMonitor.enabled: its revision label tells the canary's series from the stable's." -}}
+{{- end -}}
+{{- $prev := 0 -}}
+{{- $increasing := true -}}
+{{- range $step := $v.canaryAnalysis.steps -}}
+{{- if le (int64 $step) (int64 $prev) -}}{{- $increasing = false -}}{{- end -}}
+{{- $prev = $step -}}
+{{- end -}}
+{{- if or (not $increasing) (ne (int64 $prev) 100) -}}
+{{- $m = append $m (printf "canaryAnalysis.steps must be strictly increasing and end at 100 (the promotion), got %v." $v.canaryAnalysis.steps) -}}
+{{- end -}}
 {{- end -}}
 {{- if gt (int64 $v.settings.default_top_k) (int64 $v.settings.max_top_k) -}}
 {{- $m = append $m (printf "settings.default_top_k (%d) exceeds settings.max_top_k (%d)." (int64 $v.settings.default_top_k) (int64 $v.settings.max_top_k)) -}}

@@ -12,8 +12,12 @@ from predictor.kube.validate import check_metadata
 
 from .chart_support import CHART, CRDS, K8S_MINOR, PROFILES, UNCOMPILABLE_CEL_RULES, one, profile_name, run, tool
 
-CORE_API_VERSIONS = {"v1", "apps/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1"}
-EXPECTED_PROFILES = {"default", "gpu-spot-knative-canary", "standard-keda", "standard-hpa", "queue-worker"}
+CORE_API_VERSIONS = {
+    "v1", "apps/v1", "batch/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1", "rbac.authorization.k8s.io/v1",
+}  # fmt: skip
+EXPECTED_PROFILES = {
+    "default", "gpu-spot-knative-canary", "standard-keda", "standard-hpa", "queue-worker", "canary-analysis",
+}  # fmt: skip
 
 
 def test_every_expected_profile_exists():

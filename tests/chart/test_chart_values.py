@@ -286,7 +286,8 @@ def _leaf_keys(values, prefix=""):
     for key, value in values.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict) and value and not path.lower().endswith(("labels", "limits", "annotations")):
-            if path in {"resources", "podSecurityContext", "containerSecurityContext", "queue.worker.resources"}:
+            if path in {"resources", "podSecurityContext", "containerSecurityContext", "queue.worker.resources",
+                        "canaryAnalysis.resources"}:  # fmt: skip
                 yield path
                 continue
             yield from _leaf_keys(value, f"{path}.")

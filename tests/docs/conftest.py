@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, start_server
 from tests.queue.conftest import RedisServer, kill_all, spawn_worker
+from tests.support.servers import ServerProcess, start_server
 
 from .checks import check_all
 from .extract import Command

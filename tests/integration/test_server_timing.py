@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from tests.conftest import ServerProcess
+from tests.support.servers import ServerProcess
 
 TIMING = re.compile(r"^total;dur=(\d+\.\d{2})$")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess, jpeg_bytes, start_server
 from tests.support.browser import CHROMIUM_FLAGS, PageSession, chromium_path, new_session
+from tests.support.servers import ServerProcess, jpeg_bytes, start_server
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess, jpeg_bytes
 from tests.support.browser import PageSession
+from tests.support.servers import ServerProcess, jpeg_bytes
 from tests.ui.conftest import start_ui_server
 
 Opener = Callable[..., PageSession]
@@ -224,7 +224,9 @@ def test_busy_server_says_so_beside_the_image_and_retry_works(
     assert [c["state"] for c in cards].count("done") == 1 and len(refused) == 2, cards
     for card in refused:
         assert card["httpStatus"] == "503"
-        assert card["error"].startswith("inference queue is full (1 of 1 images waiting, 1 more asked for)"), card["error"]
+        assert card["error"].startswith("inference queue is full (1 of 1 images waiting, 1 more asked for)"), card[
+            "error"
+        ]
     # Retry is offered, enabled after Retry-After (1 s); one at a time, each is then alone and admitted.
     for card in refused:
         button = page.page.locator("#cards > li.card", has_text=card["name"]).locator("button.retry")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ServerProcess
 from tests.support.browser import TIMEOUT_MS, PageSession
+from tests.support.servers import ServerProcess
 
 Opener = Callable[..., PageSession]
 MODULE_JS = "async ({fn, args}) => { const m = await import('./ui/metrics.js'); return m[fn](...args); }"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess
 from tests.support.browser import PageSession
+from tests.support.servers import ServerProcess
 from tests.ui.conftest import start_ui_server
 
 Opener = Callable[..., PageSession]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from predictor.ui.site import STATIC_DIR, load_static
-from tests.conftest import REPO, ServerProcess
+from tests.support.servers import REPO, ServerProcess
 
 FILES = ["app.js", "metrics.js", "upload.js", "style.css", "favicon.svg"]
 
