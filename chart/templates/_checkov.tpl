@@ -3,7 +3,7 @@ checkov.io/skip<N> annotations: the checkov Kubernetes checks this chart fails o
 reason, and each only while the values that make it fail are in force (set a digest, pullPolicy Always or
 networkPolicy.enabled and the skip disappears, so checkov checks it again). KServe copies an
 InferenceService's annotations onto the workloads it creates, where checkov reads them.
-image-classifier.checkovSkips (dict "root" $ "images" LIST-OF-IMAGE-REFS "secretEnv" BOOL "noPodSecurityContext" BOOL)
+image-classifier.checkovSkips (dict "root" $ "images" LIST-OF-IMAGE-REFS "secretEnv" BOOL "noPodSecurityContext" BOOL "apiToken" BOOL)
 */}}
 {{- define "image-classifier.checkovSkips" -}}
 {{- $v := .root.Values -}}
@@ -20,6 +20,9 @@ image-classifier.checkovSkips (dict "root" $ "images" LIST-OF-IMAGE-REFS "secret
 {{- end -}}
 {{- if .secretEnv -}}
 {{- $skips = append $skips "CKV_K8S_35=the Redis password reaches --redis_url through $(REDIS_PASSWORD) expansion in the args, which only an env var provides; it is read from the Secret, never written into the manifest" -}}
+{{- end -}}
+{{- if .apiToken -}}
+{{- $skips = append $skips "CKV_K8S_38=the canary analysis reads and patches this InferenceService through the API server with its ServiceAccount token; its Role allows only get and patch of that one object" -}}
 {{- end -}}
 {{- if .noPodSecurityContext -}}
 {{- $skips = append $skips "CKV_K8S_29=a stock Knative refuses a pod-level securityContext unless config-features enables kubernetes.podspec-securitycontext (declare it in knative.features and the pod gets one); the container's own securityContext runs as non-root with a read-only root filesystem, no capabilities and seccomp RuntimeDefault" -}}
