@@ -1,4 +1,7 @@
-"""``python -m predictor serve|worker [--flag value ...]``: every flag is a settings field."""
+"""``python -m predictor serve|worker [--flag value ...]``: every flag is a settings field.
+
+``python -m predictor plan ...`` simulates the chart's autoscaling and cost (:mod:`predictor.plan`).
+"""
 
 from __future__ import annotations
 
@@ -18,12 +21,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="classify jobs from the Redis stream")
     for p in (serve, worker):
         add_settings_arguments(p)
+    plan = sub.add_parser("plan", help="simulate the chart's autoscaling and cost under a traffic profile")
+    from predictor.plan.cli import add_arguments
+
+    add_arguments(plan)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags (then env vars, then defaults) and run the chosen entry point."""
     args = build_parser().parse_args(argv)
+    if args.command == "plan":
+        from predictor.plan.cli import main as plan_main
+
+        raise SystemExit(plan_main(args))
     try:
         settings = settings_from_args(args)
     except ValidationError as e:
