@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import re
 import sys
 import tempfile
@@ -66,6 +67,21 @@ def _mean(after: dict[str, float], before: dict[str, float], metric: str) -> flo
     return (after[f"classifier_{metric}_sum"] - before.get(f"classifier_{metric}_sum", 0.0)) / n
 
 
+def quiet_point(server: ServerProcess, name: str, retries: int, max_others: float, **load: Any) -> dict[str, Any]:
+    """:func:`load_point`, repeated (up to ``retries`` more times) while other tenants used more than
+    ``max_others`` cores during it; the least disturbed run is kept and says how many runs it took."""
+    best: dict[str, Any] | None = None
+    for attempt in range(retries + 1):
+        r = load_point(server, name if not attempt else f"{name} (again: others were busy)", **load)
+        r["attempts"] = attempt + 1
+        if best is None or r["others_cores_busy"] < best["others_cores_busy"]:
+            best = r
+        if r["others_cores_busy"] <= max_others:
+            break
+    assert best is not None
+    return best
+
+
 def load_point(server: ServerProcess, name: str, **load: Any) -> dict[str, Any]:
     """One load run with the server's own view of it: mean batch, forward ms, batcher wait, decode ms."""
     from bench.serve_bench import measure
@@ -84,7 +100,17 @@ def load_point(server: ServerProcess, name: str, **load: Any) -> dict[str, Any]:
 
 
 def _compact(r: dict[str, Any]) -> dict[str, Any]:
-    keep = ("img_per_s", "req_per_s", "requests", "latency_ms", "errors", "timeouts", "server", "duration_s")
+    keep = (
+        "img_per_s",
+        "req_per_s",
+        "requests",
+        "latency_ms",
+        "errors",
+        "timeouts",
+        "server",
+        "duration_s",
+        "attempts",
+    )
     out = {k: r[k] for k in keep}
     out["rejected_503_share"] = r["rejected_503"]["share"]
     out["server_cpu_ms_per_image"] = r["server_cpu"]["cpu_ms_per_image"]
@@ -157,13 +183,14 @@ def measure_pod(a: argparse.Namespace) -> dict[str, Any]:
         check_s = wait_for_log(log, "precision check (", 180.0) if deferred else 0.0
         try:
             res["engine"] = engine_of(log)
+            quiet = {"retries": a.retries, "max_others": a.max_others_busy}
             for c in a.concurrency:
-                r = load_point(srv, f"closed c={c}", concurrency=c, **load)
+                r = quiet_point(srv, f"closed c={c}", concurrency=c, **quiet, **load)
                 res["closed_loop"].append({"concurrency": c, **_compact(r)})
             saturated = max(p["req_per_s"] for p in res["closed_loop"])
             for f in a.rates:
                 rate = round(f * saturated, 2)
-                r = load_point(srv, f"open {f:.0%}", concurrency=4096, rate_per_s=rate, **load)
+                r = quiet_point(srv, f"open {f:.0%}", concurrency=4096, rate_per_s=rate, **quiet, **load)
                 res["open_loop"].append({"fraction": f, "rate_per_s": rate, **_compact(r)})
         finally:
             srv.stop()
@@ -177,6 +204,15 @@ def measure_pod(a: argparse.Namespace) -> dict[str, Any]:
         res["saturated_req_per_s"] = saturated
     res["raw_forward_ms"] = raw_forward_ms(a.model_dir, res["engine"], a.batch_sizes, a.raw_seconds)
     return res
+
+
+def gpu_of(engine: dict[str, Any]) -> dict[str, Any] | None:
+    """The GPU the server ran on (name as CUDA reports it), or None on a CPU."""
+    if engine["device"] != "cuda":
+        return None
+    import torch
+
+    return {"name": torch.cuda.get_device_name(0), "count": 1}
 
 
 def model_bytes(model_dir: Path) -> int:
@@ -211,7 +247,7 @@ def build_result(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "bytes": model_bytes(a.model_dir),
             **measured["engine"],
         },
-        "gpu": None,
+        "gpu": gpu_of(measured["engine"]),
         "settings": settings,
         "payload": {"size": f"{a.size[0]}x{a.size[1]}", "images_per_request": 1, "protocol": "classify"},
         "measurements": {k: v for k, v in measured.items() if k != "engine"},
@@ -240,12 +276,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_sizes", type=_ints, default=[1, 2, 4, 8, 16, 32, 64], help="raw forward sizes")
     p.add_argument("--raw_seconds", type=float, default=1.5, help="seconds per raw forward point")
     p.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE", help="server setting (repeatable)")
+    p.add_argument("--retries", type=int, default=3, help="repeat a point while other tenants were busy")
+    p.add_argument("--max_others_busy", type=float, default=0.25, help="cores others may use during a kept point")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Measure and write the capacity profile; prints a one-line summary per point to stderr."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # SIGTERM unwinds like Ctrl-C, so the server this started is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a = _parser().parse_args(argv)
     if not (a.model_dir / "config.json").exists():
         print(f"--model_dir {a.model_dir}: no config.json (run `make model`)", file=sys.stderr)

@@ -187,12 +187,19 @@ def fit_pod_model(profile: dict[str, Any]) -> PodModel:
     s = light["server"]
     overhead = max(0.0, light["mean_latency_ms"] - (s["mean_batcher_wait_ms"] or 0.0) - (s["mean_forward_ms"] or 0.0))
     cpu = [p["server_cpu_ms_per_image"] for p in closed if p["server_cpu_ms_per_image"]]
+    cpu_ms = sorted(cpu)[len(cpu) // 2] if cpu else 0.0
     max_batch = int(profile["settings"]["max_batch_size"])
+    shared = profile.get("gpu") is None
+    decode_ms = float(s.get("mean_decode_ms") or 0.0)
     model = PodModel(
         batch_time_ms=points,
         overhead_ms=round(overhead, 3),
-        cpu_shared=profile.get("gpu") is None,
-        cpu_ms_per_image=round(sorted(cpu)[len(cpu) // 2], 3) if cpu else 0.0,
+        cpu_shared=shared,
+        # On a GPU the event loop and the decode pool are the CPU's work: their own servers.
+        frontend_ms_per_request=0.0 if shared else round(max(0.0, cpu_ms - decode_ms), 3),
+        decode_ms_per_image=round(decode_ms, 3),
+        decode_threads=max(1, int(profile.get("machine", {}).get("usable_cores") or 1)),
+        cpu_ms_per_image=round(cpu_ms, 3),
         cold_start_s=m["cold_start_s"]["first"],
         capacity_img_per_s=1.0,
         measured_max_batch_size=max_batch,

@@ -156,3 +156,58 @@ def test_fluid_handles_internet_scale(tmp_path: Path, helm: str, profile) -> Non
     # 100,000 req/s at 320 img/s a pod needs > 300 pods; KPA's target asks for more.
     assert ready.max() >= 313
     assert np.isfinite(summary["p95_ms"])
+
+
+def test_hpa_on_cpu_scales_a_cpu_pod_up(tmp_path: Path, helm: str, profile) -> None:
+    values = {
+        "deploymentMode": "Standard",
+        "gpu": {"enabled": False},
+        "resources": {"requests": {"cpu": "500m", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}},
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 5,
+            "standard": {"autoscaler": "hpa", "hpa": {"targetUtilization": 50}},
+        },
+    }
+    s = make_setup(tmp_path, helm, values, profile)
+    # 1 req/s x 2 ms CPU per image + 0.02 idle = 0.022 cores = 4 % of the 0.5-core request: 1 pod.
+    # 1,000 req/s saturates the pod at 320 img/s: 0.66 cores = 132 % of the request: it must scale up.
+    # (A GPU pod whose CPU stays low when its GPU saturates never would: HPA on CPU misses GPU saturation.)
+    traffic = TrafficProfile.model_validate(
+        {
+            "name": "cpu",
+            "duration": "12m",
+            "segments": [{"kind": "points", "interpolation": "step", "points": [[0, 60], ["2m", 60000]]}],
+        }
+    )
+    rec, _ = simulate.run(s, traffic, 500.0, "request")
+    desired = rec.table()[:, COL["desired_replicas"]]
+    assert desired[: 2 * 60].max() == 1
+    assert desired.max() >= 2
+
+
+def test_keda_queue_depth_uses_the_average_as_kserve_builds_it(tmp_path: Path, helm: str, profile) -> None:
+    """KServe's prometheus trigger has no metricType, so KEDA asks for AverageValue: the HPA proposes
+    ceil(avg(queue depth) / target), not ceil(pods x avg / target). The simulator must do the same."""
+    values = {
+        "deploymentMode": "Standard",
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 10,
+            "standard": {
+                "autoscaler": "keda",
+                "keda": {"prometheusAddress": "http://p:9090", "queueDepthTarget": 16, "gpuUtilizationTarget": 0},
+            },
+        },
+    }
+    s = make_setup(tmp_path, helm, values, profile)
+    (metric,) = s.plan.hpa_metrics
+    assert (metric.aggregation, metric.target_type) == ("avg", "AverageValue")
+    traffic = TrafficProfile.model_validate(
+        {"name": "overload", "duration": "15m", "segments": [{"kind": "points", "points": [[0, 60000]]}]}
+    )
+    rec, summary = simulate.run(s, traffic, 500.0, "fluid")
+    ready = rec.table()[:, COL["ready_replicas"]]
+    # 1,000 img/s needs 4 pods of 320 img/s; avg queue depth can never propose more than ceil(256 / 16) = 16,
+    # and once pods keep up the average falls: the count settles where avg depth ~ 16 x pods.
+    assert 2 <= ready.max() <= 10
