@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import re
+import signal
 import sys
 import tempfile
 import time

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import os
+import signal
 import statistics
 import sys
 import tempfile

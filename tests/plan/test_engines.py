@@ -206,7 +206,7 @@ def test_keda_queue_depth_uses_the_average_as_kserve_builds_it(tmp_path: Path, h
     traffic = TrafficProfile.model_validate(
         {"name": "overload", "duration": "15m", "segments": [{"kind": "points", "points": [[0, 60000]]}]}
     )
-    rec, summary = simulate.run(s, traffic, 500.0, "fluid")
+    rec, _ = simulate.run(s, traffic, 500.0, "fluid")
     ready = rec.table()[:, COL["ready_replicas"]]
     # 1,000 img/s needs 4 pods of 320 img/s; avg queue depth can never propose more than ceil(256 / 16) = 16,
     # and once pods keep up the average falls: the count settles where avg depth ~ 16 x pods.
