@@ -44,7 +44,7 @@ def plan(values: Path | None, scenario: str, capacity: str, out: Path, engine: s
 
 
 def row(values: str, scenario: str, capacity: str, s: dict[str, Any]) -> str:
-    savings = "n/a" if s["savings_ratio"] is None else f"{100 * s['savings_ratio']:.0f} %"
+    savings = "n/a" if s["savings_ratio"] is None else f"{100 * s['savings_ratio'] + 0.0:.0f} %".replace("-0 %", "0 %")
     first = s["time_to_first_ready_s_after_idle"]
     return (
         f"| {scenario} | {values} | {capacity} | {s['engine']} | {s['requests_offered']:,} | "

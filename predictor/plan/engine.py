@@ -72,14 +72,19 @@ class EngineBase:
             )
         )
 
-    def baseline(self, peak_pods: int) -> dict[str, Any]:
-        """Static provisioning for the run's peak: that many pods on on-demand nodes all month."""
-        s = self.s
+    def baseline(self) -> dict[str, Any]:
+        """Static provisioning: enough pods for the peak offered load at 80 % of a pod's capacity (at least
+        ``minReplicas``), on on-demand nodes all month."""
+        s, t = self.s, self.traffic
+        capacity = s.pod_model.capacity(self.settings.max_batch_size, t.mean_images)
+        peak_img = float(t.per_second().max()) * t.mean_images
+        pods = max(1, s.plan.min_replicas, math.ceil(peak_img / (0.8 * capacity)))
         best = min(s.candidates, key=lambda c: s.prices.instances[c].on_demand_usd_per_h / s.pods_per_node[c])
-        nodes = math.ceil(max(1, peak_pods) / s.pods_per_node[best])
+        nodes = math.ceil(pods / s.pods_per_node[best])
         price = s.prices.instances[best].on_demand_usd_per_h
         return {
-            "what": "peak ready pods on on-demand nodes, 24/7",
+            "what": "static: pods for the peak offered load at 80 % of a pod's capacity, on-demand nodes, 24/7",
+            "pods": pods,
             "instance_type": best,
             "nodes": nodes,
             "usd_per_h": price,

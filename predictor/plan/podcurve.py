@@ -152,7 +152,7 @@ def pod_curve(setup: SimSetup, traffic: TrafficProfile, requests_per_point: int 
     rows = []
     for f in FRACTIONS:
         rate = f * cap / traffic.mean_images
-        duration = float(np.clip(requests_per_point / rate, 20.0, 600.0))
+        duration = float(np.clip(requests_per_point / rate, 5.0, 600.0))
         rows.append(simulate_fixed(setup, rate, duration, traffic.arrivals, traffic.images_per_request, warmup_s=2.0))
     return PodCurve(
         capacity_img_per_s=cap,

@@ -133,7 +133,8 @@ def _totals(s: dict[str, Any]) -> list[str]:
         f"| cost of this run | ${s['cost_usd']:.2f} (spot range ${s['cost_usd_range'][0]:.2f}-"
         f"${s['cost_usd_range'][1]:.2f}) |",
         f"| per month at this rate | ${s['cost_per_month_usd']:,.2f} |",
-        f"| baseline: {s['baseline']['nodes']} x {s['baseline']['instance_type']} on-demand 24/7 | "
+        f"| baseline: {s['baseline']['pods']} pods for the peak, {s['baseline']['nodes']} x "
+        f"{s['baseline']['instance_type']} on-demand 24/7 | "
         f"${s['baseline_cost_per_month_usd']:,.2f} / month |",
         f"| savings vs baseline | {pct(s['savings_ratio'])} |",
     ]

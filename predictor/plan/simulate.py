@@ -39,7 +39,5 @@ def run(
     finally:
         if bar is not None:
             bar.close()
-    table = eng.rec.table()
-    peak = int(table[:, 6].max()) if len(table) else 0
-    summary = summarize(eng.rec, cost, setup.prices.hours_per_month, eng.baseline(peak))
+    summary = summarize(eng.rec, cost, setup.prices.hours_per_month, eng.baseline())
     return eng.rec, summary
