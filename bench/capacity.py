@@ -39,8 +39,8 @@ from bench.payloads import parse_size
 from bench.procs import REPO_ROOT, ServerProcess, free_port, machine_info, ours_argv
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "efficientnet-lite0"
-DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
-DEFAULT_RATES = (0.5, 0.8, 1.0, 1.3)
+DEFAULT_CONCURRENCY = (1, 4, 16, 64)
+DEFAULT_RATES = (0.1, 0.3, 0.5, 0.7, 0.85, 1.0, 1.15, 1.3)
 SERVER_METRICS = ("batch_size", "inference_seconds", "queue_wait_seconds", "preprocess_seconds")
 _LOADED = re.compile(r"loaded model .* backend=(\S+) device=(\S+) dtype=(\S+) input=(\d+)x(\d+)")
 
@@ -253,6 +253,11 @@ def build_result(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "measurements": {k: v for k, v in measured.items() if k != "engine"},
     }
     result["pod_model"] = fit_pod_model(result).model_dump()
+    from predictor.plan.capacity import CapacityProfile
+    from predictor.plan.podcurve import calibrate_jitter
+
+    calibrated = calibrate_jitter(CapacityProfile.model_validate(result))
+    result["pod_model"] = calibrated.pod_model.model_dump()
     return result
 
 

@@ -40,6 +40,12 @@ class PodModel(BaseModel):
         min_length=1, description="(batch size, ms of one forward pass) points, sizes increasing"
     )
     overhead_ms: float = Field(ge=0, description="per-request time outside the batcher and the forward pass")
+    overhead_jitter_ms: float = Field(
+        0.0, ge=0, description="mean of an exponential part of the overhead (it varies request to request) at no load"
+    )
+    jitter_per_utilization_ms: float = Field(
+        0.0, ge=0, description="growth of that mean per unit of the pod's utilisation (cores contended)"
+    )
     cpu_shared: bool = Field(True, description="HTTP and decoding share the cores with the forward pass")
     frontend_ms_per_request: float = Field(0.0, ge=0, description="event-loop CPU per request (not shared)")
     decode_ms_per_image: float = Field(0.0, ge=0, description="decode time per image in the pool (not shared)")
@@ -154,11 +160,11 @@ def load_capacity(spec: str | Path) -> CapacityProfile:
         raise from_validation(str(path), e, CapacityProfile) from None
 
 
-def _batch_points(closed: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(mean batch size, mean forward ms) of the sweep: sizes merged when within 5 %, times made monotone."""
+def _batch_points(points: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(mean batch size, mean forward ms) of the load points: sizes merged when within 5 %, times monotone."""
     pts = sorted(
         (p["server"]["mean_batch_size"], p["server"]["mean_forward_ms"])
-        for p in closed
+        for p in points
         if p["server"]["mean_batch_size"] and p["server"]["mean_forward_ms"]
     )
     merged: list[list[float]] = []
@@ -173,27 +179,61 @@ def _batch_points(closed: list[dict[str, Any]]) -> list[tuple[float, float]]:
     return out
 
 
+def _fit_jitter(points: list[dict[str, Any]]) -> tuple[float, float]:
+    """Spread of the overhead against load: an exponential part of mean ``a + b * u``, with ``u`` the point's
+    img/s over the saturated throughput, fitted on the points below the knee (no 503s, batches under 4).
+
+    For an exponential, p95 - p50 = ln(20) - ln(2) = 2.30 times its mean.
+    """
+    import numpy as np
+
+    top = max(p["img_per_s"] for p in points) or 1.0
+    xs, ys = [], []
+    for p in points:
+        lat = p.get("latency_ms", {})
+        if (
+            lat.get("p95")
+            and lat.get("p50")
+            and not p.get("rejected_503_share")
+            and (p["server"]["mean_batch_size"] or 0) < 4
+        ):
+            xs.append(p["img_per_s"] / top)
+            ys.append(max(0.0, (lat["p95"] - lat["p50"]) / 2.30))
+    if not xs:
+        return 0.0, 0.0
+    if len(xs) == 1:
+        return ys[0], 0.0
+    b, a = np.polyfit(np.array(xs), np.array(ys), 1)
+    return max(0.0, float(a)), max(0.0, float(b))
+
+
 def fit_pod_model(profile: dict[str, Any]) -> PodModel:
     """The pod model of a measured profile (``bench/capacity.py``'s output, before ``pod_model`` is set).
 
-    Batch times are the server's own mean forward time per batch at each concurrency of the closed-loop
-    sweep, against the mean batch size there (contention with decoding included). The overhead is the
-    lightest point's mean latency minus its batcher wait and forward time.
+    Fitted on the open-loop points (independent arrivals, as production traffic is; a closed loop's
+    clients all send right after a batch returns, which hides how decoding overlaps the forward pass):
+    the forward time of a batch is the server's own mean forward time against its mean batch size at each
+    offered rate, overload included (contention with decoding and rejections included); the overhead is
+    the lightest point's mean latency minus its batcher wait and forward time, and its spread
+    (``overhead_jitter_ms``, an exponential part) comes from that point's p95 - p50.
     """
     m = profile["measurements"]
-    closed = sorted(m["closed_loop"], key=lambda p: p["concurrency"])
-    points = _batch_points(closed)
-    light = closed[0]
+    points = sorted(m.get("open_loop") or m["closed_loop"], key=lambda p: p.get("rate_per_s", p.get("concurrency", 0)))
+    light = points[0]
     s = light["server"]
     overhead = max(0.0, light["mean_latency_ms"] - (s["mean_batcher_wait_ms"] or 0.0) - (s["mean_forward_ms"] or 0.0))
-    cpu = [p["server_cpu_ms_per_image"] for p in closed if p["server_cpu_ms_per_image"]]
+    jitter0, jitter1 = _fit_jitter(points)
+    jitter = min(overhead, jitter0)
+    cpu = [p["server_cpu_ms_per_image"] for p in points if p["server_cpu_ms_per_image"]]
     cpu_ms = sorted(cpu)[len(cpu) // 2] if cpu else 0.0
     max_batch = int(profile["settings"]["max_batch_size"])
     shared = profile.get("gpu") is None
     decode_ms = float(s.get("mean_decode_ms") or 0.0)
     model = PodModel(
-        batch_time_ms=points,
+        batch_time_ms=_batch_points(points),
         overhead_ms=round(overhead, 3),
+        overhead_jitter_ms=round(jitter, 3),
+        jitter_per_utilization_ms=round(jitter1, 3),
         cpu_shared=shared,
         # On a GPU the event loop and the decode pool are the CPU's work: their own servers.
         frontend_ms_per_request=0.0 if shared else round(max(0.0, cpu_ms - decode_ms), 3),

@@ -11,6 +11,7 @@ while no pod is ready (504 after the revision timeout); in Standard mode they ar
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 from typing import Any
 
@@ -36,6 +37,7 @@ class _PodQ:
     """The data plane of one pod."""
 
     __slots__ = (
+        "admitted",
         "busy",
         "depth",
         "draining",
@@ -47,6 +49,7 @@ class _PodQ:
         "pod",
         "queue",
         "queued",
+        "rate",
         "running",
         "wake",
     )
@@ -61,6 +64,8 @@ class _PodQ:
         self.images = 0
         self.last = now
         self.draining = False
+        self.admitted = 0  # images admitted this second, and the last whole second's (its load)
+        self.rate = 0.0
         self.front = 0.0  # when this pod's event loop is free (pods whose CPU is not shared)
         self.running: list[list[Any]] = []  # the batch on the inference thread
         self.wake: simpy.Event | None = None
@@ -73,6 +78,7 @@ class DesEngine(EngineBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.env = simpy.Environment()
+        self.rng = random.Random(self.seed + 2)
         self.pq: dict[int, _PodQ] = {}
         self.routable: list[_PodQ] = []
         self.rr = 0
@@ -89,8 +95,11 @@ class DesEngine(EngineBase):
         self.keep_after = 0.0
         self.on_second: Any = None
         pm, st = self.s.pod_model, self.settings
-        self.pre_s = pm.overhead_ms * (1 - POST_SHARE) / 1000.0
-        self.post_s = pm.overhead_ms * POST_SHARE / 1000.0
+        self.jitter_s = min(pm.overhead_jitter_ms, pm.overhead_ms) / 1000.0
+        self.jitter_u_s = pm.jitter_per_utilization_ms / 1000.0
+        self.cap_img = max(1e-9, pm.capacity(st.max_batch_size, self.traffic.mean_images))
+        self.pre_s = (pm.overhead_ms - self.jitter_s * 1000.0) * (1 - POST_SHARE) / 1000.0
+        self.post_s = (pm.overhead_ms - self.jitter_s * 1000.0) * POST_SHARE / 1000.0
         self.delay_s = st.max_batch_delay_ms / 1000.0
         self.batch_s = [pm.batch_ms(n) / 1000.0 for n in range(st.max_batch_size + 1)]
 
@@ -202,13 +211,15 @@ class DesEngine(EngineBase):
             self._outcome(req, "refused")
             return
         q.depth += k
+        q.admitted += k
         q.inflight += 1
         self.queued_total += k
         req.deadline = now + self.settings.request_timeout_ms / 1000.0
-        pre = self.pre_s + (k - 1) * self.s.pod_model.decode_ms_per_image / 1000.0 / max(
-            1, self.s.pod_model.decode_threads
-        )
         pm = self.s.pod_model
+        pre = self.pre_s + (k - 1) * pm.decode_ms_per_image / 1000.0 / max(1, pm.decode_threads)
+        theta = self.jitter_s + self.jitter_u_s * min(1.0, q.rate / self.cap_img)
+        if theta > 0:
+            pre += self.rng.expovariate(1.0 / theta)
         if not pm.cpu_shared and pm.frontend_ms_per_request > 0:
             q.front = max(now, q.front) + pm.frontend_ms_per_request / 1000.0
             pre += q.front - now
@@ -310,6 +321,8 @@ class DesEngine(EngineBase):
             while self.waiting and self.waiting[0].deadline <= now:
                 req = self.waiting.popleft()
                 self._outcome(req, "timed_out")
+            for q in self.pq.values():
+                q.rate, q.admitted = float(q.admitted), 0
             self.control_step(now)
             if self.on_second is not None:
                 self.on_second(now)

@@ -8,7 +8,7 @@ import numpy as np
 
 from predictor.plan.results import COLUMNS
 
-PLOTS = (
+PLOTS = (  # overview.png (traffic, replicas and nodes together) comes first
     ("traffic.png", "Traffic: offered and served (req/s)"),
     ("replicas.png", "Replicas: desired, ready, starting"),
     ("nodes.png", "Nodes by capacity type"),
@@ -46,13 +46,49 @@ def _axes(title: str, t_h: np.ndarray):
     return plt, fig, ax
 
 
+def _smooth(v: np.ndarray, points: int = 600) -> np.ndarray:
+    """A moving average over ``len(v) / points`` rows (per-second Poisson counts are noise at a day's scale)."""
+    w = max(1, len(v) // points)
+    if w == 1:
+        return v
+    return np.convolve(np.nan_to_num(v), np.ones(w) / w, mode="same")
+
+
+def _overview(c: dict[str, np.ndarray], x: np.ndarray, out: Path, unit: str) -> str:
+    """``overview.png``: traffic, replicas and nodes on one time axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(9, 6.4), dpi=100, sharex=True)
+    a0, a1, a2 = axes
+    a0.plot(x, _smooth(c["offered_rps"]) * 60, lw=1, label="offered")
+    a0.plot(x, _smooth(c["served_rps"]) * 60, lw=1, label="served")
+    a0.plot(x, _smooth(c["refused_rps"] + c["timed_out_rps"]) * 60, lw=1, label="refused or timed out")
+    a0.set_ylabel("requests / min")
+    a1.plot(x, c["desired_replicas"], drawstyle="steps-post", label="desired")
+    a1.plot(x, c["ready_replicas"], drawstyle="steps-post", label="ready")
+    a1.set_ylabel("pods")
+    a2.stackplot(x, c["nodes_spot"], c["nodes_on_demand"], labels=["spot", "on-demand"], alpha=0.8, step="post")
+    a2.set_ylabel("nodes")
+    a2.set_xlabel(unit)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "overview.png")
+    plt.close(fig)
+    return "overview.png"
+
+
 def write_plots(table: np.ndarray, out: Path, slo_ms: float) -> list[str]:
     """Write :data:`PLOTS` into ``out``; returns the file names."""
     c = {name: table[:, i] for i, name in enumerate(COLUMNS)}
     t = c["t_s"] / 3600.0
     x = t if len(t) and t[-1] > 2 else c["t_s"] / 60.0
     series = {
-        "traffic.png": [("offered", c["offered_rps"]), ("served", c["served_rps"])],
+        "traffic.png": [("offered", _smooth(c["offered_rps"])), ("served", _smooth(c["served_rps"]))],
         "replicas.png": [
             ("desired", c["desired_replicas"]),
             ("ready", c["ready_replicas"]),
@@ -61,10 +97,10 @@ def write_plots(table: np.ndarray, out: Path, slo_ms: float) -> list[str]:
         "nodes.png": [("spot", c["nodes_spot"]), ("on-demand", c["nodes_on_demand"])],
         "queue.png": [("images queued", c["queue_images"])],
         "latency.png": [("p95", c["p95_ms"])],
-        "refused.png": [("refused", c["refused_rps"]), ("timed out", c["timed_out_rps"])],
+        "refused.png": [("refused", _smooth(c["refused_rps"])), ("timed out", _smooth(c["timed_out_rps"]))],
         "cost.png": [("cost", c["cost_usd"])],
     }
-    names = []
+    names = [_overview(c, x, out, "hours" if len(t) and t[-1] > 2 else "minutes")]
     for name, title in PLOTS:
         plt, fig, ax = _axes(title, t if len(t) else np.zeros(1))
         if name == "nodes.png":

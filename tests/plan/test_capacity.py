@@ -14,9 +14,12 @@ from predictor.plan.prices import load_prices
 from .conftest import SYNTHETIC, batch_ms
 
 
-def point(c: int, batch: float, forward: float, wait: float, latency: float) -> dict:
+def point(rate: float, batch: float, forward: float, wait: float, latency: float) -> dict:
     return {
-        "concurrency": c,
+        "rate_per_s": rate,
+        "img_per_s": rate,
+        "rejected_503_share": 0.0,
+        "latency_ms": {"p50": latency, "p95": latency + 2.3},
         "mean_latency_ms": latency,
         "server_cpu_ms_per_image": 8.0,
         "server": {
@@ -29,13 +32,16 @@ def point(c: int, batch: float, forward: float, wait: float, latency: float) -> 
 
 
 def test_fit_takes_the_servers_own_batch_times_and_the_light_load_overhead() -> None:
+    # Open-loop points (what the fit uses): offered rate, then the server's mean batch, forward ms, batcher
+    # wait and the mean latency.
     measured = {
         "settings": {"max_batch_size": 32},
         "machine": {"usable_cores": 2},
         "gpu": None,
         "measurements": {
             "cold_start_s": {"first": 9.5},
-            "closed_loop": [
+            "closed_loop": [],
+            "open_loop": [
                 point(1, 1.0, 3.0, 5.0, 12.0),
                 point(4, 3.0, 9.0, 4.0, 25.0),
                 point(16, 14.0, 80.0, 60.0, 200.0),
@@ -47,6 +53,8 @@ def test_fit_takes_the_servers_own_batch_times_and_the_light_load_overhead() -> 
     pm = fit_pod_model(measured)
     assert pm.batch_time_ms == [(1.0, 3.0), (3.0, 9.0), (14.0, 80.0), (31.5, 170.0)]
     assert pm.overhead_ms == pytest.approx(12.0 - 5.0 - 3.0)
+    # p95 - p50 = 2.3 ms below the knee at every rate: an exponential part of mean 1 ms, not growing with load.
+    assert pm.overhead_jitter_ms == pytest.approx(1.0) and pm.jitter_per_utilization_ms == pytest.approx(0.0, abs=1e-9)
     assert pm.cpu_shared and pm.cold_start_s == 9.5 and pm.cpu_ms_per_image == 8.0
     assert pm.capacity_img_per_s == pytest.approx(32 / pm.batch_ms(32) * 1000, rel=1e-3)
 
@@ -99,3 +107,30 @@ def test_price_book_spot_and_allocatable() -> None:
     cpu, mem = book.instances["g6.2xlarge"].allocatable(0.0, 0.0)
     assert cpu == pytest.approx(8 - 0.090)  # 60 + 10 + 5 + 5 + 4 x 2.5 millicores
     assert mem == pytest.approx(32 * 2**30 * 0.925 - (11 * 58 + 255 + 100) * 2**20)
+
+
+def test_jitter_calibration_recovers_a_known_spread() -> None:
+    """Measurements made by the simulator itself with a known overhead spread: the grid finds it again."""
+    from predictor.plan.capacity import CapacityProfile
+    from predictor.plan.podcurve import QUANTILES, calibrate_jitter, simulate_fixed, standalone_setup
+
+    truth = {**SYNTHETIC["pod_model"], "cpu_shared": True, "overhead_jitter_ms": 1.0, "jitter_per_utilization_ms": 3.0}
+    known = CapacityProfile.model_validate({**SYNTHETIC, "gpu": None, "pod_model": truth})
+    points = []
+    for rate in (30.0, 90.0, 150.0):
+        r = simulate_fixed(standalone_setup(known), rate, min(10.0, 2000 / rate), "uniform", warmup_s=1.0)
+        p95 = r.quantiles_ms[QUANTILES.index(0.95)]
+        points.append(
+            {
+                "rate_per_s": rate,
+                "rejected_503_share": 0.0,
+                "server": {"mean_batch_size": 1.0},
+                "latency_ms": {"p95": p95},
+            }
+        )
+    blank = {**truth, "overhead_jitter_ms": 0.0, "jitter_per_utilization_ms": 0.0}
+    start = CapacityProfile.model_validate(
+        {**SYNTHETIC, "gpu": None, "pod_model": blank, "measurements": {"open_loop": points}}
+    )
+    got = calibrate_jitter(start).pod_model
+    assert (got.overhead_jitter_ms, got.jitter_per_utilization_ms) == (1.0, 3.0)
