@@ -60,6 +60,7 @@ class FluidEngine(EngineBase):
         # Expected arrivals per step (the per-second rates, linear inside a second).
         self._per_step = np.diff(np.interp(edges, np.arange(len(cum)), cum))
         self._at_cache: dict[float, tuple[Any, ...]] = {}
+        self._idle_masses, self._idle_p95 = self._curve(0.0)[:2]
 
     def _curve(self, rho: float) -> tuple[Any, ...]:
         """The pod curve at ``rho`` (memoised on a 0.1 % grid: most steps repeat the same loads)."""
@@ -169,8 +170,12 @@ class FluidEngine(EngineBase):
             self.rec.served += reqs
             self._sec[1] += reqs
             if reqs > 0:
-                self.rec.latency.add(masses + wait_ms, reqs * _WEIGHTS)
-                p95sum += reqs * (p95 + wait_ms)
+                # A backlog's wait replaces the steady-state queueing the curve already holds: the larger of
+                # the two (the curve at no load, plus the wait), never their sum.
+                if wait_ms > 0:
+                    masses, p95 = np.maximum(masses, self._idle_masses + wait_ms), max(p95, self._idle_p95 + wait_ms)
+                self.rec.latency.add(masses, reqs * _WEIGHTS)
+                p95sum += reqs * p95
                 wsum += reqs
             served_total += reqs
             conc += reqs / dt * mean / 1000.0 + q / self.m
