@@ -157,6 +157,8 @@ class FluidEngine(EngineBase):
             q -= refused
             late = max(0.0, q - timeout_s * self.mu)
             q -= late
+            if q < 1e-6:
+                q = 0.0  # float residue would read as concurrency and keep the last pod from ever going
             f.queue, f.rho = q, min(inflow, cap) / cap if cap else 0.0
             masses, p95, mean, busy, depth, _inflight = self._curve(f.rho)
             wait_ms = 1000.0 * (before + q) / 2.0 / self.mu

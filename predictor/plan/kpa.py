@@ -92,7 +92,10 @@ class Kpa:
         """(stable, panic) averages over the windows ending now, or None before the first sample."""
         if not self._stable or not self._panic:
             return None
-        return max(0.0, self._sums[0]) / len(self._stable), max(0.0, self._sums[1]) / len(self._panic)
+        # Running sums drift by ~1e-13 once values leave the window: a window of zeros must read 0, not
+        # 1e-14 (which ceil() would turn into a pod that never goes).
+        stable, panic = (s if s > 1e-9 else 0.0 for s in self._sums)
+        return stable / len(self._stable), panic / len(self._panic)
 
     def decide(self, now: float, ready_pods: int, reachable: bool = True) -> int | None:
         """Desired pods now, or None while there is no data (``ScaleResult`` invalid)."""

@@ -120,3 +120,11 @@ def test_new_decider_with_pods_starts_in_panic() -> None:
     feed(kpa, 0, 10, 1.0)
     assert kpa.decide(9, ready_pods=4) == 4  # keeps its pods until it has a stable window of data
     assert math.isclose(kpa.observed(9)[0], 1.0)
+
+
+def test_a_window_of_zeros_reads_zero_after_float_drift() -> None:
+    kpa = Kpa(KpaConfig(target=22.4))
+    t = feed(kpa, 0, 60, 0.1 + 0.2)  # values whose sums do not cancel exactly in binary
+    t = feed(kpa, t + 1, 61, 0.0)
+    assert kpa.observed(t) == (0.0, 0.0)
+    assert kpa.decide(t, ready_pods=1) == 0
