@@ -13,10 +13,10 @@ PORT ?= 8080
 TOOLS := .tools
 PYTEST_ARGS ?=
 
-.PHONY: help venv model run test lint format tools bench dashboard image clean
+.PHONY: help venv model run test lint format tools bench bench-capacity dashboard image clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -67,6 +67,10 @@ dashboard: $(STAMP) tools ## Re-render docs/img/dashboard.png from a real load r
 	@$(MAKE) --no-print-directory $(DEFAULT_MODEL_DIR)/config.json
 	bash scripts/system_deps.sh
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) scripts/render_dashboard.py
+
+bench-capacity: $(STAMP) ## Measure one pod's capacity for the planner: bench/results/capacity.json
+	@$(MAKE) --no-print-directory $(DEFAULT_MODEL_DIR)/config.json
+	$(PY) -m bench.capacity --model_dir $(DEFAULT_MODEL_DIR) --out bench/results/capacity.json
 
 image: ## Build the container image (needs a Docker engine)
 	docker build -t image-classifier:dev .

@@ -1,6 +1,8 @@
 """``python -m predictor serve|worker [--flag value ...]``: every flag is a settings field.
 
-``python -m predictor canary ...`` analyses an InferenceService canary (see ``predictor.canary.cli``)."""
+``python -m predictor canary ...`` analyses an InferenceService canary (see ``predictor.canary.cli``);
+``python -m predictor plan ...`` simulates the chart's autoscaling and cost (:mod:`predictor.plan`).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
         "canary", help="promote or roll back an InferenceService canary from its metrics", description=canary_doc
     )
     add_canary_arguments(canary)
+    plan = sub.add_parser("plan", help="simulate the chart's autoscaling and cost under a traffic profile")
+    from predictor.plan.cli import add_arguments
+
+    add_arguments(plan)
     return parser
 
 
@@ -37,6 +43,10 @@ def main(argv: list[str] | None = None) -> None:
         from predictor.canary.cli import run_from_args
 
         raise SystemExit(run_from_args(args))
+    if args.command == "plan":
+        from predictor.plan.cli import main as plan_main
+
+        raise SystemExit(plan_main(args))
     try:
         settings = settings_from_args(args)
     except ValidationError as e:

