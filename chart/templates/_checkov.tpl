@@ -16,7 +16,7 @@ image-classifier.checkovSkips (dict "root" $ "images" LIST-OF-IMAGE-REFS "secret
 {{- if not (contains "@sha256:" .) }}{{ $byTag = append $byTag . }}{{ end -}}
 {{- end -}}
 {{- if $byTag -}}
-{{- $skips = append $skips (printf "CKV_K8S_43=pinned by tag (%s): set image.digest (canary.image.digest, a @sha256 queue.worker.storageInitializerImage) to pin by digest" (join ", " $byTag)) -}}
+{{- $skips = append $skips "CKV_K8S_43=images are pinned by tag: set image.digest (canary.image.digest, a @sha256 queue.worker.storageInitializerImage) to pin them by digest" -}}
 {{- end -}}
 {{- if .secretEnv -}}
 {{- $skips = append $skips "CKV_K8S_35=the Redis password reaches --redis_url through $(REDIS_PASSWORD) expansion in the args, which only an env var provides; it is read from the Secret, never written into the manifest" -}}

@@ -13,6 +13,8 @@ from .conftest import make_setup
 
 SPOT_POOL = {
     "spot": {"enabled": True},
+    # a Knative cluster that enables what spot placement needs (a stock Knative refuses it)
+    "knative": {"features": ["kubernetes.podspec-affinity", "kubernetes.podspec-tolerations"]},
     "karpenter": {
         "nodePool": {
             "enabled": True,
