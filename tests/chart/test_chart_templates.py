@@ -461,3 +461,33 @@ def test_worker_downloads_the_same_model(rendered):
     assert init["args"] == ["hf://microsoft/resnet-50", "/mnt/models"]
     mounts = {m["mountPath"]: m for m in worker["containers"][0]["volumeMounts"]}
     assert mounts["/mnt/models"]["readOnly"] is True
+
+
+SHARED_POD_FIELDS = (
+    "serviceAccountName", "automountServiceAccountToken", "imagePullSecrets", "priorityClassName",
+    "terminationGracePeriodSeconds", "securityContext", "nodeSelector", "tolerations", "affinity",
+)  # fmt: skip
+
+
+def test_predictor_and_worker_pods_share_one_definition_of_their_common_fields():
+    """Both pods come from one helper (image-classifier.podSpec): a pod-level value reaches both alike."""
+    objects = render(
+        [CHART / "ci" / "queue-worker-values.yaml"],
+        [
+            "deploymentMode=Standard",
+            "autoscaling.minReplicas=1",
+            "priorityClassName=inference",
+            "imagePullSecrets[0].name=regcred",
+            "nodeSelector.pool=gpu",
+            "tolerations[0].key=dedicated",
+            "tolerations[0].operator=Exists",
+            "spot.enabled=true",
+        ],
+    )
+    pod = predictor(one(objects, "InferenceService"))
+    worker = one(objects, "Deployment")["spec"]["template"]["spec"]
+    for field in SHARED_POD_FIELDS:
+        assert field in pod and pod[field] == worker[field], field
+    assert pod["priorityClassName"] == "inference" and pod["nodeSelector"] == {"pool": "gpu"}
+    scratch = [v for v in pod["volumes"] if v["name"] in ("tmp", "cache")]
+    assert scratch == [v for v in worker["volumes"] if v["name"] in ("tmp", "cache")] and len(scratch) == 2
