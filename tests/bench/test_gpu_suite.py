@@ -37,9 +37,9 @@ def _plan_total(stdout: str) -> int:
 def test_the_plan_fits_the_default_budget(tmp_path: Path) -> None:
     r = _suite({"GPU_SUITE_PLAN": "1"}, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    for stage in ("facts", "install", "imports", "models", "raw_probe", "serve_bench", "pytest"):
+    for stage in ("facts", "install", "imports", "models", "raw_probe", "serve_bench", "pytest", "capacity"):
         assert f"   {stage} " in r.stdout, r.stdout
-    assert _plan_total(r.stdout) <= 470
+    assert _plan_total(r.stdout) <= 510
     # value first: the serving comparison and the raw probe run before the slow tests
     order = [ln.split()[0] for ln in r.stdout.splitlines() if ln.startswith("   ")]
     assert order.index("serve_bench") < order.index("pytest") and order.index("raw_probe") < order.index("pytest")
@@ -128,7 +128,7 @@ def test_the_whole_dry_run_passes(tmp_path: Path) -> None:
     summary = (tmp_path / "summary.txt").read_text()
     assert r.returncode == 0, summary + r.stdout[-4000:]
     stages = {line.split()[0]: line.split()[1] for line in summary.splitlines()}
-    assert set(stages) == {"facts", "install", "imports", "models", "raw_probe", "serve_bench", "pytest"}
+    assert set(stages) == {"facts", "install", "imports", "models", "raw_probe", "serve_bench", "pytest", "capacity"}
     assert set(stages.values()) == {"ok"}, summary
     rows = read_jsonl(tmp_path / "results.jsonl")
     kinds = {(r["stage"], r.get("kind")) for r in rows}
@@ -137,7 +137,7 @@ def test_the_whole_dry_run_passes(tmp_path: Path) -> None:
     runs = {r["run"] for r in rows if r.get("kind") == "run"}
     assert {"ours/classify", "ours_fp16/classify", "ours_nvjpeg/classify", "naive/classify"} <= runs
     assert "ours_fp16/classify x8" in runs and {"overload/closed", "overload/open"} <= runs
-    for name in ("suite.log", "serve_bench.md", "raw_probe.md", "logs.tgz"):
+    for name in ("suite.log", "serve_bench.md", "raw_probe.md", "logs.tgz", "capacity.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert len(list(tmp_path.iterdir())) <= 8  # what the device tool brings back
 
