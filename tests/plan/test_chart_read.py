@@ -49,7 +49,7 @@ def test_keda_profile_triggers(helm: str) -> None:
     plan, _ = plan_from_values(CHART, [CHART / "ci" / "standard-keda-values.yaml"])
     signals = {(m.signal, m.aggregation, m.target, m.target_type) for m in plan.hpa_metrics}
     # KServe builds prometheus triggers without a metricType, so KEDA's default AverageValue applies.
-    assert signals == {("queue_depth", "avg", 16.0, "AverageValue"), ("gpu_util", "avg", 80.0, "AverageValue")}
+    assert signals == {("queue_depth", "sum", 16.0, "AverageValue"), ("gpu_util", "sum", 80.0, "AverageValue")}
     assert plan.keda is not None and (plan.keda.polling_s, plan.keda.cooldown_s) == (30.0, 300.0)
     assert plan.scrape_interval_s == 15.0
 
