@@ -10,6 +10,7 @@ import yaml
 
 from predictor.plan.chart import plan_from_values
 from predictor.plan.errors import PlanInputError
+from predictor.plan.units import parse_quantity
 from predictor.plan.values import classify, read_values
 
 from .conftest import CHART, PROFILES, chart_plan, values_file
@@ -34,7 +35,7 @@ def test_every_profile_is_read_as_its_values_say(profile: Path, helm: str) -> No
     for key in ("max_batch_size", "max_batch_delay_ms", "max_queue_images", "request_timeout_ms"):
         assert getattr(plan.settings, key) == v["settings"][key]
     assert plan.pod.gpus == (v["gpu"]["count"] if v["gpu"]["enabled"] else 0)
-    assert plan.pod.cpu_request == float(v["resources"]["requests"]["cpu"])
+    assert plan.pod.cpu_request == parse_quantity(v["resources"]["requests"]["cpu"])
     if plan.mode == "knative":
         assert plan.autoscaler == "kpa"
         assert plan.knative is not None and plan.knative.target == a["knative"]["target"]

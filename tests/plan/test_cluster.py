@@ -15,6 +15,7 @@ SPOT_POOL = {
     "spot": {"enabled": True},
     # a Knative cluster that enables what spot placement needs (a stock Knative refuses it)
     "knative": {"features": ["kubernetes.podspec-affinity", "kubernetes.podspec-tolerations"]},
+    "resources": {"requests": {"cpu": "4", "memory": "8Gi"}},  # a whole 4 cores: more than an xlarge offers
     "karpenter": {
         "nodePool": {
             "enabled": True,
@@ -66,6 +67,12 @@ def test_cpu_request_of_4_does_not_fit_an_xlarge(tmp_path: Path, helm: str, prof
     assert "g6.xlarge" not in s.candidates
     assert s.candidates == ["g6.2xlarge", "g6.4xlarge", "g6.12xlarge"]  # the NodePool's g6, L4 like the profile
     assert s.capacity_type == "spot"
+
+
+def test_the_default_cpu_request_fits_an_xlarge(tmp_path: Path, helm: str, profile) -> None:
+    values = {k: v for k, v in SPOT_POOL.items() if k != "resources"}  # the chart's default 3500m
+    s = make_setup(tmp_path, helm, values, profile)
+    assert s.candidates[0] == "g6.xlarge"
 
 
 def test_start_up_chain_on_a_new_node(tmp_path: Path, helm: str, profile) -> None:
