@@ -27,6 +27,8 @@ MENTIONS = frozenset({"helm template", "helm upgrade", "helm install", "helm lin
 
 DIRECTIVE = re.compile(r'^\s*<!--\s*doc-test\s+(profile|unchecked)\s*(?:"([^"]+)")?\s*:\s*(.+?)\s*-->\s*$')
 INLINE = re.compile(r"`([^`\n]+)`")
+PROSE_INLINE = re.compile(r"`([^`]+)`")
+"""Inline code in a paragraph of markdown: it may wrap onto the next line, as rendered markdown allows."""
 HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
 SAMPLE = re.compile(r"^#\s*([\[{].*)$")
 FENCE = re.compile(r"^\s*```\s*([A-Za-z]*)\s*$")
@@ -155,15 +157,35 @@ def markdown_commands(path: Path, root: Path) -> Extracted:
             continue
         if not line.strip():
             _close(scoped, result, source, whole=False)
-        else:
-            for s in scoped:
-                s.seen_content = True
-            for span in INLINE.findall(line):
-                if is_prose_command(span):
-                    result.commands.append(_apply(Command(source, i + 1, span, profile, inline=True), scoped))
-        i += 1
+            i += 1
+            continue
+        end = _paragraph_end(lines, i)
+        for s in scoped:
+            s.seen_content = True
+        for lineno, span in prose_spans(lines[i:end], i + 1):
+            if is_prose_command(span):
+                result.commands.append(_apply(Command(source, lineno, span, profile, inline=True), scoped))
+        i = end
     _close(scoped, result, source, whole=True)
     return result
+
+
+def _paragraph_end(lines: list[str], start: int) -> int:
+    """The index after a run of prose lines: up to a blank line, a fence or a directive."""
+    end = start + 1
+    while end < len(lines) and lines[end].strip() and not FENCE.match(lines[end]) and not DIRECTIVE.match(lines[end]):
+        end += 1
+    return end
+
+
+def prose_spans(lines: list[str], first_line: int) -> list[tuple[int, str]]:
+    """``(line, code)`` of the inline code of prose lines; code that wraps onto the next line is joined
+    with one space (as markdown renders it), and backticks pair across lines as they do in markdown."""
+    text = "\n".join(lines)
+    return [
+        (first_line + text.count("\n", 0, m.start()), re.sub(r"\s*\n\s*", " ", m.group(1)).strip())
+        for m in PROSE_INLINE.finditer(text)
+    ]
 
 
 def _apply(command: Command, scoped: list[_Scoped]) -> Command:

@@ -238,6 +238,15 @@ FLAG_TYPO = '--type merge -p \'{"data":{"kubernetes.podspec-tolerationz":"enable
         ("redis-cli XINFO CONSUMERS image_processing_queue no-such-group", "default", "Redis answered an error"),
         ("kubectl -n ml get scaledobject", "default", "no ScaledObject in namespace ml"),
         ("docker build --build-arg MODEL=x .", "default", "no ARG MODEL"),
+        # the canary-analysis Job: only its profile renders it, under the release's name, with its container
+        ("kubectl -n ml logs job/classifier-canary-1", "default", "no Job named"),
+        ("kubectl -n ml logs -f job/classifier-image-classifier-canary-1", "canary-analysis", "no Job named"),
+        ("kubectl -n ml logs job/classifier-canary-1 -c predictor", "canary-analysis", "no container 'predictor'"),
+        (
+            "kubectl -n ml logs -l app.kubernetes.io/component=canary-analysis --tail=-1",
+            "default",
+            "no Pod in namespace ml carries",
+        ),
     ],
 )
 def test_the_checker_fails_broken_commands(text, profile, complaint, doc_services, workdir):
@@ -259,3 +268,21 @@ def test_a_wrong_sample_output_fails(doc_services, workdir):
     shown = '{"model":"classifier","predictions":[[{"label":"tabby, tabby cat","score":0.61,"class_id":281}]]}'
     failures = check("curl -F image=@cat.jpg 'localhost:8080/classify?top_k=3'", doc_services, workdir, expected=shown)
     assert any("sample output" in f and "tabby, tabby cat scores" in f for f in failures), failures
+
+
+def test_inline_code_that_wraps_a_line_is_checked(tmp_path, doc_services, workdir):
+    """Inline code pairs its backticks across the lines of a paragraph, as markdown renders it: a command
+    that wraps, or one after a span that wraps, is extracted and checked (both here lack ``-n ml``)."""
+    doc = tmp_path / "wrapped.md"
+    doc.write_text(
+        "Bring Helm in line (`--set image.tag=OLD --set\n"
+        "canary.enabled=false`; rollback: `helm rollback classifier` or the old tag). Knative: `kubectl patch\n"
+        '  inferenceservice classifier --type merge -p \'{"spec":{"predictor":{"canaryTrafficPercent":0}}}\'`.\n'
+    )
+    commands = markdown_commands(doc, tmp_path).commands
+    assert [(c.line, c.text.split(" -p ")[0]) for c in commands] == [
+        (2, "helm rollback classifier"),
+        (2, "kubectl patch inferenceservice classifier --type merge"),
+    ]
+    failures = [f for c in commands for f in check(c.text, doc_services, workdir)]
+    assert any("add -n ml" in f for f in failures) and any("namespace default" in f for f in failures), failures

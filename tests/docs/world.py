@@ -6,7 +6,8 @@ mode makes Knative Service ``<isvc>-predictor``, revision ``<isvc>-predictor-000
 ``<isvc>-predictor-00001-deployment``; Standard mode a Deployment and an HPA (or a KEDA ScaledObject
 plus HPA ``keda-hpa-<name>``) named ``<isvc>-predictor``. Predictor pods carry the predictor's labels
 plus ``serving.kserve.io/inferenceservice: <isvc>`` and ``component: predictor`` (KServe), and in
-Knative mode a ``queue-proxy`` container and ``serving.knative.dev/revision``.
+Knative mode a ``queue-proxy`` container and ``serving.knative.dev/revision``. A Job's pod carries its
+template's labels plus ``job-name`` and ``batch.kubernetes.io/job-name`` (the Job controller's).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ KINDS = {
     **dict.fromkeys(["secret", "secrets"], "Secret"),
     **dict.fromkeys(["configmap", "configmaps", "cm"], "ConfigMap"),
     **dict.fromkeys(["deployment", "deployments", "deploy"], "Deployment"),
+    **dict.fromkeys(["job", "jobs"], "Job"),
     **dict.fromkeys(["namespace", "namespaces", "ns"], "Namespace"),
     **dict.fromkeys(["ksvc", "kservice"], "KnativeService"),
     **dict.fromkeys(["podmonitor", "podmonitors"], "PodMonitor"),
@@ -142,6 +144,18 @@ def _predictor_objects(isvc: dict[str, Any]) -> list[Obj]:
     return out
 
 
+def _workload_pod(workload: dict[str, Any], ns: str | None) -> Obj:
+    """The pod a Deployment (``NAME-<hash>-<id>``) or a Job (``NAME-<id>``) creates."""
+    name, template = workload["metadata"]["name"], workload["spec"]["template"]
+    labels = dict(template["metadata"].get("labels", {}))
+    if workload["kind"] == "Job":
+        labels |= {"job-name": name, "batch.kubernetes.io/job-name": name}
+        pod_name = f"{name}-k7x2p"
+    else:
+        pod_name = f"{name}-6c8d9f7b4-abcde"
+    return Obj("Pod", pod_name, ns, labels, _pod_containers(template["spec"]))
+
+
 @functools.cache
 def world(profile: str) -> tuple[Obj, ...]:
     """The profile's rendered objects plus what the controllers create from them."""
@@ -150,18 +164,16 @@ def world(profile: str) -> tuple[Obj, ...]:
     for o in rendered(profile):
         meta = o["metadata"]
         ns = None if o["kind"] in CLUSTER_SCOPED else meta.get("namespace", NAMESPACE)
-        out.append(Obj(o["kind"], meta["name"], ns, meta.get("labels", {}), raw=o))
+        pod = _workload_pod(o, ns) if o["kind"] in ("Deployment", "Job") else None
+        # a workload has its pod's containers: `kubectl logs deploy/NAME -c C`, `job/NAME -c C`
+        out.append(Obj(o["kind"], meta["name"], ns, meta.get("labels", {}), pod.containers if pod else {}, raw=o))
+        out += [pod] if pod else []
         _secret_refs(o, secrets)
         if o["kind"] == "InferenceService":
             out += _predictor_objects(o)
             if o["metadata"]["annotations"].get("serving.kserve.io/deploymentMode") == "Knative":
                 out.append(Obj("ConfigMap", "config-features", "knative-serving"))
                 out.append(Obj("Namespace", "knative-serving", None))
-        elif o["kind"] == "Deployment":
-            template = o["spec"]["template"]
-            labels = template["metadata"]["labels"]
-            pod = Obj("Pod", f"{meta['name']}-6c8d9f7b4-abcde", ns, labels, _pod_containers(template["spec"]))
-            out.append(pod)
         elif o["kind"] == "ScaledObject":
             out.append(Obj("HorizontalPodAutoscaler", f"keda-hpa-{meta['name']}", ns, meta.get("labels", {})))
         elif o["kind"] == "NodePool":
