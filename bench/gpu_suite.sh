@@ -32,6 +32,7 @@
 #   GPU_SUITE_DURATION    measured seconds per serving configuration, over 2 rounds (default 12)
 #   GPU_SUITE_COMPILE=1   add the torch.compile stage (CUDA graphs; minutes: raise the budget, see the plan)
 #   GPU_SUITE_ONLY="a b"  run only these stages (the others are reported "not selected")
+#   GPU_SUITE_WHEELS=DIR  the wheels to install (default .whl, as scripts/gpu_wheels.sh writes and the call carries)
 #   GPU_SUITE_LIMIT_<stage>=N  override one stage's limit (seconds)
 #   GPU_SUITE_PLAN=1      print the plan and exit (0 if it fits the budget, 1 if not)
 #   GPU_SUITE_DRY=1       the same stages with tiny settings on a machine without a GPU (CPU, a tiny random
@@ -48,6 +49,7 @@ BUDGET=${GPU_SUITE_BUDGET_S:-510}
 CONC=${GPU_SUITE_CONCURRENCY:-128}
 DURATION=${GPU_SUITE_DURATION:-12}
 COMPILE=${GPU_SUITE_COMPILE:-0}
+WHEELS=${GPU_SUITE_WHEELS:-.whl} # where scripts/gpu_wheels.sh put them (the carried .whl on the GPU machine)
 ONLY=${GPU_SUITE_ONLY:-}
 RESERVE=15 # seconds kept back at the end for the summary and the logs archive
 SITE=/tmp/site
@@ -171,8 +173,8 @@ EOF
 }
 
 install_wheels() {
-  local wheels=(.whl/*.whl)
-  [ -e "${wheels[0]}" ] || { echo "no wheels in .whl/: run scripts/gpu_wheels.sh and carry .whl" >&2; return 1; }
+  local wheels=("$WHEELS"/*.whl)
+  [ -e "${wheels[0]}" ] || { echo "no wheels in $WHEELS/: run scripts/gpu_wheels.sh and carry .whl" >&2; return 1; }
   echo "${#wheels[@]} wheels"
   if [ "$DRY" = 1 ]; then # resolve the set for CPython 3.12 x86-64 without installing
     "$PY" -m pip install --dry-run -q --no-index --no-deps --only-binary=:all: --python-version 3.12 \
@@ -323,7 +325,7 @@ selftest() { # for tests/bench/test_gpu_suite.py: a row, then longer than any li
   sleep 60
 }
 
-export PY DRY OUT WORK SITE CONC DURATION RESULTS
+export PY DRY OUT WORK SITE CONC DURATION RESULTS WHEELS
 export -f facts install_wheels imports build_models raw_probe serve_bench run_pytest capacity compile_stage selftest
 
 main() {
