@@ -81,7 +81,7 @@ def simulate_fixed(
     traffic = constant_traffic(rate_per_s, duration_s + warmup_s, arrivals, images, seed)
     eng = DesEngine(fs, traffic, slo_ms=1e9)
     lat: list[float] = []
-    eng.keep_latencies, eng.keep_after = lat, warmup_s
+    eng.tally.keep_latencies, eng.tally.keep_after = lat, warmup_s
     depth: list[float] = []
     inflight: list[float] = []
     busy = [0.0]
