@@ -1,23 +1,27 @@
-"""What the chart deploys, read from ``helm template`` output (never from values key names).
+"""The rendered objects read into a :class:`~predictor.plan.chart.spec.ChartPlan` (never the values' key names).
 
-:func:`render` runs the real ``helm template`` with the user's values; :func:`read_plan` turns the
-rendered objects into a :class:`ChartPlan`: deployment mode, autoscaler and its settings (the
-InferenceService's fields and annotations, KServe's defaults for what it creates: HPA or KEDA
-ScaledObject), the predictor's own settings (the ``kserve-container`` args, parsed exactly as the
-server parses them), resources, probes, drain times, the Karpenter NodePool and the scrape interval.
+Deployment mode, autoscaler and its settings (the InferenceService's fields and annotations, KServe's
+defaults for what it creates: HPA or KEDA ScaledObject), the predictor's own settings (the
+``kserve-container`` args, parsed exactly as the server parses them), resources, probes, drain times, the
+Karpenter NodePool and the scrape interval.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from predictor.plan.chart.render import parse_objects, render
+from predictor.plan.chart.spec import (
+    ChartPlan,
+    HpaMetric,
+    KedaScaling,
+    KnativeScaling,
+    NodePoolSpec,
+    PodSpec,
+    PredictorSettings,
+)
 from predictor.plan.errors import PlanInputError
 from predictor.plan.units import parse_duration, parse_quantity
 
@@ -25,164 +29,6 @@ KNATIVE_PREFIX = "autoscaling.knative.dev/"
 _SIGNALS = {"classifier_queue_depth": "queue_depth", "classifier_inflight_requests": "inflight"}
 _SIGNALS_GPU = "DCGM_FI_DEV_GPU_UTIL"
 _QUERY = re.compile(r"^\s*(avg|sum|max|min)\s*\(\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*\{")
-
-
-@dataclass(frozen=True)
-class PredictorSettings:
-    """The predictor settings the pod model uses (from the container's flags, env, then defaults)."""
-
-    max_batch_size: int
-    max_batch_delay_ms: float
-    max_queue_images: int
-    request_timeout_ms: int
-    max_images_per_request: int
-    # Below: read for the report; the capacity profile, not these, sets the pod's speed.
-    grace_period_seconds: int = field(compare=False)
-    device: str = field(compare=False)
-    precision: str = field(compare=False)
-    backend: str = field(compare=False)
-    jpeg_decode: str = field(compare=False)
-
-
-@dataclass(frozen=True)
-class KnativeScaling:
-    """KPA knobs on the revision (None: the cluster's config-autoscaler default applies)."""
-
-    metric: str
-    target: float | None
-    container_concurrency: int
-    target_utilization: float | None
-    window_s: float | None
-    panic_window_pct: float | None
-    panic_threshold_pct: float | None
-    scale_down_delay_s: float
-    initial_scale: int | None
-    revision_timeout_s: float
-
-
-@dataclass(frozen=True)
-class HpaMetric:
-    """One HPA metric: a resource utilisation, or an external value KEDA serves."""
-
-    signal: str  # cpu | memory | queue_depth | inflight | gpu_util
-    target: float  # utilisation percent, or the external threshold
-    aggregation: str = "avg"  # of the external query over the predictor's pods
-    target_type: str = "Utilization"  # Utilization | AverageValue | Value
-    query: str = ""
-
-
-@dataclass(frozen=True)
-class KedaScaling:
-    """The ScaledObject KServe creates: KEDA defaults except what the InferenceService sets."""
-
-    polling_s: float = 30.0
-    cooldown_s: float = 300.0
-    activation_threshold: float = 0.0
-
-
-@dataclass(frozen=True)
-class PodSpec:
-    """Scheduling and lifecycle facts of one predictor pod."""
-
-    cpu_request: float
-    cpu_limit: float | None = field(compare=False)
-    memory_request: float
-    gpu_resource: str | None = field(compare=False)
-    gpus: int
-    downloads_model: bool
-    prefers_spot: bool = field(compare=False)  # Karpenter picks spot whenever the NodePool allows it
-    tolerates_spot: bool = field(compare=False)
-    storage_uri: str = field(compare=False)  # only whether there is one matters (a download at start)
-    startup_period_s: float
-    readiness_period_s: float
-    termination_grace_s: float
-    prestop_s: float = field(compare=False)  # draining starts when the pod is deleted; preStop is not modelled
-
-
-@dataclass(frozen=True)
-class NodePoolSpec:
-    """The Karpenter NodePool the chart creates for the predictor."""
-
-    capacity_types: tuple[str, ...]
-    families: tuple[str, ...]
-    instance_types: tuple[str, ...]
-    limits: tuple[tuple[str, float], ...]
-    consolidation_policy: str = field(compare=False)  # either policy removes empty nodes, which is all that is modelled
-    consolidate_after_s: float = 0.0
-    budget_nodes: str = "10%"
-    expire_after_s: float = field(default=2592000.0, compare=False)
-
-
-@dataclass(frozen=True)
-class ChartPlan:
-    """Everything the simulator reads from the rendered chart (names excluded, so equality means "same model")."""
-
-    mode: str  # knative | standard
-    autoscaler: str  # kpa | hpa | keda | none
-    min_replicas: int
-    max_replicas: int
-    settings: PredictorSettings
-    pod: PodSpec
-    knative: KnativeScaling | None = None
-    hpa_metrics: tuple[HpaMetric, ...] = ()
-    keda: KedaScaling | None = None
-    nodepool: NodePoolSpec | None = None
-    scrape_interval_s: float | None = None
-    canary: tuple[tuple[str, Any], ...] = field(default=(), compare=False)  # listed, not simulated
-    unmodelled: tuple[str, ...] = field(default=(), compare=False)
-
-
-def helm_binary() -> str:
-    """helm from PATH.
-
-    Raises:
-        PlanInputError: helm is not installed.
-    """
-    path = shutil.which("helm")
-    if path is None:
-        raise PlanInputError("helm", "", "helm not found on PATH: install helm 3+ (or run `make tools` and add .tools)")
-    return path
-
-
-def render(chart: Path, values: list[Path], release: str = "image-classifier", namespace: str = "default") -> str:
-    """``helm template`` output for ``values`` (applied in order).
-
-    Raises:
-        PlanInputError: the values do not render (the message names the file, the key and helm's reason).
-    """
-    cmd = [helm_binary(), "template", release, str(chart), "--namespace", namespace]
-    for v in values:
-        cmd += ["-f", str(v)]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        raise PlanInputError(str(chart), "", "helm template did not finish within 120 s") from None
-    if out.returncode != 0:
-        source = ", ".join(str(v) for v in values) or str(chart)
-        raise PlanInputError(source, _key_of(out.stderr), "does not render: " + _helm_reason(out.stderr))
-    return out.stdout
-
-
-def _helm_reason(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("Use --debug")]
-    return " ".join(lines)[:1500] or "helm template failed"
-
-
-def _key_of(stderr: str) -> str:
-    """The values key a helm error names: a schema path, else the first dotted name in a chart message."""
-    m = re.search(r"at '/([^']*)': additional propert(?:y|ies) '([^']+)'", stderr)
-    if m:
-        return ".".join(p for p in [*m.group(1).split("/"), m.group(2).split("'")[0]] if p)
-    m = re.search(r"at '/([^']+)'", stderr)
-    if m:
-        return m.group(1).replace("/", ".")
-    m = re.search(r"invalid values:\s*-\s*([A-Za-z][\w]*(?:\.[\w]+)+)", stderr)
-    return m.group(1) if m else ""
-
-
-def parse_objects(text: str) -> list[dict[str, Any]]:
-    """Rendered YAML documents as objects (empty documents dropped)."""
-    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
 
 
 def _predictor_isvc(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -343,6 +189,28 @@ def _scrape_interval(objects: list[dict[str, Any]]) -> float | None:
     return None
 
 
+def _autoscaling(mode: str, ann: dict[str, Any], pred: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`ChartPlan` fields of the autoscaler: KPA in Knative mode, else the class KServe's
+    annotation names (HPA on the component's metric, or KEDA on its triggers)."""
+    if mode == "knative":
+        return {"autoscaler": "kpa", "knative": read_knative(pred)}
+    autoscaler = str(ann.get("serving.kserve.io/autoscalerClass", "hpa"))
+    metrics: list[HpaMetric] = []
+    unmodelled: list[str] = []
+    if autoscaler == "keda":
+        for m in (pred.get("autoScaling") or {}).get("metrics", []):
+            got = _external_metric(m)
+            metrics.append(got) if isinstance(got, HpaMetric) else unmodelled.append(got)
+    elif autoscaler == "hpa":
+        metrics.append(HpaMetric(str(pred.get("scaleMetric", "cpu")), float(pred.get("scaleTarget", 80))))
+    return {
+        "autoscaler": autoscaler,
+        "keda": KedaScaling() if autoscaler == "keda" else None,
+        "hpa_metrics": tuple(metrics),
+        "unmodelled": tuple(unmodelled),
+    }
+
+
 def read_plan(objects: list[dict[str, Any]]) -> ChartPlan:
     """The :class:`ChartPlan` of rendered objects."""
     isvc = _predictor_isvc(objects)
@@ -351,38 +219,20 @@ def read_plan(objects: list[dict[str, Any]]) -> ChartPlan:
     container = _container(pred)
     mode_ann = str(ann.get("serving.kserve.io/deploymentMode", "Standard"))
     mode = "knative" if mode_ann in ("Knative", "Serverless") else "standard"
-    unmodelled: list[str] = []
-    knative = keda = None
-    metrics: list[HpaMetric] = []
-    if mode == "knative":
-        autoscaler = "kpa"
-        knative = read_knative(pred)
-    else:
-        autoscaler = str(ann.get("serving.kserve.io/autoscalerClass", "hpa"))
-        if autoscaler == "keda":
-            keda = KedaScaling()
-            for m in (pred.get("autoScaling") or {}).get("metrics", []):
-                got = _external_metric(m)
-                metrics.append(got) if isinstance(got, HpaMetric) else unmodelled.append(got)
-        elif autoscaler == "hpa":
-            metrics.append(HpaMetric(str(pred.get("scaleMetric", "cpu")), float(pred.get("scaleTarget", 80))))
+    scaling = _autoscaling(mode, ann, pred)
     canary = isvc["spec"].get("canary") or (
         [{"trafficPercent": pred["canaryTrafficPercent"]}] if "canaryTrafficPercent" in pred else []
     )
     return ChartPlan(
         mode=mode,
-        autoscaler=autoscaler,
         min_replicas=int(pred.get("minReplicas", 1)),
         max_replicas=int(pred.get("maxReplicas", 0)),
         settings=read_settings(container),
         pod=read_pod(pred, container),
-        knative=knative,
-        hpa_metrics=tuple(metrics),
-        keda=keda,
         nodepool=read_nodepool(objects),
         scrape_interval_s=_scrape_interval(objects),
         canary=tuple(sorted((f"canary[{i}].trafficPercent", c.get("trafficPercent")) for i, c in enumerate(canary))),
-        unmodelled=tuple(unmodelled),
+        **scaling,
     )
 
 
