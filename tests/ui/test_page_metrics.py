@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -121,4 +122,10 @@ def test_panel_shows_the_servers_figures(ui_server: ServerProcess, open_page: Op
     }
     shown = float(page.page.get_attribute("#m-p95", "data-seconds"))
     assert shown == pytest.approx(p95, rel=1e-12)
-    assert page.page.inner_text("#m-p95") == (f"{p95 * 1000:.1f} ms" if p95 < 1 else f"{p95:.2f} s")
+    assert page.page.inner_text("#m-p95") == (f"{_to_fixed(p95 * 1000, 1)} ms" if p95 < 1 else f"{_to_fixed(p95, 2)} s")
+
+
+def _to_fixed(x: float, digits: int) -> str:
+    """JavaScript's ``Number.prototype.toFixed``: the exact binary value, ties rounded up (Python's format
+    rounds ties to even, so 81.25 would be "81.2" here and "81.3" on the page)."""
+    return str(Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
