@@ -9,7 +9,8 @@
   inflated size, so a zip bomb is refused with 413 without being inflated in memory; a corrupt stream is
   400 naming the encoding; another encoding is 415.
 * Compressed answers: a counted request (the inference routes) whose ``Accept-Encoding`` names gzip or
-  deflate gets its answer compressed (tritonclient's ``response_compression_algorithm``).
+  deflate gets its answer compressed (tritonclient's ``response_compression_algorithm``); error answers
+  (a few dozen bytes) are not.
 * Refuse before the work: an inference request has the images it declares reserved in the one
   :class:`~predictor.admission.Admission` before its body is read (one for ``/classify``, v1 and v2
   JSON, whose count is inside the body; the input's shape for the v2 binary extension, whose JSON header
@@ -251,6 +252,7 @@ class RequestContextMiddleware:
         start, which the try-it page shows), and compresses the answer when asked to."""
         start: list[Message] = []
         chunks: list[bytes] = []
+        coding = [encoding]  # an error answer (a few dozen bytes of JSON) is never worth compressing
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -258,21 +260,23 @@ class RequestContextMiddleware:
                 out = message.setdefault("headers", [])
                 out.append((b"x-request-id", rid.encode("latin-1")))
                 out.append((b"server-timing", b"total;dur=%.2f" % ((time.perf_counter() - started) * 1000)))
-                if encoding is None:
+                if message["status"] >= 400:
+                    coding[0] = None
+                if coding[0] is None:
                     await send(message)
                 else:
                     start.append(message)
                 return
-            if message["type"] != "http.response.body" or encoding is None:
+            if message["type"] != "http.response.body" or coding[0] is None:
                 await send(message)
                 return
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            body = compress(b"".join(chunks), encoding)
+            body = compress(b"".join(chunks), coding[0])
             head = start[0]
             kept = [(k, v) for k, v in head["headers"] if k.lower() not in (b"content-length", b"content-encoding")]
-            kept += [(b"content-encoding", encoding.encode()), (b"content-length", str(len(body)).encode()),
+            kept += [(b"content-encoding", coding[0].encode()), (b"content-length", str(len(body)).encode()),
                      (b"vary", b"Accept-Encoding")]  # fmt: skip
             await send({**head, "headers": kept})
             await send({"type": "http.response.body", "body": body})

@@ -75,14 +75,15 @@ def _bodyless(server: ServerProcess, small_jpeg: bytes) -> dict[str, RawRequest]
     five_mb = 5 * 1024 * 1024
     port, name = server.port, server.model_name
     head, _, v2_headers = v2_binary([small_jpeg])
+    gz = {"Accept-Encoding": "gzip"}  # an error answer is not worth compressing: it must come plain
     return {
         "classify multipart": RawRequest(
-            port, "/classify", {"Content-Type": "multipart/form-data; boundary=b"}, five_mb
+            port, "/classify", {"Content-Type": "multipart/form-data; boundary=b", **gz}, five_mb
         ),
-        "classify raw": RawRequest(port, "/classify", {"Content-Type": "image/jpeg"}, five_mb),
-        "v1": RawRequest(port, f"/v1/models/{name}:predict", {"Content-Type": "application/json"}, five_mb),
-        "v2 json": RawRequest(port, f"/v2/models/{name}/infer", {"Content-Type": "application/json"}, five_mb),
-        "v2 binary": RawRequest(port, f"/v2/models/{name}/infer", v2_headers, len(head) + five_mb),
+        "classify raw": RawRequest(port, "/classify", {"Content-Type": "image/jpeg", **gz}, five_mb),
+        "v1": RawRequest(port, f"/v1/models/{name}:predict", {"Content-Type": "application/json", **gz}, five_mb),
+        "v2 json": RawRequest(port, f"/v2/models/{name}/infer", {"Content-Type": "application/json", **gz}, five_mb),
+        "v2 binary": RawRequest(port, f"/v2/models/{name}/infer", {**v2_headers, **gz}, len(head) + five_mb),
     }
 
 
@@ -104,6 +105,7 @@ def test_a_full_queue_refuses_before_the_body_is_sent(one_slot: ServerProcess, s
         assert int(a.headers["retry-after"]) >= 1, door
         assert a.headers["connection"] == "close" and a.closed_by_server, f"{door}: the connection stays open"
         assert a.seconds < HOLD_MS / 1000 / 2, door
+        assert "content-encoding" not in a.headers, door
     assert one_slot.metric("classifier_rejections_total", reason="queue_full") == before + len(answers)
     assert one_slot.metric("classifier_queue_depth") == 0
     one_slot.assert_healthy(small_jpeg)
