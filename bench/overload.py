@@ -37,7 +37,7 @@ from typing import Any
 
 from bench.loadgen import run_load
 from bench.payloads import parse_size, sample_jpegs
-from bench.procs import REPO_ROOT, ServerProcess, free_port, machine_info, ours_argv, timed_post
+from bench.procs import REPO_ROOT, ServerProcess, free_port, host_busy_s, machine_info, ours_argv, timed_post
 from bench.protocols import build_request
 from bench.report import append_jsonl
 
@@ -72,17 +72,22 @@ def step(target: Target, jsonl: Path | None, label: dict[str, Any], **load: Any)
     """One load run against ``target``: the load generator's result plus server CPU and log lines."""
     server = target.server
     cpu0, lines0, t0 = server.cpu_s(), target.log_lines(), time.perf_counter()
+    host0, me0 = host_busy_s(), time.process_time()
     r = run_load(server.url, **load)
     wall = time.perf_counter() - t0
-    r.update(label, server=target.name, server_cores=round((server.cpu_s() - cpu0) / wall, 3))
-    r["server_cpu_s"] = round(server.cpu_s() - cpu0, 3)
+    server_cpu = server.cpu_s() - cpu0
+    r.update(label, server=target.name, server_cores=round(server_cpu / wall, 3))
+    r["server_cpu_s"] = round(server_cpu, 3)
     r["log_lines_per_s"] = round((target.log_lines() - lines0) / wall, 2)
+    # Busy CPU of the host that neither the server nor this load generator used: the machine's other tenants.
+    others = host_busy_s() - host0 - server_cpu - (time.process_time() - me0)
+    r["others_cores_busy"] = round(max(0.0, others) / wall, 2)
     rej = r["rejected_503"]
     print(
         f"  {target.name} {label['protocol']} {label['loop']} {label['load']}: {r['img_per_s']} img/s, "
         f"p99 {r['latency_ms']['p99']} ms, 503 {rej['share']:.0%} p99 {rej['p99_ms']} ms, "
         f"timeouts {r['timeouts']}, errors {r['error_count'] - rej['count']}, cores {r['server_cores']}, "
-        f"log {r['log_lines_per_s']}/s",
+        f"log {r['log_lines_per_s']}/s, others busy {r['others_cores_busy']} cores",
         file=sys.stderr,
         flush=True,
     )
@@ -195,10 +200,11 @@ def render(res: dict[str, Any]) -> str:
     ]
     head = (
         "| server | loop | load | goodput img/s | vs c16 | accepted p50 / p99 ms | 503 share | 503 p50 / p99 ms "
-        "| Retry-After p50 s | timeouts | other errors | server cores | CPU ms / 503 (est.) | log lines/s |"
+        "| Retry-After p50 s | timeouts | other errors | server cores | CPU ms / 503 (est.) | log lines/s "
+        "| others' cores |"
     )
     for proto in dict.fromkeys(r["protocol"] for r in res["steps"]):
-        out += [f"## {proto}", "", head, "|" + "---|" * 14]
+        out += [f"## {proto}", "", head, "|" + "---|" * 15]
         for r in (r for r in res["steps"] if r["protocol"] == proto):
             rej, lat = r["rejected_503"], r["latency_ms"]
             other = {k: v for k, v in r["errors"].items() if k not in ("503", "timeout")}
@@ -206,7 +212,7 @@ def render(res: dict[str, Any]) -> str:
                 f"| {r['server']} | {r['loop']} | {r['load']} | {r['img_per_s']} | {r['goodput_vs_base']} | "
                 f"{lat['p50']} / {lat['p99']} | {rej['share']:.2f} | {rej['p50_ms']} / {rej['p99_ms']} | "
                 f"{rej['retry_after_s']['p50']} | {r['timeouts']} | {other or '-'} | {r['server_cores']} | "
-                f"{r['cpu_ms_per_rejection_est']} | {r['log_lines_per_s']} |"
+                f"{r['cpu_ms_per_rejection_est']} | {r['log_lines_per_s']} | {r['others_cores_busy']} |"
             )
         out.append("")
     if res.get("probe"):

@@ -140,6 +140,32 @@ def test_an_early_admitted_request_keeps_its_place(tiny_model_dir: Path, tmp_pat
         server.stop()
 
 
+def test_every_door_hands_its_reservation_to_the_pipeline(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
+    """With room for one image, each door's request is served: its image, reserved before the body was
+    read, is the one the pipeline admits (counted twice, it would not fit and be refused)."""
+    server = start_server(tiny_model_dir, tmp_path, max_queue_images=1)
+    b64 = base64.b64encode(small_jpeg).decode()
+    head, tail, headers = v2_binary([small_jpeg])
+    infer = f"/v2/models/{server.model_name}/infer"
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            answers = {
+                "classify multipart": c.post("/classify", files={"image": ("x.jpg", small_jpeg)}),
+                "classify raw": c.post("/classify", content=small_jpeg, headers={"Content-Type": "image/jpeg"}),
+                "v1": c.post(f"/v1/models/{server.model_name}:predict", json={"instances": [{"image": {"b64": b64}}]}),
+                "v2 json": c.post(infer, json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                                          "data": [b64]}]}),
+                "v2 binary": c.post(infer, content=head + tail, headers=headers),
+            }  # fmt: skip
+        assert {door: r.status_code for door, r in answers.items()} == dict.fromkeys(answers, 200), {
+            door: r.text[:200] for door, r in answers.items()
+        }
+        assert server.metric("classifier_queue_depth") == 0
+        assert server.metric("classifier_rejections_total") == 0
+    finally:
+        server.stop()
+
+
 def test_reservations_are_given_back_when_a_request_fails_or_its_client_leaves(
     tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
 ):
