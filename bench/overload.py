@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -279,6 +280,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """CLI: run the sweep, write JSON and markdown, print the markdown."""
     a = _parser().parse_args(argv)
+    # SIGTERM (a time limit, a kill) unwinds like Ctrl-C, so that the servers started here are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a.server = a.server or [("after", REPO_ROOT)]
     a.model_dir = a.model_dir.resolve()
     a.out.parent.mkdir(parents=True, exist_ok=True)
