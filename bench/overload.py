@@ -280,13 +280,16 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """CLI: run the sweep, write JSON and markdown, print the markdown."""
     a = _parser().parse_args(argv)
-    # SIGTERM (a time limit, a kill) unwinds like Ctrl-C, so that the servers started here are stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a.server = a.server or [("after", REPO_ROOT)]
     a.model_dir = a.model_dir.resolve()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    res = run(a)
+    # SIGTERM (a time limit, a kill) unwinds like Ctrl-C, so that the servers started here are stopped.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        res = run(a)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     res["started_utc"] = started
     res["command"] = "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:])
     md = render(res)
