@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from bench.payloads import BAD_IMAGE, parse_size, sample_jpegs
 from bench.protocols import PROTOCOLS, PreparedRequest, build_request, check_response
+from predictor.client import retry_after_seconds, retry_delay
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -50,6 +51,9 @@ class LoadConfig:
     binary_output: bool = False
     validate: bool = False
     seed: int = 0
+    honor_retry_after: bool = False
+    """Closed loop: after a 503, a client waits as ``python -m predictor.client`` does (``Retry-After``
+    plus jitter) before its next request; off, it sends the next one at once (a client that ignores it)."""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -67,12 +71,15 @@ class LoadConfig:
             raise ValueError(f"bad_ratio {self.bad_ratio} is not within [0, 1]")
         if self.rate_per_s is not None and self.rate_per_s <= 0:
             raise ValueError("rate_per_s must be > 0 when given")
+        if self.honor_retry_after and self.rate_per_s is not None:
+            raise ValueError("honor_retry_after applies to the closed loop only (an open loop's arrivals do not wait)")
 
 
 @dataclass
 class _Stats:
     ok_latencies_s: list[float] = field(default_factory=list)
     rejected_latencies_s: list[float] = field(default_factory=list)
+    retry_after_s: list[float] = field(default_factory=list)
     status_counts: dict[str, int] = field(default_factory=dict)
     bad_status_counts: dict[str, int] = field(default_factory=dict)
     bad_sent: int = 0
@@ -136,15 +143,19 @@ class _Runner:
         pool = self.bad if is_bad else self.good
         return pool[self.seq % len(pool)], is_bad
 
-    async def _send(self, session: Any, req: PreparedRequest, is_bad: bool, t0: float) -> None:
+    async def _send(self, session: Any, req: PreparedRequest, is_bad: bool, t0: float) -> float | None:
+        """Send one request and count its outcome; returns the ``Retry-After`` of a 503 (else None)."""
         import aiohttp
 
         s = self.stats
         status: str | None = None
+        retry_after: float | None = None
         try:
             async with session.post(self.base + req.path, data=req.body, headers=req.headers) as resp:
                 body = await resp.read()
                 status = str(resp.status)
+                if resp.status == 503:
+                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
                 if resp.status == 200 and self.cfg.validate and not is_bad:
                     err = check_response(req, resp.headers, body)
                     if err:
@@ -159,25 +170,32 @@ class _Runner:
             s.sample_error = s.sample_error or repr(e)
         latency = time.perf_counter() - t0
         if t0 < self.t_measure:
-            return  # warm-up: not counted
+            return retry_after  # warm-up: not counted
         if is_bad:
             s.bad_sent += 1
             s.bad_status_counts[status] = s.bad_status_counts.get(status, 0) + 1
-            return
+            return retry_after
         s.status_counts[status] = s.status_counts.get(status, 0) + 1
         if status == "200":
             s.ok_latencies_s.append(latency)
             s.ok_images += req.n_images
         elif status == "503":
             s.rejected_latencies_s.append(latency)
+            if retry_after is not None:
+                s.retry_after_s.append(retry_after)
         elif status == "timeout":
             s.timeouts += 1
         elif status == "connection_error":
             s.connection_errors += 1
+        return retry_after
 
     async def _closed_worker(self, session: Any) -> None:
         while (item := self._next()) is not None:
-            await self._send(session, item[0], item[1], time.perf_counter())
+            retry_after = await self._send(session, item[0], item[1], time.perf_counter())
+            if self.cfg.honor_retry_after and retry_after is not None:
+                await asyncio.sleep(
+                    min(retry_delay(retry_after, 0, self.rng), max(0.0, self.t_stop - time.perf_counter()))
+                )
 
     async def _open_loop(self, session: Any) -> None:
         """Start requests on a fixed schedule; latency counts from the scheduled time (no omission)."""
@@ -259,6 +277,10 @@ class _Runner:
                 "share": round(len(rej) / total, 4) if total else 0.0,
                 "p50_ms": _ms(percentile(rej, 50)),
                 "p99_ms": _ms(percentile(rej, 99)),
+                "retry_after_s": {
+                    "p50": percentile(s.retry_after_s, 50),
+                    "max": max(s.retry_after_s, default=None),
+                },
             },
             "bad_payload": {"sent": s.bad_sent, "status_counts": dict(sorted(s.bad_status_counts.items()))},
             "client_cpu": {
@@ -319,6 +341,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--binary-output", action="store_true", help="v2-binary: ask for binary outputs")
     p.add_argument("--validate", action="store_true", help="check every 200 answer's shape")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--honor-retry-after", action="store_true", help="closed loop: wait Retry-After (+ jitter) after a 503"
+    )
     return p
 
 
@@ -341,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         binary_output=a.binary_output,
         validate=a.validate,
         seed=a.seed,
+        honor_retry_after=a.honor_retry_after,
     )
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -47,10 +47,11 @@ def host_busy_s() -> float:
 class ServerProcess:
     """One server started as a child process, with the time it took to become ready."""
 
-    def __init__(self, argv: Sequence[str], port: int, log_path: Path | None = None) -> None:
+    def __init__(self, argv: Sequence[str], port: int, log_path: Path | None = None, cwd: Path | None = None) -> None:
         self.argv = list(argv)
         self.port = port
         self.log_path = log_path
+        self.cwd = cwd or REPO_ROOT  # ``python -m predictor`` imports the package of this tree
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_s: float | None = None
         self._t0 = 0.0
@@ -77,7 +78,7 @@ class ServerProcess:
             self._log = open(self.log_path, "wb")
         self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            self.argv, cwd=REPO_ROOT, stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT
+            self.argv, cwd=self.cwd, stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
 
     def wait_ready(self, ready_path: str = "/v2/health/ready", timeout_s: float = 300.0) -> float:

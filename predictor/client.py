@@ -20,6 +20,7 @@ import csv
 import email.utils
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +32,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 """Extensions picked up when walking a folder."""
 MAX_RETRY_AFTER_S = 60.0
 """Longest wait honoured from a ``Retry-After`` header."""
+BACKOFF_BASE_S = 0.2
+"""First retry's backoff without ``Retry-After``; it doubles with each retry, up to ``BACKOFF_MAX_S``."""
+BACKOFF_MAX_S = 10.0
+RETRY_JITTER = 0.5
+"""Retries wait up to this share of their delay longer, at random, so clients refused together spread out."""
 CSV_COLUMNS = ("path", "status", "rank", "label", "score", "class_id", "job_id", "error")
 
 
@@ -114,6 +120,20 @@ def retry_after_seconds(value: str | None) -> float | None:
     return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
+def retry_delay(retry_after: float | None, attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (0 = the first retry).
+
+    With a ``Retry-After``, never less than it, and up to ``RETRY_JITTER`` of it (or of the backoff,
+    when that is longer) more, at random: clients refused together do not come back together. Without
+    one, exponential backoff with the same jitter.
+    """
+    spread = (rng or random).random() * RETRY_JITTER
+    backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt)
+    if retry_after is None:
+        return backoff * (1.0 + spread)
+    return retry_after + spread * max(retry_after, backoff)
+
+
 def _error_text(response: Any) -> str:
     try:
         message = response.json().get("error")
@@ -122,8 +142,11 @@ def _error_text(response: Any) -> str:
     return f"HTTP {response.status_code}: {message or response.text[:200]}"
 
 
-async def classify_one(client: Any, path: Path, url: str, top_k: int | None, retries: int) -> Row:
-    """Classify one file over ``POST /classify``, retrying 503 (after ``Retry-After``) and transport errors.
+async def classify_one(
+    client: Any, path: Path, url: str, top_k: int | None, retries: int, rng: random.Random | None = None
+) -> Row:
+    """Classify one file over ``POST /classify``, retrying 503 (after ``Retry-After``, with jitter) and
+    transport errors (:func:`retry_delay`).
 
     Args:
         client: an ``httpx.AsyncClient``.
@@ -131,6 +154,7 @@ async def classify_one(client: Any, path: Path, url: str, top_k: int | None, ret
         url: base URL of the predictor.
         top_k: classes per image (server default when None).
         retries: retries after the first attempt.
+        rng: source of the jitter (the ``random`` module's when None).
     """
     import httpx
 
@@ -140,16 +164,15 @@ async def classify_one(client: Any, path: Path, url: str, top_k: int | None, ret
         return Row(str(path), "error", error=f"cannot read file: {e.strerror or e}")
     params = {} if top_k is None else {"top_k": str(top_k)}
     for attempt in range(retries + 1):
-        backoff = min(10.0, 0.2 * 2**attempt)
         try:
             resp = await client.post(f"{url.rstrip('/')}/classify", params=params, files={"image": (path.name, data)})
         except httpx.TransportError as e:
             if attempt == retries:
                 return Row(str(path), "error", error=f"request failed: {type(e).__name__}: {e}")
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(retry_delay(None, attempt, rng))
             continue
         if resp.status_code == 503 and attempt < retries:
-            await asyncio.sleep(retry_after_seconds(resp.headers.get("retry-after")) or backoff)
+            await asyncio.sleep(retry_delay(retry_after_seconds(resp.headers.get("retry-after")), attempt, rng))
             continue
         if resp.status_code == 200:
             return Row(str(path), "ok", predictions=resp.json()["predictions"][0])
@@ -166,8 +189,10 @@ async def classify_paths(
     top_k: int | None = None,
     retries: int = 5,
     timeout_s: float = 60.0,
+    rng: random.Random | None = None,
 ) -> None:
-    """Classify files with at most ``concurrency`` requests in flight; ``emit`` gets each row as it ends."""
+    """Classify files with at most ``concurrency`` requests in flight; ``emit`` gets each row as it ends
+    (``rng``: the retries' jitter, :func:`retry_delay`)."""
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -176,7 +201,7 @@ async def classify_paths(
 
         async def run_lane() -> None:
             for path in todo:  # lanes share the iterator: each file is taken exactly once
-                emit(await classify_one(client, path, url, top_k, retries))
+                emit(await classify_one(client, path, url, top_k, retries, rng))
 
         await asyncio.gather(*(run_lane() for _ in range(max(1, concurrency))))
 

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    rejection_log_interval_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Rejected requests (4xx, 503, 504) are logged one line per kind and interval, then summed "
+        "up in one line at the interval's end, instead of one line each; every one is counted in "
+        "classifier_rejections_total (and logged at DEBUG).",
+    )
 
     # --- queue mode ------------------------------------------------------------------------------
     redis_url: str = Field("", description="Redis URL for queue mode (worker and /v1/jobs); empty disables /v1/jobs.")

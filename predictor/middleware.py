@@ -9,27 +9,44 @@
   inflated size, so a zip bomb is refused with 413 without being inflated in memory; a corrupt stream is
   400 naming the encoding; another encoding is 415.
 * Compressed answers: a counted request (the inference routes) whose ``Accept-Encoding`` names gzip or
-  deflate gets its answer compressed (tritonclient's ``response_compression_algorithm``).
+  deflate gets its answer compressed (tritonclient's ``response_compression_algorithm``); error answers
+  (a few dozen bytes) are not.
+* Refuse before the work: an inference request has the images it declares reserved in the one
+  :class:`~predictor.admission.Admission` before its body is read (one for ``/classify``, v1 and v2
+  JSON, whose count is inside the body; the input's shape for the v2 binary extension, whose JSON header
+  alone is read for it). When they do not fit, the answer is 503 with ``Retry-After`` and
+  ``Connection: close`` at once: the body is never received or parsed. Every refusal made here (413, 415,
+  503) closes the connection, so an unread body is not read for nothing.
+* Rejections are counted in the metrics and logged per interval (:class:`~predictor.logs.RejectionLog`).
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import time
 import zlib
+from collections import deque
 
 import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from predictor.admission import Admission
 from predictor.config import Settings
 from predictor.errors import InvalidInput, PayloadTooLarge, PredictorError, UnsupportedMediaType
-from predictor.logs import request_id_var
+from predictor.logs import REJECTIONS_LOGGER, RejectionLog, request_id_var
 from predictor.metrics import PredictorMetrics
+from predictor.protocol import v2
+
+logger = logging.getLogger(REJECTIONS_LOGGER)
 
 ENCODINGS = ("gzip", "deflate")
 """Content codings accepted on requests and offered on answers (besides identity)."""
+PEEK_MAX_BYTES = 64 * 1024
+"""Longest v2 binary JSON header read before admission; a longer one counts as one image."""
+_CLASSIFY_TYPES = ("multipart/form-data", "application/octet-stream")
 
 
 def protocol_of(path: str, method: str) -> str | None:
@@ -115,12 +132,29 @@ def compress(body: bytes, encoding: str) -> bytes:
 
 
 class RequestContextMiddleware:
-    """Request id, body-size limit, compression and per-request metrics, for every route."""
+    """Request id, body-size limit, early admission, compression and per-request metrics, for every route.
 
-    def __init__(self, app: ASGIApp, settings: Settings, metrics: PredictorMetrics) -> None:
+    Args:
+        app: The ASGI app.
+        settings: The predictor settings.
+        metrics: Where requests and rejections are counted.
+        admission: The pipeline's admission; None = no early admission (the pipeline still admits).
+        rejections: Where rejections are logged; one per ``rejection_log_interval_seconds`` when omitted.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        metrics: PredictorMetrics,
+        admission: Admission | None = None,
+        rejections: RejectionLog | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
+        self.admission = admission
+        self.rejections = rejections or RejectionLog(logger, settings.rejection_log_interval_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,13 +172,37 @@ class RequestContextMiddleware:
         try:
             early = self._early_refusal(headers, limit)
             if early is not None:
-                await send_error(send_wrapper, early, self.metrics, model)
+                await self._refuse(scope, send_wrapper, early)
+            elif protocol in ("classify", "v2", "v1") and self.admission is not None:
+                await self._admit_and_call(scope, headers, receive, send_wrapper, protocol, limit)
             else:
                 await self._call(scope, headers, receive, send_wrapper, protocol, limit)
         finally:
             if protocol is not None:
                 self.metrics.observe_request(model, protocol, status["code"], time.perf_counter() - started)
             request_id_var.reset(token)
+
+    async def _admit_and_call(
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send, protocol: str, limit: int
+    ) -> None:
+        """Reserve the declared images, then run the app; refuse at once when they do not fit."""
+        assert self.admission is not None
+        n, receive = await declared_images(scope, headers, receive, protocol)
+        if n is None or not 0 < n <= self.settings.max_images_per_request:  # the route says what is wrong
+            await self._call(scope, headers, receive, send, protocol, limit)
+            return
+        try:
+            reservation = self.admission.reserve(n)
+        except PredictorError as e:  # Overloaded, or more images than the queue ever holds
+            await self._refuse(scope, send, e)
+            return
+        with reservation:
+            await self._call(scope, headers, receive, send, protocol, limit)
+
+    async def _refuse(self, scope: Scope, send: Send, exc: PredictorError) -> None:
+        """Answer ``exc`` before the body was read, and close the connection (the body stays unread)."""
+        record_rejection(self.metrics, self.rejections, self.settings.model_name, exc, scope["method"], scope["path"])
+        await send_error(send, exc, close=True)
 
     @staticmethod
     def _early_refusal(headers: dict[bytes, bytes], limit: int) -> PredictorError | None:
@@ -194,6 +252,7 @@ class RequestContextMiddleware:
         start, which the try-it page shows), and compresses the answer when asked to."""
         start: list[Message] = []
         chunks: list[bytes] = []
+        coding = [encoding]  # an error answer (a few dozen bytes of JSON) is never worth compressing
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -201,21 +260,23 @@ class RequestContextMiddleware:
                 out = message.setdefault("headers", [])
                 out.append((b"x-request-id", rid.encode("latin-1")))
                 out.append((b"server-timing", b"total;dur=%.2f" % ((time.perf_counter() - started) * 1000)))
-                if encoding is None:
+                if message["status"] >= 400:
+                    coding[0] = None
+                if coding[0] is None:
                     await send(message)
                 else:
                     start.append(message)
                 return
-            if message["type"] != "http.response.body" or encoding is None:
+            if message["type"] != "http.response.body" or coding[0] is None:
                 await send(message)
                 return
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            body = compress(b"".join(chunks), encoding)
+            body = compress(b"".join(chunks), coding[0])
             head = start[0]
             kept = [(k, v) for k, v in head["headers"] if k.lower() not in (b"content-length", b"content-encoding")]
-            kept += [(b"content-encoding", encoding.encode()), (b"content-length", str(len(body)).encode()),
+            kept += [(b"content-encoding", coding[0].encode()), (b"content-length", str(len(body)).encode()),
                      (b"vary", b"Accept-Encoding")]  # fmt: skip
             await send({**head, "headers": kept})
             await send({"type": "http.response.body", "body": body})
@@ -233,9 +294,68 @@ def error_response(exc: PredictorError) -> Response:
     )
 
 
-async def send_error(send: Send, exc: PredictorError, metrics: PredictorMetrics, model: str) -> None:
-    """Answer ``exc`` directly from the middleware (before any route ran), counted as a rejection."""
-    metrics.rejections.labels(model, exc.reason).inc()
+async def send_error(send: Send, exc: PredictorError, close: bool = False) -> None:
+    """Answer ``exc`` directly from the middleware (before any route ran); ``close`` adds
+    ``Connection: close``, so the server closes the connection after the answer."""
     resp = error_response(exc)
-    await send({"type": "http.response.start", "status": resp.status_code, "headers": resp.raw_headers})
+    headers = resp.raw_headers + ([(b"connection", b"close")] if close else [])
+    await send({"type": "http.response.start", "status": resp.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": resp.body})
+
+
+def record_rejection(
+    metrics: PredictorMetrics, log: RejectionLog, model: str, exc: PredictorError, method: str, path: str
+) -> None:
+    """Count a rejected request (``classifier_rejections_total``) and log it (per interval)."""
+    metrics.rejections.labels(model, exc.reason).inc()
+    log.record(exc.status_code, exc.reason, f"{method} {path} -> {exc.status_code}: {exc.message}")
+
+
+async def declared_images(
+    scope: Scope, headers: dict[bytes, bytes], receive: Receive, protocol: str
+) -> tuple[int | None, Receive]:
+    """How many images a request declares before its body is read, and the ``receive`` to read it with.
+
+    ``/classify`` (a multipart or image body), v1 and v2 JSON declare at least one (their count is in the
+    body); the v2 binary extension declares its input's shape in a JSON header of
+    ``Inference-Header-Content-Length`` bytes, which is read (only it) and handed to the app again.
+    None: not an inference body this route reads (it says so itself).
+    """
+    if protocol == "classify":
+        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        return (1 if ctype in _CLASSIFY_TYPES or ctype.startswith("image/") else None), receive
+    length = headers.get(b"inference-header-content-length", b"")
+    coding = headers.get(b"content-encoding", b"identity").strip().lower()
+    if protocol != "v2" or not length.isdigit() or not 0 < int(length) <= PEEK_MAX_BYTES:
+        return 1, receive
+    if coding not in (b"identity", b""):
+        return 1, receive  # a compressed header would need inflating: count one, the pipeline counts the rest
+    head, messages = await _read_prefix(receive, int(length))
+    try:
+        n = v2.declared_images(orjson.loads(head[: int(length)]))
+    except orjson.JSONDecodeError:
+        n = None
+    return (1 if n is None else n), _replay(messages, receive)
+
+
+async def _read_prefix(receive: Receive, n: int) -> tuple[bytes, list[Message]]:
+    """The first ``n`` bytes of the body (fewer if it is shorter), and the messages they came in."""
+    got, messages = bytearray(), []
+    while len(got) < n:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        got += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    return bytes(got), messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = deque(messages)
+
+    async def receive_again() -> Message:
+        return pending.popleft() if pending else await receive()
+
+    return receive_again

@@ -1,4 +1,4 @@
-"""HTTP adapters on KServe's FastAPI app: ``/classify``, the v2 REST infer routes, the error handler.
+"""HTTP adapters on KServe's FastAPI app: ``/classify``, the v2 REST infer routes, the error handlers.
 
 The v2 routes use the one v2 codec (:mod:`predictor.protocol.v2`), the same the gRPC path uses; they win
 over KServe's own routes for the same paths (:func:`predictor.kserve_compat.prefer_routes`).
@@ -16,18 +16,21 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from predictor.config import Settings
 from predictor.errors import InvalidInput, ModelNotFound, NotReady, PredictorError, UnsupportedMediaType
 from predictor.kserve_compat import prefer_routes
 from predictor.limits import check_image_count
+from predictor.logs import REJECTIONS_LOGGER, RejectionLog
 from predictor.metrics import PredictorMetrics
-from predictor.middleware import RequestContextMiddleware, error_response
+from predictor.middleware import RequestContextMiddleware, error_response, record_rejection
 from predictor.pipeline import Pipeline
 from predictor.protocol import predictions_json, v2
 
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded for a request whose client left before its body was read (nginx's convention)."""
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -56,16 +59,26 @@ async def _wait_disconnect(request: Request) -> None:
 
 def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: PredictorMetrics) -> None:
     """Add our middleware, error handler and routes to KServe's app."""
-    app.add_middleware(RequestContextMiddleware, settings=settings, metrics=metrics)
+    rejections = RejectionLog(logging.getLogger(REJECTIONS_LOGGER), settings.rejection_log_interval_seconds)
+    app.add_middleware(
+        RequestContextMiddleware,
+        settings=settings,
+        metrics=metrics,
+        admission=pipeline.admission,
+        rejections=rejections,
+    )
 
     async def handle_predictor_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PredictorError)
-        metrics.rejections.labels(settings.model_name, exc.reason).inc()
-        level = logging.ERROR if exc.status_code >= 500 and exc.status_code != 503 else logging.WARNING
-        logger.log(level, "%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+        record_rejection(metrics, rejections, settings.model_name, exc, request.method, request.url.path)
         return error_response(exc)
 
+    async def handle_client_gone(request: Request, exc: Exception) -> Response:
+        # The client left while its body was being read: nobody reads an answer, nothing was wrong here.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     app.add_exception_handler(PredictorError, handle_predictor_error)
+    app.add_exception_handler(ClientDisconnect, handle_client_gone)
 
     def check_model(name: str, version: str | None = None) -> None:
         if name != settings.model_name:
@@ -142,7 +155,7 @@ async def read_multipart_images(request: Request, settings: Settings) -> list[by
         form = await request.form(
             max_files=settings.max_images_per_request + 1, max_part_size=settings.max_request_bytes
         )
-    except PredictorError:
+    except (PredictorError, ClientDisconnect):
         raise
     except Exception as e:  # malformed multipart of any kind is the client's mistake
         detail = getattr(e, "detail", None) or type(e).__name__

@@ -1,5 +1,5 @@
 """The online client against a real HTTP server on loopback whose answers each test scripts: retries
-honouring Retry-After, bounded retries, connection errors, error rows, folder walking and the output
+honouring Retry-After with jitter, bounded retries, connection errors, error rows, folder walking and the output
 formats. (Against the real predictor: tests/queue/test_api_and_client.py.)"""
 
 from __future__ import annotations
@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
+import random
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from predictor.client import Row, RowWriter, classify_paths, collect_paths, retry_after_seconds
+from predictor.client import Row, RowWriter, classify_paths, collect_paths, retry_after_seconds, retry_delay
 
 PREDICTION = {"label": "tabby", "score": 0.9, "class_id": 281}
 
@@ -131,6 +134,46 @@ def test_503_is_retried_after_retry_after(tmp_path: Path, server: ScriptedServer
         assert call.path == "/classify" and call.query["top_k"] == ["1"]
         assert b"png bytes" in call.body and b'name="image"' in call.body
     assert calls[1].time_s - calls[0].time_s >= 0.28 and calls[2].time_s - calls[1].time_s >= 0.28
+
+
+def test_clients_refused_together_come_back_apart_and_never_early(tmp_path: Path, server: ScriptedServer) -> None:
+    """20 clients refused at once with Retry-After: 1 each retry at least 1 s after their refusal, and the
+    retries are spread over the jitter window instead of arriving together."""
+    files = []
+    for i in range(20):
+        files.append(tmp_path / f"{i}.png")
+        files[-1].write_bytes(f"image {i}.".encode())
+    refused_at: dict[bytes, float] = {}
+    retried_at: dict[bytes, float] = {}
+
+    def script(arrival: Arrival) -> Reply:
+        key = arrival.body[arrival.body.index(b"image ") :][:9]
+        if key not in refused_at:
+            refused_at[key] = time.monotonic()  # the 503 leaves right after this
+            return Reply(503, {"error": "queue full"}, {"Retry-After": "1"})
+        retried_at[key] = arrival.time_s
+        return ok(arrival)
+
+    server.script = script
+    rows = run(files, server.url, concurrency=20)
+    assert [r.status for r in rows] == ["ok"] * 20 and len(server.arrivals) == 40
+    assert len(retried_at) == 20
+    waits = [retried_at[key] - refused_at[key] for key in refused_at]
+    assert min(waits) >= 1.0, "a retry came before Retry-After"
+    assert max(waits) < 1.5 + 0.5, "jitter adds at most half of Retry-After (plus scheduling slack)"
+    assert max(waits) - min(waits) >= 0.15, f"retries came back together: {sorted(waits)}"
+
+
+def test_retry_delay_never_undercuts_retry_after_and_spreads() -> None:
+    rng = random.Random(7)
+    delays = [retry_delay(2.0, 0, rng) for _ in range(2000)]
+    assert min(delays) >= 2.0 and max(delays) < 3.0
+    assert statistics.pstdev(delays) == pytest.approx(1.0 / math.sqrt(12), rel=0.1)  # uniform over [2, 3)
+    # Retry-After: 0 still spreads, over half the backoff; without Retry-After, backoff grows with jitter.
+    assert 0.0 <= min(retry_delay(0.0, 0, rng) for _ in range(100)) < max(retry_delay(0.0, 0, rng) for _ in range(100))
+    assert all(0.2 <= retry_delay(None, 0, rng) < 0.3 for _ in range(100))
+    assert all(1.6 <= retry_delay(None, 3, rng) < 2.4 for _ in range(100))
+    assert all(10.0 <= retry_delay(None, 20, rng) < 15.0 for _ in range(100))
 
 
 def test_errors_become_rows_and_retries_are_bounded(tmp_path: Path, server: ScriptedServer) -> None:

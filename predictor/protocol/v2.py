@@ -54,6 +54,22 @@ def parse_rest(body: bytes, header_length: str | None) -> ParsedRequest:
     return parse_request(loads(body[:n], "inference header"), body[n:])
 
 
+def declared_images(header: Any) -> int | None:
+    """How many images a v2 request header says it carries (its one input's shape), or None when it does
+    not say (no inputs, no usable shape); :func:`parse_request` checks the claim against the data."""
+    inputs = header.get("inputs") if isinstance(header, dict) else None
+    inp = inputs[0] if isinstance(inputs, list) and inputs else None
+    shape = inp.get("shape") if isinstance(inp, dict) else None
+    if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
+        return None
+    dtype = inp.get("datatype")  # type: ignore[union-attr]
+    if dtype == "BYTES":
+        return math.prod(shape)
+    if dtype in _NP_DTYPES and len(shape) == 4:
+        return shape[0]
+    return None
+
+
 def parse_grpc(request: Any) -> ParsedRequest:
     """Parse a gRPC ModelInfer request as KServe hands it over (an ``InferRequest`` built from it)."""
     from predictor.kserve_compat import grpc_input_raw, http_parameters

@@ -89,3 +89,26 @@ def test_every_protocol_encoding_is_accepted_by_our_server(our_server, protocol:
         images_per_request=2, validate=True,
     )  # fmt: skip
     _check_result(result, protocol)
+
+
+def test_polite_clients_wait_for_retry_after(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Closed loop against a one-image queue held by slow batches: clients that ignore Retry-After come
+    straight back; clients that honour it (as python -m predictor.client does) wait a second or more."""
+    server = start_server(tiny_model_dir, tmp_path, max_queue_images=1, max_batch_size=64, max_batch_delay_ms=1500)
+    try:
+        load = {"protocol": "classify", "concurrency": 4, "duration_s": 3.0, "size": (160, 120), "seed": 3}
+        rude = run_load(server.url, **load)
+        polite = run_load(server.url, honor_retry_after=True, **load)
+    finally:
+        server.stop()
+    for r in (rude, polite):
+        assert r["ok_requests"] > 0 and r["timeouts"] == 0 and set(r["errors"]) <= {"503"}, r["sample_error"]
+        assert r["rejected_503"]["retry_after_s"]["p50"] >= 1
+    # Each polite client is refused at most once per second (Retry-After >= 1 s): 4 clients x ~3 s.
+    assert polite["rejected_503"]["count"] <= 4 * 4, polite["rejected_503"]
+    assert rude["rejected_503"]["count"] > 4 * polite["rejected_503"]["count"], (rude["rejected_503"], polite)
+
+
+def test_honouring_retry_after_is_a_closed_loop_option() -> None:
+    with pytest.raises(ValueError, match="closed loop"):
+        run_load("http://127.0.0.1:9", rate_per_s=5.0, honor_retry_after=True, duration_s=1)

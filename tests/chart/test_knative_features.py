@@ -91,7 +91,7 @@ def test_component_fields_become_revision_fields(rendered):
     spec = service["spec"]["template"]["spec"]
     assert unplaced == []
     assert spec["timeoutSeconds"] == isvc["spec"]["predictor"]["timeout"]
-    assert spec["containerConcurrency"] == 0
+    assert spec["containerConcurrency"] == isvc["spec"]["predictor"]["containerConcurrency"] > 0
     assert "minReplicas" not in spec and "scaleTarget" not in spec
     assert service["spec"]["template"]["metadata"]["labels"] == isvc["spec"]["predictor"]["labels"]
 

@@ -1,14 +1,18 @@
-"""The HTTP middleware's pure parts: inflating request bodies within the limit, choosing the answer's coding."""
+"""The HTTP middleware's pure parts: inflating request bodies within the limit, choosing the answer's coding,
+what a request declares before its body is read."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import struct
 import zlib
 
+import orjson
 import pytest
 
 from predictor.errors import InvalidInput, PayloadTooLarge
-from predictor.middleware import Inflater, compress, protocol_of, response_encoding
+from predictor.middleware import Inflater, compress, declared_images, protocol_of, response_encoding
 
 BODY = b"image bytes " * 5000
 
@@ -61,3 +65,84 @@ def test_only_inference_paths_are_counted() -> None:
     assert protocol_of("/v2/models/m/versions/3/infer", "POST") == "v2"
     assert protocol_of("/v1/models/m:predict", "POST") == "v1"
     assert protocol_of("/v2/health/ready", "GET") is None and protocol_of("/metrics", "GET") is None
+
+
+# ---------------------------------------------------------------- what a request declares before its body
+
+
+def _receiver(chunks: list[bytes]):
+    """An ASGI receive over ``chunks``; records how many messages were taken."""
+    taken: list[dict] = []
+
+    async def receive() -> dict:
+        i = len(taken)
+        message = {"type": "http.request", "body": chunks[i], "more_body": i < len(chunks) - 1}
+        taken.append(message)
+        return message
+
+    return receive, taken
+
+
+def _declared(headers: dict[bytes, bytes], chunks: list[bytes], protocol: str = "v2"):
+    receive, taken = _receiver(chunks)
+
+    async def go():
+        n, again = await declared_images({"type": "http"}, headers, receive, protocol)
+        replayed = []
+        while True:
+            m = await again()
+            replayed.append(m["body"])
+            if not m["more_body"]:
+                return n, len(taken), b"".join(replayed)
+
+    return asyncio.run(go())
+
+
+def _binary_request(n: int, image: bytes = b"\xff\xd8jpeg") -> tuple[bytes, bytes]:
+    tail = b"".join(struct.pack("<I", len(image)) + image for _ in range(n))
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "image", "datatype": "BYTES", "shape": [n], "parameters": {"binary_data_size": len(tail)}}
+            ]
+        }
+    )
+    return head, tail
+
+
+def test_the_v2_binary_header_alone_is_read_and_handed_on_unchanged() -> None:
+    head, tail = _binary_request(3)
+    body = head + tail
+    chunks = [body[:10], body[10 : len(head) + 5], body[len(head) + 5 :]]  # the header spans two chunks
+    headers = {b"inference-header-content-length": str(len(head)).encode()}
+    n, _, replayed = _declared(headers, chunks)
+    assert n == 3
+    assert replayed == body, "the app reads the whole body, the peeked part included, in order"
+    # Only the chunks holding the header were taken before the app asked: the tail was not read for it.
+    receive, taken = _receiver(chunks)
+    asyncio.run(declared_images({"type": "http"}, headers, receive, "v2"))
+    assert len(taken) == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "protocol", "expected"),
+    [
+        ({b"content-type": b"multipart/form-data; boundary=x"}, "classify", 1),
+        ({b"content-type": b"image/jpeg"}, "classify", 1),
+        ({b"content-type": b"text/plain"}, "classify", None),  # the route answers 415
+        ({b"content-type": b"application/json"}, "v2", 1),  # v2 JSON: the count is in the body
+        ({b"content-type": b"application/json"}, "v1", 1),
+        ({b"inference-header-content-length": b"999999"}, "v2", 1),  # longer than PEEK_MAX_BYTES: not read
+        ({b"inference-header-content-length": b"20", b"content-encoding": b"gzip"}, "v2", 1),
+    ],
+)
+def test_requests_that_do_not_declare_a_count_reserve_one_without_reading(headers, protocol, expected) -> None:
+    receive, taken = _receiver([b"body"])
+    n, _ = asyncio.run(declared_images({"type": "http"}, headers, receive, protocol))
+    assert n == expected and taken == [], "nothing of the body was read"
+
+
+def test_a_malformed_v2_header_reserves_one_and_leaves_the_error_to_the_route() -> None:
+    headers = {b"inference-header-content-length": b"12"}
+    n, _, replayed = _declared(headers, [b"{not json at all", b" and more"])
+    assert n == 1 and replayed == b"{not json at all and more"

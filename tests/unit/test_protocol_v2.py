@@ -154,3 +154,30 @@ def test_a_truncated_binary_bytes_tensor_is_refused() -> None:
         v2.split_bytes(struct.pack("<I", 100) + b"abc")
     with pytest.raises(InvalidInput, match="length prefix is cut off"):
         v2.split_bytes(b"\x01\x00")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3]}]}, 3),
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2, 2]}]}, 4),
+        ({"inputs": [{"name": "image_uint8", "datatype": "UINT8", "shape": [5, 224, 224, 3]}]}, 5),
+        ({"inputs": [{"name": "image_fp32", "datatype": "FP32", "shape": [2, 3, 224, 224]}]}, 2),
+        ({"inputs": [{"name": "image_uint8", "datatype": "UINT8", "shape": [224, 224, 3]}]}, None),
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [True]}]}, None),
+        ({"inputs": [{"name": "image", "datatype": "BYTES", "shape": "3"}]}, None),
+        ({"inputs": [{"name": "image", "datatype": "INT8", "shape": [3]}]}, None),
+        ({"inputs": []}, None),
+        ([1, 2], None),
+    ],
+)
+def test_declared_images_is_what_the_parser_will_count(header, expected) -> None:
+    assert v2.declared_images(header) == expected
+    if expected is not None:  # the parser, on data matching the claim, yields that many images
+        inp = header["inputs"][0]
+        if inp["datatype"] == "BYTES":
+            raw = (struct.pack("<I", 1) + b"x") * expected
+        else:
+            raw = bytes(int(np.prod(inp["shape"])) * (1 if inp["datatype"] == "UINT8" else 4))
+        inp = {**inp, "parameters": {"binary_data_size": len(raw)}}
+        assert len(v2.parse_request({"inputs": [inp]}, raw).images) == expected

@@ -1,0 +1,42 @@
+"""Smoke test of the overload sweep (bench/overload.py): every kind of step runs against a real server on
+the tiny model and lands in the JSON and the markdown, and the probe refuses with the queue held full.
+Asserts behaviour, not speed (speed lives in bench/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.overload import main, parse_server
+from tests.support.servers import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_short_sweep_writes_every_step_and_the_probe(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out, md = tmp_path / "overload.json", tmp_path / "overload.md"
+    argv = ["--model_dir", str(tiny_model_dir), "--protocols", "classify,v2-binary", "--closed", "2,8",
+            "--open", "2", "--polite", "classify", "--duration", "1", "--warmup", "0.5", "--size", "160x120",
+            "--probe_duration", "1", "--out", str(out), "--md", str(md)]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    steps = [(r["protocol"], r["loop"], r["load"]) for r in res["steps"]]
+    assert len(steps) == 2 * 3 + 2  # per protocol: 2 closed + 1 open; classify: 2 polite
+    assert {s[1] for s in steps} == {"closed", "open", "closed, honours Retry-After"}
+    for r in res["steps"]:
+        assert r["server"] == "after" and r["timeouts"] == 0, r
+        assert r["img_per_s"] > 0 and r["log_lines_per_s"] >= 0 and r["goodput_vs_base"] is not None
+    for proto in ("classify", "v2-binary"):
+        p = res["probe"]["after"][proto]
+        assert p["rejections"] > 0 and p["other"] == {}, p  # only refusals while the queue is held full
+        assert p["server_cpu_ms_per_rejection"] > 0
+    text = md.read_text()
+    assert "## classify" in text and "## v2-binary" in text and "CPU of one rejection" in text
+
+
+def test_servers_are_source_trees() -> None:
+    assert parse_server(f"after={REPO}") == ("after", REPO)
+    with pytest.raises(Exception, match="NAME=DIR"):
+        parse_server("/tmp")

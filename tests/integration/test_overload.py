@@ -1,0 +1,246 @@
+"""Overload without collapse, through a real server: a full queue refuses before the body is read (503,
+Retry-After, Connection: close), an early-admitted request keeps its place, reservations never leak, and a
+flood of rejections is a few log lines, not one per request."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.rawhttp import RawRequest, v2_binary
+from tests.support.servers import ServerProcess, jpeg_bytes, start_server
+
+HOLD_MS = 4000
+"""How long the first image of a batch waits for company: the holding request keeps the queue full so long."""
+
+
+@pytest.fixture(scope="module")
+def small_jpeg(photos) -> bytes:
+    return jpeg_bytes(photos["chelsea"], size=(160, 120))
+
+
+def _wait_for(pred, timeout_s: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _classify(url: str, image: bytes) -> httpx.Response:
+    with httpx.Client(timeout=60) as c:
+        return c.post(f"{url}/classify", files={"image": ("x.jpg", image, "image/jpeg")})
+
+
+class Holder:
+    """One request admitted and waiting for its batch: the queue (of one image) is full until it ends."""
+
+    def __init__(self, server: ServerProcess, image: bytes) -> None:
+        self.result: list[httpx.Response] = []
+        self.thread = threading.Thread(target=lambda: self.result.append(_classify(server.url, image)))
+        self.thread.start()
+        _wait_for(lambda: server.metric("classifier_queue_depth") == 1, what="the holding request to be queued")
+
+    def join(self) -> httpx.Response:
+        self.thread.join(60)
+        return self.result[0]
+
+
+@pytest.fixture(scope="module")
+def one_slot(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_server(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("one-slot"),
+        max_queue_images=1,
+        max_batch_size=64,
+        max_batch_delay_ms=HOLD_MS,
+        rejection_log_interval_seconds=3,
+    )
+    yield server
+    server.stop()
+
+
+def _bodyless(server: ServerProcess, small_jpeg: bytes) -> dict[str, RawRequest]:
+    """One request per door whose body is never sent (v2 binary: only its JSON header), each declaring a
+    body of 5 MB that is not valid for its route."""
+    five_mb = 5 * 1024 * 1024
+    port, name = server.port, server.model_name
+    head, _, v2_headers = v2_binary([small_jpeg])
+    gz = {"Accept-Encoding": "gzip"}  # an error answer is not worth compressing: it must come plain
+    return {
+        "classify multipart": RawRequest(
+            port, "/classify", {"Content-Type": "multipart/form-data; boundary=b", **gz}, five_mb
+        ),
+        "classify raw": RawRequest(port, "/classify", {"Content-Type": "image/jpeg", **gz}, five_mb),
+        "v1": RawRequest(port, f"/v1/models/{name}:predict", {"Content-Type": "application/json", **gz}, five_mb),
+        "v2 json": RawRequest(port, f"/v2/models/{name}/infer", {"Content-Type": "application/json", **gz}, five_mb),
+        "v2 binary": RawRequest(port, f"/v2/models/{name}/infer", {**v2_headers, **gz}, len(head) + five_mb),
+    }
+
+
+def test_a_full_queue_refuses_before_the_body_is_sent(one_slot: ServerProcess, small_jpeg: bytes):
+    before = one_slot.metric("classifier_rejections_total", reason="queue_full")
+    holder = Holder(one_slot, small_jpeg)
+    head, _, _ = v2_binary([small_jpeg])
+    answers = {}
+    for door, req in _bodyless(one_slot, small_jpeg).items():
+        # Nothing of the body (v2 binary: its JSON header only) has been sent: a server that read or parsed
+        # the body before deciding would still be waiting for it, or would answer 400 for garbage.
+        req.send(head if door == "v2 binary" else b"--b\r\nnot a multipart body, nor JSON")
+        answers[door] = req.answer(timeout_s=HOLD_MS / 1000 / 2)
+        req.close()
+    assert holder.join().status_code == 200, "the admitted request is served"
+    for door, a in answers.items():
+        assert a.status == 503, (door, a)
+        assert "inference queue is full (1 of 1 images waiting, 1 more asked for)" in a.json()["error"], door
+        assert int(a.headers["retry-after"]) >= 1, door
+        assert a.headers["connection"] == "close" and a.closed_by_server, f"{door}: the connection stays open"
+        assert a.seconds < HOLD_MS / 1000 / 2, door
+        assert "content-encoding" not in a.headers, door
+    assert one_slot.metric("classifier_rejections_total", reason="queue_full") == before + len(answers)
+    assert one_slot.metric("classifier_queue_depth") == 0
+    one_slot.assert_healthy(small_jpeg)
+
+
+def test_a_v2_request_declaring_more_than_the_queue_holds_is_refused_from_its_header(one_slot, small_jpeg):
+    head, tail, headers = v2_binary([small_jpeg, small_jpeg])  # two images; the queue never holds more than one
+    req = RawRequest(one_slot.port, f"/v2/models/{one_slot.model_name}/infer", headers, len(head) + len(tail))
+    a = req.send(head).answer(timeout_s=5)  # the tail is never sent
+    req.close()
+    assert a.status == 400, a
+    assert "2 images in one request, more than this server ever queues (1, max_queue_images)" in a.json()["error"]
+    assert a.closed_by_server and "retry-after" not in a.headers, "retrying cannot help: no Retry-After"
+
+
+def test_an_early_admitted_request_keeps_its_place(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
+    server = start_server(tiny_model_dir, tmp_path, max_queue_images=2)
+    try:
+        head, tail, headers = v2_binary([small_jpeg, small_jpeg])
+        slow = RawRequest(server.port, f"/v2/models/{server.model_name}/infer", headers, len(head) + len(tail))
+        slow.send(head)  # its two images are reserved now; the tail is still on its way
+        _wait_for(lambda: server.metric("classifier_queue_depth") == 2, what="the declared images reserved")
+        late = _classify(server.url, small_jpeg)  # arrives while the first one's body is being sent
+        assert late.status_code == 503, late.text
+        slow.send(tail, with_head=False)
+        a = slow.answer()
+        slow.close()
+        assert a.status == 200, a.body[:300]
+        assert [o["shape"][0] for o in a.json()["outputs"]] == [2, 2, 2], "both images classified"
+        _wait_for(lambda: server.metric("classifier_queue_depth") == 0, what="the queue to empty")
+    finally:
+        server.stop()
+
+
+def test_every_door_hands_its_reservation_to_the_pipeline(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
+    """With room for one image, each door's request is served: its image, reserved before the body was
+    read, is the one the pipeline admits (counted twice, it would not fit and be refused)."""
+    server = start_server(tiny_model_dir, tmp_path, max_queue_images=1)
+    b64 = base64.b64encode(small_jpeg).decode()
+    head, tail, headers = v2_binary([small_jpeg])
+    infer = f"/v2/models/{server.model_name}/infer"
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            answers = {
+                "classify multipart": c.post("/classify", files={"image": ("x.jpg", small_jpeg)}),
+                "classify raw": c.post("/classify", content=small_jpeg, headers={"Content-Type": "image/jpeg"}),
+                "v1": c.post(f"/v1/models/{server.model_name}:predict", json={"instances": [{"image": {"b64": b64}}]}),
+                "v2 json": c.post(infer, json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                                          "data": [b64]}]}),
+                "v2 binary": c.post(infer, content=head + tail, headers=headers),
+            }  # fmt: skip
+        assert {door: r.status_code for door, r in answers.items()} == dict.fromkeys(answers, 200), {
+            door: r.text[:200] for door, r in answers.items()
+        }
+        assert server.metric("classifier_queue_depth") == 0
+        assert server.metric("classifier_rejections_total") == 0
+    finally:
+        server.stop()
+
+
+def test_reservations_are_given_back_when_a_request_fails_or_its_client_leaves(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
+):
+    server = start_server(tiny_model_dir, tmp_path, max_queue_images=2)
+    try:
+        gone = RawRequest(server.port, "/classify", {"Content-Type": "image/jpeg"}, 100_000).send(small_jpeg[:500])
+        _wait_for(lambda: server.metric("classifier_queue_depth") == 1, what="the upload's image reserved")
+        gone.close()  # the client leaves in the middle of its body
+        _wait_for(lambda: server.metric("classifier_queue_depth") == 0, what="the reservation given back")
+        _wait_for(lambda: server.metric("classifier_requests_total", code="499") == 1, what="the request counted")
+        head, tail, headers = v2_binary([small_jpeg, small_jpeg])
+        r = httpx.post(
+            f"{server.url}/v2/models/{server.model_name}/infer", content=head + tail[:-10], headers=headers, timeout=30
+        )
+        assert r.status_code == 400 and "exceeds the binary data sent" in r.json()["error"], r.text
+        assert server.metric("classifier_queue_depth") == 0
+        r = httpx.post(
+            f"{server.url}/v2/models/{server.model_name}/infer",
+            json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                              "data": [base64.b64encode(small_jpeg).decode()]}]},
+            timeout=30,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert server.metric("classifier_queue_depth") == 0
+        assert "Traceback" not in server.log(), "a client that leaves is not a server fault"
+    finally:
+        server.stop()
+
+
+def _rejection_lines(server: ServerProcess) -> list[str]:
+    return [line for line in server.log().splitlines() if " predictor.rejections " in line]
+
+
+def _counted(lines: list[str], status: int, reason: str) -> int:
+    """Rejections of one kind the log accounts for: full lines plus the counts in summary lines."""
+    full = sum(f"-> {status}:" in line for line in lines)
+    summed = sum(int(n) for line in lines for n in re.findall(rf"(\d+) x {status} {reason}\b", line))
+    return full + summed
+
+
+def test_a_flood_of_rejections_is_a_few_log_lines(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
+    one_slot = start_server(
+        tiny_model_dir, tmp_path, max_queue_images=1, max_batch_size=64, max_batch_delay_ms=HOLD_MS,
+        rejection_log_interval_seconds=3,
+    )  # fmt: skip
+    try:
+        _flood(one_slot, small_jpeg)
+    finally:
+        one_slot.stop()
+
+
+def _flood(one_slot: ServerProcess, small_jpeg: bytes) -> None:
+    already = _rejection_lines(one_slot)
+    with httpx.Client(base_url=one_slot.url, timeout=30) as c:
+        for _ in range(20):  # undecodable images: 400 each
+            assert c.post("/classify", files={"image": ("x.jpg", b"not a jpeg")}).status_code == 400
+    holder = Holder(one_slot, small_jpeg)
+    with httpx.Client(base_url=one_slot.url, timeout=30) as c:
+        for _ in range(30):
+            assert c.post("/classify", files={"image": ("x.jpg", small_jpeg)}).status_code == 503
+    assert holder.join().status_code == 200
+
+    def new_lines() -> list[str]:
+        return _rejection_lines(one_slot)[len(already) :]
+
+    # Every rejection is in the log once its interval has ended: the first of each kind in full, the rest
+    # in the interval's summary line (written when the interval ends, 3 s after its first rejection).
+    _wait_for(
+        lambda: _counted(new_lines(), 400, "invalid_input") == 20 and _counted(new_lines(), 503, "queue_full") == 30,
+        timeout_s=20,
+        what="the summary lines",
+    )
+    lines = new_lines()
+    assert any("more requests in the last" in line for line in lines), lines
+    assert len(lines) <= 6, f"{len(lines)} lines for 50 rejections:\n" + "\n".join(lines)
+    assert sum("-> 503:" in line for line in lines) <= 2 and sum("-> 400:" in line for line in lines) <= 2
+    records = [json.dumps(line) for line in lines]  # every line names what the rejections were
+    assert all("503" in r or "400" in r for r in records)
