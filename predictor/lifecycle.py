@@ -22,6 +22,7 @@ from predictor.batching import BatcherClosed
 from predictor.config import Settings
 from predictor.engine import Engine, PendingCheck, load_engine
 from predictor.engine.cache import model_content_hash
+from predictor.engine.faults import first_line, is_out_of_memory
 from predictor.engine.precision_check import Verdict
 from predictor.metrics import PredictorMetrics
 from predictor.preprocess import PreprocessSpec, inspect_jpeg
@@ -71,6 +72,8 @@ class ModelRuntime:
         run: Runs a callable on the inference thread and returns its result.
         engine: An engine to use instead of the one the settings plan (tests).
         pending: With ``engine``: a precision check to run after ready, as a deferred one would (tests).
+        on_warmup_capped: Told the largest batch size that warmed up when a larger one ran out of device
+            memory (the pipeline caps its batches there instead of failing the start).
     """
 
     def __init__(
@@ -80,8 +83,10 @@ class ModelRuntime:
         run: Run,
         engine: Engine | None = None,
         pending: PendingCheck | None = None,
+        on_warmup_capped: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_warmup_capped = on_warmup_capped
         self.metrics = metrics
         self._run = run
         self.engine: Engine | None = engine
@@ -127,11 +132,32 @@ class ModelRuntime:
         self._set_model_info(engine, None)
 
     def _prepare(self, engine: Engine, run: Run) -> None:
-        """Hook the engine up and warm up every batch size it wants, one ``run`` (inference-thread step) each."""
+        """Hook the engine up and warm up every batch size it wants, one ``run`` (inference-thread step) each.
+
+        A size that runs out of device memory ends the warm-up: batches are capped at the largest size
+        that warmed up (``on_warmup_capped``) rather than failing the start; if even the smallest does not
+        fit, the error is raised.
+        """
         if engine.decodes_jpeg:
             engine.on_decode_fallback = self._device_fallback  # type: ignore[attr-defined]
-        for size in engine.warmup_sizes(self.settings.max_batch_size):
-            run(lambda size=size: engine.warmup([size]))
+        largest = 0
+        for size in sorted(engine.warmup_sizes(self.settings.max_batch_size)):
+            try:
+                run(lambda size=size: engine.warmup([size]))
+            except Exception as e:
+                if not is_out_of_memory(e) or largest == 0:
+                    raise
+                engine.release_memory()
+                logger.warning(
+                    "warm-up: a batch of %d ran out of device memory (%s); batches are capped at %d",
+                    size,
+                    first_line(e),
+                    largest,
+                )
+                if self._on_warmup_capped is not None:
+                    self._on_warmup_capped(largest)
+                return
+            largest = size
 
     def _warm_up_device_decode(self, engine: Engine) -> None:
         """Decode the warm-up JPEG on the device; fail the load if the device decoder could not."""
