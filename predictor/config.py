@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         description="torch backend: torch.compile the model (CUDA graphs on a GPU) for each batch bucket; every "
         "bucket compiles at start (minutes). Off: eager, which is what the precision check measures.",
     )
+    gpu_memory_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the GPU's memory (of the MIG slice, under MIG) this process may allocate: "
+        "torch's set_per_process_memory_fraction, onnxruntime's gpu_mem_limit. Below 1 when several pods share "
+        "one GPU by time-slicing, which isolates no memory; 1 = no limit of our own.",
+    )
     openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
         "LATENCY",
         description="openvino backend: LATENCY runs a batch as one request on all cores; THROUGHPUT splits it "
@@ -74,6 +82,14 @@ class Settings(BaseSettings):
         ge=0,
         le=10_000,
         description="Longest time the first image of a batch waits for more images before the forward pass starts.",
+    )
+    oom_recovery_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="After device memory ran out and the batch cap was lowered to the largest batch that fit, "
+        "seconds without another out-of-memory error before the cap grows one step (a quarter) back towards "
+        "max_batch_size.",
     )
     max_queue_images: int = Field(
         256,

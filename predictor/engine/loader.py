@@ -192,5 +192,6 @@ def build_engine(plan: EnginePlan, settings: Settings, spec: PreprocessSpec) -> 
         max_batch_size=settings.max_batch_size,
         torch_compile=settings.torch_compile,
         openvino_hint=settings.openvino_hint,
+        gpu_memory_fraction=settings.gpu_memory_fraction,
     )
     return registry.create(plan.backend, args)
