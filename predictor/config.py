@@ -43,7 +43,11 @@ class Settings(BaseSettings):
         "", description="Version reported in responses and metrics; empty = derived from the weights' hash."
     )
     device: Device = Field("auto", description="Inference device: auto picks cuda when present, else cpu.")
-    backend: Backend = Field("auto", description="Inference backend; auto picks the measured winner for the device.")
+    backend: Backend = Field(
+        "auto",
+        description="Inference backend; auto = the policy's pick for the device, then on the CPU the fastest "
+        "backend that keeps the answers as measured on this machine after the first start (cached).",
+    )
     precision: Precision = Field(
         "auto",
         description="Numeric precision; auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AMX or "
@@ -69,10 +73,11 @@ class Settings(BaseSettings):
         "torch's set_per_process_memory_fraction, onnxruntime's gpu_mem_limit. Below 1 when several pods share "
         "one GPU by time-slicing, which isolates no memory; 1 = no limit of our own.",
     )
-    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
-        "LATENCY",
-        description="openvino backend: LATENCY runs a batch as one request on all cores; THROUGHPUT splits it "
-        "over OpenVINO's parallel streams.",
+    openvino_hint: Literal["auto", "LATENCY", "THROUGHPUT"] = Field(
+        "auto",
+        description="openvino backend: LATENCY runs a batch as one request on all cores; THROUGHPUT spreads its "
+        "images over parallel streams (one core each here), so other threads on a core slow one stream, not "
+        "the whole pass; auto = the one a speed check measured faster on this machine (LATENCY until then).",
     )
 
     # --- batching ------------------------------------------------------------------------------

@@ -15,15 +15,18 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from predictor.batching import BatcherClosed
 from predictor.config import Settings
-from predictor.engine import Engine, PendingCheck, load_engine
+from predictor.engine import Engine, EnginePlan, PendingCheck, load_engine
 from predictor.engine.cache import model_content_hash
 from predictor.engine.faults import first_line, is_out_of_memory
+from predictor.engine.loader import plan_for, speed_check_for, variant_of
 from predictor.engine.precision_check import Verdict
+from predictor.engine.speed_check import BackgroundWork
 from predictor.metrics import PredictorMetrics
 from predictor.preprocess import PreprocessSpec, inspect_jpeg
 
@@ -32,8 +35,9 @@ R = TypeVar("R")
 Run = Callable[[Callable[[], R]], R]
 
 
-class _Closing(Exception):
-    """Raised inside the background precision check when the pipeline shuts down."""
+class _Closing(BaseException):
+    """Raised inside the background checks when the pipeline shuts down (not an ``Exception``: no handler
+    for a failed candidate on the way may take it for one)."""
 
 
 def warmup_jpeg() -> bytes:
@@ -99,6 +103,12 @@ class ModelRuntime:
         """Set once no precision check is running any more (at once when none was needed)."""
         self.device_fallbacks = 0
         """JPEGs that ``jpeg_decode=device`` sent to the CPU decoder since start."""
+        self.plan: EnginePlan | None = None
+        """What the engine serves (None for an engine given by a test)."""
+        self.background_work: BackgroundWork | None = None
+        """Serving-like work the speed check runs beside its timed passes (the pipeline's decode pool)."""
+        self.speed_check_done = threading.Event()
+        """Set once no speed check is running any more (at once when none applies)."""
         self._pending = pending
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -118,6 +128,7 @@ class ModelRuntime:
         if self.engine is None:
             loaded = load_engine(s, self.spec, run=self._run, defer=True)
             self.engine, self.precision_verdict, self._pending = loaded.engine, loaded.verdict, loaded.pending
+            self.plan = loaded.plan
         else:
             self._run(self.engine.load)
         engine = self.engine
@@ -194,32 +205,76 @@ class ModelRuntime:
     # --- the background precision check ----------------------------------------------------------
 
     def start_background_check(self) -> None:
-        """After ready: run a deferred precision check on its own thread (or mark that none runs)."""
-        if self._pending is None:
+        """After ready: run a deferred precision check, then a speed check, on their own thread (or mark
+        that none runs)."""
+        speed = speed_check_for(self.plan, self.settings, self.spec) if self.plan is not None else None
+        if self._pending is None and speed is None:
             self.precision_check_done.set()
+            self.speed_check_done.set()
             return
-        self._thread = threading.Thread(target=self._check, name="precision-check", daemon=True)
+        self._thread = threading.Thread(target=self._check, name="model-checks", daemon=True)
         self._thread.start()
 
     def _check(self) -> None:
+        """The deferred checks, one after the other, while the current engine serves."""
+        try:
+            try:
+                self._check_precision()
+            except _Closing:
+                logger.info("precision check stopped: shutting down")
+                return
+            finally:
+                self.precision_check_done.set()
+            try:
+                self._check_speed()
+            except _Closing:
+                logger.info("speed check stopped: shutting down")
+        finally:
+            self.speed_check_done.set()
+
+    def _check_precision(self) -> None:
         """Check the deferred reduced precision while fp32 serves; switch engines if it keeps the answers."""
-        assert self._pending is not None and self.engine is not None
+        if self._pending is None:
+            return
+        assert self.engine is not None
         try:
             verdict, candidate = self._pending.run(self.engine, self._on_inference_thread)
             self.precision_verdict = verdict
             if candidate is not None:
-                self._prepare(candidate, self._on_inference_thread)
-                old = self.engine
-                self._on_inference_thread(lambda: self._switch(candidate))
-                self._set_model_info(candidate, old)
-                i = candidate.info
-                logger.info("now serving %s %s on %s", i.backend, i.dtype, i.device)
-        except _Closing:
-            logger.info("precision check stopped: shutting down")
+                self._serve(candidate)
+                if self.plan is not None:
+                    self.plan = replace(self._pending.plan, verify_against=None)
         except Exception:
             logger.exception("precision check failed; serving stays in fp32")
-        finally:
-            self.precision_check_done.set()
+
+    def _check_speed(self) -> None:
+        """Time every way of serving the current precision; serve the fastest (:mod:`~predictor.engine.speed_check`)."""
+        pending = speed_check_for(self.plan, self.settings, self.spec) if self.plan is not None else None
+        if pending is None or self.plan is None or self.engine is None:
+            return
+        current = variant_of(self.plan, self.settings)
+        cached = pending.cached() is not None
+        try:
+            verdict, winner, candidate = pending.run(
+                self.engine, current, self._on_inference_thread, self.background_work
+            )
+            name = pending.path.name
+            where = f"cached in {name}" if cached else f"{verdict.seconds:.1f}s, cached as {name}"
+            logger.info("speed check (%s): %s", where, verdict.describe())
+            if candidate is not None:
+                self._serve(candidate)
+                self.plan = plan_for(winner, self.plan, f"measured fastest here ({winner.label})")
+        except Exception:
+            logger.exception("speed check failed; serving stays as it is")
+
+    def _serve(self, candidate: Engine) -> None:
+        """Warm ``candidate`` up and switch to it between two batches."""
+        self._prepare(candidate, self._on_inference_thread)
+        old = self.engine
+        self._on_inference_thread(lambda: self._switch(candidate))
+        self._set_model_info(candidate, old)
+        i = candidate.info
+        logger.info("now serving %s %s on %s", i.backend, i.dtype, i.device)
 
     def _switch(self, candidate: Engine) -> None:
         old, self.engine = self.engine, candidate
