@@ -146,7 +146,7 @@ def profile(pid: int, url: str, args: argparse.Namespace, out_dir: Path) -> dict
         "errors": result["errors"],
         "wall_s": round(wall, 2),
         "server_cores": round(server_cpu / wall, 3),
-        "others_cores": round((host1 - host0 - server_cpu) / wall - result["client_cpu"]["cores"], 3),
+        "others_cores": round((host1 - host0 - server_cpu) / wall - result["client_cpu"]["cores_used"], 3),
         "cpu_ms_per_image": {g: round(1000 * s / images, 2) for g, s in sorted(groups.items())},
         "cpu_ms_per_image_total": round(1000 * server_cpu / images, 2),
         "mean_batch": round(batched / max(1.0, metric_sum(url, "classifier_batch_size_count") - batches0), 2),
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             server.start()
             assert server.proc is not None
             pid, url = server.proc.pid, server.url
-            _wait_background_work(server.log_path)  # type: ignore[arg-type]
+            server.wait_background()
         try:
             report = profile(pid, url, args, Path(tmp))
         finally:
@@ -200,16 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     return 0
-
-
-def _wait_background_work(log: Path, timeout_s: float = 300) -> None:
-    """Wait until a deferred precision check has run (its forward passes would count as served ones)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        if "until the precision check" not in text or "precision check (" in text or "check failed" in text:
-            return
-        time.sleep(0.5)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 :class:`ModelRuntime` reads the model directory (preprocessing, labels, version), loads and warms up the
 engine on the inference thread (thread-bound state such as CUDA streams or OpenMP pools is created where
 every later forward pass runs), and, after the pod is ready, runs a deferred precision check while fp32
-serves: the candidate engine loads on the check's own thread, each calibration forward pass and each
-warm-up batch size runs on the inference thread between served batches, and the swap itself is one step
-there, so no batch sees a half-switched engine and serving never waits on more than one such step.
+serves, then the speed check (:mod:`predictor.engine.speed_check`): candidate engines load on the checks'
+own thread, each calibration or timed forward pass and each warm-up batch size runs on the inference
+thread between served batches, and the swap itself is one step there, so no batch sees a half-switched
+engine and serving never waits on more than one such step.
 """
 
 from __future__ import annotations
@@ -212,6 +213,11 @@ class ModelRuntime:
             self.precision_check_done.set()
             self.speed_check_done.set()
             return
+        logger.info(
+            "background checks started: precision %s, speed %s",
+            f"of {self._pending.plan.backend} {self._pending.plan.precision}" if self._pending else "none",
+            f"of {len(speed.variants)} ways to serve" if speed else "unless the precision changes",
+        )
         self._thread = threading.Thread(target=self._check, name="model-checks", daemon=True)
         self._thread.start()
 
@@ -229,6 +235,8 @@ class ModelRuntime:
                 self._check_speed()
             except _Closing:
                 logger.info("speed check stopped: shutting down")
+                return
+            logger.info("background checks done")
         finally:
             self.speed_check_done.set()
 

@@ -10,6 +10,10 @@ The fastest backend + precision that keeps the answers (numbers in docs/performa
   skips it.
 * CUDA: torch fp16, checked the same way against torch fp32.
 * OpenVINO not importable: ONNX Runtime fp32.
+
+The order is only where serving starts: with ``backend=auto`` on the CPU, the speed check
+(:mod:`predictor.engine.speed_check`) then measures every backend (and OpenVINO hint) that keeps the
+answers on this machine and serves the fastest, from its cached verdict on later starts.
 """
 
 from __future__ import annotations
