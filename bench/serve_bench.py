@@ -282,8 +282,9 @@ def run_suite(a: argparse.Namespace) -> dict[str, Any]:
     res["paired_ratios"] = {
         "ours_vs_naive": paired_ratio(rounds, "ours/classify", "naive/classify"),
         "batching_gain": paired_ratio(rounds, "ours/classify", "ours_batch1/classify"),
+        **{f"ours_vs_{name}": paired_ratio(rounds, "ours/classify", f"ours_{name}/classify") for name, _ in a.variant},
     }
-    ours = next(r for r in res["runs"] if r["run"] == "ours/classify")
+    ours = next(r for r in res["runs"] if r["run"].startswith("ours/"))  # the first protocol measured
     if ramp:
         res["ramp"] = summarize_ramp(ramp)
         # The ramp's short steps are at the mercy of the neighbours; the saturated rate for the overload
