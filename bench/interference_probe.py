@@ -62,6 +62,7 @@ def decode_cpu_ms(jpeg: bytes, spec: Any, n: int = 50) -> float:
 def probe(args: argparse.Namespace) -> dict[str, Any]:
     from bench.payloads import parse_size, sample_jpegs
     from predictor.engine.speed_check import timed_rounds
+    from predictor.pipeline import set_thread_niceness
     from predictor.preprocess import PreprocessSpec, decode_image
 
     cores = len(os.sched_getaffinity(0))
@@ -73,7 +74,10 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
         for e in engines.values():
             e.warmup([1, args.batch])
         batch = np.random.default_rng(0).integers(0, 256, (args.batch, *spec.crop_hw, 3), dtype=np.uint8)
-        with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+        nice = args.decode_nice
+        with ThreadPoolExecutor(
+            threads, thread_name_prefix="decode", initializer=set_thread_niceness, initargs=(nice,)
+        ) as pool:
 
             def work(n: int):
                 futures = [pool.submit(decode_image, jpeg, spec, 40_000_000) for _ in range(n)]
@@ -93,7 +97,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
         expected = cores / (cores / alone[n] + decode_ms / 1000)
         rows.append({"engine": n, "alone": alone[n], "with_decode": loaded[n], "expected": round(expected, 2),
                      "stall": round(expected / loaded[n], 3)})  # fmt: skip
-    return {"cores": cores, "batch": args.batch, "size": args.size, "decode_threads": threads,
+    return {"cores": cores, "batch": args.batch, "size": args.size, "decode_threads": threads, "decode_nice": nice,
             "decode_cpu_ms_per_image": round(decode_ms, 2), "rows": rows}  # fmt: skip
 
 
@@ -119,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="640x480", help="size of the decoded photo, WxH")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0 = usable cores)")
     p.add_argument("--decode_threads", type=int, default=0, help="0 = usable cores, as the server")
+    p.add_argument("--decode_nice", type=int, default=0, help="nice value of the decode threads (0 = as the server)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=2.0, help="forward-pass seconds per engine per round")
     p.add_argument("--json_out", type=Path, default=None)
