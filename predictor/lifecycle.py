@@ -3,9 +3,10 @@
 :class:`ModelRuntime` reads the model directory (preprocessing, labels, version), loads and warms up the
 engine on the inference thread (thread-bound state such as CUDA streams or OpenMP pools is created where
 every later forward pass runs), and, after the pod is ready, runs a deferred precision check while fp32
-serves: the candidate engine loads on the check's own thread, each calibration forward pass and each
-warm-up batch size runs on the inference thread between served batches, and the swap itself is one step
-there, so no batch sees a half-switched engine and serving never waits on more than one such step.
+serves, then the speed check (:mod:`predictor.engine.speed_check`): candidate engines load on the checks'
+own thread, each calibration or timed forward pass and each warm-up batch size runs on the inference
+thread between served batches, and the swap itself is one step there, so no batch sees a half-switched
+engine and serving never waits on more than one such step.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from predictor.batching import BatcherClosed
 from predictor.config import Settings
-from predictor.engine import Engine, PendingCheck, load_engine
+from predictor.engine import Engine, EnginePlan, PendingCheck, load_engine
 from predictor.engine.cache import model_content_hash
+from predictor.engine.faults import first_line, is_out_of_memory
+from predictor.engine.loader import plan_for, speed_check_for, variant_of
 from predictor.engine.precision_check import Verdict
+from predictor.engine.speed_check import BackgroundWork
 from predictor.metrics import PredictorMetrics
 from predictor.preprocess import PreprocessSpec, inspect_jpeg
 
@@ -31,8 +36,9 @@ R = TypeVar("R")
 Run = Callable[[Callable[[], R]], R]
 
 
-class _Closing(Exception):
-    """Raised inside the background precision check when the pipeline shuts down."""
+class _Closing(BaseException):
+    """Raised inside the background checks when the pipeline shuts down (not an ``Exception``: no handler
+    for a failed candidate on the way may take it for one)."""
 
 
 def warmup_jpeg() -> bytes:
@@ -71,6 +77,8 @@ class ModelRuntime:
         run: Runs a callable on the inference thread and returns its result.
         engine: An engine to use instead of the one the settings plan (tests).
         pending: With ``engine``: a precision check to run after ready, as a deferred one would (tests).
+        on_warmup_capped: Told the largest batch size that warmed up when a larger one ran out of device
+            memory (the pipeline caps its batches there instead of failing the start).
     """
 
     def __init__(
@@ -80,8 +88,10 @@ class ModelRuntime:
         run: Run,
         engine: Engine | None = None,
         pending: PendingCheck | None = None,
+        on_warmup_capped: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_warmup_capped = on_warmup_capped
         self.metrics = metrics
         self._run = run
         self.engine: Engine | None = engine
@@ -94,6 +104,12 @@ class ModelRuntime:
         """Set once no precision check is running any more (at once when none was needed)."""
         self.device_fallbacks = 0
         """JPEGs that ``jpeg_decode=device`` sent to the CPU decoder since start."""
+        self.plan: EnginePlan | None = None
+        """What the engine serves (None for an engine given by a test)."""
+        self.background_work: BackgroundWork | None = None
+        """Serving-like work the speed check runs beside its timed passes (the pipeline's decode pool)."""
+        self.speed_check_done = threading.Event()
+        """Set once no speed check is running any more (at once when none applies)."""
         self._pending = pending
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -113,6 +129,7 @@ class ModelRuntime:
         if self.engine is None:
             loaded = load_engine(s, self.spec, run=self._run, defer=True)
             self.engine, self.precision_verdict, self._pending = loaded.engine, loaded.verdict, loaded.pending
+            self.plan = loaded.plan
         else:
             self._run(self.engine.load)
         engine = self.engine
@@ -127,11 +144,32 @@ class ModelRuntime:
         self._set_model_info(engine, None)
 
     def _prepare(self, engine: Engine, run: Run) -> None:
-        """Hook the engine up and warm up every batch size it wants, one ``run`` (inference-thread step) each."""
+        """Hook the engine up and warm up every batch size it wants, one ``run`` (inference-thread step) each.
+
+        A size that runs out of device memory ends the warm-up: batches are capped at the largest size
+        that warmed up (``on_warmup_capped``) rather than failing the start; if even the smallest does not
+        fit, the error is raised.
+        """
         if engine.decodes_jpeg:
             engine.on_decode_fallback = self._device_fallback  # type: ignore[attr-defined]
-        for size in engine.warmup_sizes(self.settings.max_batch_size):
-            run(lambda size=size: engine.warmup([size]))
+        largest = 0
+        for size in sorted(engine.warmup_sizes(self.settings.max_batch_size)):
+            try:
+                run(lambda size=size: engine.warmup([size]))
+            except Exception as e:
+                if not is_out_of_memory(e) or largest == 0:
+                    raise
+                engine.release_memory()
+                logger.warning(
+                    "warm-up: a batch of %d ran out of device memory (%s); batches are capped at %d",
+                    size,
+                    first_line(e),
+                    largest,
+                )
+                if self._on_warmup_capped is not None:
+                    self._on_warmup_capped(largest)
+                return
+            largest = size
 
     def _warm_up_device_decode(self, engine: Engine) -> None:
         """Decode the warm-up JPEG on the device; fail the load if the device decoder could not."""
@@ -168,32 +206,83 @@ class ModelRuntime:
     # --- the background precision check ----------------------------------------------------------
 
     def start_background_check(self) -> None:
-        """After ready: run a deferred precision check on its own thread (or mark that none runs)."""
-        if self._pending is None:
+        """After ready: run a deferred precision check, then a speed check, on their own thread (or mark
+        that none runs)."""
+        speed = speed_check_for(self.plan, self.settings, self.spec) if self.plan is not None else None
+        if self._pending is None and speed is None:
             self.precision_check_done.set()
+            self.speed_check_done.set()
             return
-        self._thread = threading.Thread(target=self._check, name="precision-check", daemon=True)
+        logger.info(
+            "background checks started: precision %s, speed %s",
+            f"of {self._pending.plan.backend} {self._pending.plan.precision}" if self._pending else "none",
+            f"of {len(speed.variants)} ways to serve" if speed else "unless the precision changes",
+        )
+        self._thread = threading.Thread(target=self._check, name="model-checks", daemon=True)
         self._thread.start()
 
     def _check(self) -> None:
+        """The deferred checks, one after the other, while the current engine serves."""
+        try:
+            try:
+                self._check_precision()
+            except _Closing:
+                logger.info("precision check stopped: shutting down")
+                return
+            finally:
+                self.precision_check_done.set()
+            try:
+                self._check_speed()
+            except _Closing:
+                logger.info("speed check stopped: shutting down")
+                return
+            logger.info("background checks done")
+        finally:
+            self.speed_check_done.set()
+
+    def _check_precision(self) -> None:
         """Check the deferred reduced precision while fp32 serves; switch engines if it keeps the answers."""
-        assert self._pending is not None and self.engine is not None
+        if self._pending is None:
+            return
+        assert self.engine is not None
         try:
             verdict, candidate = self._pending.run(self.engine, self._on_inference_thread)
             self.precision_verdict = verdict
             if candidate is not None:
-                self._prepare(candidate, self._on_inference_thread)
-                old = self.engine
-                self._on_inference_thread(lambda: self._switch(candidate))
-                self._set_model_info(candidate, old)
-                i = candidate.info
-                logger.info("now serving %s %s on %s", i.backend, i.dtype, i.device)
-        except _Closing:
-            logger.info("precision check stopped: shutting down")
+                self._serve(candidate)
+                if self.plan is not None:
+                    self.plan = replace(self._pending.plan, verify_against=None)
         except Exception:
             logger.exception("precision check failed; serving stays in fp32")
-        finally:
-            self.precision_check_done.set()
+
+    def _check_speed(self) -> None:
+        """Time every way of serving the current precision; serve the fastest (:mod:`~predictor.engine.speed_check`)."""
+        pending = speed_check_for(self.plan, self.settings, self.spec) if self.plan is not None else None
+        if pending is None or self.plan is None or self.engine is None:
+            return
+        current = variant_of(self.plan, self.settings)
+        cached = pending.cached() is not None
+        try:
+            verdict, winner, candidate = pending.run(
+                self.engine, current, self._on_inference_thread, self.background_work
+            )
+            name = pending.path.name
+            where = f"cached in {name}" if cached else f"{verdict.seconds:.1f}s, cached as {name}"
+            logger.info("speed check (%s): %s", where, verdict.describe())
+            if candidate is not None:
+                self._serve(candidate)
+                self.plan = plan_for(winner, self.plan, f"measured fastest here ({winner.label})")
+        except Exception:
+            logger.exception("speed check failed; serving stays as it is")
+
+    def _serve(self, candidate: Engine) -> None:
+        """Warm ``candidate`` up and switch to it between two batches."""
+        self._prepare(candidate, self._on_inference_thread)
+        old = self.engine
+        self._on_inference_thread(lambda: self._switch(candidate))
+        self._set_model_info(candidate, old)
+        i = candidate.info
+        logger.info("now serving %s %s on %s", i.backend, i.dtype, i.device)
 
     def _switch(self, candidate: Engine) -> None:
         old, self.engine = self.engine, candidate

@@ -128,6 +128,19 @@ class PredictorMetrics:
             ["model", "reason"],
             registry=r,
         )
+        self.batch_cap = Gauge(
+            f"{PREFIX}_batch_cap",
+            "Most images the next forward pass may hold: max_batch_size, or less while device memory is short "
+            "(lowered to the largest batch that fit after an out-of-memory error, raised back step by step).",
+            ["model"],
+            registry=r,
+        )
+        self.out_of_memory = Counter(
+            f"{PREFIX}_out_of_memory_total",
+            "Forward passes that ran out of device memory (each retried as two halves, down to one image).",
+            ["model"],
+            registry=r,
+        )
         self.load_seconds = Gauge(
             f"{PREFIX}_model_load_seconds", "Time taken to load and warm up the model.", ["model"], registry=r
         )

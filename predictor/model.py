@@ -29,6 +29,17 @@ class ImageClassifierModel(Model):
         self.settings = settings
         self.pipeline = pipeline
 
+    @property
+    def ready(self) -> bool:
+        """Loaded and not stopped, and the inference device still works (KServe's model-ready routes and
+        the chart's readiness probe read this)."""
+        pipeline = getattr(self, "pipeline", None)  # KServe's __init__ sets ready before ours runs
+        return self._ready and (pipeline is None or pipeline.broken is None)
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+
     def load(self) -> bool:
         """Load and warm up the model; sets ``ready``."""
         self.pipeline.load()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from predictor.batching import BatchStats, DynamicBatcher
 from predictor.config import Settings
 from predictor.engine import Engine, EngineInfo
 from predictor.engine.base import Item
+from predictor.engine.faults import BatchCap, DeviceGuard
 from predictor.engine.precision_check import Verdict
-from predictor.errors import DeadlineExceeded, InvalidInput, NotReady, PredictorError
+from predictor.errors import DeadlineExceeded, InsufficientMemory, InvalidInput, NotReady, PredictorError
 from predictor.lifecycle import ModelRuntime, warmup_jpeg
 from predictor.limits import check_image_count, check_top_k
 from predictor.metrics import PredictorMetrics
@@ -34,6 +36,8 @@ from predictor.preprocess import PreprocessSpec, decode_image, inspect_jpeg, pre
 logger = logging.getLogger(__name__)
 
 ImageInput = bytes | np.ndarray
+SPEED_CHECK_PHOTO = Path(__file__).resolve().parent / "calibration" / "01-photo-coffee.jpg"
+"""A real photo (480x320) for the serving-like decodes beside the speed check's timed passes."""
 
 
 class Pipeline:
@@ -57,6 +61,7 @@ class Pipeline:
         self.runtime: ModelRuntime | None = None
         self.admission = Admission(settings.max_queue_images, self._queue_depth_changed)
         self._batcher: DynamicBatcher[Item, np.ndarray] | None = None
+        self._guard: DeviceGuard | None = None
         self._decode_pool: ThreadPoolExecutor | None = None
         self.load_seconds = 0.0
         self.ready = False
@@ -99,6 +104,22 @@ class Pipeline:
         return self._rt().precision_check_done
 
     @property
+    def broken(self) -> str | None:
+        """Why the inference device is unusable (a broken CUDA context), or None while it is fine."""
+        return self._guard.broken if self._guard is not None else None
+
+    def broken_error(self) -> PredictorError:
+        """The 503 answered while the device is unusable."""
+        if self._guard is None:
+            raise RuntimeError("broken_error() before load()")
+        return self._guard.broken_error()
+
+    @property
+    def batch_cap(self) -> int:
+        """The most images the next forward pass may hold (``max_batch_size`` unless memory ran short)."""
+        return self._batcher.batch_cap if self._batcher is not None else self.settings.max_batch_size
+
+    @property
     def queue_depth(self) -> int:
         """Images admitted and not yet inferred."""
         return self.admission.depth
@@ -116,18 +137,28 @@ class Pipeline:
             on_batch=self._on_batch,
             thread_name="inference",
         )
-        self.runtime = ModelRuntime(s, self.metrics, self._batcher.run_on_handler_thread, self._given_engine)
+        cap = BatchCap(s.max_batch_size, s.oom_recovery_seconds, self._batch_cap_changed)
+        name = self.model_name
+        self._guard = DeviceGuard(cap, lambda n: self.metrics.out_of_memory.labels(name).inc())
+        self.runtime = ModelRuntime(
+            s, self.metrics, self._batcher.run_on_handler_thread, self._given_engine, on_warmup_capped=cap.lower
+        )
         self.runtime.load()
         self._decode_pool = ThreadPoolExecutor(
-            max_workers=s.decode_threads or s.usable_cores(), thread_name_prefix="decode"
+            max_workers=s.decode_threads or s.usable_cores(),
+            thread_name_prefix="decode",
+            initializer=set_thread_niceness,
+            initargs=(s.decode_nice,),
         )
         # Decode one sample too, so the first request does not pay the decode path's lazy imports.
         self._decode_pool.submit(self._prepare, warmup_jpeg()).result()
+        self.runtime.background_work = self._decode_alongside
         self.load_seconds = time.monotonic() - started
         self.ready = True
         m, name = self.metrics, self.model_name
         m.load_seconds.labels(name).set(self.load_seconds)
         m.queue_capacity.labels(name).set(s.max_queue_images)
+        m.batch_cap.labels(name).set(self.batch_cap)
         self._queue_depth_changed(0)
         self._log_loaded()
         self.runtime.start_background_check()
@@ -191,6 +222,8 @@ class Pipeline:
     ) -> list:
         if not self.ready or self._batcher is None or self._decode_pool is None:
             raise NotReady("model is not ready: loading or shutting down")
+        if self.broken is not None:
+            raise self.broken_error()
         self._batcher.start()
         k = self.check_top_k(top_k)
         n = len(images)
@@ -221,9 +254,9 @@ class Pipeline:
             # Items decoded on the device can fail there alone (InvalidInput in their place).
             probs = await self._batcher.submit([decoded[i] for i in good], deadline, return_exceptions=True)
             for i, p in zip(good, probs, strict=True):
-                if isinstance(p, InvalidInput):
+                if isinstance(p, InvalidInput | InsufficientMemory):  # this image alone failed
                     if not per_image:
-                        raise InvalidInput(f"image {i}: {p.message}" if len(images) > 1 else p.message)
+                        raise _for_image(p, i, len(images))
                     outcomes[i] = p
                 elif isinstance(p, BaseException):
                     raise p
@@ -270,16 +303,48 @@ class Pipeline:
             f"[H,W,3] RGB pixels or normalised FP32 [3,{h},{w}]"
         )
 
-    def _infer_batch(self, items: list[Item]) -> list[np.ndarray | InvalidInput]:
-        """Run the current engine on one batch, softmax each answer (on the inference thread)."""
+    def _infer_batch(self, items: list[Item]) -> list[np.ndarray | PredictorError]:
+        """Run the current engine on one batch, softmax each answer (on the inference thread).
+
+        Out-of-memory errors are healed by splitting the batch, a broken device is latched
+        (:class:`~predictor.engine.faults.DeviceGuard`).
+        """
         engine = self._rt().engine
-        assert engine is not None
-        rows = engine.infer_items(items)
+        assert engine is not None and self._guard is not None
+        rows = self._guard.infer(engine, items)
         good = [i for i, r in enumerate(rows) if not isinstance(r, BaseException)]
         if good:
             for i, p in zip(good, softmax(np.stack([rows[i] for i in good])), strict=True):
                 rows[i] = p
         return rows
+
+    def _batch_cap_changed(self, new: int, old: int) -> None:
+        """The batch cap moved (on the inference thread): tell the batcher, the gauge and the log."""
+        if self._batcher is not None:
+            self._batcher.set_batch_cap(new)
+        self.metrics.batch_cap.labels(self.model_name).set(new)
+        if new < old:
+            logger.warning(
+                "device memory ran out: batches capped at %d images (was %d, max_batch_size=%d); raised again "
+                "after %.0fs without another out-of-memory error",
+                new, old, self.settings.max_batch_size, self._guard.cap.period_s if self._guard else 0,
+            )  # fmt: skip
+        else:
+            logger.info("no out-of-memory error for a while: batch cap raised to %d (was %d)", new, old)
+
+    def _decode_alongside(self, n: int) -> Callable[[], None]:
+        """Decode ``n`` sample photos in the decode pool (what serving does beside each forward pass) for the
+        speed check; returns a function that waits for them. Not counted in the metrics."""
+        spec, pool = self.spec, self._decode_pool
+        assert spec is not None and pool is not None
+        sample = SPEED_CHECK_PHOTO.read_bytes()
+        futures = [pool.submit(decode_image, sample, spec, self.settings.max_image_pixels) for _ in range(n)]
+
+        def join() -> None:
+            for f in futures:
+                f.result()
+
+        return join
 
     def _queue_depth_changed(self, depth: int) -> None:
         self.metrics.queue_depth.labels(self.model_name).set(depth)
@@ -291,3 +356,19 @@ class Pipeline:
         hist = m.queue_wait.labels(name)
         for w in stats.queue_waits_s:
             hist.observe(w)
+
+
+def _for_image(error: PredictorError, index: int, count: int) -> PredictorError:
+    """The error of image ``index`` as the whole request's answer (naming the image when there are several)."""
+    if count == 1:
+        return error
+    return type(error)(f"image {index}: {error.message}", retry_after_seconds=error.retry_after_seconds)
+
+
+def set_thread_niceness(nice: int) -> None:
+    """Make the calling thread (a decode thread) this nice; Linux schedules threads one by one."""
+    if nice > 0 and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError as e:  # pragma: no cover - refused by a sandbox
+            logger.warning("could not set the decode threads' niceness to %d: %s", nice, e)

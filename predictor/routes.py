@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -128,14 +128,53 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
         body = v2.metadata(settings.model_name, pipeline.model_version, pipeline.spec.crop_hw)
         return Response(orjson.dumps(body), media_type="application/json")
 
+    _install_health(app, pipeline, check_model)
     ours = {
         "/classify",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{model_name}/ready",
+        "/v2/models/{model_name}/versions/{model_version}/ready",
         "/v2/models/{model_name}",
         "/v2/models/{model_name}/versions/{model_version}",
         "/v2/models/{model_name}/infer",
         "/v2/models/{model_name}/versions/{model_version}/infer",
     }
     prefer_routes(app, [r for r in app.router.routes if isinstance(r, APIRoute) and r.path in ours])
+
+
+def _install_health(app: FastAPI, pipeline: Pipeline, check_model: Callable[..., None]) -> None:
+    """Liveness and readiness that know the inference device: KServe's answer 200 (live) whatever the
+    device's state, and log a traceback for every not-ready probe."""
+
+    def check_device() -> None:
+        if pipeline.broken is not None:
+            raise pipeline.broken_error()
+
+    @app.get("/v2/health/live", tags=["v2"])
+    async def live() -> Response:
+        """Liveness (the chart's liveness probe): 503 once the inference device is unusable, so the kubelet
+        restarts the container."""
+        check_device()
+        return Response(b'{"live":true}', media_type="application/json")
+
+    @app.get("/v2/health/ready", tags=["v2"])
+    async def ready() -> Response:
+        """Server readiness: the model is loaded, not draining, and the inference device works."""
+        check_device()
+        if not pipeline.ready:
+            raise NotReady("model is not ready: loading or shutting down")
+        return Response(b'{"ready":true}', media_type="application/json")
+
+    @app.get("/v2/models/{model_name}/ready", tags=["v2"])
+    @app.get("/v2/models/{model_name}/versions/{model_version}/ready", tags=["v2"])
+    async def model_ready(model_name: str, model_version: str | None = None) -> Response:
+        """Model readiness (the chart's readiness probe), as :func:`ready` for the one model served here."""
+        check_model(model_name, model_version)
+        check_device()
+        if not pipeline.ready:
+            raise NotReady(f"model {model_name} is not ready: loading or shutting down")
+        return Response(orjson.dumps({"name": model_name, "ready": True}), media_type="application/json")
 
 
 def query_int(request: Request, name: str) -> int | None:

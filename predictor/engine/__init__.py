@@ -4,6 +4,8 @@
 * :mod:`~predictor.engine.registry`: the backends (torch, openvino, onnxruntime) and how each is built.
 * :mod:`~predictor.engine.policy`: ``auto`` settings → a concrete :class:`EnginePlan`.
 * :mod:`~predictor.engine.loader`: build, load, and the precision check of an ``auto`` reduced precision.
+* :mod:`~predictor.engine.speed_check`: which backend (and OpenVINO hint) serves fastest here, measured.
+* :mod:`~predictor.engine.faults`: out-of-memory split-and-cap, a broken device latched.
 """
 
 from predictor.engine.base import Engine, EngineInfo

@@ -124,5 +124,8 @@ class Engine(abc.ABC):
         for n in batch_sizes:
             self.checked_infer(np.zeros((n, h, w, 3), dtype=np.uint8))
 
+    def release_memory(self) -> None:  # noqa: B027 - optional hook
+        """Give cached device memory back after an out-of-memory error, before a smaller batch is tried."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release device memory and threads."""

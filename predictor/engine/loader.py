@@ -1,5 +1,6 @@
 """Loading an engine for the settings: resolve the plan, build through the registry, load, and check an
-``auto`` reduced precision against fp32 (now, from a cached verdict, or deferred while fp32 serves)."""
+``auto`` reduced precision against fp32 (now, from a cached verdict, or deferred while fp32 serves);
+serve the fastest way of running it where a speed check measured one (:mod:`.speed_check`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from predictor.engine import precision_check, registry
+from predictor.engine import precision_check, registry, speed_check
 from predictor.engine.base import Engine
 from predictor.engine.cache import model_content_hash, resolve_cache_dir
 from predictor.engine.cpu import detect_cpu
-from predictor.engine.policy import EnginePlan, resolve_plan
+from predictor.engine.policy import EnginePlan, openvino_importable, resolve_plan
 from predictor.engine.precision_check import Verdict
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ def load_engine(
     plan = resolve_plan(settings)
     logger.info("engine plan: %s %s on %s (%s)", plan.backend, plan.precision, plan.device, plan.reason)
     if not plan.verify_against:
+        plan = apply_cached_speed(plan, settings, spec)
         engine = build_engine(plan, settings, spec)
         run(engine.load)
         return LoadedEngine(engine, plan, None)
@@ -149,7 +151,7 @@ def load_engine(
     verdict = precision_check.read_verdict(path)
     if verdict is not None:
         logger.info("precision check (cached in %s): %s", path.name, verdict.describe())
-        served = chosen if verdict.passed else fallback
+        served = apply_cached_speed(chosen if verdict.passed else fallback, settings, spec)
         engine = build_engine(served, settings, spec)
         run(engine.load)
         return LoadedEngine(engine, served, verdict, verdict_cached=True)
@@ -179,6 +181,66 @@ def _hardware(device: str) -> str:
     return detect_cpu().describe()
 
 
+def _hint(plan: EnginePlan, settings: Settings) -> str:
+    if plan.openvino_hint:
+        return plan.openvino_hint
+    return "LATENCY" if settings.openvino_hint == "auto" else settings.openvino_hint
+
+
+def variant_of(plan: EnginePlan, settings: Settings) -> speed_check.Variant:
+    """The speed check's name for what ``plan`` serves."""
+    hint = _hint(plan, settings) if plan.backend == "openvino" else ""
+    return speed_check.Variant(plan.backend, plan.precision, hint)
+
+
+def plan_for(variant: speed_check.Variant, plan: EnginePlan, why: str) -> EnginePlan:
+    """``plan`` serving ``variant`` instead (same device and precision)."""
+    return replace(plan, backend=variant.backend, openvino_hint=variant.openvino_hint, reason=f"{plan.reason}; {why}")
+
+
+def speed_check_for(plan: EnginePlan, settings: Settings, spec: PreprocessSpec) -> speed_check.PendingSpeedCheck | None:
+    """The speed check for what ``plan`` serves, or None when the settings leave nothing to choose.
+
+    It applies on the CPU when ``backend`` or ``openvino_hint`` is ``auto``.
+    """
+    if plan.device != "cpu" or (settings.backend != "auto" and settings.openvino_hint != "auto"):
+        return None
+    checked = plan.backend if plan.precision != "fp32" else None
+    variants = speed_check.candidates(
+        plan.precision, settings.backend, settings.openvino_hint, checked, openvino_importable()
+    )
+    if len(variants) < 2:
+        return None
+    model_dir = Path(settings.model_dir)
+    batch = speed_check.measure_batch(settings.max_batch_size)
+    path = speed_check.verdict_path(
+        resolve_cache_dir(model_dir, settings.cache_dir),
+        model_content_hash(model_dir),
+        variants,
+        _hardware("cpu"),
+        settings.cpu_threads or settings.usable_cores(),
+        batch,
+    )
+
+    def build(v: speed_check.Variant) -> Engine:
+        return build_engine(plan_for(v, plan, "speed check candidate"), settings, spec)
+
+    return speed_check.PendingSpeedCheck(variants, path, batch, spec.crop_hw, build)
+
+
+def apply_cached_speed(plan: EnginePlan, settings: Settings, spec: PreprocessSpec) -> EnginePlan:
+    """``plan``, or the fastest way of serving its precision where a cached speed verdict names one."""
+    pending = speed_check_for(plan, settings, spec)
+    verdict = pending.cached() if pending is not None else None
+    if pending is None or verdict is None:
+        return plan
+    winner = speed_check.Variant.parse(verdict.winner)
+    if winner not in pending.variants:
+        return plan
+    logger.info("speed check (cached in %s): %s", pending.path.name, verdict.describe())
+    return plan_for(winner, plan, f"measured fastest here ({verdict.winner}, cached)")
+
+
 def build_engine(plan: EnginePlan, settings: Settings, spec: PreprocessSpec) -> Engine:
     """Build (not load) the engine a concrete plan names, through the backend registry."""
     model_dir = Path(settings.model_dir)
@@ -191,6 +253,7 @@ def build_engine(plan: EnginePlan, settings: Settings, spec: PreprocessSpec) -> 
         threads=settings.cpu_threads or settings.usable_cores(),
         max_batch_size=settings.max_batch_size,
         torch_compile=settings.torch_compile,
-        openvino_hint=settings.openvino_hint,
+        openvino_hint=_hint(plan, settings),
+        gpu_memory_fraction=settings.gpu_memory_fraction,
     )
     return registry.create(plan.backend, args)

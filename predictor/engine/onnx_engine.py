@@ -97,6 +97,7 @@ class OnnxRuntimeEngine(Engine):
         device: str = "cpu",
         precision: str = "fp32",
         threads: int = 0,
+        memory_fraction: float = 1.0,
     ) -> None:
         """Configure (nothing heavy happens before :meth:`load`).
 
@@ -107,6 +108,8 @@ class OnnxRuntimeEngine(Engine):
             device: ``cpu`` or ``cuda``.
             precision: ``fp32``; ``fp16`` on CUDA only.
             threads: Intra-op threads on CPU; 0 = ONNX Runtime's default (all cores).
+            memory_fraction: CUDA: share of the device's memory the CUDA provider's arena may hold
+                (``gpu_mem_limit``); 1 = no limit of our own.
         """
         super().__init__(spec)
         device = device.split(":")[0]
@@ -119,6 +122,10 @@ class OnnxRuntimeEngine(Engine):
         self.device = device
         self.precision = precision
         self.threads = threads
+        if not 0 < memory_fraction <= 1:
+            raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
+        self.memory_fraction = memory_fraction
+        self._shrink_arena = False
         self.exported: bool | None = None
         """After :meth:`load`: True if this load exported the ONNX files, False if the cache was reused."""
         self.artifact_dir: Path | None = None
@@ -169,7 +176,14 @@ class OnnxRuntimeEngine(Engine):
         if self.device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ValueError("onnxruntime has no CUDAExecutionProvider here: install onnxruntime-gpu")
-            return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"}), "CPUExecutionProvider"]
+            options: dict[str, Any] = {"cudnn_conv_algo_search": "EXHAUSTIVE"}
+            if self.memory_fraction < 1:
+                import torch
+
+                total = torch.cuda.get_device_properties(0).total_memory
+                options["gpu_mem_limit"] = str(int(total * self.memory_fraction))
+                options["arena_extend_strategy"] = "kSameAsRequested"  # grow by what is needed, within the limit
+            return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
 
     def _session(self, kind: str) -> Any:
@@ -218,8 +232,19 @@ class OnnxRuntimeEngine(Engine):
         if self.artifact_dir is None:
             raise RuntimeError("OnnxRuntimeEngine.infer called before load()")
         session = self._session(self.check_batch(batch))
-        (logits,) = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch)})
+        run_options = None
+        if self._shrink_arena:  # after an out-of-memory error: give the arena's free chunks back after this run
+            import onnxruntime as ort
+
+            run_options = ort.RunOptions()
+            run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "gpu:0")
+            self._shrink_arena = False
+        (logits,) = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch)}, run_options)
         return np.asarray(logits, dtype=np.float32)
+
+    def release_memory(self) -> None:
+        """CUDA: shrink the provider's memory arena at the end of the next run (after out of memory)."""
+        self._shrink_arena = self.device == "cuda"
 
     def close(self) -> None:
         """Drop the sessions."""

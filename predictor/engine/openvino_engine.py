@@ -8,7 +8,10 @@
 * Precision: ``INFERENCE_PRECISION_HINT`` is always set explicitly (``f32`` or ``bf16``), because on
   AMX CPUs OpenVINO would otherwise pick bf16 by itself.
 * ``performance_hint``: ``LATENCY`` runs a batch as one synchronous request (all cores on one request);
-  ``THROUGHPUT`` splits the batch over OpenVINO's parallel streams with an ``AsyncInferQueue``.
+  ``THROUGHPUT`` splits the batch over OpenVINO's parallel streams (one core each on a small machine)
+  with an ``AsyncInferQueue``, so no core waits for another inside a layer: a decode or HTTP thread that
+  takes a core delays one stream, not all of them. A batch smaller than the number of streams would
+  leave cores idle, so it runs as one all-core request of a second, ``LATENCY``-compiled model.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class OpenVinoEngine(Engine):
         self._ov_model: Any = None
         self._compiled: dict[str, Any] = {}
         self._runners: dict[str, Any] = {}
+        self._single: dict[str, Any] = {}
+        """THROUGHPUT only: a LATENCY-compiled request per kind, for batches smaller than the streams."""
         self._dtype = "float32"
 
     @property
@@ -138,9 +143,9 @@ class OpenVinoEngine(Engine):
             self.threads or "default",
         )
 
-    def _config(self) -> dict[str, str]:
+    def _config(self, hint: str | None = None) -> dict[str, str]:
         config = {
-            "PERFORMANCE_HINT": self.performance_hint,
+            "PERFORMANCE_HINT": hint or self.performance_hint,
             "INFERENCE_PRECISION_HINT": _OV_PRECISION[self.precision],
         }
         if self.threads > 0:
@@ -170,6 +175,9 @@ class OpenVinoEngine(Engine):
         if self.performance_hint == "THROUGHPUT":
             n_requests = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
             self._runners[kind] = ov.AsyncInferQueue(compiled, int(n_requests))
+            if int(n_requests) > 1:
+                latency = self._core.compile_model(model, "CPU", self._config("LATENCY"))
+                self._single[kind] = latency.create_infer_request()
         else:
             self._runners[kind] = compiled.create_infer_request()
         return compiled
@@ -178,24 +186,28 @@ class OpenVinoEngine(Engine):
         if kind not in self._runners:
             self._compile(kind)
         runner = self._runners[kind]
-        if self.performance_hint == "LATENCY":
-            result = runner.infer({0: batch}, share_inputs=True)
-            return np.array(result[0], dtype=np.float32, copy=True)
-        return self._run_streams(runner, batch)
+        if self.performance_hint == "THROUGHPUT" and batch.shape[0] < len(runner) and kind in self._single:
+            runner = self._single[kind]  # too few images to fill the streams: one request on all cores
+        elif self.performance_hint == "THROUGHPUT":
+            return self._run_streams(runner, batch)
+        result = runner.infer({0: batch}, share_inputs=True)
+        return np.array(result[0], dtype=np.float32, copy=True)
 
     @staticmethod
     def _run_streams(queue: Any, batch: np.ndarray) -> np.ndarray:
-        """Split the batch over the async queue's requests (one per stream) and gather in order."""
-        n_parts = min(len(queue), batch.shape[0])
-        chunks = np.array_split(batch, n_parts)
-        outputs: list[np.ndarray | None] = [None] * n_parts
+        """One image per request of the async queue (one request per stream), gathered in order.
+
+        A stream that is free takes the next image, so streams slowed by other threads on their core
+        share the batch unevenly instead of waiting for each other at its end.
+        """
+        outputs: list[np.ndarray | None] = [None] * batch.shape[0]
 
         def done(request: Any, index: int) -> None:
             outputs[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
         queue.set_callback(done)
-        for i, chunk in enumerate(chunks):
-            queue.start_async({0: np.ascontiguousarray(chunk)}, userdata=i)
+        for i in range(batch.shape[0]):
+            queue.start_async({0: batch[i : i + 1]}, userdata=i)
         queue.wait_all()
         return np.concatenate(outputs)
 
@@ -208,5 +220,6 @@ class OpenVinoEngine(Engine):
     def close(self) -> None:
         """Release compiled models and requests."""
         self._runners.clear()
+        self._single.clear()
         self._compiled.clear()
         self._ov_model = self._core = None

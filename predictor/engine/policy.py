@@ -10,6 +10,10 @@ The fastest backend + precision that keeps the answers (numbers in docs/performa
   skips it.
 * CUDA: torch fp16, checked the same way against torch fp32.
 * OpenVINO not importable: ONNX Runtime fp32.
+
+The order is only where serving starts: with ``backend=auto`` on the CPU, the speed check
+(:mod:`predictor.engine.speed_check`) then measures every backend (and OpenVINO hint) that keeps the
+answers on this machine and serves the fastest, from its cached verdict on later starts.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class EnginePlan:
     verify_against: str | None = None
     """When set, ``precision`` is served only if it keeps the answers of this precision (fp32) on the
     calibration set; :func:`load_engine` checks and falls back."""
+    openvino_hint: str = ""
+    """OpenVINO's performance hint; empty = the ``openvino_hint`` setting (``auto``: ``LATENCY`` until the
+    speed check has measured, :mod:`predictor.engine.speed_check`)."""
 
 
 def _cuda_available() -> bool:
@@ -57,7 +64,8 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _openvino_available() -> bool:
+def openvino_importable() -> bool:
+    """Whether the OpenVINO runtime is installed."""
     return importlib.util.find_spec("openvino") is not None
 
 
@@ -84,7 +92,7 @@ def resolve_plan(
         device = "cuda" if (cuda_available if cuda_available is not None else _cuda_available()) else "cpu"
     elif device == "cuda" and cuda_available is False:
         raise ValueError("device cuda was asked for but no CUDA device is available")
-    ov_ok = openvino_available if openvino_available is not None else _openvino_available()
+    ov_ok = openvino_available if openvino_available is not None else openvino_importable()
     if device == "cuda":
         backend = "torch" if settings.backend == "auto" else settings.backend
         precision = settings.precision

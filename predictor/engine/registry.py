@@ -31,6 +31,7 @@ class BuildArgs:
     max_batch_size: int = 32
     torch_compile: bool = False
     openvino_hint: str = "LATENCY"
+    gpu_memory_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,16 @@ def create(name: str, args: BuildArgs) -> Engine:
 def _torch(a: BuildArgs) -> Engine:
     from predictor.engine.torch_engine import TorchEngine
 
-    return TorchEngine(a.spec, a.model_dir, a.device, a.precision, a.threads, a.torch_compile, a.max_batch_size)
+    return TorchEngine(
+        a.spec,
+        a.model_dir,
+        a.device,
+        a.precision,
+        a.threads,
+        a.torch_compile,
+        a.max_batch_size,
+        memory_fraction=a.gpu_memory_fraction,
+    )
 
 
 def _openvino(a: BuildArgs) -> Engine:
@@ -94,7 +104,9 @@ def _openvino(a: BuildArgs) -> Engine:
 def _onnxruntime(a: BuildArgs) -> Engine:
     from predictor.engine.onnx_engine import OnnxRuntimeEngine
 
-    return OnnxRuntimeEngine(a.spec, a.model_dir, a.cache_dir, a.device, a.precision, a.threads)
+    return OnnxRuntimeEngine(
+        a.spec, a.model_dir, a.cache_dir, a.device, a.precision, a.threads, memory_fraction=a.gpu_memory_fraction
+    )
 
 
 register(Backend("torch", {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}, _torch))

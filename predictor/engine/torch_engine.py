@@ -65,6 +65,7 @@ class TorchEngine(Engine):
         compile: bool = False,
         max_batch_size: int = 32,
         pad_to_buckets: bool | None = None,
+        memory_fraction: float = 1.0,
     ) -> None:
         """Configure (nothing heavy happens before :meth:`load`).
 
@@ -77,6 +78,8 @@ class TorchEngine(Engine):
             compile: Use ``torch.compile`` with fixed batch buckets.
             max_batch_size: Largest batch; sets the buckets.
             pad_to_buckets: Pad batches to the buckets; default: on CUDA or when compiled.
+            memory_fraction: CUDA: share of the device's memory this process's allocator may use (below 1
+                when pods share a GPU by time-slicing); an allocation past it raises ``OutOfMemoryError``.
         """
         super().__init__(spec)
         if precision not in _DTYPES:
@@ -86,10 +89,13 @@ class TorchEngine(Engine):
             raise ValueError("torch on CPU runs fp32 or bf16, not fp16")
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"device {device!r} is not cpu or cuda")
+        if not 0 < memory_fraction <= 1:
+            raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
         self.model_dir = Path(model_dir)
         self.precision = precision
         self.threads = threads
         self.compile = compile
+        self.memory_fraction = memory_fraction
         if pad_to_buckets is None:
             pad_to_buckets = compile or self.device.type == "cuda"
         self.buckets = batch_buckets(max_batch_size) if pad_to_buckets else []
@@ -123,6 +129,8 @@ class TorchEngine(Engine):
             torch.set_num_threads(self.threads)
         if self._cuda:
             torch.backends.cudnn.benchmark = True
+            if self.memory_fraction < 1:
+                torch.cuda.set_per_process_memory_fraction(self.memory_fraction, self.device)
         module = load_logits_module(self.model_dir)
         module = module.to(device=self.device, dtype=self._weight_dtype, memory_format=torch.channels_last)
         self._module = module
@@ -250,6 +258,11 @@ class TorchEngine(Engine):
     def _fallback(self, reason: str) -> None:
         if self.on_decode_fallback is not None:
             self.on_decode_fallback(reason)
+
+    def release_memory(self) -> None:
+        """Return the caching allocator's unused blocks to CUDA (after an out-of-memory error)."""
+        if self._cuda:
+            torch.cuda.empty_cache()
 
     def close(self) -> None:
         """Drop the model and free cached device memory."""

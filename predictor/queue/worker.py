@@ -16,7 +16,9 @@ One loop, one batch at a time:
 
 Redis errors (a restart, a network blip) never end the worker: it retries with exponential backoff,
 and jobs it could not acknowledge stay pending for the next delivery. SIGTERM stops reading; the
-current batch is finished and acknowledged, then the worker exits 0.
+current batch is finished and acknowledged, then the worker exits 0. An inference device that became
+unusable (a broken CUDA context) ends it with exit code 1, leaving its jobs pending for other workers,
+so the container restarts instead of failing every job it reads.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class Worker:
         self._backoff = Backoff()
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
+        self.exit_code = 0
+        """1 once the worker stopped because the inference device is unusable (restart the process)."""
 
     def stop(self) -> None:
         """Stop reading new jobs; the current batch is finished and acknowledged first."""
@@ -110,6 +114,8 @@ class Worker:
                 try:
                     await self.step()
                     self._backoff.reset()
+                    if self.pipeline.broken is not None:
+                        self._stop_for_broken_device()
                 except RETRYABLE as e:
                     await self._wait_out(e)
                 except ResponseError as e:
@@ -121,6 +127,15 @@ class Worker:
                         await self._wait_out(e)
         finally:
             reporter.cancel()
+
+    def _stop_for_broken_device(self) -> None:
+        logger.critical(
+            "the inference device is unusable (%s): stopping with exit code 1 so the container restarts; the "
+            "jobs not acknowledged are reclaimed by other workers after the visibility timeout",
+            self.pipeline.broken,
+        )
+        self.exit_code = 1
+        self.stop()
 
     async def step(self) -> int:
         """One batch: reclaim stale jobs, read new ones, classify, store and acknowledge.
@@ -292,8 +307,8 @@ def _transient(result: object) -> bool:
     return isinstance(result, BaseException)
 
 
-async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> None:
-    """Run the worker until SIGTERM or SIGINT.
+async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> int:
+    """Run the worker until SIGTERM or SIGINT (then return 0), or until the device breaks (return 1).
 
     Args:
         settings: the predictor settings (``redis_url`` required).
@@ -349,11 +364,15 @@ async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> No
             await pipeline.close()
         await queue.close()
     logger.info("worker stopped")
+    return worker.exit_code
 
 
 def main(settings: Settings) -> None:
-    """Entry point of ``python -m predictor worker``: configure logging, run until SIGTERM, exit 0."""
+    """Entry point of ``python -m predictor worker``: configure logging, run until SIGTERM and exit 0 (exit 1
+    when the inference device became unusable)."""
     from predictor.logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(run_worker(settings))
+    code = asyncio.run(run_worker(settings))
+    if code:
+        raise SystemExit(code)

@@ -149,6 +149,12 @@ def test_openvino_throughput_hint_splits_and_reassembles(
     throughput.load()
     batch = varied_batch[:9]
     np.testing.assert_allclose(throughput.infer(batch), latency.infer(batch), rtol=1e-3, atol=1e-3)
+    streams = len(throughput._runners["uint8"])
+    # fewer images than streams: one request of the LATENCY-compiled copy (when there are several streams)
+    assert ("uint8" in throughput._single) == (streams > 1)
+    np.testing.assert_allclose(throughput.infer(batch[:1]), latency.infer(batch[:1]), rtol=1e-3, atol=1e-3)
+    floats = lite0_spec.normalize(batch[:3])  # the float32 input compiles both variants on first use
+    np.testing.assert_allclose(throughput.infer(floats), latency.infer(batch[:3]), rtol=1e-3, atol=1e-3)
 
 
 def test_torch_compiled_buckets_pad_and_trim(tiny_model_dir: Path) -> None:

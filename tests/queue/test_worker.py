@@ -72,6 +72,10 @@ class FlakyPipeline:
         self.model_name, self.model_version = real.model_name, real.model_version
         self.seen: list[bytes] = []
 
+    @property
+    def broken(self) -> str | None:
+        return self.real.broken
+
     async def classify_each(self, images: list[bytes], top_k: int | None = None, timeout_s: float | None = None):
         self.seen.extend(images)
         if POISON in images:
@@ -270,3 +274,35 @@ async def test_redis_refusing_writes_is_waited_out_not_fatal(
     await until(lambda: run.finished(ids), 30, "every job to finish once Redis accepts writes")
     assert [s["status"] for s in await run.queue.get_many(ids)] == ["done"] * 5
     await run.stop()
+
+
+async def test_a_broken_inference_device_stops_the_worker_with_exit_code_1_and_leaves_its_jobs_pending(
+    redis_server: RedisServer, tiny_model_dir: Path, png_images: list[bytes]
+) -> None:
+    """After a CUDA illegal address every forward pass fails: the worker must not burn the jobs' deliveries
+    (and dead-letter good jobs) but exit, so its container restarts; another worker takes the jobs."""
+    from predictor.preprocess import PreprocessSpec
+    from tests.support.faulty_engine import MemoryLimitedEngine
+
+    settings = settings_for(redis_server, tiny_model_dir, max_deliveries=2)
+    engine = MemoryLimitedEngine(
+        PreprocessSpec.from_model_dir(tiny_model_dir), tiny_model_dir, "cpu", "fp32", threads=1
+    )
+    broken = Pipeline(settings, engine=engine)
+    broken.load()
+    await broken.start()
+    engine.broken = True  # the next forward pass hits an illegal memory access
+    run = Running(settings, broken)
+    await run.queue.ensure_group()
+    ids = await run.queue.submit(png_images[:4])
+    run.start()
+    assert run.task is not None
+    await asyncio.wait_for(run.task, 30)  # it stops by itself
+    assert run.worker.exit_code == 1 and broken.broken is not None
+    r = redis_server.client()
+    assert r.xpending(settings.stream, settings.consumer_group)["pending"] == 4  # for other workers
+    assert r.xlen(settings.dead_letter_stream) == 0
+    assert all(s["status"] == "pending" for s in await run.queue.get_many(ids))
+    assert run.jobs_total("ok") == run.jobs_total("error") == 0
+    await run.queue.close()
+    await broken.close()

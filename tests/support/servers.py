@@ -103,15 +103,27 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def start_server(model_dir: Path, log_dir: Path, *, wait: bool = True, **flags: object) -> ServerProcess:
-    """Start the predictor on a free port with ``--flag value`` for each keyword."""
+def start_server(
+    model_dir: Path,
+    log_dir: Path,
+    *,
+    wait: bool = True,
+    module: str = "predictor",
+    env: dict[str, str] | None = None,
+    **flags: object,
+) -> ServerProcess:
+    """Start the predictor on a free port with ``--flag value`` for each keyword.
+
+    ``module`` is what ``python -m`` runs (a test launcher that changes one part, then runs the real
+    server); ``env`` adds environment variables.
+    """
     port = free_port()
-    args = [sys.executable, "-m", "predictor", "serve", "--model_dir", str(model_dir), "--http_port", str(port)]
+    args = [sys.executable, "-m", module, "serve", "--model_dir", str(model_dir), "--http_port", str(port)]
     flags.setdefault("cache_dir", str(log_dir / "cache"))
     for k, v in flags.items():
         args += [f"--{k}", str(v)]
     log_path = log_dir / f"server-{port}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = ServerProcess(proc, port, log_path, model_name=str(flags.get("model_name", "classifier")))

@@ -222,3 +222,53 @@ async def test_an_exception_result_fails_that_item_alone() -> None:
         await b.submit([4, -5], far())
     assert await b.submit([7], far()) == [14]
     await b.close()
+
+
+async def test_a_lowered_cap_bounds_every_later_batch_and_can_be_raised_again() -> None:
+    model = FakeModel()
+    model.gate.clear()  # hold the first batch so the rest queue behind it
+    b = await make(model, max_batch_size=8, max_batch_delay_ms=1)
+    first = asyncio.ensure_future(b.submit([0], far()))
+    await entered(model)
+    b.set_batch_cap(3)  # from another thread, as the inference thread does after running out of memory
+    queued = asyncio.gather(*b.submit_many(list(range(1, 11)), far()))
+    model.gate.set()
+    assert await first == [0]
+    assert await queued == [v * 2 for v in range(1, 11)]
+    assert [len(x) for x in model.batches[1:]] == [3, 3, 3, 1]
+    assert b.batch_cap == 3 and b.max_batch_size == 8
+    b.set_batch_cap(8)
+    model.gate.clear()
+    model.entered.clear()  # set by the batches above
+    first = asyncio.ensure_future(b.submit([0], far()))
+    await entered(model)
+    queued = asyncio.gather(*b.submit_many(list(range(1, 11)), far()))
+    model.gate.set()
+    await first
+    await queued
+    assert [len(x) for x in model.batches[6:]] == [8, 2]
+    await b.close()
+
+
+async def test_lowering_the_cap_sends_a_batch_that_now_is_full_without_waiting_for_the_delay() -> None:
+    model = FakeModel()
+    b = await make(model, max_batch_size=8, max_batch_delay_ms=60_000)
+    pending = asyncio.gather(*b.submit_many([1, 2, 3, 4, 5], far()))  # 5 of 8: the batch waits for more
+    await asyncio.sleep(0)  # the collector is waiting for more items now
+    assert not model.entered.is_set()
+    await asyncio.to_thread(b.set_batch_cap, 5)  # from another thread, as the pipeline does
+    assert await asyncio.wait_for(pending, 5) == [2, 4, 6, 8, 10]
+    assert model.batches == [[1, 2, 3, 4, 5]]
+    await b.close()
+
+
+def test_the_cap_is_checked() -> None:
+    b = DynamicBatcher(FakeModel(), max_batch_size=4, max_batch_delay_ms=1)
+    for bad in (0, 5, -1):
+        with pytest.raises(ValueError, match=r"batch cap must be between 1 and max_batch_size \(4\), got"):
+            b.set_batch_cap(bad)
+    for bad in (2.0, True, "3"):
+        with pytest.raises(TypeError, match="batch cap must be an int"):
+            b.set_batch_cap(bad)  # type: ignore[arg-type]
+    b.set_batch_cap(1)  # before start: just stored
+    assert b.batch_cap == 1
