@@ -8,7 +8,7 @@
 # Knobs (environment): PY, BENCH_OUT, BENCH_MODEL_DIR, BENCH_DURATION (s per run), BENCH_CONCURRENCY,
 # BENCH_SIZE (WxH), BENCH_SERVE_ARGS (extra serve_bench flags; default: also measure our server with
 # precision=bf16, the opt-in that does not keep the answers, and with the default before the speed
-# check, openvino LATENCY, and with decode threads at niceness 10), BENCH_SKIP_RAW=1.
+# check, openvino LATENCY), BENCH_SKIP_RAW=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +18,7 @@ MODEL_DIR=${BENCH_MODEL_DIR:-$OUT/models/resnet50-random}
 DURATION=${BENCH_DURATION:-30}
 CONCURRENCY=${BENCH_CONCURRENCY:-16}
 SIZE=${BENCH_SIZE:-640x480}
-SERVE_ARGS=${BENCH_SERVE_ARGS-"--variant bf16:precision=bf16 --variant latency:openvino_hint=LATENCY,backend=openvino --variant nice:decode_nice=10"}
+SERVE_ARGS=${BENCH_SERVE_ARGS-"--variant bf16:precision=bf16 --variant latency:openvino_hint=LATENCY,backend=openvino"}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 
@@ -40,9 +40,6 @@ fi
 echo "== interference probe (each engine alone, then with one decode per image beside it: the stall)"
 "$PY" -m bench.interference_probe --model_dir "$MODEL_DIR" --cache_dir "$OUT/interference-cache" \
   --json_out "$OUT/interference_probe.json" | tee "$OUT/interference_probe.md"
-echo "== interference probe again, the decode threads at niceness 10"
-"$PY" -m bench.interference_probe --model_dir "$MODEL_DIR" --cache_dir "$OUT/interference-cache" --decode_nice 10 \
-  --json_out "$OUT/interference_probe_nice.json" | tee "$OUT/interference_probe_nice.md"
 rm -rf "$OUT/interference-cache"
 
 echo "== preprocessing probe (ours vs AutoImageProcessor, ms per image)"

@@ -105,13 +105,6 @@ class Settings(BaseSettings):
         30_000, ge=1, description="Deadline of one request from arrival; past it the answer is 504."
     )
     decode_threads: int = Field(0, ge=0, description="Image decoding threads; 0 = number of usable cores.")
-    decode_nice: int = Field(
-        0,
-        ge=0,
-        le=19,
-        description="Scheduling niceness of the decode threads (Linux): above 0 they give way to the forward "
-        "pass's threads when both want a core.",
-    )
     jpeg_decode: Literal["cpu", "device"] = Field(
         "cpu",
         description="Where JPEGs are decoded: cpu = the decode threads (libjpeg-turbo, DCT-scaled); device = "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -147,8 +146,6 @@ class Pipeline:
         self._decode_pool = ThreadPoolExecutor(
             max_workers=s.decode_threads or s.usable_cores(),
             thread_name_prefix="decode",
-            initializer=set_thread_niceness,
-            initargs=(s.decode_nice,),
         )
         # Decode one sample too, so the first request does not pay the decode path's lazy imports.
         self._decode_pool.submit(self._prepare, warmup_jpeg()).result()
@@ -363,12 +360,3 @@ def _for_image(error: PredictorError, index: int, count: int) -> PredictorError:
     if count == 1:
         return error
     return type(error)(f"image {index}: {error.message}", retry_after_seconds=error.retry_after_seconds)
-
-
-def set_thread_niceness(nice: int) -> None:
-    """Make the calling thread (a decode thread) this nice; Linux schedules threads one by one."""
-    if nice > 0 and hasattr(os, "setpriority"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-        except OSError as e:  # pragma: no cover - refused by a sandbox
-            logger.warning("could not set the decode threads' niceness to %d: %s", nice, e)
