@@ -5,10 +5,12 @@ Asserts behaviour, not speed (speed lives in bench/)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from bench import overload
 from bench.overload import main, parse_server
 from tests.support.servers import REPO
 
@@ -40,3 +42,24 @@ def test_servers_are_source_trees() -> None:
     assert parse_server(f"after={REPO}") == ("after", REPO)
     with pytest.raises(Exception, match="NAME=DIR"):
         parse_server("/tmp")
+
+
+def test_the_load_runs_at_the_niceness_asked_for_and_the_servers_do_not(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: dict[str, object] = {}
+
+    def sweep(a, targets):
+        seen["load"] = os.getpriority(os.PRIO_PROCESS, 0)  # Linux: the calling thread's
+        seen["servers"] = [os.getpriority(os.PRIO_PROCESS, t.server.proc.pid) for t in targets]
+        return []
+
+    monkeypatch.setattr(overload, "sweep", sweep)
+    out = tmp_path / "overload.json"
+    argv = ["--model_dir", str(tiny_model_dir), "--client_nice", "7", "--probe_duration", "0",
+            "--out", str(out), "--md", str(tmp_path / "overload.md")]  # fmt: skip
+    assert main(argv) == 0
+    assert seen == {"load": 7, "servers": [base]}
+    assert json.loads(out.read_text())["client_nice"] == 7
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the test's own thread is untouched
