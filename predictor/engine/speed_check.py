@@ -115,7 +115,12 @@ class SpeedVerdict:
         """One line for the log."""
         rates = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.img_per_s.items(), key=lambda kv: -kv[1]))
         failed = f"; failed: {', '.join(f'{k} ({v})' for k, v in self.failed.items())}" if self.failed else ""
-        return f"fastest: {self.winner} (img/s at batch {self.batch}, with decoding alongside: {rates}){failed}"
+        best = max(self.img_per_s, key=self.img_per_s.__getitem__, default=self.winner)
+        kept = ""
+        if best != self.winner and self.winner in self.img_per_s:
+            ahead = self.img_per_s[best] / self.img_per_s[self.winner] - 1
+            kept = f"; {best} was {ahead:.1%} faster, under the {MARGIN:.0%} margin: the serving one stays"
+        return f"fastest: {self.winner} (img/s at batch {self.batch}, with decoding alongside: {rates}){kept}{failed}"
 
     def to_json(self) -> str:
         """Serialised for the cache."""

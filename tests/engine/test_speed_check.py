@@ -174,3 +174,10 @@ async def test_a_pipeline_measures_its_backends_after_ready_and_starts_with_the_
         assert again.runtime.speed_check_done.wait(60)
         await again.close()
     assert f"speed check (cached in {verdict_file.name})" in caplog.text
+
+
+def test_a_winner_kept_by_the_margin_says_so() -> None:
+    close = SpeedVerdict("openvino fp32 LATENCY", {"onnxruntime fp32": 54.6, "openvino fp32 LATENCY": 53.1}, 8, 9.0)
+    assert "onnxruntime fp32 was 2.8% faster, under the 3% margin: the serving one stays" in close.describe()
+    clear = SpeedVerdict("onnxruntime fp32", {"onnxruntime fp32": 60.0, "openvino fp32 LATENCY": 53.1}, 8, 9.0)
+    assert "margin" not in clear.describe()
