@@ -83,6 +83,11 @@ def _plan_lines(plan: ChartPlan) -> list[str]:
         f"- pod: {p.gpus} GPU, {p.cpu_request:g} CPU, {p.memory_request / 2**30:.1f} GiB requested; model from "
         f"`{p.storage_uri or 'the image'}`; grace {p.termination_grace_s:g} s",
     ]
+    if p.gpu_resource and not p.gpu_resource.endswith("/gpu"):
+        lines.append(
+            f"- GPU share `{p.gpu_resource}`: simulated as a whole GPU per pod (MIG slices and time-sliced "
+            "replicas per node are not modelled, so node counts and cost are upper bounds)"
+        )
     if plan.knative:
         k = plan.knative
         lines.append(

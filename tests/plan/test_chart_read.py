@@ -10,6 +10,7 @@ import yaml
 
 from predictor.plan.chart import plan_from_values
 from predictor.plan.errors import PlanInputError
+from predictor.plan.report import _plan_lines
 from predictor.plan.units import parse_quantity
 from predictor.plan.values import classify, read_values
 
@@ -117,3 +118,16 @@ def test_values_are_classified_by_rendering(tmp_path: Path, helm: str) -> None:
         "settings.log_level": "not modelled",
         "monitoring.dashboard.enabled": "not modelled",
     }
+
+
+@pytest.mark.parametrize(
+    ("profile", "resource"), [("gpu-mig", "nvidia.com/mig-1g.10gb"), ("gpu-timeslicing", "nvidia.com/gpu.shared")]
+)
+def test_a_gpu_share_is_read_as_a_gpu_and_the_report_says_how_it_is_simulated(
+    profile: str, resource: str, helm: str
+) -> None:
+    plan, _ = plan_from_values(CHART, [CHART / "ci" / f"{profile}-values.yaml"])
+    assert (plan.pod.gpu_resource, plan.pod.gpus) == (resource, 1)
+    assert any(f"GPU share `{resource}`: simulated as a whole GPU" in line for line in _plan_lines(plan))
+    default, _ = plan_from_values(CHART, [])
+    assert not any("GPU share" in line for line in _plan_lines(default))

@@ -73,11 +73,17 @@ def _probe_period(container: dict[str, Any], name: str, default: float) -> float
     return float((container.get(name) or {}).get("periodSeconds", default))
 
 
+def is_gpu_resource(name: str) -> bool:
+    """A whole GPU (``nvidia.com/gpu``, ``amd.com/gpu``) or a share of one the NVIDIA device plugin
+    advertises (a MIG slice ``nvidia.com/mig-1g.10gb``, a time-sliced replica ``nvidia.com/gpu.shared``)."""
+    return name.endswith("/gpu") or name.startswith("nvidia.com/")
+
+
 def read_pod(predictor: dict[str, Any], container: dict[str, Any]) -> PodSpec:
     """Resources, spot placement, model source, probes and drain times of the predictor pod."""
     res = container.get("resources", {})
     req, lim = res.get("requests", {}) or {}, res.get("limits", {}) or {}
-    gpu_key = next((k for k in {**req, **lim} if k.endswith("/gpu")), None)
+    gpu_key = next((k for k in {**req, **lim} if is_gpu_resource(k)), None)
     gpus = int(parse_quantity(lim.get(gpu_key, req.get(gpu_key, 0)))) if gpu_key else 0
     prefs = (
         (predictor.get("affinity") or {})
