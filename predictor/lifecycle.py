@@ -264,7 +264,7 @@ class ModelRuntime:
         cached = pending.cached() is not None
         try:
             verdict, winner, candidate = pending.run(
-                self.engine, current, self._on_inference_thread, self.background_work
+                self.engine, current, self._on_inference_thread, self._background_work()
             )
             name = pending.path.name
             where = f"cached in {name}" if cached else f"{verdict.seconds:.1f}s, cached as {name}"
@@ -274,6 +274,25 @@ class ModelRuntime:
                 self.plan = plan_for(winner, self.plan, f"measured fastest here ({winner.label})")
         except Exception:
             logger.exception("speed check failed; serving stays as it is")
+
+    def _background_work(self) -> BackgroundWork | None:
+        """``background_work`` that stops the check, quietly, once shutting down (the decode pool may be
+        gone by then: it refuses new work, and that is no failure of the check)."""
+        work = self.background_work
+        if work is None:
+            return None
+
+        def guarded(n: int) -> Callable[[], None]:
+            if self._closing.is_set():
+                raise _Closing
+            try:
+                return work(n)
+            except RuntimeError:
+                if self._closing.is_set():
+                    raise _Closing from None
+                raise
+
+        return guarded
 
     def _serve(self, candidate: Engine) -> None:
         """Warm ``candidate`` up and switch to it between two batches."""
