@@ -235,7 +235,7 @@ def _run_client(args: list[str], ctx: Context) -> None:
     """Run the client for real; each row it writes to ``--output`` must be a result (status ok)."""
     if ctx.services is None:
         return ctx.fail("needs the live predictor")
-    if args[0] == "submit" and "--wait" in args:
+    if args and args[0] == "submit" and "--wait" in args:
         ctx.services.start_worker()
     result = execute(substitute(ctx.command.text, ctx.profile, ctx.job_ids), ctx)
     if result.returncode != 0:
