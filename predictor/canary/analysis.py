@@ -39,6 +39,8 @@ class RevisionStats:
     p95_seconds: float | None = None
     versions: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = ()
+    client_error_ratio: float | None = None
+    """Share of 4xx answers (499, a client that left, not counted)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,16 @@ def _threshold_reasons(m: Measurement, cfg: CanaryConfig) -> list[str]:
         out.append("canary shed (503) ratio has no value")
     elif c.shed_ratio > cfg.max_shed_ratio:
         out.append(f"canary shed (503) ratio {_pct(c.shed_ratio)} > {_pct(cfg.max_shed_ratio)}")
+    # 4xx: both revisions see the same clients, so the canary is judged against the stable's share. A
+    # canary that refuses what the stable accepts (a smaller input limit, a wrong model name, a schema
+    # change) answers quickly and with no 5xx, and would pass every other check.
+    if c.client_error_ratio is None or s.client_error_ratio is None:
+        out.append("client-error (4xx) ratio has no value")
+    elif c.client_error_ratio > s.client_error_ratio + cfg.max_client_error_increase:
+        out.append(
+            f"canary client-error (4xx) ratio {_pct(c.client_error_ratio)} > the stable's "
+            f"{_pct(s.client_error_ratio)} + {_pct(cfg.max_client_error_increase)}"
+        )
     for role, r in (("canary", c), ("stable", s)):
         if r.p95_seconds is None:
             out.append(f"{role} p95 has no value: no request of {r.revision} was answered and timed")

@@ -27,6 +27,7 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
     "--step-interval": ("step_interval_seconds", parse_duration, "DURATION"),
     "--max-error-ratio": ("max_error_ratio", float, "RATIO"),
     "--max-shed-ratio": ("max_shed_ratio", float, "RATIO"),
+    "--max-client-error-increase": ("max_client_error_increase", float, "RATIO"),
     "--max-p95-ratio": ("max_p95_ratio", float, "FACTOR"),
     "--min-requests": ("min_requests", int, "N"),
     "--max-failed-checks": ("max_failed_checks", int, "N"),

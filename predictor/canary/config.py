@@ -64,6 +64,12 @@ class CanaryConfig(BaseModel):
     )
     max_error_ratio: float = Field(0.01, ge=0, le=1, description="Highest share of 5xx answers of the canary.")
     max_shed_ratio: float = Field(0.01, ge=0, le=1, description="Highest share of 503 (load shed) answers.")
+    max_client_error_increase: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest amount by which the canary's share of 4xx answers may exceed the stable's.",
+    )
     max_p95_ratio: float = Field(1.25, ge=1, le=100, description="Highest canary p95 / stable p95 latency.")
     min_requests: int = Field(200, ge=1, description="Fewest requests each revision must answer in a window.")
     max_failed_checks: int = Field(2, ge=1, le=100, description="Failed checks that trigger the rollback.")

@@ -35,6 +35,7 @@ def _stats_text(role: str, r: RevisionStats, shed: bool) -> str:
     parts = [f"{role} {r.revision} {req}", f"err {_pct(r.error_ratio)}"]
     if shed:
         parts.append(f"shed {_pct(r.shed_ratio)}")
+    parts.append(f"4xx {_pct(r.client_error_ratio)}")
     parts.append(f"p95 {_ms(r.p95_seconds)}")
     if r.versions:
         parts.append(f"version {','.join(r.versions)} {','.join(r.dtypes)}")

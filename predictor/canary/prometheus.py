@@ -96,6 +96,7 @@ def measure(
         rates = _by_revision(prom.query(q.requests_rate, at))
         errors = _by_revision(prom.query(q.error_ratio, at))
         shed = _by_revision(prom.query(q.shed_ratio, at))
+        client = _by_revision(prom.query(q.client_error_ratio, at))
         p95 = _by_revision(prom.query(q.p95_seconds, at))
         info = prom.query(q.model_info, at)
     except PrometheusUnavailable as e:
@@ -117,6 +118,7 @@ def measure(
             p95.get(rev),
             versions,
             dtypes,
+            client.get(rev),
         )
 
     return Measurement(window_s, stats(canary), stats(stable), missing=missing)

@@ -4,8 +4,9 @@
 prometheusrule.yaml``) for any window; with a 5 minute window its output is exactly what the chart renders
 (a test compares the two), so the tool judges what the dashboard and the alerts show. The tool evaluates
 the rules' expressions itself with the window of each check (:func:`inline`), so the judgement follows
-the step interval and needs no rule change in Prometheus. The shed (503) ratio follows the error-ratio
-rule's shape; it is the tool's own and not recorded by the chart.
+the step interval and needs no rule change in Prometheus. The shed (503) ratio and the client-error
+ratio (4xx other than 499, a client that left) follow the error-ratio rule's shape; they are the tool's
+own and not recorded by the chart.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ class RuleNames:
     def shed_ratio(self) -> str:
         return f"revision:classifier_request_shed_ratio:rate{self.window}"
 
+    @property
+    def client_errors(self) -> str:
+        return f"revision:classifier_request_client_errors:rate{self.window}"
+
+    @property
+    def client_error_ratio(self) -> str:
+        return f"revision:classifier_request_client_error_ratio:rate{self.window}"
+
 
 def recording_rules(namespace: str, isvc: str, window_seconds: float) -> dict[str, str]:
     """The chart's recording rules (name -> expression) over ``window_seconds``, in the chart's order."""
@@ -70,7 +79,8 @@ def recording_rules(namespace: str, isvc: str, window_seconds: float) -> dict[st
 
 
 def tool_rules(namespace: str, isvc: str, window_seconds: float) -> dict[str, str]:
-    """The tool's own rules, in the chart's style: the share of 503 (shed) answers per revision."""
+    """The tool's own rules, in the chart's style: the shares of 503 (shed) and of 4xx answers (a client
+    that left, 499, is nobody's error) per revision."""
     sel = selector(namespace, isvc)
     w = format_duration(window_seconds)
     n = RuleNames(w)
@@ -78,6 +88,9 @@ def tool_rules(namespace: str, isvc: str, window_seconds: float) -> dict[str, st
         n.shed: f'{BY_REVISION} (rate(classifier_requests_total{{{sel}, code="503"}}[{w}])) '
         f"or 0 * {n.requests}{{{sel}}}",
         n.shed_ratio: f"{n.shed}{{{sel}}} / {n.requests}{{{sel}}}",
+        n.client_errors: f'{BY_REVISION} (rate(classifier_requests_total{{{sel}, code=~"4..", code!="499"}}[{w}])) '
+        f"or 0 * {n.requests}{{{sel}}}",
+        n.client_error_ratio: f"{n.client_errors}{{{sel}}} / {n.requests}{{{sel}}}",
     }
 
 
@@ -107,6 +120,7 @@ class CheckQueries:
     requests_rate: str
     error_ratio: str
     shed_ratio: str
+    client_error_ratio: str
     p95_seconds: str
     model_info: str
     names: RuleNames
@@ -121,6 +135,7 @@ def check_queries(namespace: str, isvc: str, window_seconds: float) -> CheckQuer
         requests_rate=inline(rules, n.requests),
         error_ratio=inline(rules, n.error_ratio),
         shed_ratio=inline(rules, n.shed_ratio),
+        client_error_ratio=inline(rules, n.client_error_ratio),
         p95_seconds=inline(rules, n.p95),
         model_info=f"max by (namespace, isvc, revision, version, dtype) (classifier_model_info{{{sel}}})",
         names=n,

@@ -89,7 +89,8 @@ class Runner:
             f"{state.mode} mode, {self.store.description}; Prometheus {self.prom.url} ({version}); "
             f"CRD {self.guard.source}; steps {','.join(map(str, self.cfg.steps))} every "
             f"{self.cfg.step_interval_seconds:g}s; max error {self.cfg.max_error_ratio:g}, shed "
-            f"{self.cfg.max_shed_ratio:g}, p95 x{self.cfg.max_p95_ratio:g}, min {self.cfg.min_requests} requests, "
+            f"{self.cfg.max_shed_ratio:g}, 4xx +{self.cfg.max_client_error_increase:g}, "
+            f"p95 x{self.cfg.max_p95_ratio:g}, min {self.cfg.min_requests} requests, "
             f"{self.cfg.max_failed_checks} failed checks roll back" + (" [dry run]" if self.cfg.dry_run else ""),
             mode=state.mode,
             store=self.store.description,

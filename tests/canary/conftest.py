@@ -19,7 +19,7 @@ def crd_validator() -> CrdValidator:
 
 @pytest.fixture(scope="session")
 def canary_stack(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryStack]:
-    """Stable, healthy, erroring and slow predictors (the embedded model) and a Prometheus scraping them."""
+    """Stable, healthy, refusing and slow predictors (the embedded model) and a Prometheus scraping them."""
     stack = CanaryStack(tmp_path_factory.mktemp("canary-stack"), default_model_dir)
     try:
         yield stack.start()

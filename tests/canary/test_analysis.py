@@ -22,8 +22,8 @@ def cfg(**kw) -> CanaryConfig:
     return CanaryConfig(**{**base, **kw})
 
 
-def rev(name: str, requests=1000.0, err=0.0, shed=0.0, p95=0.100, versions=("v2",), dtypes=("float32",)):
-    return RevisionStats(name, requests, err, shed, p95, versions, dtypes)
+def rev(name: str, requests=1000.0, err=0.0, shed=0.0, p95=0.100, versions=("v2",), dtypes=("float32",), client=0.0):
+    return RevisionStats(name, requests, err, shed, p95, versions, dtypes, client)
 
 
 def healthy(**canary) -> Measurement:
@@ -132,3 +132,28 @@ def test_canary_never_ready_rolls_back_before_any_step():
 def test_two_steps_is_the_shortest_run():
     a = Analysis(cfg(steps=(50, 100)))
     assert a.judge(healthy()).verdict == Verdict.PROMOTE
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "failed"),
+    [
+        (0.0, 0.0, False),
+        (0.05, 0.05, False),  # the same bad clients reach both revisions: not the canary's fault
+        (0.059, 0.05, False),  # within the allowed increase (0.01)
+        (0.061, 0.05, True),
+        (1.0, 0.0, True),  # refuses everything the stable serves
+    ],
+)
+def test_a_canary_refusing_what_the_stable_serves_fails(canary: float, stable: float, failed: bool) -> None:
+    m = Measurement(600, rev("canary", client=canary), rev("stable", versions=("v1",), client=stable))
+    verdict, reasons = evaluate(m, cfg(max_client_error_increase=0.01))
+    assert (verdict == "fail") is failed, reasons
+    if failed:
+        assert reasons == [
+            f"canary client-error (4xx) ratio {100 * canary:.2f}% > the stable's {100 * stable:.2f}% + 1.00%"
+        ]
+
+
+def test_no_client_error_series_is_a_failed_check_not_a_pass() -> None:
+    m = Measurement(600, rev("canary", client=None), rev("stable", versions=("v1",)))
+    assert evaluate(m, cfg()) == ("fail", ["client-error (4xx) ratio has no value"])

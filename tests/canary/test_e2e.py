@@ -2,10 +2,11 @@
 Prometheus scraping them with the PodMonitor's labels, ``python -m predictor canary`` as a real process
 patching the chart's InferenceService in a file with ``kubectl patch --local``.
 
-healthy (same model and settings) -> promoted; erroring (a queue smaller than a request: every answer a
-503) -> rolled back; slow (batches wait 2 s) -> rolled back. Short intervals (5 s) keep each run well
-under a minute; the p95 ratio limit is 3 here (1.25 by default) because p95s over ~15 requests on a
-2-core machine shared with other work are noisy, and the slow canary is more than 10x slower.
+healthy (same model and settings) -> promoted; refusing (a queue smaller than a request: every answer
+a 400, which no 5xx or latency check sees) -> rolled back; slow (batches wait 2 s) -> rolled back.
+Short intervals (5 s) keep each run well under a minute; the p95 ratio limit is 3 here (1.25 by
+default) because p95s over ~15 requests on a 2-core machine shared with other work are noisy, and the
+slow canary is more than 10x slower.
 """
 
 from __future__ import annotations
@@ -61,15 +62,16 @@ def test_healthy_canary_is_promoted(canary_stack: CanaryStack, tmp_path):
                 "stable"
             )
             assert c["error_ratio"] == 0 and c["shed_ratio"] == 0 and c["requests"] >= 5 and s["requests"] >= 5
+            assert c["client_error_ratio"] == 0 and s["client_error_ratio"] == 0
             assert c["versions"] == s["versions"] and c["dtypes"] == ["float32"]
     (result,) = run.of("result")
     assert (result["outcome"], result["exit_code"]) == ("promoted", 0)
     assert "canaryTrafficPercent" not in yaml.safe_load(isvc.read_text())["spec"]["predictor"]
 
 
-def test_erroring_canary_is_rolled_back(canary_stack: CanaryStack, tmp_path):
-    isvc = canary_stack.knative_file("erroring", tmp_path / "isvc.yaml")
-    with canary_stack.load("stable", "erroring"):
+def test_refusing_canary_is_rolled_back(canary_stack: CanaryStack, tmp_path):
+    isvc = canary_stack.knative_file("refusing", tmp_path / "isvc.yaml")
+    with canary_stack.load("stable", "refusing"):
         run = run_tool(canary_stack.tool_args(isvc, canary_stack.kn_name, *FAST, "--log-format", "json"))
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.seconds < 60
@@ -77,15 +79,15 @@ def test_erroring_canary_is_rolled_back(canary_stack: CanaryStack, tmp_path):
     assert [c["verdict"] for c in checks] == ["fail", "rollback"]
     for check in checks:
         assert check["traffic_percent"] == 10, "never moved past the first step"
-        assert check["canary"]["error_ratio"] == 1.0 and check["canary"]["shed_ratio"] == 1.0
-        assert check["canary"]["p95_seconds"] is None and check["stable"]["error_ratio"] == 0
-        assert "canary error ratio 100.00% > 1.00%" in check["reasons"]
-        assert "canary shed (503) ratio 100.00% > 1.00%" in check["reasons"]
+        c, s = check["canary"], check["stable"]
+        assert (c["error_ratio"], c["shed_ratio"], c["client_error_ratio"]) == (0, 0, 1.0)
+        assert c["p95_seconds"] is None and s["error_ratio"] == 0 and s["client_error_ratio"] == 0
+        assert "canary client-error (4xx) ratio 100.00% > the stable's 0.00% + 1.00%" in check["reasons"]
     assert checks[-1]["patch"] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
     assert yaml.safe_load(isvc.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 0
-    # The canary's own counters (an independent reference) agree: it answered nothing but 503.
-    server = canary_stack.targets["erroring"].server
-    assert server.metric("classifier_requests_total", code="503") > 0
+    # The canary's own counters (an independent reference) agree: it answered nothing but 400.
+    server = canary_stack.targets["refusing"].server
+    assert server.metric("classifier_requests_total", code="400") > 0
     assert server.metric("classifier_requests_total", code="200") == 0
 
 
@@ -111,7 +113,7 @@ def test_standard_mode_rollback_removes_spec_canary(canary_stack: CanaryStack, t
     """Standard mode: revisions are the stable/canary tracks; rolling back removes spec.canary."""
     isvc = canary_stack.standard_file(tmp_path / "isvc.yaml")
     before = yaml.safe_load(isvc.read_text())
-    with canary_stack.load("stable", "erroring"):
+    with canary_stack.load("stable", "refusing"):
         run = run_tool(canary_stack.tool_args(isvc, canary_stack.std_name, *FAST, "--log-format", "json"))
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.of("start")[0]["mode"] == "Standard"

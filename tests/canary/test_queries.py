@@ -35,7 +35,7 @@ def test_the_window_follows_the_step_interval():
 
 def test_inline_expands_every_recorded_reference():
     q = check_queries("ml", "x", 300)
-    for expr in (q.requests_rate, q.error_ratio, q.shed_ratio, q.p95_seconds):
+    for expr in (q.requests_rate, q.error_ratio, q.shed_ratio, q.client_error_ratio, q.p95_seconds):
         assert not re.search(r"revision:\w+:\w+", expr), expr
     sel = 'namespace="ml", isvc="x"'
     requests = f"sum by (namespace, isvc, revision) (rate(classifier_requests_total{{{sel}}}[5m]))"
@@ -44,6 +44,10 @@ def test_inline_expands_every_recorded_reference():
     rules = recording_rules("ml", "x", 300) | tool_rules("ml", "x", 300)
     assert inline(rules, "revision:classifier_request_shed_ratio:rate5m") == q.shed_ratio
     assert 'code="503"' in q.shed_ratio
+    clients = (
+        f'sum by (namespace, isvc, revision) (rate(classifier_requests_total{{{sel}, code=~"4..", code!="499"}}[5m]))'
+    )
+    assert q.client_error_ratio == f"({clients} or 0 * ({requests})) / ({requests})"
 
 
 @pytest.mark.parametrize(

@@ -46,8 +46,9 @@ BASE_FLAGS: dict[str, object] = {
 }
 CANARY_FLAGS: dict[str, dict[str, object]] = {
     "healthy": {},
-    # A queue smaller than one request of the load (2 images): every request is shed with 503.
-    "erroring": {"max_queue_images": 1},
+    # A queue smaller than one request of the load (2 images): every request is refused with 400 (more
+    # images than the queue can ever hold), a canary that refuses what the stable serves.
+    "refusing": {"max_queue_images": 1},
     # Batches wait 2 s for more images than this load ever sends: every answer takes over 2 s, several
     # times the stable's p95 even on a machine busy with other work.
     "slow": {"max_batch_delay_ms": 2000, "max_batch_size": 64},
@@ -168,7 +169,7 @@ class CanaryStack:
             target.identities.append(
                 pod_labels(self.kn_name, self.revision(name), "stable" if name == "stable" else "canary")
             )
-            if name in ("stable", "erroring"):
+            if name in ("stable", "refusing"):
                 track = "stable" if name == "stable" else "canary"
                 target.identities.append(pod_labels(self.std_name, track, track))
             for i, labels in enumerate(target.identities):
