@@ -182,6 +182,11 @@ class Pipeline:
         if self.runtime is not None:
             self.runtime.stop_background_work()
 
+    def join_background_work(self, timeout_s: float = 60) -> None:
+        """Stop the background checks and wait for their thread (blocking; at exit)."""
+        if self.runtime is not None:
+            self.runtime.join_background_work(timeout_s)
+
     async def close(self) -> None:
         """Stop accepting, finish what is queued, release the engine."""
         self.ready = False
