@@ -3,9 +3,10 @@
 Runs the canary test stack (``tests/support/canary_stack.py``: the embedded model served as a stable
 revision and three canaries, a real Prometheus scraping them with the PodMonitor's labels), then three
 analyses one after the other with ``python -m predictor canary`` on the chart's InferenceService in a
-file: the healthy canary (promoted), the erroring one (every answer a 503: rolled back) and the slow one
-(2 s batch delay: rolled back), each under ``bench.loadgen`` load on the stable and that canary. The
-panels "Requests/s", "Error ratio (5xx)" and "Latency p50 / p95 / p99" by revision are taken from the
+file: the healthy canary (promoted), the refusing one (a queue smaller than a request: every answer a
+400, rolled back by the client-error check) and the slow one (2 s batch delay: rolled back), each under
+``bench.loadgen`` load on the stable and that canary. The panels "Success and error rate" (2xx, 5xx,
+4xx), "Error ratio (5xx)" and "Latency p50 / p95 / p99" by revision are taken from the
 dashboard *rendered by the chart*, evaluated with Prometheus' ``query_range`` over the run, and drawn
 with every decision of the tool marked. Needs ``prometheus``, ``helm``, ``kubectl`` and matplotlib.
 
@@ -30,9 +31,9 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import DEFAULT_MODEL_DIR  # noqa: E402
 from tests.support.canary_stack import KNATIVE_PROFILE, CanaryStack, render, run_tool  # noqa: E402
 
-PANELS = ("Requests/s by revision", "Error ratio (5xx) by revision", "Latency p50 / p95 / p99 by revision")
-RUNS = (("healthy", "promoted"), ("erroring", "rolled back"), ("slow", "rolled back"))
-COLORS = {"stable": "#5794f2", "healthy": "#ff9830", "erroring": "#f2495c", "slow": "#b877d9"}
+PANELS = ("Success and error rate by revision", "Error ratio (5xx) by revision", "Latency p50 / p95 / p99 by revision")
+RUNS = (("healthy", "promoted"), ("refusing", "rolled back"), ("slow", "rolled back"))
+COLORS = {"stable": "#5794f2", "healthy": "#ff9830", "refusing": "#f2495c", "slow": "#b877d9"}
 SHORT = {"pass": "PASS", "fail": "FAIL", "no-data": "NO DATA", "promote": "PROMOTE", "rollback": "ROLLBACK"}
 
 
@@ -114,7 +115,7 @@ def plot(
             spine.set_color("#444")
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
         ax.set_title(f"{panel['title']}  [{unit}]" if unit else panel["title"], color="#eee", fontsize=10, loc="left")
-        for target in panel["targets"]:
+        for i, target in enumerate(panel["targets"]):
             for series in data[(panel["id"], target["refId"])]:
                 xs = [float(t) - start for t, _ in series["values"]]
                 ys = [float(v) * (100 if unit == "percentunit" else 1) for _, v in series["values"]]
@@ -123,6 +124,7 @@ def plot(
                     xs,
                     ys,
                     linewidth=1.4,
+                    linestyle=("-", "--", ":")[i % 3],
                     color=COLORS.get(role.split(" ")[0]),
                     label=legend(target.get("legendFormat", ""), series["metric"], roles),
                 )
