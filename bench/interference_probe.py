@@ -59,14 +59,9 @@ def decode_cpu_ms(jpeg: bytes, spec: Any, n: int = 50) -> float:
     return 1000 * (time.process_time() - t0) / n
 
 
-def _renice(nice: int) -> None:
-    """Linux sets niceness per thread: this decode thread's."""
-    if nice:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-
-
 def probe(args: argparse.Namespace) -> dict[str, Any]:
     from bench.payloads import parse_size, sample_jpegs
+    from bench.procs import renice_thread
     from predictor.engine.speed_check import timed_rounds
     from predictor.preprocess import PreprocessSpec, decode_image
 
@@ -80,7 +75,9 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
             e.warmup([1, args.batch])
         batch = np.random.default_rng(0).integers(0, 256, (args.batch, *spec.crop_hw, 3), dtype=np.uint8)
         nice = args.decode_nice
-        with ThreadPoolExecutor(threads, thread_name_prefix="decode", initializer=_renice, initargs=(nice,)) as pool:
+        with ThreadPoolExecutor(
+            threads, thread_name_prefix="decode", initializer=renice_thread, initargs=(nice,)
+        ) as pool:
 
             def work(n: int):
                 futures = [pool.submit(decode_image, jpeg, spec, 40_000_000) for _ in range(n)]

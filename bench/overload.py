@@ -40,7 +40,16 @@ from typing import Any
 
 from bench.loadgen import run_load
 from bench.payloads import parse_size, sample_jpegs
-from bench.procs import REPO_ROOT, ServerProcess, free_port, host_busy_s, machine_info, ours_argv, timed_post
+from bench.procs import (
+    REPO_ROOT,
+    ServerProcess,
+    free_port,
+    host_busy_s,
+    machine_info,
+    ours_argv,
+    renice_thread,
+    timed_post,
+)
 from bench.protocols import build_request
 from bench.report import append_jsonl
 
@@ -249,16 +258,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         res["client_nice"] = a.client_nice
         # The load runs on a thread of its own, at the niceness asked for (Linux sets it per thread; servers
         # started later, by the probe, keep the default).
-        with ThreadPoolExecutor(1, initializer=_renice, initargs=(a.client_nice,)) as pool:
+        with ThreadPoolExecutor(1, initializer=renice_thread, initargs=(a.client_nice,)) as pool:
             res["steps"] = pool.submit(sweep, a, targets).result()
     res["probe"] = {name: probe(a, name, tree, logs) for name, tree in a.server} if a.probe_duration > 0 else {}
     res["load_after"] = round(os.getloadavg()[0], 2)
     return res
-
-
-def _renice(nice: int) -> None:
-    if nice:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 def _floats(text: str) -> list[float]:

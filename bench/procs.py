@@ -28,6 +28,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def renice_thread(nice: int) -> None:
+    """Give the calling thread this niceness (Linux sets it per thread; 0 leaves it as it is). A thread
+    pool initializer, so that only the pool's threads are niced."""
+    if nice:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (all its threads) so far."""
     with open(f"/proc/{pid}/stat") as f:

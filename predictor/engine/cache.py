@@ -12,10 +12,14 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _HASHED_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".txt")
 _COMPLETE = ".complete"
@@ -108,3 +112,27 @@ def get_or_build(cache_dir: Path, key: str, build: Callable[[Path], None]) -> tu
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final, True
+
+
+def read_verdict_file(path: Path, parse: Callable[[str], T], what: str, again: str) -> T | None:
+    """A cached check verdict (``parse`` of the file's text), or None when absent or unreadable; an
+    unreadable one is logged as "ignoring unreadable <what> ...: <again>"."""
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        logger.warning("ignoring unreadable %s %s (%s): %s", what, path, e, again)
+        return None
+
+
+def write_verdict_file(path: Path, text: str, what: str, again: str) -> None:
+    """Cache a check verdict atomically (a temporary file, then a rename); a read-only cache only logs
+    "could not cache the <what> ...: the next start <again>"."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{time.monotonic_ns()}")
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        logger.warning("could not cache the %s in %s (%s): the next start %s", what, path, e, again)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from predictor.engine.cache import read_verdict_file, write_verdict_file
 from predictor.preprocess import PreprocessSpec, decode_image, prepare_pil
 
 if TYPE_CHECKING:
@@ -272,21 +273,9 @@ def verdict_path(cache_dir: Path, model_hash: str, backend: str, device: str, ca
 
 def read_verdict(path: Path) -> Verdict | None:
     """A cached verdict, or None when absent or unreadable (then the check runs again)."""
-    try:
-        return Verdict.from_json(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        logger.warning("ignoring unreadable precision verdict %s (%s): checking again", path, e)
-        return None
+    return read_verdict_file(path, Verdict.from_json, "precision verdict", "checking again")
 
 
 def write_verdict(path: Path, verdict: Verdict) -> None:
     """Cache a verdict (atomically: write a temp file, then rename); a read-only cache only logs."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{time.monotonic_ns()}")
-        tmp.write_text(verdict.to_json())
-        tmp.replace(path)
-    except OSError as e:
-        logger.warning("could not cache the precision verdict in %s (%s): the next start checks again", path, e)
+    write_verdict_file(path, verdict.to_json(), "precision verdict", "checks again")

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from predictor.engine import registry
+from predictor.engine.cache import read_verdict_file, write_verdict_file
 
 if TYPE_CHECKING:
     from predictor.engine.base import Engine
@@ -151,24 +152,12 @@ def verdict_path(
 
 def read_verdict(path: Path) -> SpeedVerdict | None:
     """A cached verdict, or None (absent or unreadable: measure again)."""
-    try:
-        return SpeedVerdict.from_json(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        logger.warning("ignoring unreadable speed verdict %s (%s): measuring again", path, e)
-        return None
+    return read_verdict_file(path, SpeedVerdict.from_json, "speed verdict", "measuring again")
 
 
 def write_verdict(path: Path, verdict: SpeedVerdict) -> None:
     """Cache a verdict atomically; a read-only cache only logs."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{time.monotonic_ns()}")
-        tmp.write_text(verdict.to_json())
-        tmp.replace(path)
-    except OSError as e:
-        logger.warning("could not cache the speed verdict in %s (%s): the next start measures again", path, e)
+    write_verdict_file(path, verdict.to_json(), "speed verdict", "measures again")
 
 
 Run = Callable[[Callable[[], float]], float]
