@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import subprocess
 import sys
@@ -71,6 +72,28 @@ def default_server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFac
 # --- gpu-marked tests: run where CUDA is, deselected (and counted) where it is not ---------------------
 
 _GPU_DESELECTED = pytest.StashKey[int]()
+
+
+DEADLOCK_S = float(os.environ.get("TESTS_DEADLOCK_S", "900"))
+"""A test still running after this long is stuck below Python (a native deadlock holding the GIL, which
+no Python-level timeout, pytest-timeout's 600 s included, can interrupt): dump every thread's stack and
+exit, so CI fails with a diagnosis instead of hanging until its own limit."""
+
+
+def _terminal_fd(config: pytest.Config) -> int:
+    """The stderr pytest had before it captured fd 2 (output written to the capture is lost on exit)."""
+    capture = getattr(config.pluginmanager.getplugin("capturemanager"), "_global_capturing", None)
+    saved = getattr(getattr(capture, "err", None), "targetfd_save", None)
+    return saved if isinstance(saved, int) else sys.__stderr__.fileno()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    faulthandler.dump_traceback_later(DEADLOCK_S, exit=True, file=_terminal_fd(item.config))
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.hookimpl(trylast=True)  # after ``-m`` / ``-k`` deselection: count only gpu tests that would run

@@ -199,16 +199,29 @@ class OpenVinoEngine(Engine):
 
         A stream that is free takes the next image, so streams slowed by other threads on their core
         share the batch unevenly instead of waiting for each other at its end.
+
+        No Python callback is set on the queue: OpenVINO runs a callback on its stream thread under the
+        GIL, and a compiled model destroyed (under the GIL) while one was still pending joined that thread
+        forever, hanging the process. The queue's own callbacks only mark requests idle; the next idle
+        request's id says whose output to read before it takes the next image.
         """
         outputs: list[np.ndarray | None] = [None] * batch.shape[0]
+        holding: dict[int, int] = {}  # request id -> index of the image it ran last
 
-        def done(request: Any, index: int) -> None:
-            outputs[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        def collect(request_id: int) -> None:
+            index = holding.pop(request_id, None)
+            if index is not None:
+                data = queue[request_id].get_output_tensor(0).data
+                outputs[index] = np.array(data, dtype=np.float32, copy=True)
 
-        queue.set_callback(done)
         for i in range(batch.shape[0]):
+            request_id = queue.get_idle_request_id()  # waits (GIL released) for a free stream
+            collect(request_id)
+            holding[request_id] = i
             queue.start_async({0: batch[i : i + 1]}, userdata=i)
         queue.wait_all()
+        for request_id in list(holding):
+            collect(request_id)
         return np.concatenate(outputs)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from predictor.engine.torch_engine import TorchEngine
 from predictor.preprocess import PreprocessSpec
 from tests.support.references import PHOTO_NAMES
 
+REPO = Path(__file__).resolve().parents[2]
 BF16_BACKENDS = ["openvino", "torch"]
 MIN_BF16_AGREEMENT = 0.95
 SANE_BF16_AGREEMENT = 0.85
@@ -155,6 +158,53 @@ def test_openvino_throughput_hint_splits_and_reassembles(
     np.testing.assert_allclose(throughput.infer(batch[:1]), latency.infer(batch[:1]), rtol=1e-3, atol=1e-3)
     floats = lite0_spec.normalize(batch[:3])  # the float32 input compiles both variants on first use
     np.testing.assert_allclose(throughput.infer(floats), latency.infer(batch[:3]), rtol=1e-3, atol=1e-3)
+
+
+# Builds, runs and closes THROUGHPUT engines on a second thread while the main thread keeps taking the
+# GIL, as the speed check does beside the event loop. With a Python callback on the async queue this
+# deadlocked within 5-21 rounds (the compiled model's destructor joined a stream thread that waited for
+# the GIL its caller held), so the whole process, pytest's own timeout included, stopped for good.
+_CLOSE_UNDER_THE_GIL = """
+import sys, threading, time
+from pathlib import Path
+import numpy as np
+from predictor.engine.openvino_engine import OpenVinoEngine
+from predictor.preprocess import PreprocessSpec
+model, cache, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+spec = PreprocessSpec.from_model_dir(model)
+batch = np.random.default_rng(0).integers(0, 256, (8, *spec.crop_hw, 3), dtype=np.uint8)
+def churn():
+    for _ in range(rounds):
+        engine = OpenVinoEngine(spec, model, cache, "fp32", 2, "THROUGHPUT")
+        engine.load()
+        for _ in range(3):
+            engine.infer(batch)
+        engine.close()
+        del engine
+worker = threading.Thread(target=churn)
+worker.start()
+n = 0
+while worker.is_alive():
+    for _ in range(20000):
+        n += 1
+    time.sleep(0.0005)
+print("closed", rounds)
+"""
+
+
+def test_openvino_throughput_engines_close_while_other_threads_hold_the_gil(
+    tiny_model_dir: Path, engine_cache: Path
+) -> None:
+    rounds = 60
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_UNDER_THE_GIL, str(tiny_model_dir), str(engine_cache), str(rounds)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,  # a deadlock never ends: the timeout turns it into a failure
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"closed {rounds}"
 
 
 def test_torch_compiled_buckets_pad_and_trim(tiny_model_dir: Path) -> None:
