@@ -63,6 +63,25 @@ def ensure_model(model_dir: Path | None) -> tuple[Path, bool]:
     return DEFAULT_MODEL_DIR, True
 
 
+def describe_model(model_dir: Path, built: bool) -> str:
+    """What the report says the model is: the benchmark's own random ResNet-50, or what the given
+    directory's ``config.json`` names (its architecture and the input it is fed)."""
+    if built:
+        return "random-weight ResNet-50 (ResNetConfig defaults), 224x224"
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"{model_dir.name} (config.json unreadable: {e})"
+    arch = ", ".join(config.get("architectures") or []) or config.get("model_type") or "unknown architecture"
+    try:
+        from predictor.preprocess import PreprocessSpec
+
+        h, w = PreprocessSpec.from_model_dir(model_dir).crop_hw
+        return f"{model_dir.name}: {arch}, {h}x{w}"
+    except Exception as e:  # a report line must not fail the run
+        return f"{model_dir.name}: {arch} (input size unknown: {e})"
+
+
 def measure(
     server: ServerProcess, name: str, bench_servers: list[ServerProcess], jsonl: Path | None = None, **load: Any
 ) -> dict[str, Any]:
@@ -171,7 +190,7 @@ def _start_all(
 
 def run_suite(a: argparse.Namespace) -> dict[str, Any]:
     """Run every step; returns the whole result (also written by :func:`main`)."""
-    model_dir, _ = ensure_model(a.model_dir)
+    model_dir, built = ensure_model(a.model_dir)
     if a.fresh_cache:
         shutil.rmtree(model_dir / ".cache", ignore_errors=True)
     run_s = a.duration / a.rounds
@@ -179,7 +198,7 @@ def run_suite(a: argparse.Namespace) -> dict[str, Any]:
     extra = dict(kv.split("=", 1) for kv in a.server_setting)
     res: dict[str, Any] = {
         "machine": machine_info(),
-        "model": {"dir": str(model_dir), "what": "random-weight ResNet-50 (ResNetConfig defaults), 224x224"},
+        "model": {"dir": str(model_dir), "what": describe_model(model_dir, built)},
         "load": {
             "concurrency": a.concurrency,
             "size": f"{a.size[0]}x{a.size[1]}",
