@@ -84,13 +84,18 @@ def tool_rules(namespace: str, isvc: str, window_seconds: float) -> dict[str, st
     sel = selector(namespace, isvc)
     w = format_duration(window_seconds)
     n = RuleNames(w)
+
+    def share(rate: str, ratio: str, codes: str) -> dict[str, str]:
+        """Per-revision rate of the answers with ``codes`` (0 where there were none) and its share."""
+        return {
+            rate: f"{BY_REVISION} (rate(classifier_requests_total{{{sel}, {codes}}}[{w}])) "
+            f"or 0 * {n.requests}{{{sel}}}",
+            ratio: f"{rate}{{{sel}}} / {n.requests}{{{sel}}}",
+        }
+
     return {
-        n.shed: f'{BY_REVISION} (rate(classifier_requests_total{{{sel}, code="503"}}[{w}])) '
-        f"or 0 * {n.requests}{{{sel}}}",
-        n.shed_ratio: f"{n.shed}{{{sel}}} / {n.requests}{{{sel}}}",
-        n.client_errors: f'{BY_REVISION} (rate(classifier_requests_total{{{sel}, code=~"4..", code!="499"}}[{w}])) '
-        f"or 0 * {n.requests}{{{sel}}}",
-        n.client_error_ratio: f"{n.client_errors}{{{sel}}} / {n.requests}{{{sel}}}",
+        **share(n.shed, n.shed_ratio, 'code="503"'),
+        **share(n.client_errors, n.client_error_ratio, 'code=~"4..", code!="499"'),
     }
 
 
