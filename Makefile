@@ -12,17 +12,23 @@ DEFAULT_MODEL_DIR := $(MODELS_DIR)/efficientnet-lite0
 PORT ?= 8080
 TOOLS := .tools
 PYTEST_ARGS ?=
+# The lock: uv.lock (one file, hashes for every package, every extra). `make lock` regenerates it.
+UV_VERSION := 0.13.9
+LOCK_EXTRAS := --extra dev --extra gpu --extra plan
 
 .PHONY: help venv model run test lint format tools bench bench-capacity dashboard image clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml uv.lock
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q 'uv==$(UV_VERSION)'
+	$(VENV)/bin/uv export -q --frozen --no-emit-project $(LOCK_EXTRAS) --format requirements-txt -o $(VENV)/requirements.txt
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(VENV)/requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	@touch $@
 
 venv: $(STAMP) ## Create .venv with every dependency (reused when complete)
