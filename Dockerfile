@@ -1,19 +1,29 @@
-# syntax=docker/dockerfile:1.7
-# image-classifier predictor: KServe custom predictor (`python -m predictor serve`) on the CUDA runtime.
+# image-classifier predictor: KServe custom predictor (`python -m predictor serve`).
 #
-#   docker build -t image-classifier:dev .                                  # model from STORAGE_URI at run time
+#   docker build -t image-classifier:dev .                                  # model mounted at /mnt/models
 #   docker build --build-arg BAKE_MODEL=microsoft/resnet-50 -t ic:resnet .  # model baked into /mnt/models
+#   docker run --rm -p 8080:8080 -v "$PWD/models/efficientnet-lite0:/mnt/models:ro" image-classifier:dev
+#   make image-check                                                        # build, run as the chart does, classify
 #
-# Base image: nvidia/cuda:12.8.1-runtime-ubuntu22.04 (CUDA 12.8 runtime libraries, Ubuntu 22.04 whose
-# jammy-updates ship Python 3.11). torch's wheels bring their own CUDA libraries; the base supplies the
-# driver-facing runtime and the NVIDIA container toolkit's environment.
-# The digest is the linux/amd64 digest recorded for this tag in public repositories; it was NOT verified
-# against the registry from this offline build machine. Before a release, check it with
-#   docker buildx imagetools inspect nvidia/cuda:12.8.1-runtime-ubuntu22.04
-# and update both FROM lines together.
+# Base and CUDA, chosen together: torch 2.14.1 from PyPI is the CUDA 13.0 build and its wheels carry
+# every CUDA library it uses (nvidia-cublas, -cudnn-cu13, ... in the venv), so a CUDA base image would
+# add ~3 GB of libraries nobody loads and say the wrong CUDA version. The base is plain Debian 12
+# (Python 3.11 from Debian, the same minor version as `make test`). What the node must provide: the
+# NVIDIA driver, version >= 580 (the first driver for CUDA 13.0), and the NVIDIA container toolkit or
+# device plugin that mounts it. On an older driver torch reports no usable GPU.
+#
+# BASE_IMAGE: a Debian 12 (bookworm) image. The default is the official one, pinned by digest (recorded
+# from a public repository; NOT verified against the registry from the offline build machine; check with
+# `docker buildx imagetools inspect debian:bookworm-slim` before a release). An offline machine builds
+# its own with debootstrap and passes it: scripts/image_check.sh --help, docs/operations.md.
+#
+# Layers: the locked dependencies (uv.lock, hashes required) are one layer that changes only with the lock;
+# the package source is its own small layer, so a source change rebuilds and pushes megabytes, not GB.
+ARG BASE_IMAGE=debian:bookworm-slim@sha256:4b50eb66f977b4062683ff434ef18ac191da862dbe966961bc11990cf5791a8d
 
-# ------------------------------------------------------------------------------------------------ build
-FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd AS builder
+# ------------------------------------------------------------------------------------------------ deps
+# checkov:skip=CKV_DOCKER_7: every stage starts from BASE_IMAGE, whose default above is pinned by digest (tested)
+FROM ${BASE_IMAGE} AS deps
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
@@ -21,36 +31,34 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3.11-dev build-essential \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 RUN python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
+# The serving image's share of the lock: the runtime dependencies and the `gpu` extra (no dev tools, no
+# planner plotting). `uv export` turns uv.lock into a pip requirements file with hashes; pip installs it
+# with --require-hashes and --no-deps, so nothing outside the lock can enter.
+COPY pyproject.toml uv.lock ./
+RUN python -m pip install -q 'uv==0.13.9' \
+    && uv export -q --frozen --no-emit-project --extra gpu --format requirements-txt -o requirements.txt \
+    && python -m pip install -q --require-hashes --no-deps -r requirements.txt \
+    && python -m pip uninstall -q -y uv \
+    && python -m pip check
 
-# Dependency layer: pyproject.toml plus an empty package, so editing the source does not reinstall torch.
-# The install commands are the Makefile's (`python -m pip install -q --upgrade pip`, then the project from
-# pyproject.toml with `python -m pip install -q`), so the pins in pyproject.toml (torch==2.14.1,
-# torchvision==0.29.1, kserve==0.21.0, ...) are the only ones.
-COPY pyproject.toml ./
-RUN mkdir predictor && touch predictor/__init__.py \
-    && python -m pip install -q --upgrade pip \
-    && python -m pip install -q '.[gpu]'
-
-# Source layer: the same command again; dependencies are already satisfied, only our package changes.
-COPY predictor/ predictor/
-RUN python -m pip install -q '.[gpu]'
-
+# ------------------------------------------------------------------------------------------------ model
 # Optional: bake a Hugging Face model into /mnt/models (KServe's storage initializer is then not needed;
-# deploy with `model.storageUri=""`). Empty = the directory stays empty for STORAGE_URI.
+# deploy with `model.storageUri=""`). Empty = the directory stays empty for a mount or STORAGE_URI.
+FROM deps AS model
 ARG BAKE_MODEL=""
 COPY models/__init__.py models/fetch_hf.py models/
 RUN mkdir -p /mnt/models \
     && if [ -n "$BAKE_MODEL" ]; then python -m models.fetch_hf "$BAKE_MODEL" --out /mnt/models; fi
 
 # ---------------------------------------------------------------------------------------------- runtime
-FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 ENV DEBIAN_FRONTEND=noninteractive
 
@@ -58,19 +66,27 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.11 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 app \
-    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app \
-    && mkdir -p /var/cache/classifier \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app \
+    && mkdir -p /var/cache/classifier /mnt/models \
     && chown 10001:10001 /var/cache/classifier
 
-# Owned by root and read-only for the app user: the process cannot modify its own code.
-COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /mnt/models /mnt/models
+# Layer 1 (GB, changes with uv.lock only): the locked dependencies. Owned by root, read-only for the app.
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=model /mnt/models /mnt/models
+# Layer 2 (MB, changes with every release): our package, imported from /opt/app.
+COPY predictor/ /opt/app/predictor/
 
+# HOME is /tmp: writable under a read-only root (the chart mounts an emptyDir there; plain docker run
+# gets a writable layer or --tmpfs /tmp), so libraries that keep files in HOME (onnxruntime's telemetry
+# id) neither fail nor print non-JSON lines.
 ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
     HF_HOME=/var/cache/classifier/huggingface \
-    HF_HUB_DISABLE_TELEMETRY=1
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    HF_HUB_OFFLINE=1
 
 # Numeric user so Kubernetes can verify runAsNonRoot without resolving names.
 USER 10001:10001

@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 UV_VERSION := 0.13.9
 LOCK_EXTRAS := --extra dev --extra gpu --extra plan
 
-.PHONY: help venv model run test lint format tools bench bench-capacity dashboard image clean
+.PHONY: help venv lock model run test lint format tools bench bench-capacity dashboard image image-check clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
@@ -78,8 +78,18 @@ bench-capacity: $(STAMP) ## Measure one pod's capacity for the planner: bench/re
 	@$(MAKE) --no-print-directory $(DEFAULT_MODEL_DIR)/config.json
 	$(PY) -m bench.capacity --model_dir $(DEFAULT_MODEL_DIR) --out bench/results/capacity.json
 
-image: ## Build the container image (needs a Docker engine)
-	docker build -t image-classifier:dev .
+lock: ## Regenerate uv.lock from pyproject.toml (deterministic; versions move only with [tool.uv] exclude-newer)
+	@[ -x $(VENV)/bin/uv ] || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q 'uv==$(UV_VERSION)'; }
+	$(VENV)/bin/uv lock
+	@echo "uv.lock written; the next make target reinstalls .venv from it"
+
+BASE_IMAGE ?=
+image: ## Build the container image (needs a Docker engine; BASE_IMAGE=... to use a locally built base)
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t image-classifier:dev .
+
+image-check: $(STAMP) tools ## Build the image and run it as the chart's pod spec runs it (~15 min; not in make test)
+	@$(MAKE) --no-print-directory $(DEFAULT_MODEL_DIR)/config.json
+	BASE_IMAGE=$(BASE_IMAGE) bash scripts/image_check.sh
 
 clean: ## Remove the virtual environment, tools and built models
 	rm -rf $(VENV) $(TOOLS) $(DEFAULT_MODEL_DIR)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -119,9 +120,7 @@ class ModelRuntime:
         s = self.settings
         model_dir = Path(s.model_dir)
         if not (model_dir / "config.json").exists():
-            raise FileNotFoundError(
-                f"{model_dir} is not a model directory (no config.json); pass --model_dir or set STORAGE_URI"
-            )
+            raise FileNotFoundError(_no_model_message(model_dir))
         self.spec = PreprocessSpec.from_model_dir(model_dir)
         self.labels = load_labels(model_dir)
         if not self.model_version:
@@ -330,3 +329,16 @@ class ModelRuntime:
         """Release the engine (after the inference thread has stopped)."""
         if self.engine is not None:
             self.engine.close()
+
+
+def _no_model_message(model_dir: Path) -> str:
+    """What to do when ``model_dir`` holds no model: the fix differs inside and outside KServe."""
+    message = f"{model_dir} is not a model directory (no config.json)"
+    if os.environ.get("STORAGE_URI"):
+        # STORAGE_URI is read by KServe's storage initializer (an init container), never by this process.
+        return (
+            f"{message}; STORAGE_URI={os.environ['STORAGE_URI']} is set, but only KServe's storage initializer "
+            f"downloads it: outside KServe mount the model directory instead "
+            f"(docker run -v /path/to/model:{model_dir}:ro ...) or pass --model_dir"
+        )
+    return f"{message}; pass --model_dir, mount a model directory at {model_dir}, or deploy with the chart (storageUri)"

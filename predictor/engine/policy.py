@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,16 @@ class EnginePlan:
 def _cuda_available() -> bool:
     import torch
 
-    return torch.cuda.is_available()
+    available = torch.cuda.is_available()
+    if not available and os.environ.get("NVIDIA_VISIBLE_DEVICES", "") not in ("", "void", "none"):
+        # A GPU was given to the container, but torch cannot use it: most often a node driver older than
+        # the wheel's CUDA (torch 2.14.1 from PyPI is built for CUDA 13.0: driver >= 580.65.06).
+        logger.warning(
+            "a GPU is attached (NVIDIA_VISIBLE_DEVICES=%s) but CUDA is unusable, so device=auto serves on the CPU; "
+            "torch %s needs CUDA %s, i.e. an NVIDIA driver >= 580.65.06 on the node",
+            os.environ["NVIDIA_VISIBLE_DEVICES"], torch.__version__, torch.version.cuda,
+        )  # fmt: skip
+    return available
 
 
 def openvino_importable() -> bool:

@@ -1,6 +1,7 @@
 """The Dockerfile, checked statically (no Docker engine in CI): checkov's Dockerfile policies, the house
-rules (multi-stage, pinned base, numeric user, exec-form entry point) and the same pip commands as the
-Makefile."""
+rules (multi-stage, pinned base, numeric user, exec-form entry point, no frontend to fetch, a small source
+layer, a writable HOME) and the same lock-install commands as the Makefile. `make image-check` builds and
+runs the image for real (scripts/image_check.py)."""
 
 from __future__ import annotations
 
@@ -59,22 +60,45 @@ def test_checkov_flags_a_bad_dockerfile(tmp_path):
     assert {"CKV_DOCKER_3", "CKV_DOCKER_7"} <= ids, ids
 
 
-def test_multi_stage_with_every_base_pinned_by_digest():
+def test_multi_stage_with_the_base_pinned_by_digest_and_overridable():
     froms = [args for word, args in instructions() if word == "FROM"]
     assert len(froms) >= 2
+    (base,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", TEXT, re.M)
+    assert re.fullmatch(r"debian:bookworm-slim@sha256:[0-9a-f]{64}", base), base
+    stages = set()
     for args in froms:
-        image = args.split()[0]
-        assert re.fullmatch(r"nvidia/cuda:[0-9.]+-(cudnn-)?runtime-ubuntu[0-9.]+@sha256:[0-9a-f]{64}", image), image
+        image, *rest = args.split()
+        assert image == "${BASE_IMAGE}" or image in stages, f"FROM {image}: every stage starts from BASE_IMAGE"
+        if rest:
+            assert rest[0].upper() == "AS"
+            stages.add(rest[1])
 
 
-def test_dependency_layer_comes_before_the_source():
+def test_no_syntax_directive_so_offline_builders_fetch_no_frontend():
+    assert not re.search(r"^#\s*syntax\s*=", TEXT, re.M | re.I)
+
+
+def test_dependency_layer_comes_before_the_source_and_the_source_is_its_own_layer():
     copies = [args for word, args in instructions() if word == "COPY"]
-    pyproject = next(i for i, a in enumerate(copies) if a.startswith("pyproject.toml"))
+    lock = next(i for i, a in enumerate(copies) if a.startswith("pyproject.toml uv.lock"))
+    venv = next(i for i, a in enumerate(copies) if a.startswith("--from=deps /opt/venv"))
     source = next(i for i, a in enumerate(copies) if a.startswith("predictor/"))
-    assert pyproject < source
-    runs = [a for w, a in instructions() if w == "RUN"]
-    first_install = next(i for i, a in enumerate(runs) if "pip install" in a and "--upgrade pip" in a)
-    assert "touch predictor/__init__.py" in runs[first_install]
+    assert lock < venv < source
+    # the package is copied on its own (not installed into the venv), so a source change is a small layer
+    assert copies[source].split() == ["predictor/", "/opt/app/predictor/"]
+    assert re.search(r"PYTHONPATH=/opt/app\b", TEXT)
+
+
+def test_home_is_writable_under_a_read_only_root():
+    import yaml
+
+    envs = " ".join(a for w, a in instructions() if w == "ENV")
+    (home,) = re.findall(r"(?<![A-Z_])HOME=(\S+)", envs)
+    assert home == "/tmp"
+    tpl = (REPO_ROOT / "chart" / "templates" / "_pod.tpl").read_text()
+    assert "mountPath: /tmp" in tpl, "the chart mounts an emptyDir at HOME"
+    values = yaml.safe_load((REPO_ROOT / "chart" / "values.yaml").read_text())
+    assert values["containerSecurityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_runtime_runs_as_a_numeric_non_root_user_with_exec_entrypoint():
@@ -99,43 +123,41 @@ def test_uid_matches_the_chart_security_context():
     assert f"--uid {uid}" in TEXT and f"USER {uid}:" in TEXT
 
 
-def _pip_installs(commands: list[str]) -> list[list[str]]:
-    """Each `<python> -m pip install ...` as its argument list after `install`."""
-    out = []
-    for command in commands:
-        for part in re.split(r"&&|;", command):
-            words = shlex.split(part.replace("$(PY)", "python"))
-            if words[1:4] == ["-m", "pip", "install"]:
-                out.append(words[4:])
-    return out
+def _lock_installs(text: str) -> tuple[list[list[str]], list[list[str]]]:
+    """The `uv export` and `pip install` commands of a Makefile or Dockerfile, as argument lists."""
+    exports, installs = [], []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        if line.lstrip().startswith("#") or not ("uv export" in line or "pip install" in line):
+            continue
+        for part in re.split(r"&&|;", line.strip().removeprefix("RUN ")):
+            words = shlex.split(part.replace("$(PY)", "python").replace("$(VENV)/bin/uv", "uv"))
+            words = [w for w in words if w != "$(LOCK_EXTRAS)"]
+            if words[:2] == ["uv", "export"]:
+                exports.append(words[2:])
+            elif words[1:4] == ["-m", "pip", "install"] and "--require-hashes" in words:
+                installs.append(words[4:])
+    return exports, installs
 
 
-def test_pip_install_commands_match_the_makefile():
-    """Same interpreter invocation and flags; both install the project from pyproject.toml, with no
-    requirements file or package pinned on the side. Only the editable flag (-e, for development) and
-    the extras ([dev] for tests, [gpu] for the image) differ."""
-    makefile = (REPO_ROOT / "Makefile").read_text()
-    make_cmds = [line.strip() for line in makefile.splitlines() if "-m pip install" in line]
-    docker_cmds = [a for w, a in instructions() if w == "RUN" and "pip install" in a]
-    make = _pip_installs(make_cmds)
-    docker = _pip_installs(docker_cmds)
-    assert make and docker
-
-    def normalize(args):
-        args = [a for a in args if a != "-e"]
-        return [re.sub(r"^\.\[[a-z,]+\]$", ".", a) for a in args]
-
-    assert ["-q", "--upgrade", "pip"] in make and ["-q", "--upgrade", "pip"] in docker
-    project_make = {tuple(normalize(a)) for a in make if "pip" not in a}
-    project_docker = {tuple(normalize(a)) for a in docker if "pip" not in a}
-    assert project_make == project_docker == {("-q", ".")}, (project_make, project_docker)
-    assert "requirements" not in TEXT and "constraint" not in TEXT.lower()
-    import tomllib
-
-    extras = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-    for args in docker:
-        for extra in re.findall(r"^\.\[([a-z,]+)\]$", " ".join(args)):
-            assert set(extra.split(",")) <= extras
+def test_both_install_paths_install_the_lock_with_hashes_only():
+    """The Makefile (the venv of make run / make test) and the Dockerfile install the same way: uv.lock
+    exported with hashes, then pip with --require-hashes --no-deps, so nothing outside the lock enters."""
+    make_exports, make_installs = _lock_installs((REPO_ROOT / "Makefile").read_text())
+    docker_exports, docker_installs = _lock_installs(TEXT)
+    assert make_exports and docker_exports and make_installs and docker_installs
+    for args in make_exports + docker_exports:
+        assert {"--frozen", "--no-emit-project"} <= set(args) and "requirements-txt" in args, args
+        assert "--no-hashes" not in args
+    assert [a for a in make_installs] == [["-q", "--require-hashes", "--no-deps", "-r", "$(VENV)/requirements.txt"]]
+    assert docker_installs == [["-q", "--require-hashes", "--no-deps", "-r", "requirements.txt"]]
+    # the image takes the runtime dependencies and the gpu extra, never the dev tools
+    (docker_export,) = docker_exports
+    extras = [docker_export[i + 1] for i, a in enumerate(docker_export) if a == "--extra"]
+    assert extras == ["gpu"], extras
+    uv_pins = set(re.findall(r"uv==([0-9.]+)", TEXT)) | set(
+        re.findall(r"UV_VERSION := ([0-9.]+)", (REPO_ROOT / "Makefile").read_text())
+    )
+    assert len(uv_pins) == 1, f"one uv version for both: {uv_pins}"
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -144,10 +166,10 @@ def test_dockerignore_keeps_the_context_small():
     ]
     assert lines[0] == "**", "deny everything, then allow what the build needs"
     allowed = {line[1:] for line in lines if line.startswith("!")}
-    assert {"pyproject.toml", "predictor/"} <= allowed
+    assert {"pyproject.toml", "uv.lock", "predictor/"} <= allowed
     assert not any(a.startswith((".venv", ".tools", "models/*/", "tests")) for a in allowed)
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "predictor", "models/fetch_hf.py", "models/__init__.py"])
+@pytest.mark.parametrize("path", ["pyproject.toml", "uv.lock", "predictor", "models/fetch_hf.py", "models/__init__.py"])
 def test_copied_paths_exist(path):
     assert (REPO_ROOT / path).exists()

@@ -111,3 +111,23 @@ def test_create_engine_builds_each_backend(tiny_model_dir: Path, tmp_path: Path)
     assert isinstance(ort_engine, OnnxRuntimeEngine) and ort_engine.cache_dir == tmp_path
     ov_engine = create_engine(Settings(backend="openvino", openvino_hint="THROUGHPUT", **base), spec)
     assert isinstance(ov_engine, OpenVinoEngine) and ov_engine.performance_hint == "THROUGHPUT"
+
+
+def test_a_gpu_attached_but_unusable_is_logged_with_the_driver_it_needs(monkeypatch, caplog) -> None:
+    """On a node whose driver is older than the wheel's CUDA, torch sees no GPU: say so, not silently serve on CPU."""
+    import logging
+
+    import torch
+
+    from predictor.engine import policy
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
+    with caplog.at_level(logging.WARNING, logger="predictor.engine.policy"):
+        assert policy._cuda_available() is False
+    assert "driver >= 580.65.06" in caplog.text and "NVIDIA_VISIBLE_DEVICES=all" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "void")  # no GPU given: nothing to warn about
+    with caplog.at_level(logging.WARNING, logger="predictor.engine.policy"):
+        assert policy._cuda_available() is False
+    assert caplog.text == ""

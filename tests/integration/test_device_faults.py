@@ -91,22 +91,26 @@ def test_a_batch_too_big_for_memory_is_split_answered_and_caps_later_batches(oom
     server, _ = oom_server
     cat, coffee = photos_jpeg["chelsea"], photos_jpeg["coffee"]
     assert server.metric("classifier_batch_cap") == MAX_BATCH
+    batches_at_start = server.metric("classifier_batch_size_count")
     r = _classify(server, [cat, coffee] * 4)  # one request of 8 images: one batch of 8
     assert r.status_code == 200, r.text
     labels = _labels(r)
     assert all(label in CAT_CLASSES for label in labels[::2]) and labels[1::2] == ["espresso"] * 4, labels
     # 8 ran out of memory, then each half of 4; the quarters of 2 fitted
-    assert server.metric("classifier_out_of_memory_total") == 3
-    assert server.metric("classifier_batch_cap") == 2
+    assert server.wait_metric("classifier_out_of_memory_total", 3) == 3
+    assert server.wait_metric("classifier_batch_cap", 2) == 2
     log = server.log()
     assert log.count("batches capped at 2 images (was 16, max_batch_size=16)") == 1, log[-3000:]
-    small_before, all_before = _batches_up_to(server, 2), server.metric("classifier_batch_size_count")
+    # the first request's batch (one of 8, split inside the engine) is recorded before counting anew
+    all_before = server.wait_metric("classifier_batch_size_count", batches_at_start + 1)
+    assert all_before == batches_at_start + 1
+    small_before = _batches_up_to(server, 2)
     r = _classify(server, [coffee] * 7)
     assert r.status_code == 200 and _labels(r) == ["espresso"] * 7, r.text
     # no new out-of-memory error: the batcher formed batches of at most 2 (2 + 2 + 2 + 1)
-    assert server.metric("classifier_out_of_memory_total") == 3
-    assert server.metric("classifier_batch_size_count") - all_before == 4
+    assert server.wait_metric("classifier_batch_size_count", all_before + 4) - all_before == 4
     assert _batches_up_to(server, 2) - small_before == 4
+    assert server.metric("classifier_out_of_memory_total") == 3
 
 
 def test_an_image_that_does_not_fit_alone_gets_507_and_the_others_are_answered(oom_server, photos_jpeg) -> None:
@@ -126,7 +130,7 @@ def test_an_image_that_does_not_fit_alone_gets_507_and_the_others_are_answered(o
     # in a request of several images, the answer names the one that did not fit
     r = _classify(server, [cat, _huge_png()])
     assert r.status_code == 507 and r.json()["error"].startswith("image 1: the cpu device ran out of memory"), r.text
-    assert server.metric("classifier_rejections_total", reason="insufficient_memory") == 2
+    assert server.wait_metric("classifier_rejections_total", 2, reason="insufficient_memory") == 2
     server.assert_healthy(cat)
 
 

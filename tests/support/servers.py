@@ -71,6 +71,17 @@ class ServerProcess:
                     total += s.value
         return total
 
+    def wait_metric(self, name: str, expected: float, timeout_s: float = 30, **labels: str) -> float:
+        """The metric's value once it equals ``expected`` (polled), or its last value after ``timeout_s``.
+
+        A response can reach the client before the server records the batch that answered it (metrics
+        are observed after the futures resolve), so a test waits for the metric, not for the response.
+        """
+        deadline = time.monotonic() + timeout_s
+        while (value := self.metric(name, **labels)) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return value
+
     def wait_ready(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,15 @@ def test_help_shows_each_flags_default_choices_and_env_var() -> None:
     # booleans are case-insensitive, as the chart and env vars write them
     args = build_parser().parse_args(["serve", "--enable_grpc", "True"])
     assert settings_from_args(args).enable_grpc is True
+
+
+def test_storage_uri_without_a_model_says_that_only_kserve_downloads_it(tmp_path) -> None:
+    """Plain `docker run` with STORAGE_URI set: the message says to mount the model, not to set STORAGE_URI."""
+    env = {**os.environ, "STORAGE_URI": "hf://microsoft/resnet-50"}
+    r = subprocess.run(
+        [sys.executable, "-m", "predictor", "serve", "--model_dir", str(tmp_path / "nope"), "--http_port", "0"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "only KServe's storage initializer downloads it" in r.stderr and "docker run -v" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
