@@ -38,12 +38,12 @@ RUN python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# The serving image's share of the lock: the runtime dependencies and the `gpu` extra (no dev tools, no
-# planner plotting). `uv export` turns uv.lock into a pip requirements file with hashes; pip installs it
+# The serving image's share of the lock: the runtime dependencies, the `gpu` extra and the `canary` extra
+# (the chart's canary Job runs this image); no dev tools, no planner. `uv export` turns uv.lock into a pip requirements file with hashes; pip installs it
 # with --require-hashes and --no-deps, so nothing outside the lock can enter.
 COPY pyproject.toml uv.lock ./
 RUN python -m pip install -q 'uv==0.13.9' \
-    && uv export -q --frozen --no-emit-project --extra gpu --format requirements-txt -o requirements.txt \
+    && uv export -q --frozen --no-emit-project --extra gpu --extra canary --format requirements-txt -o requirements.txt \
     && python -m pip install -q --require-hashes --no-deps -r requirements.txt \
     && python -m pip uninstall -q -y uv \
     && python -m pip check
@@ -73,8 +73,11 @@ RUN apt-get update \
 # Layer 1 (GB, changes with uv.lock only): the locked dependencies. Owned by root, read-only for the app.
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=model /mnt/models /mnt/models
-# Layer 2 (MB, changes with every release): our package, imported from /opt/app.
+# Layer 2 (MB, changes with every release): the serving package, and the canary analysis with the Kubernetes
+# object checks it uses (the chart's canary Job runs them from this image); never the planner.
 COPY predictor/ /opt/app/predictor/
+COPY classifier_canary/ /opt/app/classifier_canary/
+COPY classifier_kube/ /opt/app/classifier_kube/
 
 # HOME is /tmp: writable under a read-only root (the chart mounts an emptyDir there; plain docker run
 # gets a writable layer or --tmpfs /tmp), so libraries that keep files in HOME (onnxruntime's telemetry

@@ -14,7 +14,7 @@ TOOLS := .tools
 PYTEST_ARGS ?=
 # The lock: uv.lock (one file, hashes for every package, every extra). `make lock` regenerates it.
 UV_VERSION := 0.13.9
-LOCK_EXTRAS := --extra dev --extra gpu --extra plan
+LOCK_EXTRAS := --extra dev --extra gpu --extra canary --extra plan
 
 .PHONY: help venv lock model run test lint format tools bench bench-capacity dashboard image image-check clean
 

@@ -7,7 +7,7 @@ Measures one real server (``python -m predictor serve``, the model being planned
   cache of the first start; how long the deferred precision check took after ready;
 * closed-loop sweep (concurrency 1..64): throughput, latency, and from the server's own metrics the mean
   batch size, the mean forward time of a batch and the time images waited in the batcher, and the server's
-  CPU per image: what the planner's pod model is fitted on (:func:`predictor.plan.capacity.fit_pod_model`);
+  CPU per image: what the planner's pod model is fitted on (:func:`classifier_plan.capacity.fit_pod_model`);
 * open-loop points at 50/80/100/130 % of the saturated throughput: p50/p95 and the 503 share;
 * the raw forward time per batch size of the same backend and precision, in-process (no HTTP, no decode).
 
@@ -223,7 +223,7 @@ def model_bytes(model_dir: Path) -> int:
 def build_result(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """Run the measurement and assemble ``capacity.json`` with the fitted pod model."""
     from predictor.config import Settings
-    from predictor.plan.capacity import fit_pod_model
+    from classifier_plan.capacity import fit_pod_model
 
     machine = machine_info()
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -253,8 +253,8 @@ def build_result(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "measurements": {k: v for k, v in measured.items() if k != "engine"},
     }
     result["pod_model"] = fit_pod_model(result).model_dump()
-    from predictor.plan.capacity import CapacityProfile
-    from predictor.plan.podcurve import calibrate_jitter
+    from classifier_plan.capacity import CapacityProfile
+    from classifier_plan.podcurve import calibrate_jitter
 
     calibrated = calibrate_jitter(CapacityProfile.model_validate(result))
     result["pod_model"] = calibrated.pod_model.model_dump()

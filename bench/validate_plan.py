@@ -37,7 +37,7 @@ SHARE_TOLERANCE_POINTS = 5.0
 
 def simulate(profile: Any, rate: float, duration: float, warmup: float, seed: int) -> dict[str, Any]:
     """The simulator's one pod at ``rate`` (uniform arrivals, like the load generator's open loop)."""
-    from predictor.plan.podcurve import QUANTILES, simulate_fixed, standalone_setup
+    from classifier_plan.podcurve import QUANTILES, simulate_fixed, standalone_setup
 
     r = simulate_fixed(standalone_setup(profile), rate, duration, "uniform", warmup_s=warmup, seed=seed)
     q = dict(zip(QUANTILES, r.quantiles_ms, strict=True))
@@ -80,7 +80,7 @@ def compare(sim: dict[str, Any], meas: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
-    from predictor.plan.capacity import load_capacity
+    from classifier_plan.capacity import load_capacity
 
     profile = load_capacity(a.capacity)
     cap = profile.pod_model.capacity(int(profile.settings["max_batch_size"]), 1.0)

@@ -1,13 +1,17 @@
 """``python -m predictor serve|worker [--flag value ...]``: every flag is a settings field.
 
-``python -m predictor canary ...`` analyses an InferenceService canary (see ``predictor.canary.cli``);
-``python -m predictor plan ...`` simulates the chart's autoscaling and cost (:mod:`predictor.plan`).
+The tools beside the service keep their documented commands through thin dispatchers that import them
+only when asked (so serving never imports them): ``python -m predictor canary ...`` runs the canary
+analysis (:mod:`classifier_canary`, extra ``[canary]``), ``python -m predictor plan ...`` the capacity and
+cost planner (:mod:`classifier_plan`, extra ``[plan]``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -22,31 +26,43 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="classify jobs from the Redis stream")
     for p in (serve, worker):
         add_settings_arguments(p)
-    from predictor.canary.cli import __doc__ as canary_doc
-    from predictor.canary.cli import add_arguments as add_canary_arguments
-
-    canary = sub.add_parser(
-        "canary", help="promote or roll back an InferenceService canary from its metrics", description=canary_doc
-    )
-    add_canary_arguments(canary)
-    plan = sub.add_parser("plan", help="simulate the chart's autoscaling and cost under a traffic profile")
-    from predictor.plan.cli import add_arguments
-
-    add_arguments(plan)
+    for name, (_, help_text, _) in TOOLS.items():
+        # listed for --help; `main` hands these commands to the tool before this parser sees them
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+TOOLS: dict[str, tuple[str, str, str]] = {
+    "canary": ("classifier_canary.cli", "promote or roll back an InferenceService canary from its metrics", "canary"),
+    "plan": ("classifier_plan.cli", "simulate the chart's autoscaling and cost under a traffic profile", "plan"),
+}
+"""Subcommand → (module with ``add_arguments`` and ``run_from_args``, help, the extra that installs it)."""
+
+
+def run_tool(name: str, argv: list[str]) -> int:
+    """Parse ``argv`` with the tool's own flags and run it; a missing extra is one clear line, exit 2."""
+    module_name, help_text, extra = TOOLS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        print(
+            f"python -m predictor {name} needs the [{extra}] extra (missing module {e.name!r}): "
+            f"pip install 'image-classifier[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+    parser = argparse.ArgumentParser(prog=f"python -m predictor {name}", description=module.__doc__ or help_text)
+    module.add_arguments(parser)
+    run: Callable[[argparse.Namespace], int] = module.run_from_args
+    return run(parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags (then env vars, then defaults) and run the chosen entry point."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:
+        raise SystemExit(run_tool(argv[0], argv[1:]))
     args = build_parser().parse_args(argv)
-    if args.command == "canary":
-        from predictor.canary.cli import run_from_args
-
-        raise SystemExit(run_from_args(args))
-    if args.command == "plan":
-        from predictor.plan.cli import main as plan_main
-
-        raise SystemExit(plan_main(args))
     try:
         settings = settings_from_args(args)
     except ValidationError as e:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from predictor.kube.validate import CrdValidator
+from classifier_kube.validate import CrdValidator
 from tests.support.canary_stack import CanaryStack
 from tests.support.prometheus import Prometheus
 

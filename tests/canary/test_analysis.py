@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from predictor.canary.analysis import Analysis, Measurement, RevisionStats, Verdict, evaluate
-from predictor.canary.config import CanaryConfig
+from classifier_canary.analysis import Analysis, Measurement, RevisionStats, Verdict, evaluate
+from classifier_canary.config import CanaryConfig
 
 
 def cfg(**kw) -> CanaryConfig:

@@ -1,6 +1,6 @@
 """Bad input gets a clear error, exit code 2 and no patch; a canary the tool cannot see is never passed.
 
-Runs ``predictor.canary.cli.main`` in this process (one real ``python -m predictor canary`` subprocess
+Runs ``classifier_canary.cli.main`` in this process (one real ``python -m predictor canary`` subprocess
 checks the wiring) against real Prometheus processes and the chart's InferenceService in a file.
 """
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from predictor.canary.cli import main
+from classifier_canary.cli import main
 from tests.support.canary_stack import KNATIVE_PROFILE, NAMESPACE, knative_revision, rendered_isvc, with_knative_status
 from tests.support.prometheus import wait_until
 from tests.support.servers import REPO, free_port

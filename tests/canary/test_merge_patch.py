@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from predictor.canary.merge_patch import apply_merge_patch, create_merge_patch
+from classifier_canary.merge_patch import apply_merge_patch, create_merge_patch
 from tests.support.prometheus import tool
 
 # RFC 7386 Appendix A, verbatim: (original, patch, result).

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from predictor.canary.errors import ApplyFailed
-from predictor.canary.guard import PatchGuard
-from predictor.canary.isvc import promote_patch, read_state, rollback_patch, traffic_patch
-from predictor.canary.merge_patch import apply_merge_patch
+from classifier_canary.errors import ApplyFailed
+from classifier_canary.guard import PatchGuard
+from classifier_canary.isvc import promote_patch, read_state, rollback_patch, traffic_patch
+from classifier_canary.merge_patch import apply_merge_patch
 from tests.support.canary_stack import (
     CHART,
     KNATIVE_PROFILE,

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from predictor.canary.config import format_duration, parse_duration
-from predictor.canary.queries import check_queries, inline, recording_rules, tool_rules
+from classifier_canary.config import format_duration, parse_duration
+from classifier_canary.queries import check_queries, inline, recording_rules, tool_rules
 from tests.support.canary_stack import KNATIVE_PROFILE, NAMESPACE, STANDARD_PROFILE, render
 
 

@@ -1,7 +1,7 @@
 """Shared helpers of the chart tests: real helm/kubectl/promtool processes and a CRD schema validator.
 
-The CRD validator itself lives in the package (:mod:`predictor.kube.validate`), with the upstream CRDs it
-reads (``predictor/kube/crds``), so the canary tool checks its patches with the same code.
+The CRD validator itself lives in the package (:mod:`classifier_kube.validate`), with the upstream CRDs it
+reads (``classifier_kube/crds``), so the canary tool checks its patches with the same code.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from predictor.kube.validate import CRD_DIR
+from classifier_kube.validate import CRD_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "chart"
 CRDS = CRD_DIR
 PROFILES = sorted((CHART / "ci").glob("*-values.yaml"))
 UNCOMPILABLE_CEL_RULES: dict[str, str] = {}
-"""CEL rule text -> why predictor.kube cannot evaluate it. Empty: every rule of every shipped CRD compiles.
+"""CEL rule text -> why classifier_kube cannot evaluate it. Empty: every rule of every shipped CRD compiles.
 An entry here is a rule a real cluster checks and these tests do not; each needs its reason."""
 K8S_MINOR = "1.33"
 """Kubernetes minor the core kinds are validated against (kubernetes-validate, strict)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from predictor.kube.validate import CrdResult, CrdValidator
+from classifier_kube.validate import CrdResult, CrdValidator
 
 from .chart_support import CRDS, PROFILES, profile_name, render
 

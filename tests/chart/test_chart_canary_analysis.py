@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from predictor.__main__ import build_parser
-from predictor.canary.cli import config_from_args
+from classifier_canary.cli import build_parser
+from classifier_canary.cli import config_from_args
 
 from .chart_support import CHART, by_kind, one, render, render_error, run, tool
 
@@ -83,7 +83,7 @@ def test_job_is_not_a_hook_and_runs_once_with_the_charts_image(rendered):
 def test_job_args_parse_with_the_real_cli_and_carry_the_values(rendered):
     objects = rendered["canary-analysis"]
     (c,) = one(objects, "Job")["spec"]["template"]["spec"]["containers"]
-    cfg = config_from_args(build_parser().parse_args(["canary", *c["args"]]))
+    cfg = config_from_args(build_parser().parse_args(c["args"]))
     assert cfg.isvc == one(objects, "InferenceService")["metadata"]["name"] and cfg.namespace == "ml"
     assert cfg.prometheus_url == "http://prometheus-operated.monitoring:9090"
     assert cfg.steps == (10, 25, 50, 100) and cfg.step_interval_seconds == 300

@@ -22,7 +22,7 @@ def test_every_rule_of_every_shipped_crd_compiles(crd_validator, cel_tally):
 
 def test_the_crds_carry_the_rules_these_tests_rely_on(crd_validator):
     """Guards against a CRD update that drops the rules (the tests below would then prove nothing)."""
-    from predictor.kube.validate import iter_rules
+    from classifier_kube.validate import iter_rules
 
     counts = {
         kind: sum(1 for _ in iter_rules(schema))

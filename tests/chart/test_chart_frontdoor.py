@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from predictor.kube.validate import CrdValidator
+from classifier_kube.validate import CrdValidator
 
 from .chart_support import CHART, one, render, render_error
 

@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from predictor.kube.validate import check_metadata
+from classifier_kube.validate import check_metadata
 
 from .chart_support import CHART, CRDS, K8S_MINOR, PROFILES, UNCOMPILABLE_CEL_RULES, one, profile_name, run, tool
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from predictor.kube.validate import invalid_labels
+from classifier_kube.validate import invalid_labels
 
 from .chart_support import CHART, CRDS, REPO_ROOT, by_kind, one, render
 

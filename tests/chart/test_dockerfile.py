@@ -86,6 +86,8 @@ def test_dependency_layer_comes_before_the_source_and_the_source_is_its_own_laye
     assert lock < venv < source
     # the package is copied on its own (not installed into the venv), so a source change is a small layer
     assert copies[source].split() == ["predictor/", "/opt/app/predictor/"]
+    packages = {a.split()[0] for a in copies if a.endswith("/") and a.split()[-1].startswith("/opt/app/")}
+    assert packages == {"predictor/", "classifier_canary/", "classifier_kube/"}, "the image holds no planner"
     assert re.search(r"PYTHONPATH=/opt/app\b", TEXT)
 
 
@@ -150,10 +152,10 @@ def test_both_install_paths_install_the_lock_with_hashes_only():
         assert "--no-hashes" not in args
     assert [a for a in make_installs] == [["-q", "--require-hashes", "--no-deps", "-r", "$(VENV)/requirements.txt"]]
     assert docker_installs == [["-q", "--require-hashes", "--no-deps", "-r", "requirements.txt"]]
-    # the image takes the runtime dependencies and the gpu extra, never the dev tools
+    # the image takes the runtime dependencies, the gpu and canary extras, never the dev tools or the planner
     (docker_export,) = docker_exports
     extras = [docker_export[i + 1] for i, a in enumerate(docker_export) if a == "--extra"]
-    assert extras == ["gpu"], extras
+    assert extras == ["gpu", "canary"], extras
     uv_pins = set(re.findall(r"uv==([0-9.]+)", TEXT)) | set(
         re.findall(r"UV_VERSION := ([0-9.]+)", (REPO_ROOT / "Makefile").read_text())
     )

@@ -1,5 +1,5 @@
 """Knative feature flags: every Knative-mode profile passes the Knative its `knative.features` describes
-(a stock one for the default), checked against Knative's own Service CRD (predictor/kube/knative_features.py)."""
+(a stock one for the default), checked against Knative's own Service CRD (classifier_kube/knative_features.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from predictor.kube.knative_features import ENABLED_BY_DEFAULT, check_predictor, gated_fields, knative_service
+from classifier_kube.knative_features import ENABLED_BY_DEFAULT, check_predictor, gated_fields, knative_service
 
 from .chart_support import CHART, PROFILES, one, profile_name, render, render_error
 

@@ -51,7 +51,7 @@ def test_chart_tests_pass_in_a_fresh_clone_with_nothing_beside_it(tmp_path):
     clone = _clone(tmp_path)
     env = _env(clone)
     where = subprocess.run(
-        [sys.executable, "-c", "import predictor.kube.validate as v; print(v.__file__); print(v.CRD_DIR)"],
+        [sys.executable, "-c", "import classifier_kube.validate as v; print(v.__file__); print(v.CRD_DIR)"],
         cwd=clone,
         env=env,
         capture_output=True,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from predictor.kube.knative_features import ENABLED_BY_DEFAULT, gated_fields
-from predictor.kube.validate import CrdValidator
+from classifier_kube.knative_features import ENABLED_BY_DEFAULT, gated_fields
+from classifier_kube.validate import CrdValidator
 
 from .shell import Context
 from .world import (

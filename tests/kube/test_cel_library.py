@@ -8,7 +8,7 @@ from importlib import metadata
 import cel
 import pytest
 
-from predictor.kube.cel_library import KUBERNETES_FUNCTIONS, NATIVE_FUNCTIONS, WRITTEN_FOR
+from classifier_kube.cel_library import KUBERNETES_FUNCTIONS, NATIVE_FUNCTIONS, WRITTEN_FOR
 
 
 def evaluate(expression: str):

@@ -1,4 +1,4 @@
-"""Rule compilation and evaluation (predictor.kube.celrules): messages, errors, Kubernetes type mapping."""
+"""Rule compilation and evaluation (classifier_kube.celrules): messages, errors, Kubernetes type mapping."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from predictor.kube.celrules import RuleEvaluator, compile_rule, parse_go_duration, to_cel
+from classifier_kube.celrules import RuleEvaluator, compile_rule, parse_go_duration, to_cel
 
 STRING = {"type": "string"}
 

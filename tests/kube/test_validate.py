@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from predictor.kube.validate import CrdValidator, RuleSite, iter_rules
+from classifier_kube.validate import CrdValidator, RuleSite, iter_rules
 
 SPEC = {
     "type": "object",

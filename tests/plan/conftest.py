@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from predictor.plan.assumptions import Assumptions
-from predictor.plan.capacity import CapacityProfile
-from predictor.plan.chart import ChartPlan, plan_from_values
-from predictor.plan.prices import load_prices
-from predictor.plan.setup import SimSetup
+from classifier_plan.assumptions import Assumptions
+from classifier_plan.capacity import CapacityProfile
+from classifier_plan.chart import ChartPlan, plan_from_values
+from classifier_plan.prices import load_prices
+from classifier_plan.setup import SimSetup
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "chart"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from predictor.plan.capacity import DATA_DIR, PodModel, fit_pod_model, load_capacity
-from predictor.plan.errors import PlanInputError
-from predictor.plan.prices import load_prices
+from classifier_plan.capacity import DATA_DIR, PodModel, fit_pod_model, load_capacity
+from classifier_plan.errors import PlanInputError
+from classifier_plan.prices import load_prices
 
 from .conftest import SYNTHETIC, batch_ms
 
@@ -111,8 +111,8 @@ def test_price_book_spot_and_allocatable() -> None:
 
 def test_jitter_calibration_recovers_a_known_spread() -> None:
     """Measurements made by the simulator itself with a known overhead spread: the grid finds it again."""
-    from predictor.plan.capacity import CapacityProfile
-    from predictor.plan.podcurve import QUANTILES, calibrate_jitter, simulate_fixed, standalone_setup
+    from classifier_plan.capacity import CapacityProfile
+    from classifier_plan.podcurve import QUANTILES, calibrate_jitter, simulate_fixed, standalone_setup
 
     truth = {**SYNTHETIC["pod_model"], "cpu_shared": True, "overhead_jitter_ms": 1.0, "jitter_per_utilization_ms": 3.0}
     known = CapacityProfile.model_validate({**SYNTHETIC, "gpu": None, "pod_model": truth})

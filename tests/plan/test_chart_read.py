@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from predictor.plan.chart import plan_from_values
-from predictor.plan.errors import PlanInputError
-from predictor.plan.report import _plan_lines
-from predictor.plan.units import parse_quantity
-from predictor.plan.values import classify, read_values
+from classifier_plan.chart import plan_from_values
+from classifier_plan.errors import PlanInputError
+from classifier_plan.report import _plan_lines
+from classifier_plan.units import parse_quantity
+from classifier_plan.values import classify, read_values
 
 from .conftest import CHART, PROFILES, chart_plan, values_file
 
@@ -21,7 +21,7 @@ DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 
 def effective(profile: Path) -> dict[str, Any]:
     """chart/values.yaml with the profile on top: the independent reference for what must be read."""
-    from predictor.plan.values import deep_merge
+    from classifier_plan.values import deep_merge
 
     return deep_merge(DEFAULTS, yaml.safe_load(profile.read_text()) or {})
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from predictor.plan.results import COLUMNS
+from classifier_plan.results import COLUMNS
 
 from .conftest import REPO, values_file
 
@@ -122,7 +122,7 @@ def test_bad_input_exits_2_and_leaves_out_alone(
     elif case == "values-unknown-key":
         args += ["--values", values_file(tmp_path, {"autoscaling": {"bogus": True}})]
     elif case == "prices-unknown-key":
-        prices = yaml.safe_load((REPO / "predictor" / "plan" / "data" / "prices.yaml").read_text())
+        prices = yaml.safe_load((REPO / "classifier_plan" / "data" / "prices.yaml").read_text())
         prices["instances"]["g6.2xlarge"]["gpu_count"] = 1
         (tmp_path / "prices.yaml").write_text(yaml.safe_dump(prices))
         args += ["--prices", tmp_path / "prices.yaml"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from predictor.plan.cluster import Cluster, Pod
-from predictor.plan.prices import load_prices
+from classifier_plan.cluster import Cluster, Pod
+from classifier_plan.prices import load_prices
 
 from .conftest import make_setup
 

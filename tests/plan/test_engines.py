@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from predictor.plan import simulate
-from predictor.plan.podcurve import QUANTILES, simulate_fixed
-from predictor.plan.results import COLUMNS
-from predictor.plan.traffic import TrafficProfile
+from classifier_plan import simulate
+from classifier_plan.podcurve import QUANTILES, simulate_fixed
+from classifier_plan.results import COLUMNS
+from classifier_plan.traffic import TrafficProfile
 
 from .conftest import batch_ms, make_setup
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from predictor.plan import hpa
-from predictor.plan.hpa import DEFAULT_DOWN, DEFAULT_UP, Hpa, Policy, Rules
+from classifier_plan import hpa
+from classifier_plan.hpa import DEFAULT_DOWN, DEFAULT_UP, Hpa, Policy, Rules
 
 
 def test_docs_formula_doubles_and_halves() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from predictor.plan.keda import KedaLoop
+from classifier_plan.keda import KedaLoop
 
 
 def test_activation_from_zero_needs_a_value_above_the_threshold() -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from predictor.plan.kpa import Kpa, KpaConfig, KpaScaler, resolve_target
+from classifier_plan.kpa import Kpa, KpaConfig, KpaScaler, resolve_target
 
 
 def feed(kpa: Kpa, start: float, seconds: int, value: float) -> float:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from predictor.plan.errors import PlanInputError
-from predictor.plan.traffic import TrafficProfile, load_traffic
+from classifier_plan.errors import PlanInputError
+from classifier_plan.traffic import TrafficProfile, load_traffic
 
 REPO = Path(__file__).resolve().parents[2]
 

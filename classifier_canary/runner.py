@@ -1,0 +1,274 @@
+"""One canary analysis run: preflight, wait for the canary, then step, check and decide until it is
+promoted, rolled back or stopped.
+
+Nothing is patched before every input is known good (the flags, the Prometheus URL, the
+InferenceService and its canary). Every patch is generated from the object as it is at that moment,
+checked against the CRD, and sent only if the canary and its traffic are still what the tool left; a
+SIGINT or SIGTERM stops the run between checks and leaves the traffic where it is.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from classifier_canary.analysis import Action, Analysis, Decision
+from classifier_canary.config import CanaryConfig
+from classifier_canary.errors import (
+    EXIT_PROMOTED,
+    EXIT_ROLLED_BACK,
+    ApplyFailed,
+    CanaryError,
+    ChangedUnderneath,
+    InvalidInput,
+    NoCanary,
+)
+from classifier_canary.guard import PatchGuard
+from classifier_canary.isvc import CanaryState, promote_patch, read_state, rollback_patch, traffic_patch
+from classifier_canary.log import DecisionLog
+from classifier_canary.prometheus import PrometheusClient, measure
+from classifier_canary.store import Store
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; waits end early when it is set."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def request(self, signum: int, _frame: Any = None) -> None:
+        self.signum = signum
+        self.event.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; ``True`` if a stop was requested."""
+        return self.event.wait(max(0.0, seconds))
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "stop request"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGTERM)
+
+
+class Runner:
+    """Runs one analysis against ``store`` with ``prom``; :meth:`run` returns the exit code."""
+
+    def __init__(
+        self,
+        cfg: CanaryConfig,
+        store: Store,
+        prom: PrometheusClient,
+        log: DecisionLog,
+        stop: StopFlag,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg, self.store, self.prom, self.log, self.stop, self.clock = cfg, store, prom, log, stop, clock
+        self.analysis = Analysis(cfg)
+        self.guard: PatchGuard | None = None
+        self.state: CanaryState | None = None
+        self.expected_traffic: int | None = None
+        self.traffic_note = "traffic unchanged: the tool sent no patch"
+
+    # ------------------------------------------------------------------ preflight
+
+    def preflight(self) -> CanaryState:
+        """Check Prometheus, read the InferenceService, choose the CRD (raises :class:`InvalidInput`)."""
+        version = self.prom.check()
+        state = read_state(self.store.get())
+        self.guard = self._guard()
+        self.log.emit(
+            "start",
+            f"{state.mode} mode, {self.store.description}; Prometheus {self.prom.url} ({version}); "
+            f"CRD {self.guard.source}; steps {','.join(map(str, self.cfg.steps))} every "
+            f"{self.cfg.step_interval_seconds:g}s; max error {self.cfg.max_error_ratio:g}, shed "
+            f"{self.cfg.max_shed_ratio:g}, 4xx +{self.cfg.max_client_error_increase:g}, "
+            f"p95 x{self.cfg.max_p95_ratio:g}, min {self.cfg.min_requests} requests, "
+            f"{self.cfg.max_failed_checks} failed checks roll back" + (" [dry run]" if self.cfg.dry_run else ""),
+            mode=state.mode,
+            store=self.store.description,
+            prometheus=self.prom.url,
+            prometheus_version=version,
+            crd=self.guard.source,
+            config=self.cfg.model_dump(mode="json"),
+        )
+        return state
+
+    def _guard(self) -> PatchGuard:
+        if self.cfg.crd == "shipped":
+            return PatchGuard(None)
+        crd, why = self.store.cluster_crd()
+        if crd is None and self.cfg.crd == "cluster":
+            raise InvalidInput(f"--crd cluster: cannot read the cluster's CRD: {why}")
+        guard = PatchGuard(crd)
+        if crd is None and why:
+            guard.source += f"; the cluster's is not readable: {why}"
+        return guard
+
+    def wait_ready(self, state: CanaryState) -> CanaryState | None:
+        """Wait until the canary is ready; ``None`` if it never was. Raises :class:`NoCanary`."""
+        deadline = self.clock() + self.cfg.ready_timeout_seconds
+        shown = None
+        while True:
+            if state.reconciled and not state.has_canary:
+                raise NoCanary(f"{self.log.isvc} has no canary to analyse: {state.detail}")
+            if state.reconciled and state.ready:
+                return state
+            left = deadline - self.clock()
+            if left <= 0:
+                if state.reconciled and state.has_canary:
+                    return None
+                raise NoCanary(f"{self.log.isvc}: no canary after {self.cfg.ready_timeout_seconds:g}s: {state.detail}")
+            if state.detail != shown:
+                shown = state.detail
+                self.log.emit("wait", f"canary not ready yet: {state.detail}", detail=state.detail)
+            if self.stop.wait(min(self.cfg.poll_interval_seconds, left)):
+                return state
+            state = read_state(self.store.get())
+
+    # ------------------------------------------------------------------ patches
+
+    def _apply(self, make: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+        """Generate a patch from the live object, check it, send it; returns it (``None``: nothing to change)."""
+        try:
+            obj = self.store.get()
+        except InvalidInput as e:
+            raise ApplyFailed(str(e)) from None
+        now = read_state(obj)
+        assert self.state is not None
+        if now.identity != self.state.identity:
+            raise ChangedUnderneath(f"the canary changed during the analysis ({now.detail}); nothing more is sent")
+        if self.expected_traffic is not None and now.traffic_percent != self.expected_traffic:
+            raise ChangedUnderneath(
+                f"canary traffic is {now.traffic_percent}% but the tool last set {self.expected_traffic}%: "
+                "somebody else changed it; nothing more is sent"
+            )
+        patch = make(obj)
+        if patch == {"spec": {}}:
+            return None  # already so: nothing to send
+        assert self.guard is not None
+        self.guard.check(obj, patch)
+        self.store.patch(patch, obj.get("metadata", {}).get("resourceVersion"))
+        return patch
+
+    def _do(self, action: Action) -> dict[str, Any] | None:
+        if action.kind == "traffic":
+            percent = action.percent or 0
+            patch = self._apply(lambda o: traffic_patch(o, percent))
+            self.expected_traffic = percent
+            self.traffic_note = f"canary traffic left at {percent}%"
+            return patch
+        if action.kind == "promote":
+            return self._apply(promote_patch)
+        if action.kind == "rollback":
+            return self._apply(rollback_patch)
+        return None
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> int:
+        """The whole analysis; returns the exit code (0 promoted, 1 rolled back, 128+signal stopped)."""
+        state = self.preflight()
+        self.state = state
+        ready = self.wait_ready(state)
+        if self.stop.event.is_set():
+            return self._stopped()
+        if ready is None:
+            decision = self.analysis.canary_not_ready(
+                f"canary not ready after {self.cfg.ready_timeout_seconds:g}s: {state.detail}"
+            )
+            return self._finish(decision, self._do(decision.action))
+        self.state = ready
+        try:
+            return self._steps(ready)
+        except ChangedUnderneath:
+            raise  # its message says what the traffic is now
+        except InvalidInput as e:
+            raise ApplyFailed(f"{e}; {self.traffic_note}") from None
+        except CanaryError as e:
+            raise type(e)(f"{e}; {self.traffic_note}") from None
+
+    def _steps(self, state: CanaryState) -> int:
+        steps = len(self.cfg.steps)
+        first = self.analysis.start()
+        patch = self._do(first)
+        self.log.traffic(1, steps, first.percent or 0, patch, not self.cfg.dry_run)
+        window_start = last_check = self.clock()
+        while True:
+            if self.stop.wait(last_check + self.cfg.step_interval_seconds - self.clock()):
+                return self._stopped()
+            at = self.clock()
+            m = measure(
+                self.prom,
+                self.cfg.namespace,
+                self.cfg.isvc,
+                state.canary_revision,
+                state.stable_revision,
+                at - window_start,
+                at,
+            )
+            if self.stop.event.is_set():
+                return self._stopped()
+            decision = self.analysis.judge(m)
+            try:
+                patch = self._do(decision.action)
+            except CanaryError:
+                self.log.check(decision, steps, self.cfg.max_failed_checks, None, False, failed=True)
+                raise
+            last_check = self.clock()
+            if decision.new_window:
+                window_start = last_check
+            if decision.action.kind in ("promote", "rollback"):
+                return self._finish(decision, patch)
+            self.log.check(decision, steps, self.cfg.max_failed_checks, patch, not self.cfg.dry_run)
+
+    def _finish(self, decision: Decision, patch: dict[str, Any] | None) -> int:
+        steps = len(self.cfg.steps)
+        self.log.check(decision, steps, self.cfg.max_failed_checks, patch, not self.cfg.dry_run)
+        promoted = decision.action.kind == "promote"
+        outcome = "promoted" if promoted else "rolled-back"
+        code = EXIT_PROMOTED if promoted else EXIT_ROLLED_BACK
+        what = (
+            f"canary {self.state.canary_revision if self.state else ''} is the stable revision now"
+            if promoted
+            else "every request goes to the stable revision"
+        )
+        if self.cfg.dry_run:
+            what += " (dry run: nothing was changed)"
+        self.log.emit(
+            "result", f"{outcome}: {what} (exit {code})", outcome=outcome, exit_code=code, dry_run=self.cfg.dry_run
+        )
+        return code
+
+    def _stopped(self) -> int:
+        step = self.analysis.index + 1
+        obj_hint = ""
+        if self.expected_traffic is not None:
+            try:
+                obj_hint = json.dumps(rollback_patch(self.store.get()), separators=(",", ":"))
+            except CanaryError:
+                pass
+        text = f"stopped by {self.stop.name} at step {step}/{len(self.cfg.steps)}: {self.traffic_note}"
+        if obj_hint:
+            text += (
+                f"; roll back with: kubectl -n {self.cfg.namespace} patch inferenceservice {self.cfg.isvc} "
+                f"--type merge -p '{obj_hint}'"
+            )
+        self.log.emit(
+            "stopped",
+            text,
+            signal=self.stop.name,
+            step=step,
+            traffic_percent=self.expected_traffic,
+            rollback_patch=json.loads(obj_hint) if obj_hint else None,
+        )
+        code = self.stop.exit_code
+        self.log.emit("result", f"stopped (exit {code})", outcome="stopped", exit_code=code)
+        return code

@@ -1,0 +1,228 @@
+"""``report.md``, ``timeline.csv`` and ``summary.json`` of one plan."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifier_plan.assumptions import Assumptions
+from classifier_plan.chart import ChartPlan
+from classifier_plan.results import COLUMNS
+from classifier_plan.setup import SimSetup
+from classifier_plan.units import fmt_duration
+from classifier_plan.values import ValueCheck
+
+NOT_MODELLED_ALWAYS = (
+    "canary traffic splits (all traffic is simulated on the stable predictor; a Standard-mode canary's fixed "
+    "replicas are not counted)",
+    "the Redis queue worker (queue mode) and its KEDA ScaledObject",
+    "Knative's queue-proxy limits (containerConcurrency > 0) and target-burst-capacity routing through the activator",
+    "memory-based HPA metrics (memory does not follow load in this model)",
+    "Karpenter consolidation of under-utilised nodes that still run pods (only empty nodes are removed), drift and "
+    "expireAfter",
+    "the deferred precision check after a pod is ready (the pod serves at the profile's speed at once)",
+    "CPU/memory requests and limits do not change a pod's speed: the capacity profile's pod is simulated as measured",
+)
+
+
+def write_timeline(table: np.ndarray, path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for row in table:
+            w.writerow([_cell(c, v) for c, v in zip(COLUMNS, row, strict=True)])
+
+
+def _cell(col: str, v: float) -> str:
+    if math.isnan(v):
+        return ""
+    if col in ("desired_replicas", "ready_replicas", "starting_replicas", "nodes_spot", "nodes_on_demand"):
+        return f"{v:g}" if v != int(v) else str(int(v))
+    return f"{v:.4f}" if col == "cost_usd" else f"{v:.3f}"
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+
+
+def scale_events(table: np.ndarray, limit: int = 25) -> list[str]:
+    """Lines like ``00:05:02  desired 1 -> 4`` when the desired count changes, and ready milestones."""
+    c = {name: i for i, name in enumerate(COLUMNS)}
+    out: list[str] = []
+    prev_d = prev_r = None
+    for row in table:
+        d, r = int(row[c["desired_replicas"]]), int(row[c["ready_replicas"]])
+        stamp = _clock(row[c["t_s"]])
+        if prev_d is not None and d != prev_d:
+            out.append(f"{stamp}  desired {prev_d} -> {d} (ready {r})")
+        if prev_r is not None and r != prev_r:
+            out.append(f"{stamp}  ready {prev_r} -> {r}")
+        prev_d, prev_r = d, r
+    if len(out) > limit:
+        out = [*out[: limit - 1], f"... {len(out) - limit + 1} more changes in timeline.csv"]
+    return out
+
+
+def _clock(t: float) -> str:
+    h, rem = divmod(int(t), 3600)
+    return f"{h:02d}:{rem // 60:02d}:{rem % 60:02d}"
+
+
+def _plan_lines(plan: ChartPlan) -> list[str]:
+    p, st = plan.pod, plan.settings
+    lines = [
+        f"- mode **{plan.mode}**, autoscaler **{plan.autoscaler}**, replicas {plan.min_replicas}..{plan.max_replicas}",
+        f"- predictor: max_batch_size {st.max_batch_size}, max_batch_delay_ms {st.max_batch_delay_ms:g}, "
+        f"max_queue_images {st.max_queue_images}, request_timeout_ms {st.request_timeout_ms}",
+        f"- pod: {p.gpus} GPU, {p.cpu_request:g} CPU, {p.memory_request / 2**30:.1f} GiB requested; model from "
+        f"`{p.storage_uri or 'the image'}`; grace {p.termination_grace_s:g} s",
+    ]
+    if p.gpu_resource and not p.gpu_resource.endswith("/gpu"):
+        lines.append(
+            f"- GPU share `{p.gpu_resource}`: simulated as a whole GPU per pod (MIG slices and time-sliced "
+            "replicas per node are not modelled, so node counts and cost are upper bounds)"
+        )
+    if plan.knative:
+        k = plan.knative
+        lines.append(
+            f"- KPA: metric {k.metric}, target {k.target}, containerConcurrency {k.container_concurrency}, "
+            f"scale-down-delay {fmt_duration(k.scale_down_delay_s)}, revision timeout {k.revision_timeout_s:g} s"
+        )
+    for m in plan.hpa_metrics:
+        what = f"{m.aggregation}({m.signal})" if m.query else m.signal
+        lines.append(
+            f"- HPA metric {what}, target {m.target:g} ({m.target_type})" + (f": `{m.query}`" if m.query else "")
+        )
+    if plan.keda:
+        lines.append(
+            f"- KEDA: polling {plan.keda.polling_s:g} s, cooldown {plan.keda.cooldown_s:g} s (KServe sets neither)"
+        )
+    if plan.nodepool:
+        n = plan.nodepool
+        lines.append(
+            f"- NodePool: capacity types {list(n.capacity_types)}, families {list(n.families)}, limits "
+            f"{dict(n.limits)}, consolidateAfter {fmt_duration(n.consolidate_after_s)}"
+        )
+    return lines
+
+
+def _assumption_rows(a: Assumptions) -> list[str]:
+    rows = ["| assumption | value | meaning |", "|---|---|---|"]
+    for name, field in Assumptions.model_fields.items():
+        rows.append(f"| `{name}` | {getattr(a, name)} | {field.description or ''} |")
+    return rows
+
+
+def _totals(s: dict[str, Any]) -> list[str]:
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    return [
+        "| | |",
+        "|---|---|",
+        f"| requests offered | {s['requests_offered']:,} |",
+        f"| served / refused (503) / timed out (504) / failed | {s['requests_served']:,} / {s['requests_refused']:,} / "
+        f"{s['requests_timed_out']:,} / {s['requests_failed']:,} |",
+        f"| latency p50 / p95 / p99 (answered) | {s['p50_ms']} / {s['p95_ms']} / {s['p99_ms']} ms |",
+        f"| SLO: answered within {s['slo_p95_ms']:g} ms | {pct(s['slo_attainment'])} of offered "
+        f"({'met' if s['slo_met'] else 'NOT met'}: needs 95 %) |",
+        f"| peak ready replicas / nodes | {s['peak_ready_replicas']} / {s['peak_nodes']} |",
+        f"| longest wait for a first pod after idle | {s['time_to_first_ready_s_after_idle']} s "
+        f"({s['wakes_from_zero']} wake-ups) |",
+        f"| cost of this run | ${s['cost_usd']:.2f} (spot range ${s['cost_usd_range'][0]:.2f}-"
+        f"${s['cost_usd_range'][1]:.2f}) |",
+        f"| per month at this rate | ${s['cost_per_month_usd']:,.2f} |",
+        f"| baseline: {s['baseline']['pods']} pods for the peak, {s['baseline']['nodes']} x "
+        f"{s['baseline']['instance_type']} on-demand 24/7 | "
+        f"${s['baseline_cost_per_month_usd']:,.2f} / month |",
+        f"| savings vs baseline | {pct(s['savings_ratio'])} |",
+    ]
+
+
+def _cost_arithmetic(s: dict[str, Any], hours_per_month: float) -> list[str]:
+    hours = s["duration_s"] / 3600.0
+    b = s["baseline"]
+    lines = [
+        "- node hours: " + ", ".join(f"{k} {v:g} h" for k, v in s.get("node_hours", {}).items()),
+        f"- per month = ${s['cost_usd']:.4f} x {hours_per_month:g} h / {hours:.4g} h = ${s['cost_per_month_usd']:,.2f}",
+        f"- baseline = {b['nodes']} x ${b['usd_per_h']}/h x {hours_per_month:g} h = ${b['cost_per_month_usd']:,.2f}",
+    ]
+    if s["savings_ratio"] is not None:
+        lines.append(
+            f"- savings = 1 - {s['cost_per_month_usd']:,.2f} / {b['cost_per_month_usd']:,.2f} = "
+            f"{100 * s['savings_ratio']:.1f} %"
+        )
+    return lines
+
+
+def write_report(
+    path: Path,
+    ctx: dict[str, Any],
+    setup: SimSetup,
+    summary: dict[str, Any],
+    table: np.ndarray,
+    checks: list[ValueCheck],
+    plots: list[str],
+    recommendation: list[str],
+) -> None:
+    """The human-readable report."""
+    plan = setup.plan
+    lines = [
+        f"# Capacity plan: {ctx['traffic_name']}",
+        "",
+        f"`{ctx['command']}`",
+        "",
+        f"- traffic: `{ctx['traffic']}` ({ctx['traffic_description']}), {fmt_duration(summary['duration_s'])}",
+        f"- values: {', '.join(f'`{v}`' for v in ctx['values']) or '(chart defaults)'}; chart `{ctx['chart']}`",
+        f"- capacity: `{ctx['capacity']}` ({setup.profile.label}); one pod serves "
+        f"{ctx['pod_capacity']:.1f} img/s at max_batch_size {plan.settings.max_batch_size}",
+        f"- prices: {setup.prices.source}, {setup.prices.region}, {setup.prices.date}",
+        f"- engine: {summary['engine']}"
+        + (f", step {summary.get('fluid_step_s')} s" if summary["engine"] == "fluid" else ""),
+        "",
+        "## Result",
+        "",
+        *_totals(summary),
+        "",
+        "## What the chart deploys (read from `helm template`)",
+        "",
+        *_plan_lines(plan),
+        "",
+        "## What happened",
+        "",
+        "```",
+        *(scale_events(table) or ["no scaling"]),
+        "```",
+        "",
+        *[f"![{p}]({p})" for p in plots],
+        "",
+        "## Cost arithmetic",
+        "",
+        *_cost_arithmetic(summary, setup.prices.hours_per_month),
+        "",
+    ]
+    if recommendation:
+        lines += ["## Recommendation (`--recommend`)", "", *recommendation, ""]
+    lines += ["## Notes", "", *([f"- {n}" for n in setup.notes] or ["- none"]), ""]
+    lines += ["## Values not modelled", ""]
+    nm = [c for c in checks if c.status == "not modelled"]
+    lines += [f"- `{c.key}` = `{c.value}`: changes the manifests, not what is simulated" for c in nm] or [
+        "- none of your values"
+    ]
+    lines += [f"- {u}" for u in plan.unmodelled]
+    if plan.canary:
+        lines.append(f"- canary {dict(plan.canary)}: all traffic simulated on the stable predictor")
+    lines += ["", "Never simulated:", "", *[f"- {n}" for n in NOT_MODELLED_ALWAYS], ""]
+    modelled = [c for c in checks if c.status != "not modelled"]
+    if modelled:
+        lines += ["Your other values: " + ", ".join(f"`{c.key}` ({c.status})" for c in modelled), ""]
+    lines += ["## Assumptions", "", *_assumption_rows(setup.assumptions), ""]
+    lines += ["## Pod model", "", "```json", json.dumps(setup.pod_model.model_dump(), indent=1), "```", ""]
+    lines += ["Chart plan as read: `" + json.dumps(asdict(plan), default=str)[:3000] + "`", ""]
+    path.write_text("\n".join(lines))

@@ -1,0 +1,43 @@
+"""Run one scenario with either engine and summarise it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from classifier_plan.results import Recorder, summarize
+from classifier_plan.setup import SimSetup
+from classifier_plan.traffic import TrafficProfile
+
+Engine = Literal["request", "fluid"]
+
+
+def run(
+    setup: SimSetup,
+    traffic: TrafficProfile,
+    slo_ms: float,
+    engine: Engine = "request",
+    step_s: float = 1.0,
+    progress: bool = False,
+) -> tuple[Recorder, dict[str, Any]]:
+    """Simulate ``traffic`` against ``setup``; returns the recorder and ``summary.json``'s dict."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=math.ceil(traffic.duration), unit="sim-s", desc=f"simulating ({engine})", leave=False)
+    try:
+        if engine == "fluid":
+            from classifier_plan.fluid import FluidEngine
+
+            eng: Any = FluidEngine(setup, traffic, slo_ms, step_s=step_s)
+        else:
+            from classifier_plan.des import DesEngine
+
+            eng = DesEngine(setup, traffic, slo_ms)
+        cost = eng.run(bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = summarize(eng.rec, cost, setup.prices.hours_per_month, eng.baseline())
+    return eng.rec, summary
