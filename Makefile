@@ -12,6 +12,7 @@ DEFAULT_MODEL_DIR := $(MODELS_DIR)/efficientnet-lite0
 PORT ?= 8080
 TOOLS := .tools
 PYTEST_ARGS ?=
+PY_SOURCES := predictor classifier_canary classifier_kube classifier_plan tests bench models scripts
 # The lock: uv.lock (one file, hashes for every package, every extra). `make lock` regenerates it.
 UV_VERSION := 0.13.9
 LOCK_EXTRAS := --extra dev --extra gpu --extra canary --extra plan
@@ -59,12 +60,12 @@ test: $(STAMP) tools ## Run every test (unit, integration, chart, queue, observa
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Lint Python with ruff
-	$(VENV)/bin/ruff check predictor tests bench models
-	$(VENV)/bin/ruff format --check predictor tests bench models
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 
 format: $(STAMP) ## Format Python with ruff
-	$(VENV)/bin/ruff format predictor tests bench models
-	$(VENV)/bin/ruff check --fix predictor tests bench models
+	$(VENV)/bin/ruff format $(PY_SOURCES)
+	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
 
 bench: $(STAMP) ## Run the benchmark suite (not part of make test)
 	bash bench/run_all.sh

@@ -222,8 +222,8 @@ def model_bytes(model_dir: Path) -> int:
 
 def build_result(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """Run the measurement and assemble ``capacity.json`` with the fitted pod model."""
-    from predictor.config import Settings
     from classifier_plan.capacity import fit_pod_model
+    from predictor.config import Settings
 
     machine = machine_info()
     started = datetime.now(UTC).isoformat(timespec="seconds")

@@ -112,20 +112,19 @@ def build(context: Path, tag: str, base_image: str | None) -> float:
     return time.monotonic() - start
 
 
+EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+"""The digest of a layer that changes no file (an empty tar): listed in RootFS, 0 bytes in the history."""
+
+
 def layers(tag: str) -> list[tuple[str, int, str]]:
-    """(layer digest, size in bytes, created by) for each layer with content, bottom first."""
+    """(layer digest, size in bytes, created by) for each layer that holds files, bottom first."""
     digests = json.loads(sh(["docker", "image", "inspect", "-f", "{{json .RootFS.Layers}}", tag]).stdout)
+    digests = [d for d in digests if d != EMPTY_LAYER]
     rows = sh(["docker", "history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", tag])
     history = [line.split("\t", 1) for line in reversed(rows.stdout.splitlines())]
-    sized = [
-        (int(size), created) for size, created in history if int(size) > 0 or "COPY" in created or "ADD" in created
-    ]
-    sized = [row for row in sized if row[0] > 0]
-    # Layers with no bytes do not appear in RootFS; those with bytes appear in order.
+    sized = [(int(size), created) for size, created in history if int(size) > 0]
     if len(sized) != len(digests):
-        sized = (
-            sized[-len(digests) :] if len(sized) > len(digests) else [(0, "?")] * (len(digests) - len(sized)) + sized
-        )
+        raise SystemExit(f"image-check: {len(digests)} layers with files but {len(sized)} history rows with bytes")
     return [(d, size, created) for d, (size, created) in zip(digests, sized, strict=True)]
 
 
@@ -207,8 +206,8 @@ def run_as_the_chart(tag: str, helm: str, model_dir: Path) -> dict:
     port = container["ports"][0]["containerPort"]
     host_port = free_port()
     name = f"image-check-{host_port}"
-    cmd = ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{host_port}:{port}",
-           "-v", f"{model_dir.resolve()}:/mnt/models:ro", *run_flags(pod, container), tag, *container["args"]]  # fmt: skip
+    cmd = ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{host_port}:{port}"]
+    cmd += ["-v", f"{model_dir.resolve()}:/mnt/models:ro", *run_flags(pod, container), tag, *container["args"]]
     images = sample_jpegs()
     sh(cmd)
     url = f"http://127.0.0.1:{host_port}"
@@ -229,9 +228,10 @@ def run_as_the_chart(tag: str, helm: str, model_dir: Path) -> dict:
         raise SystemExit(f"image-check: SIGTERM exit code {exit_code}")
     if bad:
         raise SystemExit("image-check: non-JSON log lines:\n" + "\n".join(bad[:20]))
+    log_lines = len(logs.stdout.splitlines()) + len(logs.stderr.splitlines())
     return {"ready_s": round(ready_s, 1), "answers": answers, "idle_memory_mib": round(idle_mib),
-            "sigterm_exit_code": exit_code, "stop_s": round(stop_s, 1), "log_lines": len(logs.stdout.splitlines()
-            + logs.stderr.splitlines()), "args": len(container["args"]), "run_flags": run_flags(pod, container)}  # fmt: skip
+            "sigterm_exit_code": exit_code, "stop_s": round(stop_s, 1), "log_lines": log_lines,
+            "args": len(container["args"]), "run_flags": run_flags(pod, container)}  # fmt: skip
 
 
 def source_change_layers(tag: str, base_image: str | None) -> dict:
@@ -292,7 +292,8 @@ def render(report: dict) -> str:
         f"  ready after       {run['ready_s']} s (docker run to /v2/models/<m>/ready = 200)",
         f"  idle memory       {run['idle_memory_mib']} MiB",
         f"  answers           {run['answers']}",
-        f"  SIGTERM           exit {run['sigterm_exit_code']} after {run['stop_s']} s; {run['log_lines']} log lines, all JSON",
+        f"  SIGTERM           exit {run['sigterm_exit_code']} after {run['stop_s']} s",
+        f"  logs              {run['log_lines']} lines, every one a JSON object",
         f"  chart args        {run['args']}",
         "  layers (bytes, created by):",
         *[f"    {layer['bytes'] / 1e6:10.1f} MB  {layer['created_by']}" for layer in report["layers"]],
@@ -300,7 +301,8 @@ def render(report: dict) -> str:
     if "source_change" in report:
         sc = report["source_change"]
         lines.append(
-            f"  source change     {sc['new_layers']} new layer(s), {sc['new_bytes'] / 1e6:.2f} MB, rebuilt in {sc['rebuild_s']} s"
+            f"  source change     {sc['new_layers']} new layer(s), {sc['new_bytes'] / 1e6:.2f} MB, "
+            f"rebuilt in {sc['rebuild_s']} s"
         )
     return "\n".join(lines)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from classifier_canary.cli import build_parser
-from classifier_canary.cli import config_from_args
+from classifier_canary.cli import build_parser, config_from_args
 
 from .chart_support import CHART, by_kind, one, render, render_error, run, tool
 
