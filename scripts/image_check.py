@@ -31,8 +31,8 @@ import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CONTEXT_FILES = ["Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", "predictor", "models/__init__.py",
-                 "models/fetch_hf.py"]  # fmt: skip
+CONTEXT_FILES = ["Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", "predictor", "classifier_canary",
+                 "classifier_kube", "models/__init__.py", "models/fetch_hf.py"]  # fmt: skip
 SOURCE_LAYER_LIMIT_BYTES = 50 * 1024 * 1024
 
 
@@ -112,20 +112,25 @@ def build(context: Path, tag: str, base_image: str | None) -> float:
     return time.monotonic() - start
 
 
-EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
-"""The digest of a layer that changes no file (an empty tar): listed in RootFS, 0 bytes in the history."""
+def changes_files(created_by: str) -> bool:
+    """Whether a history row made a layer (RUN, COPY, ADD, an imported base) or only metadata (ENV, USER...)."""
+    text = created_by.strip()
+    if "#(nop)" in text:  # the classic builder marks metadata-only steps; COPY/ADD carry it too
+        return bool(re.search(r"#\(nop\)\s+(COPY|ADD)\b", text))
+    if text.endswith("# buildkit"):
+        return text.startswith(("RUN", "COPY", "ADD"))
+    return True
 
 
 def layers(tag: str) -> list[tuple[str, int, str]]:
-    """(layer digest, size in bytes, created by) for each layer that holds files, bottom first."""
+    """(layer digest, size in bytes, created by) for each layer of the image, bottom first."""
     digests = json.loads(sh(["docker", "image", "inspect", "-f", "{{json .RootFS.Layers}}", tag]).stdout)
-    digests = [d for d in digests if d != EMPTY_LAYER]
     rows = sh(["docker", "history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", tag])
     history = [line.split("\t", 1) for line in reversed(rows.stdout.splitlines())]
-    sized = [(int(size), created) for size, created in history if int(size) > 0]
-    if len(sized) != len(digests):
-        raise SystemExit(f"image-check: {len(digests)} layers with files but {len(sized)} history rows with bytes")
-    return [(d, size, created) for d, (size, created) in zip(digests, sized, strict=True)]
+    made = [(int(size), created) for size, created in history if changes_files(created)]
+    if len(made) != len(digests):
+        raise SystemExit(f"image-check: {len(digests)} layers but {len(made)} history rows that make one")
+    return [(d, size, created) for d, (size, created) in zip(digests, made, strict=True)]
 
 
 def free_port() -> int:

@@ -54,3 +54,13 @@ def test_quantities_and_log_lines():
     assert image_check.size_bytes("2Gi") == 2 * 2**30 and image_check.size_bytes("500Mi") == 500 * 2**20
     logs = '{"level": "INFO"}\n\n\x1b[1;31m2026 [W:onnxruntime] Failed to persist telemetry\n[1, 2]\n'
     assert image_check.non_json_lines(logs) == ["\x1b[1;31m2026 [W:onnxruntime] Failed to persist telemetry", "[1, 2]"]
+
+
+def test_history_rows_that_make_layers():
+    assert image_check.changes_files("/bin/sh -c #(nop) COPY dir:ff6f in /opt/app/predictor/ ")
+    assert image_check.changes_files("/bin/sh -c apt-get update && apt-get install -y python3.11")
+    assert image_check.changes_files("")  # an imported base
+    assert not image_check.changes_files("/bin/sh -c #(nop)  ENV PATH=/opt/venv/bin")
+    assert not image_check.changes_files("/bin/sh -c #(nop) WORKDIR /tmp")
+    assert image_check.changes_files("COPY predictor/ /opt/app/predictor/ # buildkit")
+    assert not image_check.changes_files("ENV HOME=/tmp # buildkit")
