@@ -93,3 +93,19 @@ def test_notes_give_the_canary_commands_per_mode(all_notes):
     for line in all_notes["standard-keda"].splitlines():
         if line.strip().startswith("helm upgrade"):
             assert line.strip().startswith("helm upgrade demo ./chart -n ml --reuse-values"), line
+
+
+def test_notes_route_to_the_interceptor_the_values_name():
+    text = notes(
+        set_values=[
+            "deploymentMode=Standard",
+            "autoscaling.minReplicas=0",
+            "autoscaling.standard.autoscaler=httpAddon",
+            "autoscaling.standard.httpAddon.hosts={a.example.com,b.example.com}",
+            "autoscaling.standard.httpAddon.interceptor.namespace=keda-http",
+            "autoscaling.standard.httpAddon.interceptor.service=interceptor",
+            "autoscaling.standard.httpAddon.interceptor.port=9000",
+        ]
+    )
+    assert "route host(s) a.example.com, b.example.com to interceptor.keda-http:9000" in text
+    assert "URL=http://a.example.com" in text

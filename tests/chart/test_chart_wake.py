@@ -272,3 +272,21 @@ def test_cold_start_budget_is_typed():
     err = render_error(set_values=["autoscaling.coldStartSeconds=0"])
     assert "/autoscaling/coldStartSeconds" in err
     assert math.isclose(VALUES["autoscaling"]["knative"]["maxRevisionTimeoutSeconds"], 600)
+
+
+# ---------------------------------------------------------------- the add-on's CRD checks what the chart renders
+
+
+def test_the_http_scaled_object_is_checked_against_the_add_ons_crd(rendered, crd_validator):
+    httpso = one(rendered["standard-keda-http"], "HTTPScaledObject")
+    assert crd_validator.knows(httpso)
+    result = crd_validator.validate(httpso)
+    assert result.errors == [] and result.cel_evaluated >= 1  # scaleTargetRef: port or portName, not both
+
+    typo = json.loads(json.dumps(httpso))
+    typo["spec"]["scaleDownPeriod"] = typo["spec"].pop("scaledownPeriod")
+    assert any("scaleDownPeriod" in e for e in crd_validator.validate(typo).errors)
+
+    both = json.loads(json.dumps(httpso))
+    both["spec"]["scaleTargetRef"]["portName"] = "http1"
+    assert any("must define either the 'portName' or the 'port'" in e for e in crd_validator.validate(both).errors)
