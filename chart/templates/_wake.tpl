@@ -53,6 +53,14 @@ the activator holds a request within that timeout while the first pod starts.
 {{- $m = append $m (printf "autoscaling.minReplicas is 0 in Knative mode: the activator holds a request arriving at zero replicas within the revision timeout, which must cover %s, above autoscaling.knative.maxRevisionTimeoutSeconds (%d, Knative's max-revision-timeout-seconds; Knative would reject the revision). Raise max-revision-timeout-seconds in Knative's config-defaults and autoscaling.knative.maxRevisionTimeoutSeconds to at least %d, shorten the cold start (warm nodes, a smaller image, a lower request deadline), or set autoscaling.minReplicas >= 1." $wake (int64 $a.knative.maxRevisionTimeoutSeconds) $need) -}}
 {{- end -}}
 {{- end -}}
+{{- if eq $v.deploymentMode "Knative" -}}
+{{- range $key := list "initialScale" "activationScale" -}}
+{{- $n := index $a.knative $key -}}
+{{- if and (not (kindIs "invalid" $n)) (gt (int64 $n) (int64 $a.maxReplicas)) -}}
+{{- $m = append $m (printf "autoscaling.knative.%s (%d) is above autoscaling.maxReplicas (%d): Knative would never run that many pods." $key (int64 $n) (int64 $a.maxReplicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if include "image-classifier.httpAddon" . -}}
 {{- $h := $a.standard.httpAddon -}}
 {{- if not $h.hosts -}}

@@ -290,3 +290,29 @@ def test_the_http_scaled_object_is_checked_against_the_add_ons_crd(rendered, crd
     both = json.loads(json.dumps(httpso))
     both["spec"]["scaleTargetRef"]["portName"] = "http1"
     assert any("must define either the 'portName' or the 'port'" in e for e in crd_validator.validate(both).errors)
+
+
+# ---------------------------------------------------------------- Knative's initial-scale and activation-scale
+
+
+def test_initial_and_activation_scale_are_rendered_only_when_set(rendered):
+    ann = predictor(rendered["gpu-spot-knative-canary"])["annotations"]
+    assert not {"autoscaling.knative.dev/initial-scale", "autoscaling.knative.dev/activation-scale"} & set(ann)
+    p = predictor(
+        render(
+            set_values=[
+                "autoscaling.minReplicas=0",
+                "autoscaling.knative.initialScale=0",
+                "autoscaling.knative.activationScale=2",
+            ]
+        )
+    )
+    assert p["annotations"]["autoscaling.knative.dev/initial-scale"] == "0"  # 0 is a value, not "unset"
+    assert p["annotations"]["autoscaling.knative.dev/activation-scale"] == "2"
+
+
+def test_initial_and_activation_scale_are_bounded():
+    err = render_error(set_values=["autoscaling.knative.activationScale=9", "autoscaling.knative.initialScale=5"])
+    assert "autoscaling.knative.activationScale (9) is above autoscaling.maxReplicas (4)" in err
+    assert "autoscaling.knative.initialScale (5) is above autoscaling.maxReplicas (4)" in err
+    assert "/autoscaling/knative/activationScale" in render_error(set_values=["autoscaling.knative.activationScale=0"])
