@@ -24,14 +24,15 @@ resource names but keep the pool's taint.
 
 {{/*
 image-classifier.tolerations (dict "root" $ "pod" predictor|worker). The GPU-taint toleration (on by
-default) is left out of a Knative predictor without kubernetes.podspec-tolerations; the chosen ones
+default; for pods that request a GPU: the worker only with queue.worker.gpu) is left out of a Knative predictor without kubernetes.podspec-tolerations; the chosen ones
 (spot, `tolerations`) are refused there by the validate helper instead.
 */}}
 {{- define "image-classifier.tolerations" -}}
 {{- $v := .root.Values -}}
 {{- $t := list -}}
 {{- $allowed := include "image-classifier.podFeature" (dict "root" .root "pod" .pod "flag" "kubernetes.podspec-tolerations") -}}
-{{- if and $v.gpu.enabled $v.gpu.toleration.enabled $allowed -}}
+{{- $gpu := and $v.gpu.enabled (or (ne .pod "worker") $v.queue.worker.gpu) -}}
+{{- if and $gpu $v.gpu.toleration.enabled $allowed -}}
 {{- $t = append $t (include "image-classifier.gpuToleration" .root | fromJson) -}}
 {{- end -}}
 {{- if $v.spot.enabled -}}

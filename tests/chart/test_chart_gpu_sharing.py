@@ -123,3 +123,13 @@ def test_the_default_profile_gives_the_process_the_whole_gpu() -> None:
     c = container(predictor(one(render(), "InferenceService")))
     f = flags(c["args"])
     assert f["gpu_memory_fraction"] == "1" and f["oom_recovery_seconds"] == "60"
+
+
+def test_the_worker_tolerates_the_gpu_taint_only_when_it_requests_a_gpu(rendered) -> None:
+    def worker_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+        return one(objects, "Deployment")["spec"]["template"]["spec"]
+
+    assert worker_pod(rendered["queue-worker"])["tolerations"][0] == POOL_TAINT
+    cpu_worker = worker_pod(render([CHART / "ci" / "queue-worker-values.yaml"], ["queue.worker.gpu=false"]))
+    assert POOL_TAINT not in cpu_worker.get("tolerations", []), cpu_worker.get("tolerations")
+    assert "nvidia.com/gpu" not in cpu_worker["containers"][0]["resources"]["limits"]
