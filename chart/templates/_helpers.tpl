@@ -1,7 +1,8 @@
 {{/*
 Names and labels. The other helpers live by concern: _settings.tpl (settings -> flags, durations),
 _pod.tpl (the pod fields predictor and worker share, the predictor component), _knative.tpl (Knative
-feature gates), _validate.tpl (invalid combinations, one fail), _checkov.tpl (justified checkov skips).
+feature gates), _wake.tpl (scale to zero: who holds requests, timeouts sized for a cold start),
+_validate.tpl (invalid combinations, one fail), _checkov.tpl (justified checkov skips).
 */}}
 
 {{/* Chart name, overridable. */}}

@@ -31,8 +31,8 @@ knative.features does not list the flag. A YAML list of messages, each with the 
 {{- if $v.tolerations -}}
 {{- $needs = append $needs (list "tolerations" "tolerations" (list "kubernetes.podspec-tolerations")) -}}
 {{- end -}}
-{{- if and $v.karpenter.nodePool.enabled $v.karpenter.nodePool.gpuTaint $v.gpu.enabled $v.gpu.tolerateGpuTaint -}}
-{{- $needs = append $needs (list "karpenter.nodePool.gpuTaint" "the NodePool taints its nodes nvidia.com/gpu, so the predictor needs the toleration" (list "kubernetes.podspec-tolerations")) -}}
+{{- if and $v.karpenter.nodePool.enabled $v.karpenter.nodePool.gpuTaint $v.gpu.enabled $v.gpu.toleration.enabled -}}
+{{- $needs = append $needs (list "karpenter.nodePool.gpuTaint" (printf "the NodePool taints its nodes %s, so the predictor needs the toleration" $v.gpu.toleration.key) (list "kubernetes.podspec-tolerations")) -}}
 {{- end -}}
 {{- if $v.nodeSelector -}}
 {{- $needs = append $needs (list "nodeSelector" "a node selector" (list "kubernetes.podspec-nodeselector")) -}}

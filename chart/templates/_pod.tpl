@@ -11,16 +11,29 @@
 {{- end -}}
 
 {{/*
+image-classifier.gpuToleration: the toleration of the GPU pool's taint, from gpu.toleration. Keyed on the
+taint (nvidia.com/gpu by default), never on gpu.resourceName: MIG and time-sliced nodes advertise other
+resource names but keep the pool's taint.
+*/}}
+{{- define "image-classifier.gpuToleration" -}}
+{{- $g := .Values.gpu.toleration -}}
+{{- $t := dict "key" $g.key "operator" $g.operator "effect" $g.effect -}}
+{{- if eq $g.operator "Equal" }}{{ $_ := set $t "value" $g.value }}{{ end -}}
+{{- toJson $t -}}
+{{- end -}}
+
+{{/*
 image-classifier.tolerations (dict "root" $ "pod" predictor|worker). The GPU-taint toleration (on by
-default) is left out of a Knative predictor without kubernetes.podspec-tolerations; the chosen ones
+default; for pods that request a GPU: the worker only with queue.worker.gpu) is left out of a Knative predictor without kubernetes.podspec-tolerations; the chosen ones
 (spot, `tolerations`) are refused there by the validate helper instead.
 */}}
 {{- define "image-classifier.tolerations" -}}
 {{- $v := .root.Values -}}
 {{- $t := list -}}
 {{- $allowed := include "image-classifier.podFeature" (dict "root" .root "pod" .pod "flag" "kubernetes.podspec-tolerations") -}}
-{{- if and $v.gpu.enabled $v.gpu.tolerateGpuTaint $allowed -}}
-{{- $t = append $t (dict "key" $v.gpu.resourceName "operator" "Exists" "effect" "NoSchedule") -}}
+{{- $gpu := and $v.gpu.enabled (or (ne .pod "worker") $v.queue.worker.gpu) -}}
+{{- if and $gpu $v.gpu.toleration.enabled $allowed -}}
+{{- $t = append $t (include "image-classifier.gpuToleration" .root | fromJson) -}}
 {{- end -}}
 {{- if $v.spot.enabled -}}
 {{- $t = concat $t $v.spot.tolerations -}}

@@ -9,10 +9,11 @@ Checks combinations the schema cannot express. Collects every message and fails 
 {{- if gt (int64 $a.minReplicas) (int64 $a.maxReplicas) -}}
 {{- $m = append $m (printf "autoscaling.minReplicas (%d) is greater than autoscaling.maxReplicas (%d): lower minReplicas or raise maxReplicas." (int64 $a.minReplicas) (int64 $a.maxReplicas)) -}}
 {{- end -}}
-{{- if eq $v.deploymentMode "Standard" -}}
-{{- if and (eq (int64 $a.minReplicas) 0) (not $a.allowStandardScaleToZero) -}}
-{{- $m = append $m "autoscaling.minReplicas is 0 in Standard mode: Standard mode has no activator, so requests fail while no pod runs. Use deploymentMode=Knative for scale to zero, set minReplicas >= 1, or set autoscaling.allowStandardScaleToZero=true if something else wakes the Deployment." -}}
+{{- $m = concat $m (include "image-classifier.wakeErrors" . | fromYamlArray) -}}
+{{- if and $v.gpu.toleration.enabled (eq $v.gpu.toleration.operator "Equal") (not $v.gpu.toleration.value) -}}
+{{- $m = append $m (printf "gpu.toleration.operator is Equal but gpu.toleration.value is empty: set the value of the %s taint your GPU nodes carry, or use operator Exists." $v.gpu.toleration.key) -}}
 {{- end -}}
+{{- if eq $v.deploymentMode "Standard" -}}
 {{- if and (eq $a.standard.autoscaler "keda") (not $a.standard.keda.prometheusAddress) -}}
 {{- $m = append $m "autoscaling.standard.autoscaler is keda but autoscaling.standard.keda.prometheusAddress is empty: set the Prometheus URL KEDA queries (e.g. http://prometheus-operated.monitoring:9090)." -}}
 {{- end -}}

@@ -1,7 +1,8 @@
 """The rendered objects read into a :class:`~classifier_plan.chart.spec.ChartPlan` (never the values' key names).
 
 Deployment mode, autoscaler and its settings (the InferenceService's fields and annotations, KServe's
-defaults for what it creates: HPA or KEDA ScaledObject), the predictor's own settings (the
+defaults for what it creates: HPA or KEDA ScaledObject; a KEDA HTTP add-on HTTPScaledObject is read and
+reported as not simulated), the predictor's own settings (the
 ``kserve-container`` args, parsed exactly as the server parses them), resources, probes, drain times, the
 Karpenter NodePool and the scrape interval.
 """
@@ -195,12 +196,41 @@ def _scrape_interval(objects: list[dict[str, Any]]) -> float | None:
     return None
 
 
+def _http_addon(objects: list[dict[str, Any]], isvc: dict[str, Any]) -> dict[str, Any] | None:
+    """The :class:`ChartPlan` fields of a KEDA HTTP add-on ``HTTPScaledObject`` scaling this predictor's
+    Deployment (KServe names it ``<isvc>-predictor``), or None when there is none.
+
+    Its interceptor holds requests at zero replicas and its request-rate (or concurrency) scaling has no
+    model in the engines yet: the plan says so and simulates fixed replicas instead of guessing.
+    """
+    target = f"{isvc['metadata']['name']}-predictor"
+    for o in objects:
+        if o.get("kind") != "HTTPScaledObject":
+            continue
+        spec = o.get("spec", {})
+        if (spec.get("scaleTargetRef") or {}).get("name") != target:
+            continue
+        metric = next(iter(spec.get("scalingMetric") or {"concurrency": {}}), "concurrency")
+        goal = ((spec.get("scalingMetric") or {}).get(metric) or {}).get("targetValue", 100)
+        wait = (spec.get("timeouts") or {}).get("conditionWait", "the interceptor's default")
+        note = (
+            f"KEDA HTTP add-on (HTTPScaledObject {o['metadata']['name']}: {metric} {goal} per pod, replicas "
+            f"{(spec.get('replicas') or {}).get('min', 0)}..{(spec.get('replicas') or {}).get('max', 100)}, "
+            f"interceptor waits {wait} for a pod): not simulated; the plan keeps max(1, minReplicas) pods"
+        )
+        return {"autoscaler": "httpAddon", "unmodelled": (note,)}
+    return None
+
+
 def _autoscaling(mode: str, ann: dict[str, Any], pred: dict[str, Any]) -> dict[str, Any]:
     """The :class:`ChartPlan` fields of the autoscaler: KPA in Knative mode, else the class KServe's
     annotation names (HPA on the component's metric, or KEDA on its triggers)."""
     if mode == "knative":
         return {"autoscaler": "kpa", "knative": read_knative(pred)}
     autoscaler = str(ann.get("serving.kserve.io/autoscalerClass", "hpa"))
+    if autoscaler == "external":
+        # Something outside KServe scales the Deployment; read_plan names it when the chart renders it.
+        return {"autoscaler": "none", "unmodelled": ("autoscalerClass external: replicas held fixed",)}
     metrics: list[HpaMetric] = []
     unmodelled: list[str] = []
     if autoscaler == "keda":
@@ -226,6 +256,8 @@ def read_plan(objects: list[dict[str, Any]]) -> ChartPlan:
     mode_ann = str(ann.get("serving.kserve.io/deploymentMode", "Standard"))
     mode = "knative" if mode_ann in ("Knative", "Serverless") else "standard"
     scaling = _autoscaling(mode, ann, pred)
+    if mode == "standard" and ann.get("serving.kserve.io/autoscalerClass") == "external":
+        scaling = _http_addon(objects, isvc) or scaling
     canary = isvc["spec"].get("canary") or (
         [{"trafficPercent": pred["canaryTrafficPercent"]}] if "canaryTrafficPercent" in pred else []
     )

@@ -71,11 +71,19 @@ def test_notes_warn_about_the_placeholder_image(all_notes):
 
 def test_notes_explain_scale_to_zero(all_notes):
     assert "activator" in all_notes["gpu-spot-knative-canary"]  # Knative, minReplicas 0
-    assert "Scale to zero is off: it needs Knative mode" in all_notes["standard-hpa"]
-    text = notes(
-        set_values=["deploymentMode=Standard", "autoscaling.minReplicas=0", "autoscaling.allowStandardScaleToZero=true"]
-    )
-    assert "WARNING: minReplicas is 0 in Standard mode" in text
+    assert "revision timeout is 250 s" in all_notes["gpu-spot-knative-canary"]  # 210 s cold start + 30 s + 10 s
+    off = all_notes["standard-hpa"]
+    assert "Standard mode scales to zero only with autoscaling.standard.autoscaler=httpAddon" in off
+    http = all_notes["standard-keda-http"]
+    assert "route host(s) classifier.ml.example.com to keda-add-ons-http-interceptor-proxy.keda:8080" in http
+    assert "URL=http://classifier.ml.example.com" in http and "at least 250 s" in http
+    assert "URL=$(kubectl" not in http  # KServe's own URL bypasses the interceptor: it would never wake
+
+
+def test_notes_warn_of_the_wake_overshoot_only_on_concurrency(all_notes):
+    assert "asks for R x 210 / 32 pods" in all_notes["gpu-spot-knative-canary"]
+    rps = notes(set_values=["autoscaling.minReplicas=0", "autoscaling.knative.metric=rps"])
+    assert "Scale to zero is on" in rps and "asks for R x" not in rps
 
 
 def test_notes_give_the_canary_commands_per_mode(all_notes):
@@ -85,3 +93,19 @@ def test_notes_give_the_canary_commands_per_mode(all_notes):
     for line in all_notes["standard-keda"].splitlines():
         if line.strip().startswith("helm upgrade"):
             assert line.strip().startswith("helm upgrade demo ./chart -n ml --reuse-values"), line
+
+
+def test_notes_route_to_the_interceptor_the_values_name():
+    text = notes(
+        set_values=[
+            "deploymentMode=Standard",
+            "autoscaling.minReplicas=0",
+            "autoscaling.standard.autoscaler=httpAddon",
+            "autoscaling.standard.httpAddon.hosts={a.example.com,b.example.com}",
+            "autoscaling.standard.httpAddon.interceptor.namespace=keda-http",
+            "autoscaling.standard.httpAddon.interceptor.service=interceptor",
+            "autoscaling.standard.httpAddon.interceptor.port=9000",
+        ]
+    )
+    assert "route host(s) a.example.com, b.example.com to interceptor.keda-http:9000" in text
+    assert "URL=http://a.example.com" in text

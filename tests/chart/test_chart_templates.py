@@ -228,13 +228,6 @@ def test_keda_gpu_trigger_can_be_turned_off(rendered):
     assert len(metrics) == 1 and "classifier_queue_depth" in metrics[0]["external"]["metric"]["query"]
 
 
-def test_standard_scale_to_zero_with_explicit_override():
-    objects = render(
-        set_values=["deploymentMode=Standard", "autoscaling.minReplicas=0", "autoscaling.allowStandardScaleToZero=true"]
-    )
-    assert predictor(one(objects, "InferenceService"))["minReplicas"] == 0
-
-
 # ---------------------------------------------------------------- canary placement per mode
 
 

@@ -81,9 +81,21 @@ def test_keda_without_prometheus_address_is_refused():
     assert "prometheusAddress is empty" in err
 
 
-def test_standard_scale_to_zero_without_override_is_refused():
-    err = render_error(set_values=["deploymentMode=Standard", "autoscaling.minReplicas=0"])
-    assert "minReplicas is 0 in Standard mode" in err and "allowStandardScaleToZero" in err
+@pytest.mark.parametrize("autoscaler", ["hpa", "keda", "none"])
+def test_standard_scale_to_zero_without_a_waker_is_refused_with_the_alternatives(autoscaler):
+    extra = ["autoscaling.standard.keda.prometheusAddress=http://prom:9090"] if autoscaler == "keda" else []
+    zero = ["deploymentMode=Standard", "autoscaling.minReplicas=0", f"autoscaling.standard.autoscaler={autoscaler}"]
+    err = render_error(set_values=[*zero, *extra])
+    assert f'minReplicas is 0 in Standard mode with autoscaler "{autoscaler}"' in err
+    for alternative in ("deploymentMode=Knative", "autoscaling.standard.autoscaler=httpAddon", "queue.enabled"):
+        assert alternative in err, alternative
+
+
+def test_the_old_standard_scale_to_zero_escape_hatch_is_gone():
+    err = render_error(
+        set_values=["deploymentMode=Standard", "autoscaling.minReplicas=0", "autoscaling.allowStandardScaleToZero=true"]
+    )
+    assert "additional properties 'allowStandardScaleToZero' not allowed" in err
 
 
 def test_all_problems_are_reported_at_once():

@@ -4,7 +4,8 @@ Knative, KEDA and Karpenter create from it, the values schema, the Makefile, and
 The created objects follow the controllers' naming (KServe v0.20, Knative v1.23, KEDA v2.20): Knative
 mode makes Knative Service ``<isvc>-predictor``, revision ``<isvc>-predictor-00001`` and its Deployment
 ``<isvc>-predictor-00001-deployment``; Standard mode a Deployment and an HPA (or a KEDA ScaledObject
-plus HPA ``keda-hpa-<name>``) named ``<isvc>-predictor``. Predictor pods carry the predictor's labels
+plus HPA ``keda-hpa-<name>``) named ``<isvc>-predictor``; the KEDA HTTP add-on (v0.15) a ScaledObject named
+like the HTTPScaledObject, plus its HPA. Predictor pods carry the predictor's labels
 plus ``serving.kserve.io/inferenceservice: <isvc>`` and ``component: predictor`` (KServe), and in
 Knative mode a ``queue-proxy`` container and ``serving.knative.dev/revision``. A Job's pod carries its
 template's labels plus ``job-name`` and ``batch.kubernetes.io/job-name`` (the Job controller's).
@@ -35,6 +36,7 @@ KINDS = {
     **dict.fromkeys(["pod", "pods", "po"], "Pod"),
     **dict.fromkeys(["event", "events", "ev"], "Event"),
     **dict.fromkeys(["scaledobject", "scaledobjects", "so"], "ScaledObject"),
+    **dict.fromkeys(["httpscaledobject", "httpscaledobjects", "httpso"], "HTTPScaledObject"),
     **dict.fromkeys(["hpa", "horizontalpodautoscaler", "horizontalpodautoscalers"], "HorizontalPodAutoscaler"),
     **dict.fromkeys(["podautoscaler", "podautoscalers", "kpa", "pa"], "PodAutoscaler"),
     **dict.fromkeys(["nodeclaim", "nodeclaims"], "NodeClaim"),
@@ -174,7 +176,9 @@ def world(profile: str) -> tuple[Obj, ...]:
             if o["metadata"]["annotations"].get("serving.kserve.io/deploymentMode") == "Knative":
                 out.append(Obj("ConfigMap", "config-features", "knative-serving"))
                 out.append(Obj("Namespace", "knative-serving", None))
-        elif o["kind"] == "ScaledObject":
+        elif o["kind"] in ("ScaledObject", "HTTPScaledObject"):
+            if o["kind"] == "HTTPScaledObject":  # the add-on's operator makes a ScaledObject of the same name
+                out.append(Obj("ScaledObject", meta["name"], ns, meta.get("labels", {})))
             out.append(Obj("HorizontalPodAutoscaler", f"keda-hpa-{meta['name']}", ns, meta.get("labels", {})))
         elif o["kind"] == "NodePool":
             out.append(Obj("NodeClaim", f"{meta['name']}-x7k2p", None, {"karpenter.sh/nodepool": meta["name"]}))

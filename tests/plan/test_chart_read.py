@@ -131,3 +131,14 @@ def test_a_gpu_share_is_read_as_a_gpu_and_the_report_says_how_it_is_simulated(
     assert any(f"GPU share `{resource}`: simulated as a whole GPU" in line for line in _plan_lines(plan))
     default, _ = plan_from_values(CHART, [])
     assert not any("GPU share" in line for line in _plan_lines(default))
+
+
+def test_the_http_add_on_profile_is_read_and_reported_as_not_simulated(helm: str) -> None:
+    """The HTTPScaledObject (Standard mode that scales to zero) is named in the plan, never silently
+    simulated as something else: its interceptor's hold and request-rate scaling have no model yet."""
+    plan, _ = plan_from_values(CHART, [CHART / "ci" / "standard-keda-http-values.yaml"])
+    assert (plan.mode, plan.autoscaler, plan.min_replicas) == ("standard", "httpAddon", 0)
+    assert plan.keda is None and plan.hpa_metrics == ()
+    (note,) = plan.unmodelled
+    assert "HTTPScaledObject classifier: requestRate 50 per pod, replicas 0..6" in note
+    assert "interceptor waits 210s" in note and "not simulated" in note  # the report lists plan.unmodelled

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from classifier_plan import simulate
+from classifier_plan.errors import PlanInputError
 from classifier_plan.podcurve import QUANTILES, simulate_fixed
 from classifier_plan.results import COLUMNS
 from classifier_plan.traffic import TrafficProfile
@@ -98,31 +99,25 @@ def test_scale_from_zero_holds_requests_at_the_activator(tmp_path: Path, helm: s
     assert summary["requests_refused"] == 0 and summary["requests_timed_out"] == 0  # held, then served
 
 
-def test_standard_mode_at_zero_refuses_and_queue_depth_never_wakes_it(tmp_path: Path, helm: str, profile) -> None:
+def test_standard_mode_at_zero_without_a_waker_is_refused_by_the_chart(tmp_path: Path, helm: str, profile) -> None:
+    """KEDA's Prometheus triggers sum the predictor's own metrics, which read 0 with no pod: at zero nothing
+    would ever wake it (300 requests after an idle period all refused, forever). The chart refuses that plan
+    and names what wakes (issue 24)."""
     values = {
         "deploymentMode": "Standard",
         "autoscaling": {
             "minReplicas": 0,
             "maxReplicas": 3,
-            "allowStandardScaleToZero": True,
             "standard": {
                 "autoscaler": "keda",
                 "keda": {"prometheusAddress": "http://prom:9090", "gpuUtilizationTarget": 0},
             },
         },
     }
-    s = make_setup(tmp_path, helm, values, profile)
-    traffic = TrafficProfile.model_validate(
-        {
-            "name": "gap",
-            "duration": "20m",
-            "segments": [{"kind": "points", "interpolation": "step", "points": [[0, 0], ["12m", 60]]}],
-        }
-    )
-    rec, summary = simulate.run(s, traffic, 500.0, "request")
-    t = rec.table()
-    assert t[-1, COL["ready_replicas"]] == 0  # cooldown took it to zero, and an empty avg() never activates it
-    assert summary["requests_served"] == 0 and summary["requests_refused"] == summary["requests_offered"] > 0
+    with pytest.raises(PlanInputError) as refused:
+        make_setup(tmp_path, helm, values, profile)
+    assert "minReplicas is 0 in Standard mode" in str(refused.value)
+    assert "autoscaling.standard.autoscaler=httpAddon" in str(refused.value)
 
 
 def test_request_and_fluid_engines_agree(tmp_path: Path, helm: str, profile) -> None:
