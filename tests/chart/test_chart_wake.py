@@ -22,7 +22,7 @@ from .chart_support import CHART, REPO_ROOT, by_kind, one, render, render_error
 
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 HTTP_PROFILE = CHART / "ci" / "standard-keda-http-values.yaml"
-CAPACITY = REPO_ROOT / "predictor" / "plan" / "data" / "capacity"
+CAPACITY = REPO_ROOT / "classifier_plan" / "data" / "capacity"
 HTTP_ZERO = [
     "deploymentMode=Standard",
     "autoscaling.minReplicas=0",
