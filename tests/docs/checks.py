@@ -218,7 +218,7 @@ def _check_module(module: str, args: list[str], ctx: Context) -> None:
 
 def _check_flags(args: list[str], flags: Any, where: str, ctx: Context) -> None:
     for a in args:
-        if a.startswith("--") and a[2:].split("=", 1)[0] not in flags.long:
+        if a.startswith("--") and a[2:].split("=", 1)[0].replace("_", "-") not in flags.long:
             ctx.fail(f"{a.split('=', 1)[0]} is not a flag of {where} (has {', '.join(sorted(flags.long))})")
 
 
