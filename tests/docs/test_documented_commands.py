@@ -86,6 +86,25 @@ def test_make_dashboard_brings_what_the_script_needs():
     assert ".tools" in result.stdout and "dashboard" in make_targets()
 
 
+def test_make_help_prints_the_variables_with_their_values():
+    """Issue 26: `make help` printed `$(PORT)` literally and never said PORT and MODEL are variables."""
+    result = run(["make", "--no-print-directory", "help"])
+    assert result.returncode == 0, result.stderr
+    assert "$(" not in result.stdout, result.stdout
+    for shown in ("PORT=8080", "MODEL=default", "GRPC=0", "GRPC_PORT=8081", "make TARGET VAR=value"):
+        assert shown in result.stdout, result.stdout
+    assert "PORT=9000" in run(["make", "--no-print-directory", "help", "PORT=9000"]).stdout
+
+
+def test_make_run_grpc_serves_grpc_on_its_port():
+    """`make run GRPC=1` (README's gRPC example) turns gRPC on; PORT moves the HTTP port."""
+    dry = run(["make", "-n", "--no-print-directory", "run", "GRPC=1", "PORT=9000"]).stdout
+    line = next(ln for ln in dry.splitlines() if "-m predictor serve" in ln)
+    assert "--http-port 9000" in line and "--enable-grpc true --grpc-port 8081" in line, line
+    plain = next(ln for ln in run(["make", "-n", "run"]).stdout.splitlines() if "-m predictor serve" in ln)
+    assert "--http-port 8080" in plain and "grpc" not in plain, plain
+
+
 OBJECT_NAME = re.compile(r"`((?:classifier|<fullname>|<isvc>|<release>)-[a-z0-9<>.-]+?)(-…|…)?`")
 
 
