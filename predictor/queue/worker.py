@@ -39,11 +39,6 @@ from predictor.limits import check_top_k
 from predictor.queue.jobs import REDIS_UNAVAILABLE, Job, JobQueue, Outcome, done_result, error_result
 from predictor.queue.metrics import WorkerMetrics
 
-MISSING_REDIS_URL = (
-    "the worker needs --redis-url (env PREDICTOR_REDIS_URL): the Redis holding the job stream, "
-    "e.g. --redis-url redis://localhost:6379"
-)
-
 if TYPE_CHECKING:
     from predictor.pipeline import Pipeline
 
@@ -326,7 +321,7 @@ async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> in
         pipeline: a loaded pipeline to use; by default one is built from ``settings`` and loaded.
     """
     if not settings.redis_url:
-        raise WorkerStartError(MISSING_REDIS_URL)
+        raise WorkerStartError("the worker needs --redis-url (env PREDICTOR_REDIS_URL), e.g. redis://localhost:6379")
     loop = asyncio.get_running_loop()
     if settings.metrics_port:  # before the model loads: a taken port fails in a second, not after a minute
         _serve_metrics(settings.metrics_port)
