@@ -68,10 +68,12 @@ def from_serve_bench(res: dict[str, Any], setup: str, date: str, command: str) -
             }
         )
     machine = res.get("machine") or {}
+    busy = [r["others_cores_busy"] for r in runs.values() if r["run"] in SERVE_ROWS and r.get("others_cores_busy")]
+    others = f", others busy up to {max(busy):g} cores" if busy else ""
     return {
         "setup": setup,
         "date": date,
-        "machine": f"{machine.get('cpu_model', '?')}, {machine.get('usable_cores', '?')} usable cores",
+        "machine": f"{machine.get('cpu_model', '?')}, {machine.get('usable_cores', '?')} usable cores{others}",
         "model": (res.get("model") or {}).get("what", ""),
         "load": _load_text(res.get("load") or {}),
         "command": command,

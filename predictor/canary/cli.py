@@ -52,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, (name, convert, metavar) in FLAGS.items():
         f = fields[name]
         default = " (required)" if f.is_required() else f" (default: {_default_text(name, f.default)})"
-        if convert is parse_duration:
-            default += "; a duration: 90s, 10m, 1h, or seconds"
+        if convert is parse_duration:  # the unit: what a duration may be written as
+            default = default.removesuffix(")") + "; a duration: 90s, 10m, 1h, or plain seconds)"
         if f.default is None:
             default = ""
         names = [flag, "-n"] if flag == "--namespace" else [flag]
