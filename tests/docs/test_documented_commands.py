@@ -371,3 +371,13 @@ def test_a_canary_rehearsal_on_a_chart_rendering_fails(doc_services, workdir):
     )
     failures = check(text, doc_services, workdir)
     assert any("exit 2, the document says 0" in f and "no canary" in f for f in failures), failures
+
+
+def test_a_printed_sample_is_compared_by_its_words():
+    """README's tritonclient samples print arrays: the same labels in any order pass, another label fails."""
+    from .checks import compare_sample
+
+    shown = "[b'tiger cat' b'Egyptian cat' b'tabby, tabby cat']"
+    assert compare_sample(shown, "[b'Egyptian cat' b'tiger cat' b'tabby, tabby cat']\n") == []
+    assert compare_sample(shown, "[b'tiger cat' b'lynx, catamount' b'tabby, tabby cat']\n")
+    assert compare_sample("3 jobs", "3 jobs\n") == [] and compare_sample("3 jobs", "4 jobs")
