@@ -3,7 +3,8 @@
 Ours: :func:`predictor.preprocess.decode_image` (reduced-size JPEG decode, uint8 resize and crop),
 timed alone and with the CPU reference normalisation (:meth:`PreprocessSpec.normalize`, which the
 server does on whole batches on the engine's device instead). Theirs: ``PIL.Image.open(...)
-.convert("RGB")`` then the model's ``AutoImageProcessor`` (``return_tensors="np"``, or ``"pt"`` where the processor allows only that), both the class
+.convert("RGB")`` then the model's ``AutoImageProcessor`` (``return_tensors="np"``, or ``"pt"`` where
+the processor allows only that, as the default model's TimmWrapperImageProcessor), both the class
 ``AutoImageProcessor`` picks by default and the other backend (PIL/numpy or torchvision).
 Single-threaded by default, since the server decodes one image per core.
 
