@@ -10,7 +10,11 @@ MODEL ?= default
 MODELS_DIR := models
 DEFAULT_MODEL_DIR := $(MODELS_DIR)/efficientnet-lite0
 PORT ?= 8080
+GRPC ?= 0
+GRPC_PORT ?= 8081
 TOOLS := .tools
+RUN_MODEL_DIR := $(if $(filter default,$(MODEL)),$(DEFAULT_MODEL_DIR),$(MODELS_DIR)/$(subst /,--,$(MODEL)))
+GRPC_FLAGS := $(if $(filter 1 true yes,$(GRPC)), --enable-grpc true --grpc-port $(GRPC_PORT))
 PYTEST_ARGS ?=
 PY_SOURCES := predictor classifier_canary classifier_kube classifier_plan tests bench models scripts
 # The lock: uv.lock (one file, hashes for every package, every extra). `make lock` regenerates it.
@@ -19,8 +23,14 @@ LOCK_EXTRAS := --extra dev --extra gpu --extra canary --extra plan
 
 .PHONY: help venv lock model run test lint format tools bench bench-capacity dashboard image image-check clean
 
-help: ## List the targets
+help: ## List the targets and the variables they read
+	@echo "Targets (make TARGET):"
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
+	@echo "Variables (make TARGET VAR=value, e.g. make run PORT=9000 GRPC=1), as set now (the defaults unless given):"
+	@printf '  %-15s %s\n' "MODEL=$(MODEL)" "what make model and make run serve: default (the embedded EfficientNet-Lite0) or a Hugging Face id" \
+	  "PORT=$(PORT)" "HTTP port of make run (REST, /classify, /metrics, the try-it page)" \
+	  "GRPC=$(GRPC)" "1 = make run serves the KServe v2 gRPC protocol too, on GRPC_PORT" \
+	  "GRPC_PORT=$(GRPC_PORT)" "gRPC port of make run GRPC=1"
 
 $(STAMP): pyproject.toml uv.lock
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -44,12 +54,8 @@ else
 	$(PY) -m models.fetch_hf $(MODEL) --out $(MODELS_DIR)/$(subst /,--,$(MODEL))
 endif
 
-run: model ## Serve the model on port $(PORT) (CPU, or a GPU when present), try-it page at http://localhost:$(PORT)/
-ifeq ($(MODEL),default)
-	$(PY) -m predictor serve --model_dir $(DEFAULT_MODEL_DIR) --http_port $(PORT) --enable_ui true
-else
-	$(PY) -m predictor serve --model_dir $(MODELS_DIR)/$(subst /,--,$(MODEL)) --http_port $(PORT) --enable_ui true
-endif
+run: model ## Serve the model on port PORT (CPU, or a GPU when present), try-it page at http://localhost:PORT/
+	$(PY) -m predictor serve --model-dir $(RUN_MODEL_DIR) --http-port $(PORT) --enable-ui true$(GRPC_FLAGS)
 
 tools: $(STAMP) ## Fetch helm and kubectl into .tools/ (from PATH when present)
 	bash scripts/fetch_k8s_tools.sh $(TOOLS)

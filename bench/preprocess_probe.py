@@ -3,7 +3,8 @@
 Ours: :func:`predictor.preprocess.decode_image` (reduced-size JPEG decode, uint8 resize and crop),
 timed alone and with the CPU reference normalisation (:meth:`PreprocessSpec.normalize`, which the
 server does on whole batches on the engine's device instead). Theirs: ``PIL.Image.open(...)
-.convert("RGB")`` then the model's ``AutoImageProcessor`` (``return_tensors="np"``), both the class
+.convert("RGB")`` then the model's ``AutoImageProcessor`` (``return_tensors="np"``, or ``"pt"`` where
+the processor allows only that, as the default model's TimmWrapperImageProcessor), both the class
 ``AutoImageProcessor`` picks by default and the other backend (PIL/numpy or torchvision).
 Single-threaded by default, since the server decodes one image per core.
 
@@ -76,6 +77,18 @@ def _processors(model_dir: Path) -> dict[str, Any]:
     return out
 
 
+def _tensor_kind(proc: Any) -> str:
+    """``"np"``, or ``"pt"`` for processors that return only torch tensors (``TimmWrapperImageProcessor``,
+    the default model's, refuses anything else)."""
+    from PIL import Image
+
+    try:
+        proc(images=Image.new("RGB", (32, 32)), return_tensors="np")
+    except ValueError:
+        return "pt"
+    return "np"
+
+
 def run_probe(
     model_dir: Path, sizes: list[tuple[int, int]], min_time_s: float = 1.0, threads: int = 1
 ) -> dict[str, Any]:
@@ -97,9 +110,11 @@ def run_probe(
         return spec.normalize(decode_image(data, spec, max_pixels)[None])
 
     def theirs(proc: Any) -> Callable[[bytes], object]:
+        tensors = _tensor_kind(proc)
+
         def fn(data: bytes) -> object:
             img = Image.open(io.BytesIO(data)).convert("RGB")
-            return proc(images=img, return_tensors="np")["pixel_values"]
+            return proc(images=img, return_tensors=tensors)["pixel_values"]
 
         return fn
 

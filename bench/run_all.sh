@@ -61,4 +61,7 @@ for config in auto:openvino_hint=auto before:backend=openvino,openvino_hint=LATE
     --server_setting cache_dir="$MODEL_DIR/.cache" --out "$OUT/thread_profile_$name.json" >/dev/null
   echo "$name: $("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["img_per_s"], "img/s,", r["cpu_ms_per_image_total"], "ms CPU/img:", r["cpu_ms_per_image"])' "$OUT/thread_profile_$name.json")"
 done
+echo "== the headline of docs/performance.md, from this run (bench/headline.json)"
+"$PY" -m bench.headline --from-serve-bench "$OUT/serve_bench.json" \
+  --command "BENCH_DURATION=$DURATION BENCH_CONCURRENCY=$CONCURRENCY BENCH_SIZE=$SIZE bash bench/run_all.sh"
 echo "== done: $OUT/serve_bench.md"

@@ -49,9 +49,11 @@ SWITCHES = {"--dry-run": "dry_run", "--skip-without-canary": "skip_without_canar
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The canary flags, one per :class:`CanaryConfig` field (help from the field's description)."""
     fields = CanaryConfig.model_fields
-    for flag, (name, _, metavar) in FLAGS.items():
+    for flag, (name, convert, metavar) in FLAGS.items():
         f = fields[name]
         default = " (required)" if f.is_required() else f" (default: {_default_text(name, f.default)})"
+        if convert is parse_duration:  # the unit: what a duration may be written as
+            default = default.removesuffix(")") + "; a duration: 90s, 10m, 1h, or plain seconds)"
         if f.default is None:
             default = ""
         names = [flag, "-n"] if flag == "--namespace" else [flag]
@@ -155,7 +157,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def build_parser(prog: str = "python -m predictor canary") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    from predictor.flags import Parser
+
+    parser = Parser(prog=prog, description=__doc__)
     add_arguments(parser)
     return parser
 

@@ -26,6 +26,8 @@ from classifier_canary.isvc import GROUP, KIND, PLURAL, VERSION
 from classifier_canary.merge_patch import apply_merge_patch
 
 FIELD_MANAGER = "image-classifier-canary"
+TOOLS_DIRS = (Path(__file__).resolve().parents[2] / ".tools", Path(".tools"))
+"""Where ``make tools`` puts kubectl: the checkout beside the package, then the working directory's."""
 
 
 class Store(Protocol):
@@ -51,9 +53,14 @@ class FileStore:
 
     def __init__(self, path: Path, namespace: str, name: str) -> None:
         self.path, self.namespace, self.name = Path(path), namespace, name
-        self.kubectl = shutil.which("kubectl")
+        self.kubectl = shutil.which("kubectl") or next(
+            (str(d / "kubectl") for d in TOOLS_DIRS if (d / "kubectl").is_file()), None
+        )
         if self.kubectl is None:
-            raise InvalidInput("--isvc-file needs kubectl on PATH (it applies the patches with kubectl patch --local)")
+            raise InvalidInput(
+                "--isvc-file needs kubectl (it applies the patches with kubectl patch --local): not on PATH nor "
+                "in .tools/; run `make tools` (puts kubectl into .tools/), or install kubectl"
+            )
         self.description = f"file {self.path}"
 
     def get(self) -> dict[str, Any]:

@@ -30,28 +30,73 @@ def default_chart() -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``plan`` subcommand's flags."""
-    p.add_argument("--values", type=Path, action="append", default=[], help="chart values file (repeatable, in order)")
-    p.add_argument("--traffic", type=Path, required=True, help="traffic profile YAML (see docs/traffic/)")
+    p.add_argument(
+        "--values",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        default=[],
+        help="chart values file (repeatable, in order)",
+    )
+    p.add_argument(
+        "--traffic", metavar="FILE", type=Path, required=True, help="traffic profile YAML (see docs/traffic/)"
+    )
     p.add_argument(
         "--capacity",
+        metavar="FILE|NAME",
         default="bench/results/capacity.json",
         help="capacity profile: a capacity.json (make bench-capacity) or a packaged profile name",
     )
-    p.add_argument("--slo-p95-ms", type=float, default=500.0, help="latency SLO: 95 %% of requests answered within it")
-    p.add_argument("--out", type=Path, required=True, help="directory for report.md, plots, timeline.csv, summary.json")
-    p.add_argument("--engine", choices=("auto", "request", "fluid"), default="auto")
-    p.add_argument("--step-s", type=float, default=None, help="fluid engine step (default: 1 s, 5 s beyond 2 days)")
     p.add_argument(
-        "--timeline-step-s", type=float, default=None, help="timeline.csv row spacing (default: 1 s, 60 s beyond a day)"
+        "--slo-p95-ms",
+        metavar="MS",
+        type=float,
+        default=500.0,
+        help="latency SLO in ms: 95 %% of requests answered within it",
     )
-    p.add_argument("--prices", type=Path, default=None, help="price file overriding the packaged one")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        required=True,
+        help="directory for report.md, plots, timeline.csv, summary.json",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "request", "fluid"),
+        default="auto",
+        help="request: every request simulated; fluid: rates per step; auto: request up to 3 million expected "
+        "requests, else fluid",
+    )
+    p.add_argument(
+        "--step-s",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="fluid engine step in seconds (default: 1, 5 beyond 2 days)",
+    )
+    p.add_argument(
+        "--timeline-step-s",
+        type=float,
+        default=None,
+        help="timeline.csv row spacing in seconds (default: 1, 60 beyond a day)",
+    )
+    p.add_argument("--prices", metavar="FILE", type=Path, default=None, help="price file overriding the packaged one")
     p.add_argument("--assume", action="append", default=[], metavar="KEY=VALUE", help="override an assumption")
-    p.add_argument("--assumptions", type=Path, default=None, help="YAML file of assumptions")
-    p.add_argument("--chart", type=Path, default=None, help="chart directory (default: the repository's chart/)")
-    p.add_argument("--release", default="image-classifier", help="release name to render with")
+    p.add_argument("--assumptions", metavar="FILE", type=Path, default=None, help="YAML file of assumptions")
+    p.add_argument(
+        "--chart", metavar="DIR", type=Path, default=None, help="chart directory (default: the repository's chart/)"
+    )
+    p.add_argument("--release", metavar="NAME", default="image-classifier", help="release name to render with")
     p.add_argument("--recommend", action="store_true", help="also search the cheapest values that meet the SLO")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
-    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="progress on stderr: auto = a bar on a terminal (runs over an hour simulated), a line every 30 s "
+        "of wall clock elsewhere, one line per --recommend candidate",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -127,6 +172,7 @@ def choose_engine(args: argparse.Namespace, expected_requests: float) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from classifier_plan import simulate
+    from classifier_plan.progress import choose_mode
     from classifier_plan.results import aggregate
     from classifier_plan.setup import SimSetup
     from classifier_plan.values import classify
@@ -138,16 +184,21 @@ def _run(args: argparse.Namespace) -> int:
         checks = classify(inp["chart"], inp["values"], args.release, plan, inp["rendered"])
         engine = choose_engine(args, traffic.expected_requests())
         step = args.step_s or (5.0 if traffic.duration > 2 * 86400 else 1.0)
-        progress = args.progress == "on" or (
-            args.progress == "auto" and sys.stderr.isatty() and traffic.duration > 3600
-        )
+        progress = choose_mode(args.progress, sys.stderr, traffic.duration)
         rec, summary = simulate.run(setup, traffic, args.slo_p95_ms, engine, step, progress)
         recommendation: list[str] = []
         extra_files: dict[str, str] = {}
         if args.recommend:
             from classifier_plan.recommend import recommend
 
-            recommendation, extra_files = recommend(args, inp, summary, engine, step)
+            say = None if progress == "off" else lambda line: print(f"plan: {line}", file=sys.stderr, flush=True)
+            recommendation, extra_files = recommend(args, inp, summary, engine, step, say)
+            if "recommended-values.yaml" not in extra_files:
+                print(
+                    "plan: --recommend: no candidate met the SLO for less than your values; no "
+                    "recommended-values.yaml written (report.md lists every candidate)",
+                    file=sys.stderr,
+                )
         tl_step = args.timeline_step_s or (60.0 if traffic.duration > 86400 else 1.0)
         table = rec.table()
         out_table = aggregate(table, tl_step) if tl_step > 1.0 else table

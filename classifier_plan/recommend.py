@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -21,6 +22,8 @@ from classifier_plan.chart import parse_objects, read_plan, render
 from classifier_plan.errors import PlanInputError
 from classifier_plan.setup import SimSetup
 from classifier_plan.values import deep_merge, write_values
+
+Say = Callable[[str], None]
 
 
 def _get(values: dict[str, Any], key: str) -> Any:
@@ -64,8 +67,10 @@ def knobs(chart_defaults: dict[str, Any], user: dict[str, Any], plan: Any, neede
 
 
 class _Search:
-    def __init__(self, args: argparse.Namespace, inp: dict[str, Any], engine: str, step: float) -> None:
-        self.args, self.inp, self.engine, self.step = args, inp, engine, step
+    def __init__(
+        self, args: argparse.Namespace, inp: dict[str, Any], engine: str, step: float, say: Say | None = None
+    ) -> None:
+        self.args, self.inp, self.engine, self.step, self.say = args, inp, engine, step, say
         self.tried: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
         self.memo: dict[str, dict[str, Any] | None] = {}
         self.n = 0
@@ -90,10 +95,21 @@ class _Search:
             setup = SimSetup(plan, self.inp["profile"], self.inp["prices"], self.inp["assumptions"])
         except PlanInputError:
             self.tried.append((overrides, None))
+            self._tell(overrides, "does not render")
             return None
         _, summary = simulate.run(setup, self.inp["traffic"], self.args.slo_p95_ms, self.engine, self.step)  # type: ignore[arg-type]
         self.tried.append((overrides, summary))
+        met = "meets" if summary["slo_met"] else "misses"
+        self._tell(
+            overrides,
+            f"{met} the SLO ({100 * summary['slo_attainment']:.2f} %), ${summary['cost_per_month_usd']:,.2f}/month",
+        )
         return summary
+
+    def _tell(self, overrides: dict[str, Any], outcome: str) -> None:
+        if self.say is not None:
+            shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+            self.say(f"recommend: candidate {self.n} ({shown}): {outcome}")
 
 
 def _better(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -110,9 +126,17 @@ def _better(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
 
 
 def recommend(
-    args: argparse.Namespace, inp: dict[str, Any], current: dict[str, Any], engine: str, step: float
+    args: argparse.Namespace,
+    inp: dict[str, Any],
+    current: dict[str, Any],
+    engine: str,
+    step: float,
+    say: Say | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """Search; returns report lines and the files to add to ``--out``."""
+    """Search; returns report lines and the files to add to ``--out`` (none when nothing beats yours).
+
+    ``say`` gets one line per simulated candidate (progress on stderr).
+    """
     chart_defaults = yaml.safe_load((inp["chart"] / "values.yaml").read_text()) or {}
     setup = SimSetup(inp["plan"], inp["profile"], inp["prices"], inp["assumptions"])
     st, traffic = inp["plan"].settings, inp["traffic"]
@@ -120,7 +144,7 @@ def recommend(
     needed = max(1, math.ceil(peak_img / (0.8 * setup.pod_model.capacity(st.max_batch_size, traffic.mean_images))))
     space = knobs(chart_defaults, inp["values"], inp["plan"], needed)
     effective = deep_merge(chart_defaults, inp["values"])
-    search = _Search(args, inp, engine, step)
+    search = _Search(args, inp, engine, step, say)
     best: dict[str, Any] = {}
     best_summary: dict[str, Any] | None = current
     for _round in range(2):

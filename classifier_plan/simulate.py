@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
+from classifier_plan.progress import Mode
+from classifier_plan.progress import make as make_progress
 from classifier_plan.results import Recorder, summarize
 from classifier_plan.setup import SimSetup
 from classifier_plan.traffic import TrafficProfile
@@ -18,14 +19,13 @@ def run(
     slo_ms: float,
     engine: Engine = "request",
     step_s: float = 1.0,
-    progress: bool = False,
+    progress: Mode | bool = False,
 ) -> tuple[Recorder, dict[str, Any]]:
-    """Simulate ``traffic`` against ``setup``; returns the recorder and ``summary.json``'s dict."""
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    """Simulate ``traffic`` against ``setup``; returns the recorder and ``summary.json``'s dict.
 
-        bar = tqdm(total=math.ceil(traffic.duration), unit="sim-s", desc=f"simulating ({engine})", leave=False)
+    ``progress``: ``"bar"`` (or True) a tqdm bar, ``"lines"`` a line every half minute, else nothing.
+    """
+    bar = make_progress(progress, traffic.duration, f"plan: simulating ({engine})")
     try:
         if engine == "fluid":
             from classifier_plan.fluid import FluidEngine

@@ -1,5 +1,7 @@
 """``python -m predictor serve|worker [--flag value ...]``: every flag is a settings field.
 
+Flags are kebab-case (``--model-dir``); the snake_case spelling (``--model_dir``) is accepted too.
+
 The tools beside the service keep their documented commands through thin dispatchers that import them
 only when asked (so serving never imports them): ``python -m predictor canary ...`` runs the canary
 analysis (:mod:`classifier_canary`, extra ``[canary]``), ``python -m predictor plan ...`` the capacity and
@@ -16,14 +18,26 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from predictor.config import add_settings_arguments, settings_from_args
+from predictor.flags import Parser, kebab
+
+SERVE_DOC = """Serve the model over HTTP: KServe v2 (JSON, binary tensors; gRPC with --enable-grpc true),
+KServe v1, POST /classify, /metrics, and the job routes with --redis-url. Each flag is a settings field:
+a flag given wins over its PREDICTOR_* environment variable, which wins over the default. Units are in
+the names (-ms, -seconds, -bytes).
+Example: python -m predictor serve --model-dir models/efficientnet-lite0 --http-port 8080"""
+WORKER_DOC = """Classify jobs from the Redis stream (queue mode) through the same pipeline as serve, and serve
+Prometheus metrics on --metrics-port (0 = none). It needs --redis-url and a model directory. The flags are
+serve's.
+Example: python -m predictor worker --redis-url redis://localhost:6379 --model-dir models/efficientnet-lite0
+--metrics-port 9091"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: one subcommand per entry point, one flag per settings field."""
-    parser = argparse.ArgumentParser(prog="python -m predictor", description=__doc__)
+    parser = Parser(prog="python -m predictor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the model over HTTP (KServe v1/v2, /classify)")
-    worker = sub.add_parser("worker", help="classify jobs from the Redis stream")
+    serve = sub.add_parser("serve", help="serve the model over HTTP (KServe v1/v2, /classify)", description=SERVE_DOC)
+    worker = sub.add_parser("worker", help="classify jobs from the Redis stream", description=WORKER_DOC)
     for p in (serve, worker):
         add_settings_arguments(p)
     for name, (_, help_text, _) in TOOLS.items():
@@ -51,7 +65,7 @@ def run_tool(name: str, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    parser = argparse.ArgumentParser(prog=f"python -m predictor {name}", description=module.__doc__ or help_text)
+    parser = Parser(prog=f"python -m predictor {name}", description=module.__doc__ or help_text)
     module.add_arguments(parser)
     run: Callable[[argparse.Namespace], int] = module.run_from_args
     return run(parser.parse_args(argv))
@@ -66,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = settings_from_args(args)
     except ValidationError as e:
-        problems = "; ".join(f"--{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(f"--{kebab('.'.join(map(str, err['loc'])))}: {err['msg']}" for err in e.errors())
         print(f"invalid settings: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.command == "serve":

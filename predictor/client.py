@@ -3,8 +3,8 @@
 Usage::
 
     python -m predictor.client classify photos/ cat.jpg --url http://localhost:8080 --concurrency 8 \\
-        --top_k 5 --output out.jsonl
-    python -m predictor.client submit photos/ --redis_url redis://localhost:6379/0 --wait --output out.csv
+        --top-k 5 --output out.jsonl
+    python -m predictor.client submit photos/ --redis-url redis://localhost:6379/0 --wait --output out.csv
 
 Folders are walked recursively for images (by extension); files named explicitly are sent whatever
 their extension. A file that cannot be read or classified is reported (on stderr and as an ``error``
@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from predictor.flags import Parser
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 """Extensions picked up when walking a folder."""
@@ -293,35 +295,48 @@ async def _wait_results(
 
 def build_parser() -> argparse.ArgumentParser:
     """The client's CLI."""
-    parser = argparse.ArgumentParser(
-        prog="python -m predictor.client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = Parser(prog="python -m predictor.client", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     online = sub.add_parser("classify", help="classify over HTTP (POST /classify)")
-    online.add_argument("--url", required=True, help="predictor base URL, e.g. http://localhost:8080")
-    online.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    online.add_argument("--retries", type=int, default=5, help="retries of a 503 or a failed connection")
-    online.add_argument("--timeout_s", type=float, default=60.0, help="timeout of one request in seconds")
+    online.add_argument("--url", metavar="URL", required=True, help="predictor base URL, e.g. http://localhost:8080")
+    online.add_argument("--concurrency", metavar="N", type=int, default=8, help="requests in flight")
+    online.add_argument(
+        "--retries",
+        metavar="N",
+        type=int,
+        default=5,
+        help="retries of a 503 or a failed connection, backing off (Retry-After when given)",
+    )
+    online.add_argument(
+        "--timeout-s", metavar="SECONDS", type=float, default=60.0, help="timeout of one request in seconds"
+    )
     queued = sub.add_parser("submit", help="enqueue jobs in the Redis stream (queue mode)")
     queued.add_argument(
-        "--redis_url",
+        "--redis-url",
+        metavar="URL",
         default=os.environ.get("PREDICTOR_REDIS_URL", ""),
         help="Redis URL (default: $PREDICTOR_REDIS_URL)",
     )
-    queued.add_argument("--stream", default=None, help="stream name (default: the worker's default)")
+    queued.add_argument("--stream", metavar="NAME", default=None, help="stream name (default: the worker's default)")
     queued.add_argument("--wait", action="store_true", help="wait for every result and write them")
-    queued.add_argument("--timeout_s", type=float, default=3600.0, help="longest wait for results (--wait)")
+    queued.add_argument(
+        "--timeout-s",
+        metavar="SECONDS",
+        type=float,
+        default=3600.0,
+        help="longest wait for results in seconds (--wait)",
+    )
     for p in (online, queued):
         p.add_argument("paths", nargs="+", help="image files and folders (walked recursively)")
-        p.add_argument("--top_k", type=int, default=None, help="classes per image (server default: 5)")
-        p.add_argument("--output", default="-", help="output file (default: stdout)")
+        p.add_argument("--top-k", metavar="K", type=int, default=None, help="classes per image (server default: 5)")
+        p.add_argument("--output", metavar="FILE", default="-", help="output file (default: stdout)")
         p.add_argument(
             "--format",
             choices=("jsonl", "csv"),
             default=None,
             help="output format (default: from the output's extension, else jsonl)",
         )
-        p.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
 
@@ -331,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     fmt = args.format or ("csv" if args.output.lower().endswith(".csv") else "jsonl")
     files = collect_paths(args.paths)
     if args.command == "submit" and not args.redis_url:
-        print("submit needs --redis_url (or PREDICTOR_REDIS_URL)", file=sys.stderr)
+        print(
+            "submit needs --redis-url (or PREDICTOR_REDIS_URL), e.g. --redis-url redis://localhost:6379",
+            file=sys.stderr,
+        )
         return 2
     out = sys.stdout if args.output == "-" else open(args.output, "w", newline="")
     writer = RowWriter(out, fmt, len(files), progress=not args.no_progress)

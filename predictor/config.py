@@ -1,8 +1,9 @@
 """Settings: one pydantic-settings class, mapped one to one onto CLI flags and Helm values.
 
 Every field is settable by environment variable with the ``PREDICTOR_`` prefix
-(``PREDICTOR_MAX_BATCH_SIZE=64``) and by the flag of the same name (``--max_batch_size 64``).
-KServe's own flag names (``--http_port``, ``--workers``, ...) are kept.
+(``PREDICTOR_MAX_BATCH_SIZE=64``) and by the flag of the same name in kebab-case (``--max-batch-size 64``;
+the field's own spelling, ``--max_batch_size``, is accepted too: see :mod:`predictor.flags`).
+KServe's own flag names (``--http_port``, ``--workers``, ...) are kept in that spelling.
 """
 
 from __future__ import annotations
@@ -199,14 +200,15 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per settings field; unset flags fall back to env vars, then defaults.
 
     Each flag's help says its default and environment variable; a field with a fixed set of values
-    lists them (``--device {auto,cpu,cuda}``) and argparse refuses others.
+    lists them (``--device {auto,cpu,cuda}``) and argparse refuses others. The flag is the field's name
+    in kebab-case (``--max-batch-size``); :class:`predictor.flags.Parser` accepts the field's own spelling.
     """
     for name, field in Settings.model_fields.items():
         choices = _choices(field.annotation)
         default = "(the pod name, else the host name)" if field.default_factory else _shown(field.default)
         help_text = f"{field.description} Default: {default}. Env: PREDICTOR_{name.upper()}."
         parser.add_argument(
-            f"--{name}",
+            f"--{name.replace('_', '-')}",
             dest=name,
             default=argparse.SUPPRESS,
             help=help_text.replace("%", "%%"),

@@ -12,16 +12,23 @@ import yaml
 
 from classifier_plan.errors import PlanInputError
 
+TOOLS_DIRS = (Path(__file__).resolve().parents[2] / ".tools", Path(".tools"))
+"""Where ``make tools`` puts helm: the checkout beside the package, then the working directory's."""
+
 
 def helm_binary() -> str:
-    """helm from PATH.
+    """helm from PATH, else from ``.tools/`` (``make tools``).
 
     Raises:
-        PlanInputError: helm is not installed.
+        PlanInputError: helm is in neither place; the message says how to get it.
     """
-    path = shutil.which("helm")
+    path = shutil.which("helm") or next((str(d / "helm") for d in TOOLS_DIRS if (d / "helm").is_file()), None)
     if path is None:
-        raise PlanInputError("helm", "", "helm not found on PATH: install helm 3+ (or run `make tools` and add .tools)")
+        raise PlanInputError(
+            "helm",
+            "",
+            "not found on PATH nor in .tools/: run `make tools` (puts helm into .tools/), or install helm 3+",
+        )
     return path
 
 

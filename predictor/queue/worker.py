@@ -43,6 +43,12 @@ if TYPE_CHECKING:
     from predictor.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
+
+
+class WorkerStartError(Exception):
+    """The worker cannot start (no Redis URL, no model, a taken metrics port); the message says how to fix it."""
+
+
 T = TypeVar("T")
 
 RETRYABLE = (*REDIS_UNAVAILABLE, BusyLoadingError)
@@ -315,8 +321,10 @@ async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> in
         pipeline: a loaded pipeline to use; by default one is built from ``settings`` and loaded.
     """
     if not settings.redis_url:
-        raise ValueError("the worker needs --redis_url (PREDICTOR_REDIS_URL)")
+        raise WorkerStartError("the worker needs --redis-url (env PREDICTOR_REDIS_URL), e.g. redis://localhost:6379")
     loop = asyncio.get_running_loop()
+    if settings.metrics_port:  # before the model loads: a taken port fails in a second, not after a minute
+        _serve_metrics(settings.metrics_port)
     queue = JobQueue(settings, socket_timeout_s=READ_BLOCK_MS / 1000 + 10)
     metrics = WorkerMetrics()
     own_pipeline = pipeline is None
@@ -325,18 +333,14 @@ async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> in
         from predictor.pipeline import Pipeline
 
         pipeline = Pipeline(settings, PredictorMetrics())
-        await asyncio.to_thread(pipeline.load)
+        try:
+            await asyncio.to_thread(pipeline.load)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise WorkerStartError(f"cannot load the model from {settings.model_dir}: {e}") from None
     await pipeline.start()
     worker = Worker(settings, pipeline, queue, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port)
-        from predictor.gpu_metrics import register_gpu_metrics
-
-        register_gpu_metrics(container="worker")  # the chart's worker container name
     info = pipeline.engine_info
     logger.info(
         "worker started: model=%s version=%s backend=%s device=%s dtype=%s stream=%s group=%s consumer=%s "
@@ -367,12 +371,30 @@ async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> in
     return worker.exit_code
 
 
+def _serve_metrics(port: int) -> None:
+    from prometheus_client import start_http_server
+
+    from predictor.gpu_metrics import register_gpu_metrics
+
+    try:
+        start_http_server(port)
+    except OSError as e:
+        raise WorkerStartError(
+            f"cannot serve metrics on --metrics-port {port}: {e.strerror or e}; pass a free port, or 0 for none"
+        ) from None
+    register_gpu_metrics(container="worker")  # the chart's worker container name
+
+
 def main(settings: Settings) -> None:
     """Entry point of ``python -m predictor worker``: configure logging, run until SIGTERM and exit 0 (exit 1
-    when the inference device became unusable)."""
+    when the inference device became unusable or the worker cannot start: one line says why)."""
     from predictor.logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
-    code = asyncio.run(run_worker(settings))
+    try:
+        code = asyncio.run(run_worker(settings))
+    except WorkerStartError as e:
+        logger.error("%s", e)
+        raise SystemExit(1) from None
     if code:
         raise SystemExit(code)

@@ -3,7 +3,9 @@ what can run here, compare a shown sample output with the real one.
 
 Per tool: ``kubectl`` and ``helm`` in tests/docs/check_kube.py; ``make`` targets and variables against
 the Makefile; ``python`` must be the virtualenv's, its ``-m`` module's flags must be in its ``--help``
-(the client runs for real, and what it writes to ``--output`` must be results); ``docker build``
+(the client runs for real, and what it writes to ``--output`` must be results; so do the planner, a
+canary rehearsal on a file, the bench tools in :data:`RUN_MODULES`, and a queue worker, which must log
+that it started); ``docker build``
 ``--build-arg`` names against the Dockerfile's ``ARG``; ``bash SCRIPT`` must exist and parse;
 ``curl`` and ``redis-cli`` run against the live predictor and Redis (any HTTP status >= 400, exit code
 or Redis error reply fails).
@@ -30,6 +32,7 @@ from .shell import (
     node_end,
     pipelines,
     simple_commands,
+    start,
     substitute,
     substitutions,
     words_of,
@@ -40,6 +43,17 @@ SCORE_TOLERANCE = 0.02
 """Largest difference between a documented and a measured score: the docs round to 2 places, and the
 backend `auto` picks (OpenVINO, ONNX Runtime, PyTorch; a reduced precision where it keeps the answers)
 moves scores by up to about 0.01."""
+
+
+RUN_MODULES = ("predictor plan", "predictor canary --isvc-file", "bench.preprocess_probe")
+"""``python -m`` commands (module, subcommand, a flag they must carry) run for real from a document's shell
+blocks, as a reader runs them; the exit code must be the document's (``# exit N``, else 0). Other modules
+(benchmarks that measure for minutes, the model builders that write into ``models/``) are checked
+against their ``--help``."""
+LONG_RUNNING = {"predictor worker": "worker started"}
+"""Documented commands that run until stopped: started, they must log this within
+:data:`START_TIMEOUT_S`, then they are stopped."""
+START_TIMEOUT_S = 300
 
 
 def check_command(ctx: Context) -> None:
@@ -146,7 +160,11 @@ def compare_sample(expected: str, actual: str) -> list[str]:
     """Differences between a documented answer and the real one: every documented key present with the
     same value; each documented prediction among the real ones with its score within SCORE_TOLERANCE."""
     try:
-        doc, real = json.loads(expected), json.loads(actual)
+        doc = json.loads(expected)
+    except ValueError:
+        return _compare_text(expected, actual)
+    try:
+        real = json.loads(actual)
     except ValueError as e:
         return [f"not JSON ({e}): {actual[:200]}"]
     errors = []
@@ -157,6 +175,19 @@ def compare_sample(expected: str, actual: str) -> list[str]:
         elif real.get(key) != value:
             errors.append(f"{key} is {real.get(key)!r}, the docs show {value!r}")
     return errors
+
+
+def _compare_text(expected: str, actual: str) -> list[str]:
+    """A printed sample (``[b'tiger cat' b'Egyptian cat' ...]``): the same quoted words, in any order (two
+    classes a hundredth apart may swap between backends), else the same text."""
+    quoted = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+    shown = {a or b for a, b in quoted.findall(expected)}
+    if shown:
+        got = {a or b for a, b in quoted.findall(actual)}
+        return [] if got == shown else [f"prints {sorted(got)}, the docs show {sorted(shown)}"]
+    return (
+        [] if actual.strip() == expected.strip() else [f"prints {actual.strip()[:200]!r}, the docs show {expected!r}"]
+    )
 
 
 def _compare_predictions(i: int, shown: list[dict], got: list[dict]) -> list[str]:
@@ -214,11 +245,70 @@ def _check_module(module: str, args: list[str], ctx: Context) -> None:
     _check_flags(args, flags, f"python -m {module}{' ' + sub if sub else ''} --help", ctx)
     if module == "predictor.client":
         _run_client(args, ctx)
+    elif not ctx.command.inline:
+        called = " ".join([module, *args])
+        if any(_matches(called, pattern) for pattern in RUN_MODULES):
+            _run_module(ctx)
+        elif (ready := next((t for p, t in LONG_RUNNING.items() if _matches(called, p)), None)) is not None:
+            _run_until(ready, ctx)
+
+
+def _matches(called: str, pattern: str) -> bool:
+    words = pattern.split()
+    return called.startswith(" ".join(words[:2])) and all(w in called.split() for w in words[2:])
+
+
+def _run_module(ctx: Context) -> None:
+    ctx.checked["python (run)"] += 1
+    if ctx.services is None:
+        return ctx.fail("needs the live services")
+    result = execute(substitute(ctx.command.text, ctx.profile, ctx.job_ids), ctx)
+    if result.returncode != ctx.command.exit_code:
+        ctx.fail(
+            f"exit {result.returncode}, the document says {ctx.command.exit_code}: "
+            f"{(result.stderr or result.stdout)[-800:]}"
+        )
+    _compare_output(result.stdout, ctx)
+
+
+def _compare_output(stdout: str, ctx: Context) -> None:
+    if ctx.command.expected is not None:
+        errors = compare_sample(ctx.command.expected, stdout)
+        ctx.failures += [f"{ctx.command.where()}: sample output: {e}" for e in errors]
+
+
+def _run_until(ready: str, ctx: Context) -> None:
+    """Start a command that runs until stopped; it must print ``ready`` before it exits or times out."""
+    import os
+    import signal
+    import time
+
+    ctx.checked["python (start)"] += 1
+    if ctx.services is None:
+        return ctx.fail("needs the live services")
+    log = ctx.workdir / f"started-{ctx.command.line}.log"
+    proc = start(substitute(ctx.command.text, ctx.profile, ctx.job_ids), ctx, log)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while ready not in log.read_text(errors="replace") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        alive = proc.poll() is None
+        if alive:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    output = log.read_text(errors="replace")
+    if ready not in output:
+        state = "still starting" if alive else f"exited {proc.returncode}"
+        ctx.fail(f"never logged {ready!r} ({state} after {START_TIMEOUT_S} s at most): {output[-800:]}")
 
 
 def _check_flags(args: list[str], flags: Any, where: str, ctx: Context) -> None:
     for a in args:
-        if a.startswith("--") and a[2:].split("=", 1)[0] not in flags.long:
+        name = a[2:].split("=", 1)[0]
+        if a.startswith("--") and not (
+            name in flags.long or (flags.snake_alias and name.replace("_", "-") in flags.long)
+        ):
             ctx.fail(f"{a.split('=', 1)[0]} is not a flag of {where} (has {', '.join(sorted(flags.long))})")
 
 
@@ -227,8 +317,9 @@ def _run_python(ctx: Context) -> None:
     if ctx.services is None:
         return ctx.fail("needs the live predictor")
     result = execute(substitute(ctx.command.text, ctx.profile, ctx.job_ids), ctx)
-    if result.returncode != 0:
+    if result.returncode != ctx.command.exit_code:
         ctx.fail(f"exit {result.returncode}: {result.stderr[-600:]}")
+    _compare_output(result.stdout, ctx)
 
 
 def _run_client(args: list[str], ctx: Context) -> None:

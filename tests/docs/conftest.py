@@ -1,17 +1,22 @@
-"""Fixtures of the documentation test: a live predictor (default model, /v1/jobs on a real Redis), a
-queue worker started on demand, and a work directory holding what the docs' commands expect there
-(``cat.jpg``, ``coffee.jpg``, ``photos/``, and ``.venv`` as in a checkout)."""
+"""Fixtures of the documentation test: a live predictor (default model, gRPC on, /v1/jobs on a real Redis),
+a queue worker started on demand, a real Prometheus with no series, and a work directory laid out as a
+plain clone after ``make run`` and ``make tools``: every tracked top-level entry of the repository, the
+``.venv``, ``.tools`` and the default model, plus what the docs' commands make there (``cat.jpg``,
+``coffee.jpg``, ``photos/``). ``bench/`` is a directory of its own (its tools write ``bench/results``
+there, not into the repository)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.queue.conftest import RedisServer, kill_all, spawn_worker
-from tests.support.servers import ServerProcess, start_server
+from tests.support.prometheus import Prometheus
+from tests.support.servers import ServerProcess, free_port, start_server
 
 from .checks import check_all
 from .extract import Command
@@ -72,18 +77,34 @@ def redis_binary() -> str:
 
 
 @pytest.fixture(scope="session")
+def doc_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    prom = Prometheus(tmp_path_factory.mktemp("doc-prometheus"), []).start()
+    try:
+        prom.wait_ready()
+        yield prom
+    finally:
+        prom.stop()
+
+
+@pytest.fixture(scope="session")
 def doc_services(
-    default_model_dir: Path, doc_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    default_model_dir: Path,
+    doc_redis: RedisServer,
+    doc_prometheus: Prometheus,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Services]:
     logs = tmp_path_factory.mktemp("doc-services")
-    server: ServerProcess = start_server(default_model_dir, logs, redis_url=doc_redis.url)
+    grpc_port = free_port()
+    server: ServerProcess = start_server(
+        default_model_dir, logs, redis_url=doc_redis.url, enable_grpc="true", grpc_port=grpc_port
+    )
     workers: list = []
 
     def start_worker() -> None:
         if not workers:
             workers.append(spawn_worker(doc_redis.url, "docs-worker", default_model_dir, logs))
 
-    yield Services(server.url, server.port, doc_redis.port, start_worker)
+    yield Services(server.url, server.port, doc_redis.port, start_worker, grpc_port, doc_prometheus.port)
     kill_all(workers)
     server.stop()
 
@@ -92,8 +113,20 @@ def doc_services(
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("doc-workdir")
     write_photos(d)
-    os.symlink(REPO / ".venv", d / ".venv")
+    clone_layout(d)
     return d
+
+
+def clone_layout(d: Path) -> None:
+    """``d`` as a clone after ``make run`` and ``make tools``, by symlinks into the repository."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for top in sorted({line.split("/", 1)[0] for line in tracked.splitlines()} | {".venv", ".tools"}):
+        if top == "bench":
+            (d / "bench").mkdir()
+            for entry in (REPO / "bench").iterdir():
+                os.symlink(entry, d / "bench" / entry.name)
+        elif (REPO / top).exists():
+            os.symlink(REPO / top, d / top)
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ PROSE_INLINE = re.compile(r"`([^`]+)`")
 """Inline code in a paragraph of markdown: it may wrap onto the next line, as rendered markdown allows."""
 HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
 SAMPLE = re.compile(r"^#\s*([\[{].*)$")
+EXIT = re.compile(r"^#\s*exit (\d+)\b")
+"""``# exit 1`` right below a command: the exit code the document says it ends with (else 0)."""
 FENCE = re.compile(r"^\s*```\s*([A-Za-z]*)\s*$")
 SHELL_LANGS = frozenset({"bash", "sh", "shell"})
 
@@ -46,6 +48,8 @@ class Command:
     inline: bool = False
     expected: str | None = None
     """Sample output the document shows right below the command (a ``# {...}`` line)."""
+    exit_code: int = 0
+    """The exit code the document gives (a ``# exit N`` line right below), else 0."""
     skips: dict[str, str] = field(default_factory=dict)
     """``{prefix: reason}`` from unchecked directives: this command, or a command nested in it (inside
     ``$(...)``), that starts with the prefix is not checked."""
@@ -101,9 +105,9 @@ def block_commands(lines: list[str], first_line: int) -> list[tuple[int, str, st
             i += 1
             continue
         if stripped.startswith("#"):
-            sample = SAMPLE.match(stripped)
+            sample = SAMPLE.match(stripped) or EXIT.match(stripped)
             if sample and out and out[-1][2] is None and _last_line(out[-1], first_line) == first_line + i - 1:
-                out[-1] = (out[-1][0], out[-1][1], sample.group(1))
+                out[-1] = (out[-1][0], out[-1][1], stripped.lstrip("# ") if EXIT.match(stripped) else sample.group(1))
             i += 1
             continue
         start, text = i, lines[i]
@@ -151,7 +155,10 @@ def markdown_commands(path: Path, root: Path) -> Extracted:
             end = next((j for j in range(i + 1, len(lines)) if FENCE.match(lines[j])), len(lines))
             if fence.group(1) in SHELL_LANGS:
                 for lineno, text, sample in block_commands(lines[i + 1 : end], i + 2):
-                    result.commands.append(_apply(Command(source, lineno, text, profile, expected=sample), scoped))
+                    code = EXIT.match(f"# {sample}") if sample else None
+                    command = Command(source, lineno, text, profile, expected=None if code else sample)
+                    command.exit_code = int(code.group(1)) if code else 0
+                    result.commands.append(_apply(command, scoped))
             _close(scoped, result, source, whole=True)
             i = end + 1
             continue

@@ -3,8 +3,11 @@
 A command is parsed into lists, pipelines and simple commands; each simple command goes to the checker
 of its tool (tests/docs/checks.py). Pipelines that call ``curl`` or ``redis-cli`` (or files made with
 ``mkdir``/``cp``) run for real in a work directory, against the live predictor and Redis of the test:
-``localhost:8080`` and ``redis://localhost:6379`` point there, ``redis-cli`` gets their port, and
-``$URL`` (the InferenceService URL in cluster docs) is the predictor's URL.
+``localhost:8080`` and ``redis://localhost:6379`` point there, ``localhost:8081`` to the predictor's gRPC
+port, ``localhost:9090`` to a Prometheus, ``--metrics_port N`` to a free port, ``redis-cli`` gets Redis's
+port, and ``$URL`` (the InferenceService URL in cluster docs) is the predictor's URL. Nothing else of a
+command is changed: it runs as a reader would run it in a clone, with PATH as the reader's (no
+``.tools/`` on it: what needs helm or kubectl must find them there itself).
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class Services:
     redis_port: int
     start_worker: Callable[[], None]
     """Starts a queue worker once (results for ``--wait``)."""
+    grpc_port: int = 0
+    prometheus_port: int = 0
+    """A real Prometheus with no series (what a canary rehearsal queries)."""
 
 
 @dataclass
@@ -148,6 +154,9 @@ def node_end(node: Any) -> int:
 def script_text(text: str, services: Services) -> str:
     """A documented pipeline pointed at the live services."""
     text = re.sub(r"\b(localhost|127\.0\.0\.1):8080\b", f"127.0.0.1:{services.server_port}", text)
+    text = re.sub(r"\b(localhost|127\.0\.0\.1):8081\b", f"127.0.0.1:{services.grpc_port}", text)
+    text = re.sub(r"\b(localhost|127\.0\.0\.1):9090\b", f"127.0.0.1:{services.prometheus_port}", text)
+    text = re.sub(r"(--metrics[_-]port)([ =])\d+", lambda m: f"{m.group(1)}{m.group(2)}{free_port()}", text)
     text = re.sub(r"redis://localhost:6379", f"redis://127.0.0.1:{services.redis_port}", text)
     return re.sub(r"(?<![\w-])redis-cli(?![\w-])", f"redis-cli -p {services.redis_port}", text)
 
@@ -155,10 +164,39 @@ def script_text(text: str, services: Services) -> str:
 def execute(text: str, ctx: Context) -> subprocess.CompletedProcess[str]:
     """Run a pipeline with bash in the work directory; curl reports each HTTP status on stderr."""
     assert ctx.services is not None
-    env = {**os.environ, **ctx.variables, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env = reader_env(ctx)
     env["URL"] = ctx.variables.get("URL", ctx.services.server_url)
     script = "set -o pipefail\n" + CURL_STATUS + script_text(text, ctx.services) + "\n"
     return subprocess.run(["bash", "-c", script], cwd=ctx.workdir, env=env, capture_output=True, text=True, timeout=300)
+
+
+def reader_env(ctx: Context) -> dict[str, str]:
+    """The environment of a reader's shell: this one's, with ``.tools/`` off PATH."""
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p).name != ".tools")
+    return {**os.environ, **ctx.variables, "PATH": path, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+
+
+def start(text: str, ctx: Context, log: Path) -> subprocess.Popen[bytes]:
+    """Start a long-running documented command (a worker) in its own process group, output to ``log``."""
+    assert ctx.services is not None
+    script = script_text(text, ctx.services) + "\n"
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            ["bash", "-c", script],
+            cwd=ctx.workdir,
+            env=reader_env(ctx),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def http_statuses(stderr: str) -> list[int]:

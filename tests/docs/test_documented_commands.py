@@ -23,7 +23,12 @@ from .extract import Command, alert_commands, markdown_commands, text_commands
 from .shell import Context
 from .world import CHART, NAMESPACE, RELEASE, REPO, make_targets, rendered, run, tool, world
 
-DOCS = ["README.md", "chart/README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]
+DOCS = [
+    "README.md",
+    "chart/README.md",
+    "models/README.md",
+    *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")),
+]
 PROFILES = sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))
 MAX_UNCHECKED = 5
 """The few commands that cannot run here (registry and network access, another chart's objects)."""
@@ -79,6 +84,25 @@ def test_make_dashboard_brings_what_the_script_needs():
     assert result.returncode == 0, result.stderr
     assert "scripts/system_deps.sh" in result.stdout and "render_dashboard.py" in result.stdout
     assert ".tools" in result.stdout and "dashboard" in make_targets()
+
+
+def test_make_help_prints_the_variables_with_their_values():
+    """Issue 26: `make help` printed `$(PORT)` literally and never said PORT and MODEL are variables."""
+    result = run(["make", "--no-print-directory", "help"])
+    assert result.returncode == 0, result.stderr
+    assert "$(" not in result.stdout, result.stdout
+    for shown in ("PORT=8080", "MODEL=default", "GRPC=0", "GRPC_PORT=8081", "make TARGET VAR=value"):
+        assert shown in result.stdout, result.stdout
+    assert "PORT=9000" in run(["make", "--no-print-directory", "help", "PORT=9000"]).stdout
+
+
+def test_make_run_grpc_serves_grpc_on_its_port():
+    """`make run GRPC=1` (README's gRPC example) turns gRPC on; PORT moves the HTTP port."""
+    dry = run(["make", "-n", "--no-print-directory", "run", "GRPC=1", "PORT=9000"]).stdout
+    line = next(ln for ln in dry.splitlines() if "-m predictor serve" in ln)
+    assert "--http-port 9000" in line and "--enable-grpc true --grpc-port 8081" in line, line
+    plain = next(ln for ln in run(["make", "-n", "run"]).stdout.splitlines() if "-m predictor serve" in ln)
+    assert "--http-port 8080" in plain and "grpc" not in plain, plain
 
 
 OBJECT_NAME = re.compile(r"`((?:classifier|<fullname>|<isvc>|<release>)-[a-z0-9<>.-]+?)(-…|…)?`")
@@ -286,3 +310,74 @@ def test_inline_code_that_wraps_a_line_is_checked(tmp_path, doc_services, workdi
     ]
     failures = [f for c in commands for f in check(c.text, doc_services, workdir)]
     assert any("add -n ml" in f for f in failures) and any("namespace default" in f for f in failures), failures
+
+
+GRPC_WITH_BINARY_DATA = """.venv/bin/python - <<'EOF'
+import numpy as np, tritonclient.grpc as grpcclient
+client = grpcclient.InferenceServerClient("localhost:8081")
+inp = grpcclient.InferInput("image", [1], "BYTES")
+inp.set_data_from_numpy(np.array([open("cat.jpg", "rb").read()], dtype=np.object_), binary_data=True)
+res = client.infer("classifier", [inp], outputs=[grpcclient.InferRequestedOutput("label")])
+EOF"""
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        # issue 26: the planner as the README showed it, with a values file nobody ships
+        (
+            ".venv/bin/python -m predictor plan --values my-values.yaml --traffic docs/traffic/spike.yaml "
+            "--capacity cpu-epyc-2c-efficientnet-lite0 --out plan/",
+            "cannot read the values file",
+        ),
+        # a worker with the chart's model directory and no Redis URL never starts
+        (".venv/bin/python -m predictor worker --metrics_port 9091", "never logged 'worker started'"),
+        # "gRPC is the same with tritonclient.grpc", taken literally
+        (GRPC_WITH_BINARY_DATA, "binary_data"),
+        # models/README.md's bare python
+        ("python -m models.build_default --out models/efficientnet-lite0", "bare python"),
+        # a flag in neither spelling
+        (".venv/bin/python -m predictor plan --trafic docs/traffic/spike.yaml --out plan/", "--trafic is not a flag"),
+    ],
+)
+def test_the_checker_fails_what_a_newcomer_hit(text, complaint, doc_services, workdir):
+    failures = check(text, doc_services, workdir)
+    assert any(complaint in f for f in failures), failures
+
+
+def test_a_documented_exit_code_is_held(doc_services, workdir, tmp_path):
+    """``# exit 1`` below a command: it must exit 1, and exiting 0 then fails (the docs' canary rehearsal)."""
+    doc = tmp_path / "exit.md"
+    plan = ".venv/bin/python -m predictor plan --values nope.yaml --traffic docs/traffic/spike.yaml --out p/"
+    doc.write_text(f"```bash\n{plan}\n# exit 2\n{plan}\n```\n")
+    first, second = markdown_commands(doc, tmp_path).commands
+    assert (first.exit_code, second.exit_code) == (2, 0)
+    ctx = Context(first, workdir, doc_services)
+    check_command(ctx)
+    assert not ctx.failures, ctx.failures
+    assert any("exit 2, the document says 0" in f for f in check(second.text, doc_services, workdir))
+
+
+def test_a_canary_rehearsal_on_a_chart_rendering_fails(doc_services, workdir):
+    """Issue 26: the chart's InferenceService alone has no status, so the rehearsal finds no canary (exit 2)."""
+    out = run([tool("helm"), "template", RELEASE, str(CHART), "-n", NAMESPACE, "--set", "canary.enabled=true"])
+    (isvc,) = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "InferenceService"]
+    (workdir / "rendered-isvc.yaml").write_text(
+        yaml.safe_dump({**isvc, "metadata": {**isvc["metadata"], "namespace": NAMESPACE}})
+    )
+    text = (
+        ".venv/bin/python -m predictor canary --isvc classifier -n ml --isvc-file rendered-isvc.yaml "
+        "--prometheus-url http://localhost:9090 --steps 10,100 --step-interval 1s --max-failed-checks 1"
+    )
+    failures = check(text, doc_services, workdir)
+    assert any("exit 2, the document says 0" in f and "no canary" in f for f in failures), failures
+
+
+def test_a_printed_sample_is_compared_by_its_words():
+    """README's tritonclient samples print arrays: the same labels in any order pass, another label fails."""
+    from .checks import compare_sample
+
+    shown = "[b'tiger cat' b'Egyptian cat' b'tabby, tabby cat']"
+    assert compare_sample(shown, "[b'Egyptian cat' b'tiger cat' b'tabby, tabby cat']\n") == []
+    assert compare_sample(shown, "[b'tiger cat' b'lynx, catamount' b'tabby, tabby cat']\n")
+    assert compare_sample("3 jobs", "3 jobs\n") == [] and compare_sample("3 jobs", "4 jobs")

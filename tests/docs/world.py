@@ -246,6 +246,8 @@ class Flags:
 
     long: dict[str, bool]
     short: dict[str, str]
+    snake_alias: bool = False
+    """The CLI takes ``--a_b`` for ``--a-b`` (our commands, predictor/flags.py: their --help says so)."""
 
 
 HELM_FLAG = re.compile(r"^\s+(?:-(\w), )?--([\w-]+)(?: (\w+))?(?:\s{2,}|$)")
@@ -298,7 +300,7 @@ def python_flags(module: str, sub: str | None) -> Flags | str:
                 long.setdefault(f[2:], bool(value))
             elif longs:
                 short[f[1:]] = longs[0]
-    return Flags(long, short)
+    return Flags(long, short, "snake_case spelling" in result.stdout)
 
 
 @functools.cache

@@ -164,6 +164,13 @@ def test_recommend_returns_values_that_meet_the_slo_when_simulated_again(
     assert json.loads((out / "summary.json").read_text())["slo_met"] is False
     recommended = out / "recommended-values.yaml"
     assert recommended.exists(), (out / "report.md").read_text()
+    # off a terminal (stderr is a pipe here) every candidate still reports: a long search is never silent
+    searched = int(
+        next(ln for ln in (out / "report.md").read_text().splitlines() if ln.startswith("Searched")).split()[1]
+    )
+    said = [ln for ln in r.stderr.splitlines() if ln.startswith("plan: recommend: candidate ")]
+    assert len(said) == searched and said[0].startswith("plan: recommend: candidate 1 ("), r.stderr
+    assert "no recommended-values.yaml written" not in r.stderr
     again = tmp_path / "again"
     r2 = plan(
         "--values",
@@ -184,3 +191,21 @@ def test_recommend_returns_values_that_meet_the_slo_when_simulated_again(
     summary = json.loads((again / "summary.json").read_text())
     assert summary["slo_met"] is True and summary["slo_attainment"] >= 0.95
     assert summary == json.loads((out / "recommended-summary.json").read_text())
+
+
+def test_recommend_with_nothing_cheaper_writes_no_override_and_says_so(
+    tmp_path: Path, helm: str, synthetic_path: Path
+) -> None:
+    """One pod is the least any candidate can run, and it meets the SLO: no candidate is cheaper."""
+    values = values_file(tmp_path, {"autoscaling": {"minReplicas": 1, "maxReplicas": 1}})
+    traffic = traffic_file(tmp_path, {**SHORT, "duration": "5m", "segments": [SHORT["segments"][0]]})
+    out = tmp_path / "plan"
+    r = plan("--values", values, "--traffic", traffic, "--capacity", synthetic_path, "--out", out, "--no-plots",
+             "--recommend")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "summary.json").read_text())["slo_met"] is True
+    assert not (out / "recommended-values.yaml").exists() and not (out / "recommended-summary.json").exists()
+    assert (
+        "plan: --recommend: no candidate met the SLO for less than your values; no recommended-values.yaml" in r.stderr
+    )
+    assert "no candidate was cheaper: nothing to change" in (out / "report.md").read_text()

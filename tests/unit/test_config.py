@@ -23,7 +23,7 @@ def test_every_field_is_a_flag_and_flags_beat_env(monkeypatch: pytest.MonkeyPatc
     assert s.max_batch_delay_ms == 5.0, "defaults fill the rest"
     help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
     for name in Settings.model_fields:
-        assert f"--{name}" in help_text
+        assert f"--{name.replace('_', '-')}" in help_text
 
 
 def test_every_field_is_documented() -> None:
@@ -34,9 +34,9 @@ def test_every_field_is_documented() -> None:
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
-        (["--max_batch_size", "0"], "max_batch_size"),
+        (["--max_batch_size", "0"], "--max-batch-size: Input should be greater than or equal to 1"),
         (["--backend", "tensorrt-llm"], "backend"),
-        (["--http_port", "http"], "http_port"),
+        (["--http-port", "http"], "--http-port: Input should be a valid integer"),
         (["--default_top_k", "50", "--max_top_k", "10"], "exceeds max_top_k"),
         (["--workers", "2"], "--workers: Input should be less than or equal to 1"),
     ],
@@ -68,7 +68,7 @@ def test_help_shows_each_flags_default_choices_and_env_var() -> None:
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())  # argparse wraps lines
     assert "--device {auto,cpu,cuda}" in text and "--backend {auto,torch,openvino,onnxruntime}" in text
-    assert "--enable_grpc {true,false}" in text and "--max_batch_size INT" in text
+    assert "--enable-grpc {true,false}" in text and "--max-batch-size INT" in text
     assert "Default: 32. Env: PREDICTOR_MAX_BATCH_SIZE." in text
     assert "VALUE" not in text
     bad = subprocess.run(
