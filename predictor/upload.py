@@ -99,4 +99,8 @@ class TimedBody:
             self._done = self.arrived = True
             if self._on_arrived is not None:
                 self._on_arrived()
+        elif self._clock() > self.limits.deadline(self.started, self.received):
+            # A part that was waiting already (no wait to time out) does not let a body past its limits.
+            self._done = True
+            raise self.limits.broken(self.started, self.received, self._clock())
         return message
