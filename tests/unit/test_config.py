@@ -77,19 +77,3 @@ def test_help_shows_each_flags_default_choices_and_env_var() -> None:
     # booleans are case-insensitive, as the chart and env vars write them
     args = build_parser().parse_args(["serve", "--enable_grpc", "True"])
     assert settings_from_args(args).enable_grpc is True
-
-
-def test_the_limits_table_states_each_default_as_the_code_has_it() -> None:
-    import re
-
-    from predictor.middleware import MAX_MEMBERS
-    from predictor.protocol.v2 import MAX_DATA_DEPTH
-
-    section = (REPO / "docs" / "operations.md").read_text().split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
-    stated = re.findall(r"`(\w+)` \(([\d.]+)\)", section)
-    assert {name for name, _ in stated} >= {"header_timeout_s", "max_header_bytes", "max_connections",
-                                           "keep_alive_timeout_s", "body_timeout_s", "min_upload_bytes_per_s",
-                                           "upload_grace_s", "max_request_bytes"}  # fmt: skip
-    for name, default in stated:
-        assert float(default) == Settings.model_fields[name].default, name
-    assert f"| {MAX_MEMBERS} (`MAX_MEMBERS`" in section and f"| {MAX_DATA_DEPTH} levels (`MAX_DATA_DEPTH`)" in section
