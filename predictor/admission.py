@@ -7,10 +7,12 @@ is the queue-depth gauge the autoscaler reads. A request that would take the cou
 
 Two steps, one count:
 
-* :meth:`Admission.reserve`: the HTTP middleware counts in the images a request *declares* (its
+* :meth:`Admission.reserve`: the HTTP middleware checks the images a request *declares* (its
   headers, the v2 binary header) before its body is read, so a request that cannot fit is refused
-  without receiving or parsing it. The reservation belongs to the current request (a context variable:
-  the route, and KServe's v1 route, run in the task the middleware runs in, or a child task of it).
+  without receiving or parsing it; it counts them in when the body has arrived (``on_arrival``), so a
+  body still on its way, or stalled, holds no capacity (slow clients cannot hold the queue). The
+  reservation belongs to the current request (a context variable: the route, and KServe's v1 route,
+  run in the task the middleware runs in, or a child task of it).
 * :meth:`Admission.slots`: the pipeline counts in the images the request really has; it takes them from
   the request's reservation first, so a request admitted early is not refused again for the same
   images. Whatever of a reservation was not taken is given back when the request ends.
@@ -47,10 +49,22 @@ class Reservation:
     images first; on exit, whatever was not taken is given back.
     """
 
-    def __init__(self, admission: Admission, images: int) -> None:
+    def __init__(self, admission: Admission, images: int, due: int = 0) -> None:
         self.admission = admission
         self.images = images
+        self.due = due
+        """Declared images not counted in yet: :meth:`arrived` counts them in."""
         self._token: Token[Reservation | None] | None = None
+
+    def arrived(self) -> None:
+        """The request's body has arrived: count its declared images in now (all or none).
+
+        Raises:
+            Overloaded: they do not fit any more (the queue filled while the body was on its way).
+        """
+        if self.due:
+            self.admission.admit(self.due)
+            self.images, self.due = self.images + self.due, 0
 
     def __enter__(self) -> Reservation:
         self._token = self.admission._reservation.set(self)
@@ -167,13 +181,16 @@ class Admission:
         """
         self._check_fits(n)
         if self._depth + n > self.capacity:
-            wait = self.retry_after_s()
-            raise Overloaded(
-                f"inference queue is full ({self._depth} of {self.capacity} images waiting, {n} more asked "
-                f"for); retry in {wait} s (Retry-After)",
-                retry_after_seconds=wait,
-            )
+            raise self._overloaded(n)
         self._change(n)
+
+    def _overloaded(self, n: int) -> Overloaded:
+        wait = self.retry_after_s()
+        return Overloaded(
+            f"inference queue is full ({self._depth} of {self.capacity} images waiting, {n} more asked "
+            f"for); retry in {wait} s (Retry-After)",
+            retry_after_seconds=wait,
+        )
 
     def release(self, n: int) -> None:
         """Count ``n`` admitted images out: they left the queue (answered, failed or cancelled)."""
@@ -181,15 +198,25 @@ class Admission:
         self._change(-n)
         self.rate.drained(n)
 
-    def reserve(self, n: int) -> Reservation:
+    def reserve(self, n: int, *, on_arrival: bool = False) -> Reservation:
         """Count in the ``n`` images the current request declares, before its body is read.
 
         Enter the returned reservation around the request: :meth:`slots` in its context (or in a task
         started from it) takes these images; what it did not take is given back on exit.
 
+        Args:
+            n: The images declared.
+            on_arrival: Check now that they fit, but count them in only when :meth:`Reservation.arrived`
+                is called (the body has arrived): a body on its way holds no capacity.
+
         Raises:
             Overloaded: they would not fit; nothing is counted.
         """
+        self._check_fits(n)
+        if on_arrival:
+            if self._depth + n > self.capacity:
+                raise self._overloaded(n)
+            return Reservation(self, 0, due=n)
         self.admit(n)
         return Reservation(self, n)
 

@@ -158,6 +158,56 @@ class Settings(BaseSettings):
         "classifier_rejections_total (and logged at DEBUG).",
     )
 
+    # --- slow clients: connection and upload limits (docs/operations.md, "Limits") ------------------
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Longest time a connection may take to send a request's head (request line and headers), "
+        "counted from the connection's start, or from the first byte of the next request on a kept-alive "
+        "connection; past it the HTTP server answers 408 and closes it (slowloris).",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request head (request line and headers) in bytes; larger gets 431 and the "
+        "connection is closed before the rest is read.",
+    )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest time a request's body may take to arrive, from the end of its head; past it the "
+        "answer is 408 and the connection is closed.",
+    )
+    min_upload_bytes_per_s: int = Field(
+        10_000,
+        ge=0,
+        description="Slowest average upload rate of a request body after upload_grace_s; a body arriving "
+        "slower (a stalled one included) is answered 408 at once. 0 = no minimum rate.",
+    )
+    upload_grace_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="Time a request body may take before min_upload_bytes_per_s applies (a slow start, a "
+        "client that waits for 100-continue).",
+    )
+    keep_alive_timeout_s: float = Field(
+        65.0,
+        gt=0,
+        le=3600,
+        description="An idle kept-alive connection (no request on it) is closed after this long. KServe's "
+        "default, longer than the 60 s idle timeout of common load balancers, so that they close first.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Most open HTTP connections; a request on a connection beyond it is answered 503 with "
+        "Retry-After and the connection is closed.",
+    )
+
     # --- queue mode ------------------------------------------------------------------------------
     redis_url: str = Field("", description="Redis URL for queue mode (worker and /v1/jobs); empty disables /v1/jobs.")
     stream: str = Field("image_processing_queue", min_length=1, description="Redis stream of jobs.")

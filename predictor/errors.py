@@ -47,6 +47,13 @@ class UnsupportedMediaType(PredictorError):
     reason = "unsupported_media_type"
 
 
+class UploadTooSlow(PredictorError):
+    """The request body did not arrive within ``body_timeout_s``, or slower than ``min_upload_bytes_per_s``."""
+
+    status_code = 408
+    reason = "body_timeout"
+
+
 class ModelNotFound(PredictorError):
     """The request names a model this server does not serve."""
 

@@ -21,6 +21,10 @@ when another version is installed, since each workaround below depends on intern
 5. gRPC errors: KServe's ``ExceptionToStatusInterceptor`` aborts with the code and details of a
    ``grpc_interceptor`` exception it is given; :func:`predictor.protocol.status.grpc_error` makes those
    from our errors, so no KServe error type is dressed up for it.
+6. :func:`configure_http_server`: ``ModelServer.start`` builds its ``RESTServer``, whose constructor builds
+   the ``uvicorn.Config`` from a fixed set of arguments (no HTTP protocol class, no connection limits). The
+   constructor is wrapped to hand that config, before uvicorn loads it, to a function of ours
+   (:func:`predictor.http_guard.configure`); the wrapper can be undone (tests do).
 """
 
 from __future__ import annotations
@@ -87,6 +91,25 @@ def drop_timing_middleware() -> Callable[[], None]:
 
     def undo() -> None:
         RESTServer._add_middlewares = original  # type: ignore[method-assign]
+
+    return undo
+
+
+def configure_http_server(apply: Callable[[Any], None]) -> Callable[[], None]:
+    """Call ``apply`` with the ``uvicorn.Config`` of every ``RESTServer`` KServe builds from now on, before
+    uvicorn loads it; returns a function that undoes it."""
+    from kserve.protocol.rest.server import RESTServer
+
+    original = RESTServer.__init__
+
+    def init(self: RESTServer, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        apply(self.config)
+
+    RESTServer.__init__ = init  # type: ignore[method-assign]
+
+    def undo() -> None:
+        RESTServer.__init__ = original  # type: ignore[method-assign]
 
     return undo
 

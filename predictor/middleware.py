@@ -11,12 +11,16 @@
 * Compressed answers: a counted request (the inference routes) whose ``Accept-Encoding`` names gzip or
   deflate gets its answer compressed (tritonclient's ``response_compression_algorithm``); error answers
   (a few dozen bytes) are not.
-* Refuse before the work: an inference request has the images it declares reserved in the one
+* Body limits: every body is read through :class:`~predictor.upload.TimedBody` (``body_timeout_s``,
+  ``min_upload_bytes_per_s`` after ``upload_grace_s``); one that breaks them is answered 408 with
+  ``Connection: close``.
+* Refuse before the work: an inference request has the images it declares checked against the one
   :class:`~predictor.admission.Admission` before its body is read (one for ``/classify``, v1 and v2
   JSON, whose count is inside the body; the input's shape for the v2 binary extension, whose JSON header
   alone is read for it). When they do not fit, the answer is 503 with ``Retry-After`` and
-  ``Connection: close`` at once: the body is never received or parsed. Every refusal made here (413, 415,
-  503) closes the connection, so an unread body is not read for nothing.
+  ``Connection: close`` at once: the body is never received or parsed. They are counted in (reserved for
+  the pipeline) when the body has arrived, so a slow or stalled upload holds no capacity. Every refusal
+  made here (408, 413, 415, 503) closes the connection, so an unread body is not read for nothing.
 * Rejections are counted in the metrics and logged per interval (:class:`~predictor.logs.RejectionLog`).
 """
 
@@ -39,11 +43,16 @@ from predictor.errors import InvalidInput, PayloadTooLarge, PredictorError, Unsu
 from predictor.logs import REJECTIONS_LOGGER, RejectionLog, request_id_var
 from predictor.metrics import PredictorMetrics
 from predictor.protocol import v2
+from predictor.upload import TimedBody, UploadLimits
 
 logger = logging.getLogger(REJECTIONS_LOGGER)
 
 ENCODINGS = ("gzip", "deflate")
 """Content codings accepted on requests and offered on answers (besides identity)."""
+MAX_MEMBERS = 4096
+"""Most gzip members (or concatenated deflate streams) in one body: each is inflated (a multi-member body,
+as ``cat a.gz b.gz`` or block compressors make, is one body), but a body of millions of empty members would
+cost the event loop seconds."""
 PEEK_MAX_BYTES = 64 * 1024
 """Longest v2 binary JSON header read before admission; a longer one counts as one image."""
 _CLASSIFY_TYPES = ("multipart/form-data", "application/octet-stream")
@@ -70,14 +79,17 @@ def too_large(size: int, limit: int, what: str = "request body") -> str:
 
 
 class Inflater:
-    """Inflates a gzip or deflate request body chunk by chunk, never past ``limit`` bytes."""
+    """Inflates a gzip or deflate request body chunk by chunk, every member of it, never past ``limit`` bytes
+    in all."""
 
     def __init__(self, encoding: str, limit: int) -> None:
         self.encoding = encoding
         self.limit = limit
         self.size = 0
+        self.members = 1
         # gzip: the gzip wrapper; deflate: zlib's wrapper (what HTTP means, tritonclient sends), raw as fallback
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        self._wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+        self._z = zlib.decompressobj(self._wbits)
         self._started = False
 
     def feed(self, data: bytes, final: bool) -> bytes:
@@ -102,14 +114,30 @@ class Inflater:
         if not self._started and self.encoding == "deflate" and data:
             self._started = True
             if (data[0] & 0x0F) != 8 or ((data[0] << 8) | (data[1] if len(data) > 1 else 0)) % 31:
-                self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, no zlib header
+                self._wbits = -zlib.MAX_WBITS  # raw deflate, no zlib header
+                self._z = zlib.decompressobj(self._wbits)
         self._started = True
-        room = self.limit - self.size + 1  # one byte more than allowed proves the body is too large
-        out = self._z.decompress(data, room)
-        self.size += len(out)
-        if self.size > self.limit or self._z.unconsumed_tail:
-            raise PayloadTooLarge(too_large(self.size, self.limit, "decompressed request body"))
-        return out
+        out = bytearray()
+        while data:
+            if self._z.eof:  # the member before ended: what follows is the next member
+                self._next_member()
+            room = self.limit - self.size + 1  # one byte more than allowed proves the body is too large
+            chunk = self._z.decompress(data, room)
+            self.size += len(chunk)
+            out += chunk
+            if self.size > self.limit or self._z.unconsumed_tail:
+                raise PayloadTooLarge(too_large(self.size, self.limit, "decompressed request body"))
+            data = self._z.unused_data if self._z.eof else b""
+        return bytes(out)
+
+    def _next_member(self) -> None:
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise InvalidInput(
+                f"request body has more than {MAX_MEMBERS} {self.encoding} members (the limit): compress it as "
+                "one member"
+            )
+        self._z = zlib.decompressobj(self._wbits)
 
 
 def response_encoding(accept: str) -> str | None:
@@ -155,6 +183,9 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.admission = admission
         self.rejections = rejections or RejectionLog(logger, settings.rejection_log_interval_seconds)
+        self.upload_limits = UploadLimits(
+            settings.body_timeout_s, settings.min_upload_bytes_per_s, settings.upload_grace_s
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -169,30 +200,37 @@ class RequestContextMiddleware:
         status = {"code": 500}
         answer_encoding = response_encoding(headers.get(b"accept-encoding", b"").decode("latin-1"))
         send_wrapper = self._sender(send, rid, status, answer_encoding if protocol else None, started)
+        body = TimedBody(receive, self.upload_limits)
         try:
             early = self._early_refusal(headers, limit)
             if early is not None:
                 await self._refuse(scope, send_wrapper, early)
             elif protocol in ("classify", "v2", "v1") and self.admission is not None:
-                await self._admit_and_call(scope, headers, receive, send_wrapper, protocol, limit)
+                await self._admit_and_call(scope, headers, body, send_wrapper, protocol, limit)
             else:
-                await self._call(scope, headers, receive, send_wrapper, protocol, limit)
+                await self._call(scope, headers, body, send_wrapper, protocol, limit)
         finally:
             if protocol is not None:
                 self.metrics.observe_request(model, protocol, status["code"], time.perf_counter() - started)
             request_id_var.reset(token)
 
     async def _admit_and_call(
-        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send, protocol: str, limit: int
+        self, scope: Scope, headers: dict[bytes, bytes], body: TimedBody, send: Send, protocol: str, limit: int
     ) -> None:
-        """Reserve the declared images, then run the app; refuse at once when they do not fit."""
+        """Check the declared images fit, then run the app, counting them in when the body has arrived;
+        refuse at once when they do not fit."""
         assert self.admission is not None
-        n, receive = await declared_images(scope, headers, receive, protocol)
+        try:
+            n, receive = await declared_images(scope, headers, body, protocol)
+        except PredictorError as e:  # the body broke its limits before the v2 header came
+            await self._refuse(scope, send, e)
+            return
         if n is None or not 0 < n <= self.settings.max_images_per_request:  # the route says what is wrong
             await self._call(scope, headers, receive, send, protocol, limit)
             return
         try:
-            reservation = self.admission.reserve(n)
+            reservation = self.admission.reserve(n, on_arrival=True)
+            body.when_arrived(reservation.arrived)
         except PredictorError as e:  # Overloaded, or more images than the queue ever holds
             await self._refuse(scope, send, e)
             return
@@ -262,6 +300,8 @@ class RequestContextMiddleware:
                 out.append((b"server-timing", b"total;dur=%.2f" % ((time.perf_counter() - started) * 1000)))
                 if message["status"] >= 400:
                     coding[0] = None
+                if message["status"] == 408 and all(k.lower() != b"connection" for k, _ in out):
+                    out.append((b"connection", b"close"))  # the rest of a body too slow to wait for
                 if coding[0] is None:
                     await send(message)
                 else:

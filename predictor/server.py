@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from predictor.config import Settings
 from predictor.logs import configure_logging
+
+if TYPE_CHECKING:
+    from predictor.http_guard import ConnectionLimits
+    from predictor.metrics import PredictorMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -13,7 +18,7 @@ logger = logging.getLogger(__name__)
 def serve(settings: Settings) -> None:
     """Load the model and serve it until SIGTERM (in-flight and queued requests finish first)."""
     configure_logging(settings.log_format, settings.log_level)
-    from predictor import kserve_compat, routes, ui
+    from predictor import http_guard, kserve_compat, routes, ui
     from predictor.gpu_metrics import register_gpu_metrics
     from predictor.metrics import PredictorMetrics
     from predictor.model import ImageClassifierModel
@@ -22,6 +27,7 @@ def serve(settings: Settings) -> None:
     kserve_compat.check_version()
     model_server = kserve_compat.import_model_server()
     kserve_compat.drop_timing_middleware()
+    http_guard.check_version()
     app = model_server.app
     metrics = PredictorMetrics()
     pipeline = Pipeline(settings, metrics)
@@ -31,6 +37,7 @@ def serve(settings: Settings) -> None:
     if settings.redis_url:
         _install_jobs(app, settings)
     register_gpu_metrics()
+    kserve_compat.configure_http_server(lambda config: http_guard.configure(config, _limits(settings, metrics)))
     try:
         model.load()
     except (FileNotFoundError, ValueError, OSError) as e:
@@ -44,6 +51,7 @@ def serve(settings: Settings) -> None:
         max_asyncio_workers=settings.max_asyncio_workers,
         enable_docs_url=settings.enable_docs_url,
         enable_latency_logging=False,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         grace_period=settings.grace_period_seconds,
     )
     logger.info("serving %s on :%d", settings.model_name, settings.http_port)
@@ -51,6 +59,23 @@ def serve(settings: Settings) -> None:
     # KServe has drained and stopped the model: wait for a background check still inside native code (an
     # engine being compiled) before the interpreter exits, or the C++ runtime aborts the process.
     pipeline.join_background_work()
+
+
+def _limits(settings: Settings, metrics: PredictorMetrics) -> ConnectionLimits:
+    """The HTTP server's connection limits; each refusal is counted as a rejection."""
+    from predictor.http_guard import ConnectionLimits
+
+    rejections = metrics.rejections
+
+    def count(reason: str) -> None:
+        rejections.labels(settings.model_name, reason).inc()
+
+    return ConnectionLimits(
+        header_timeout_s=settings.header_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=settings.max_connections,
+        on_refusal=count,
+    )
 
 
 def _install_jobs(app, settings: Settings) -> None:

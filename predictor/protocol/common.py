@@ -38,11 +38,20 @@ def b64decode(text: Any, where: str) -> bytes:
         raise InvalidInput(f"{where}: not valid base64") from None
 
 
+JSON_MAX_DEPTH = 1024
+"""Deepest nesting of arrays and objects the JSON parser (orjson) reads; a fixed limit of the parser."""
+
+
 def loads(body: bytes, what: str) -> Any:
     """Parse JSON; malformed JSON is the client's :class:`InvalidInput`, naming where it broke."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
+        if "depth limit exceeded" in str(e):
+            raise InvalidInput(
+                f"{what} nests JSON arrays and objects more than {JSON_MAX_DEPTH} levels deep (the parser's "
+                "limit): send data flat, or nested one level per dimension of its shape"
+            ) from None
         raise InvalidInput(f"{what} is not valid JSON: {e}") from None
 
 

@@ -36,6 +36,9 @@ OUTPUTS = ("label", "score", "class_id")
 _NP_DTYPES = {"UINT8": np.uint8, "FP32": np.float32}
 _INPUT_NAMES = {"BYTES": INPUT_BYTES, "UINT8": INPUT_UINT8, "FP32": INPUT_FP32}
 _OUTPUT_DTYPES = {"label": "BYTES", "score": "FP32", "class_id": "INT64"}
+MAX_DATA_DEPTH = 8
+"""Deepest nesting of an input's JSON ``data``: a flat list, or lists nested one level per dimension of the
+shape (4 for an image tensor), with room to spare. Deeper is refused with 400, never recursed into."""
 
 
 # --- requests --------------------------------------------------------------------------------------
@@ -156,20 +159,31 @@ def _parse_input(inp: Any, binary: bytes) -> list[bytes | np.ndarray]:
     data = inp.get("data")
     if not isinstance(data, list):
         raise InvalidInput(f"input {name!r} needs 'data' (a list) or binary_data_size")
+    flat = _flatten(data, name)
     if dtype == "BYTES":
-        flat = _flatten(data)
         return _check_count([b64decode(s, f"input {name!r} element {i}") for i, s in enumerate(flat)], shape)
     try:
-        arr = np.asarray(_flatten(data), dtype=_NP_DTYPES[dtype])
+        arr = np.asarray(flat, dtype=_NP_DTYPES[dtype])
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"input {name!r}: data is not a list of {dtype} numbers") from None
     return _tensor_images(arr, dtype, shape)
 
 
-def _flatten(data: list) -> list:
-    if data and isinstance(data[0], list):
-        return [x for row in data for x in _flatten(row)]
-    return data
+def _flatten(data: list, name: Any) -> list:
+    """Row-major nested lists as one flat list, a level at a time (no recursion), at most
+    :data:`MAX_DATA_DEPTH` levels deep."""
+    level, depth = data, 1
+    while level and isinstance(level[0], list):
+        depth += 1
+        if depth > MAX_DATA_DEPTH:
+            raise InvalidInput(
+                f"input {name!r}: data is nested more than {MAX_DATA_DEPTH} levels deep (the limit); send a flat "
+                "list, or lists nested one level per dimension of its shape"
+            )
+        if not all(isinstance(row, list) for row in level):
+            raise InvalidInput(f"input {name!r}: data mixes lists and values on one level: nest it evenly")
+        level = [x for row in level for x in row]
+    return level
 
 
 def split_bytes(raw: bytes) -> list[bytes]:

@@ -1,6 +1,6 @@
 """Overload without collapse, through a real server: a full queue refuses before the body is read (503,
-Retry-After, Connection: close), an early-admitted request keeps its place, reservations never leak, and a
-flood of rejections is a few log lines, not one per request."""
+Retry-After, Connection: close), a body on its way holds no place, reservations never leak, and a flood of
+rejections is a few log lines, not one per request."""
 
 from __future__ import annotations
 
@@ -121,15 +121,18 @@ def test_a_v2_request_declaring_more_than_the_queue_holds_is_refused_from_its_he
     assert a.closed_by_server and "retry-after" not in a.headers, "retrying cannot help: no Retry-After"
 
 
-def test_an_early_admitted_request_keeps_its_place(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
+def test_a_body_on_its_way_holds_no_place(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
+    """The images a request declares count in the queue from the moment its body has come: a slow upload
+    (or a stalled one) does not keep the queue from others, and is served when its body is complete."""
     server = start_server(tiny_model_dir, tmp_path, max_queue_images=2)
     try:
         head, tail, headers = v2_binary([small_jpeg, small_jpeg])
         slow = RawRequest(server.port, f"/v2/models/{server.model_name}/infer", headers, len(head) + len(tail))
-        slow.send(head)  # its two images are reserved now; the tail is still on its way
-        _wait_for(lambda: server.metric("classifier_queue_depth") == 2, what="the declared images reserved")
+        slow.send(head)  # it declares two images, the whole queue; the tail is still on its way
+        _wait_for(lambda: server.metric("classifier_inflight_requests") == 1, what="the slow request to start")
+        assert server.metric("classifier_queue_depth") == 0, "a body on its way holds no capacity"
         late = _classify(server.url, small_jpeg)  # arrives while the first one's body is being sent
-        assert late.status_code == 503, late.text
+        assert late.status_code == 200, late.text
         slow.send(tail, with_head=False)
         a = slow.answer()
         slow.close()
@@ -172,7 +175,8 @@ def test_reservations_are_given_back_when_a_request_fails_or_its_client_leaves(
     server = start_server(tiny_model_dir, tmp_path, max_queue_images=2)
     try:
         gone = RawRequest(server.port, "/classify", {"Content-Type": "image/jpeg"}, 100_000).send(small_jpeg[:500])
-        _wait_for(lambda: server.metric("classifier_queue_depth") == 1, what="the upload's image reserved")
+        _wait_for(lambda: server.metric("classifier_inflight_requests") == 1, what="the upload to start")
+        assert server.metric("classifier_queue_depth") == 0, "its image counts in only when its body has come"
         gone.close()  # the client leaves in the middle of its body
         _wait_for(lambda: server.metric("classifier_queue_depth") == 0, what="the reservation given back")
         _wait_for(lambda: server.metric("classifier_requests_total", code="499") == 1, what="the request counted")

@@ -193,3 +193,31 @@ def test_more_images_than_the_queue_ever_holds_is_the_clients_error_not_a_retry(
     with a.reserve(1), pytest.raises(InvalidInput, match="send at most 4 per request"), a.slots(5):
         pass
     assert a.depth == 0
+
+
+def test_a_reservation_on_arrival_refuses_at_once_but_counts_in_only_when_the_body_came() -> None:
+    a = Admission(4)
+    a.admit(3)
+    with pytest.raises(Overloaded):
+        a.reserve(2, on_arrival=True)  # does not fit now: refused before the body is read
+    a.release(3)
+    with a.reserve(4, on_arrival=True) as reservation:
+        assert a.depth == 0, "a body on its way holds no capacity"
+        a.admit(1)  # another request takes a slot meanwhile
+        with pytest.raises(Overloaded):
+            reservation.arrived()  # the queue filled while the body came: all or none
+        assert a.depth == 1 and reservation.images == 0
+        a.release(1)
+        reservation.arrived()
+        assert a.depth == 4 and reservation.images == 4
+        with a.slots(4):
+            assert a.depth == 4, "the pipeline takes the reservation, not four more"
+    assert a.depth == 0
+
+
+def test_a_reservation_whose_body_never_came_gives_nothing_back() -> None:
+    a = Admission(4)
+    with a.reserve(4, on_arrival=True):
+        pass
+    assert a.depth == 0
+    a.admit(4)  # nothing was counted twice or given back twice

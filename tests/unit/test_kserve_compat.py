@@ -104,3 +104,22 @@ def test_the_grpc_interceptor_passes_grpc_interceptor_exceptions_through() -> No
 
     source = inspect.getsource(ExceptionToStatusInterceptor.handle_exception)
     assert "isinstance(ex, GrpcException)" in source and "super().handle_exception" in source
+
+
+def test_configure_http_server_hands_kserves_uvicorn_config_to_us_and_can_be_undone() -> None:
+    import uvicorn
+    from kserve.protocol.rest.server import RESTServer
+
+    from predictor.http_guard import ConnectionLimits, GuardedHttpToolsProtocol, configure
+
+    original = RESTServer.__init__
+    seen: list[uvicorn.Config] = []
+    undo = kserve_compat.configure_http_server(lambda c: (seen.append(c), configure(c, ConnectionLimits())))
+    try:
+        server = RESTServer("kserve.model_server:app", None, None, 0, timeout_keep_alive=7)  # type: ignore[arg-type]
+    finally:
+        undo()
+    assert seen == [server.config] and not server.config.loaded, "handed over before uvicorn loads it"
+    assert issubclass(server.config.http, GuardedHttpToolsProtocol)
+    assert server.config.timeout_keep_alive == 7, "KServe's own keep-alive option reaches uvicorn"
+    assert RESTServer.__init__ is original

@@ -146,3 +146,33 @@ def test_a_malformed_v2_header_reserves_one_and_leaves_the_error_to_the_route() 
     headers = {b"inference-header-content-length": b"12"}
     n, _, replayed = _declared(headers, [b"{not json at all", b" and more"])
     assert n == 1 and replayed == b"{not json at all and more"
+
+
+@pytest.mark.parametrize("chunk", [7, 1000, 1 << 20])
+def test_every_gzip_member_is_inflated(chunk: int) -> None:
+    parts = [BODY[:10], BODY[10:20000], BODY[20000:]]
+    multi = b"".join(gzip.compress(p) for p in parts)
+    assert _feed(Inflater("gzip", len(BODY)), multi, chunk) == BODY
+    assert gzip.decompress(multi) == BODY, "the reference: Python's gzip reads every member too"
+
+
+def test_concatenated_deflate_streams_are_inflated() -> None:
+    assert _feed(Inflater("deflate", len(BODY)), zlib.compress(BODY[:100]) + zlib.compress(BODY[100:])) == BODY
+
+
+def test_the_limit_applies_to_all_members_together() -> None:
+    member = gzip.compress(bytes(1 << 20), compresslevel=9)  # 1 MiB each, about 1 KB compressed
+    with pytest.raises(PayloadTooLarge, match="decompressed request body of 3145729 bytes"):
+        _feed(Inflater("gzip", 3 << 20), member * 5)
+    assert len(_feed(Inflater("gzip", 3 << 20), member * 3)) == 3 << 20
+
+
+def test_too_many_members_and_garbage_after_a_member_are_the_clients_error() -> None:
+    from predictor.middleware import MAX_MEMBERS
+
+    with pytest.raises(InvalidInput, match=f"more than {MAX_MEMBERS} gzip members"):
+        _feed(Inflater("gzip", len(BODY)), gzip.compress(b"") * (MAX_MEMBERS + 1), chunk=1 << 20)
+    with pytest.raises(InvalidInput, match="not valid gzip data"):
+        _feed(Inflater("gzip", len(BODY)), gzip.compress(BODY) + b"trailing garbage")
+    with pytest.raises(InvalidInput, match="stream ends before its end marker"):
+        _feed(Inflater("gzip", len(BODY)), gzip.compress(BODY) + gzip.compress(BODY)[:30])

@@ -181,3 +181,36 @@ def test_declared_images_is_what_the_parser_will_count(header, expected) -> None
             raw = bytes(int(np.prod(inp["shape"])) * (1 if inp["datatype"] == "UINT8" else 4))
         inp = {**inp, "parameters": {"binary_data_size": len(raw)}}
         assert len(v2.parse_request({"inputs": [inp]}, raw).images) == expected
+
+
+@pytest.mark.parametrize("depth", [9, 480, 1000, 1020])
+def test_data_nested_past_the_limit_is_refused_without_recursion(depth: int) -> None:
+    import sys
+
+    body = '{"inputs":[{"name":"image_fp32","datatype":"FP32","shape":[1,3,2,2],"data":' + "[" * depth + "1"
+    body += "]" * depth + "}]}"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)  # a recursive flattening would fail here at any depth over ~300
+    try:
+        with pytest.raises(InvalidInput, match=f"nested more than {v2.MAX_DATA_DEPTH} levels deep"):
+            v2.parse_rest(body.encode(), None)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def test_data_nested_one_level_per_dimension_is_read_in_row_major_order() -> None:
+    nested = np.arange(12, dtype=np.float32).reshape(1, 3, 2, 2)
+    body = orjson.dumps(
+        {"inputs": [{"name": "image_fp32", "datatype": "FP32", "shape": [1, 3, 2, 2], "data": nested.tolist()}]}
+    )
+    (image,) = v2.parse_rest(body, None).images
+    np.testing.assert_array_equal(image, nested[0])
+
+
+def test_ragged_data_and_json_past_the_parsers_depth_are_400s() -> None:
+    ragged = {"inputs": [{"name": "image_fp32", "datatype": "FP32", "shape": [1, 3, 2, 2], "data": [[1, 2], 3]}]}
+    with pytest.raises(InvalidInput, match="mixes lists and values"):
+        v2.parse_rest(orjson.dumps(ragged), None)
+    deep = b'{"inputs": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    with pytest.raises(InvalidInput, match="more than 1024 levels deep"):
+        v2.parse_rest(deep, None)

@@ -1,0 +1,244 @@
+"""Connection limits the HTTP server enforces before a request reaches the app: a head (request line and
+headers) must arrive within ``header_timeout_s`` and fit in ``max_header_bytes``, and at most
+``max_connections`` connections are served at once.
+
+Uvicorn has no head deadline and its httptools protocol no head size limit (``h11_max_incomplete_event_size``
+only applies to its h11 protocol): a client sending a header byte a second (slowloris) or a 64 MiB header
+holds a connection, and the memory for its head, as long as it likes. Its ``limit_concurrency`` answers a
+plain-text 503 and also counts running tasks. So KServe's uvicorn is given :func:`guarded_protocol`, a
+subclass of uvicorn's httptools protocol (the one KServe's ``http="auto"`` picks) that adds:
+
+* a head deadline, from the connection's start (or from the first byte of the next request on a kept-alive
+  connection) to the end of the head: past it, 408 when part of a head came, a silent close when nothing
+  did;
+* a head size limit: past it, 431 without reading the rest;
+* a connection cap: a request on a connection beyond ``max_connections`` is answered 503 with
+  ``Retry-After`` and the connection closed.
+
+Each refusal is a JSON ``{"error": ...}`` naming the limit and its setting, sent with ``Connection: close``;
+the connection is then half-closed and what the client still sends is read and dropped for up to
+:data:`LINGER_S` (a close with unread data would reset the connection and lose the answer).
+
+Written for uvicorn 0.55.0 (httptools 0.9.0), the versions the lock pins. :func:`check_version` logs a warning
+with another version; ``tests/unit/test_http_guard.py`` checks every internal used here against the installed
+package: ``HttpToolsProtocol``'s ``connection_made``, ``data_received``, ``on_message_begin``,
+``on_headers_complete`` and ``connection_lost``, and its attributes ``app``, ``connections``, ``cycle``,
+``flow``, ``loop``, ``transport`` and ``server_state.default_headers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+logger = logging.getLogger(__name__)
+
+WRITTEN_FOR = "0.55.0"
+"""The uvicorn release this subclass was written and tested against."""
+LINGER_S = 2.0
+"""After a refusal, how long what the client still sends is read and dropped before the connection closes."""
+RETRY_AFTER_S = 1
+"""``Retry-After`` of the connection-cap 503: connections come and go quickly."""
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The limits of one server (from :class:`~predictor.config.Settings`).
+
+    Attributes:
+        header_timeout_s: Longest time to receive a request's head.
+        max_header_bytes: Largest request head.
+        max_connections: Most connections served at once.
+        on_refusal: Called with the reason of every refusal (``header_timeout``, ``header_too_large``,
+            ``too_many_connections``): the rejection metrics.
+    """
+
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1000
+    on_refusal: Callable[[str], None] | None = None
+
+
+def uvicorn_version() -> str:
+    """The installed uvicorn distribution's version."""
+    return version("uvicorn")
+
+
+def check_version() -> bool:
+    """True when the installed uvicorn is the one this module was written for; otherwise log a warning."""
+    installed = uvicorn_version()
+    if installed != WRITTEN_FOR:
+        logger.warning(
+            "uvicorn %s is installed; predictor/http_guard.py was written for %s: check its protocol subclass",
+            installed,
+            WRITTEN_FOR,
+        )
+        return False
+    return True
+
+
+def configure(config: Any, limits: ConnectionLimits) -> None:
+    """Set a ``uvicorn.Config`` (not loaded yet) to serve with :func:`guarded_protocol` and these limits.
+
+    The idle keep-alive limit is uvicorn's own ``timeout_keep_alive`` (KServe's ``ModelServer`` passes it on).
+    """
+    config.http = guarded_protocol(limits)
+    config.limit_concurrency = None  # the protocol caps connections itself, answering JSON with Retry-After
+    config.h11_max_incomplete_event_size = limits.max_header_bytes  # the same limit, were h11 ever chosen
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+    """A uvicorn HTTP protocol class that enforces ``limits`` on every connection."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+
+
+def refusal(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 answer ``{"error": message}`` that closes the connection."""
+    body = orjson.dumps({"error": message})
+    head = [STATUS_LINE[status], b"content-type: application/json\r\n", b"connection: close\r\n"]
+    head.append(b"content-length: %d\r\n" % len(body))
+    return b"".join(head) + b"\r\n" + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a head deadline, a head size limit and a connection cap."""
+
+    limits: ConnectionLimits = ConnectionLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = False  # the parser is inside a request head (or waits for the first one)
+        self._begun = False  # a request of this head has started (the silent close is for those that did not)
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        self._linger: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.app = self._over_capacity  # this connection's requests are refused; the others go on
+        self._await_head(begun=False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._linger):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._linger = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a refusal: drop what still comes
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+            limit = self.limits.max_header_bytes
+            self._refuse(
+                "header_too_large",
+                431,
+                f"request head (request line and headers) is over the limit of {limit} bytes (max_header_bytes): "
+                "send smaller headers",
+            )
+        elif not self._in_head and self._idle() and self.timeout_keep_alive_task is None:
+            # Bytes that began no request (blank lines, the unread rest of an answered body) cancelled
+            # uvicorn's keep-alive timer: they do not extend the idle limit.
+            remaining = self._idle_since + self.timeout_keep_alive - self.loop.time()
+            self.timeout_keep_alive_task = self.loop.call_later(max(0.0, remaining), self.timeout_keep_alive_handler)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._in_head:
+            self._begun = True
+        else:  # the next request on a kept-alive connection: its head's deadline starts now
+            self._await_head(begun=True)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        self._idle_since = self.loop.time()
+        super().on_response_complete()
+
+    def _idle(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _await_head(self, begun: bool) -> None:
+        self._in_head, self._begun, self._head_bytes = True, begun, 0
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if not self._begun and self._head_bytes == 0 and self._idle():
+            self._count("header_timeout")
+            self.transport.close()  # a connection that never started a request: nobody to answer
+            return
+        timeout = self.limits.header_timeout_s
+        self._refuse(
+            "header_timeout",
+            408,
+            f"request head (request line and headers) not received within {timeout:g} s (header_timeout_s): "
+            "send the whole head at once",
+        )
+
+    def _refuse(self, reason: str, status: int, message: str) -> None:
+        """Answer ``status`` and close; an answer already under way on this connection is finished first."""
+        self._in_head = False
+        self._stop_head_timer()
+        self._refused = True
+        self._count(reason)
+        if not self._idle():
+            # A pipelined head went wrong while the previous request is being answered: read no more, let
+            # that answer finish, then close.
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        self.transport.write(refusal(status, message))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._linger = self.loop.call_later(LINGER_S, self.transport.close)
+        else:  # pragma: no cover - TLS transports cannot half-close
+            self.transport.close()
+
+    def _count(self, reason: str) -> None:
+        if self.limits.on_refusal is not None:
+            self.limits.on_refusal(reason)
+
+    async def _over_capacity(self, scope: Any, receive: Any, send: Any) -> None:
+        self._count("too_many_connections")
+        limit = self.limits.max_connections
+        body = orjson.dumps(
+            {
+                "error": f"server has {len(self.connections)} open connections, over the limit of {limit} "
+                f"(max_connections): retry in {RETRY_AFTER_S} s (Retry-After)"
+            }
+        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"retry-after", b"%d" % RETRY_AFTER_S),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,215 @@
+"""predictor.http_guard: the uvicorn internals it relies on exist in the installed uvicorn, and a real uvicorn
+server running its protocol closes slow heads (408), refuses large heads (431), caps connections (503) and
+keeps the idle keep-alive limit, while a well-behaved client on another connection is served."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from predictor import http_guard
+from predictor.http_guard import ConnectionLimits, GuardedHttpToolsProtocol
+from tests.support.servers import free_port
+
+HEAD_TIMEOUT_S = 1.0
+KEEP_ALIVE_S = 1.0
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The smallest ASGI app: 200 "hello" to every request (lifespan ignored)."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+class Served:
+    """A uvicorn server in a thread, with the guarded protocol, and the refusals it counted."""
+
+    def __init__(self, **limits: Any) -> None:
+        self.refusals: list[str] = []
+        self.port = free_port()
+        config = uvicorn.Config(
+            hello, host="127.0.0.1", port=self.port, log_config=None, lifespan="off", timeout_keep_alive=KEEP_ALIVE_S
+        )
+        http_guard.configure(config, ConnectionLimits(on_refusal=self.refusals.append, **limits))
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+    def get(self) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.port}/", timeout=10)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    limits = getattr(request, "param", {})
+    s = Served(**{"header_timeout_s": HEAD_TIMEOUT_S, **limits})
+    yield s
+    s.stop()
+
+
+def read_until_closed(sock: socket.socket, timeout_s: float = 10) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    sock.settimeout(timeout_s)
+    started, data = time.monotonic(), b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data, time.monotonic() - started
+
+
+def test_written_for_the_installed_uvicorn() -> None:
+    assert http_guard.uvicorn_version() == http_guard.WRITTEN_FOR
+    assert http_guard.check_version()
+
+
+def test_the_uvicorn_internals_it_uses_exist() -> None:
+    for name in ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_headers_complete",
+                 "on_response_complete", "timeout_keep_alive_handler"):  # fmt: skip
+        assert callable(getattr(HttpToolsProtocol, name, None)), name
+    init = inspect.getsource(HttpToolsProtocol.__init__)
+    for attr in ("self.app", "self.connections", "self.cycle", "self.flow", "self.loop", "self.transport",
+                 "self.timeout_keep_alive_task", "self.timeout_keep_alive"):  # fmt: skip
+        assert f"{attr} =" in init or f"{attr}: " in init, attr
+    assert "app = self.app" in inspect.getsource(HttpToolsProtocol.on_headers_complete), "the per-connection app"
+    params = inspect.signature(uvicorn.Config).parameters
+    assert {"http", "timeout_keep_alive", "limit_concurrency", "h11_max_incomplete_event_size"} <= set(params)
+
+
+def test_configure_sets_the_protocol_and_limits() -> None:
+    config = uvicorn.Config(hello, limit_concurrency=5)
+    limits = ConnectionLimits(header_timeout_s=3, max_header_bytes=2048, max_connections=7)
+    http_guard.configure(config, limits)
+    assert issubclass(config.http, GuardedHttpToolsProtocol) and config.http.limits is limits
+    assert config.limit_concurrency is None and config.h11_max_incomplete_event_size == 2048
+
+
+def test_a_slow_head_gets_408_and_the_connection_closed(served: Served) -> None:
+    slow = served.connect()
+    slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+    started = time.monotonic()
+    for _ in range(3):
+        assert served.get().status_code == 200, "another connection is served meanwhile"
+    data, _ = read_until_closed(slow)
+    assert data.startswith(b"HTTP/1.1 408 "), data
+    assert b"connection: close" in data and b"(header_timeout_s)" in data
+    assert HEAD_TIMEOUT_S * 0.8 <= time.monotonic() - started <= HEAD_TIMEOUT_S + 5
+    assert served.refusals == ["header_timeout"]
+
+
+def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_deadline(served: Served) -> None:
+    slow = served.connect()
+    started = time.monotonic()
+    for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+        try:
+            slow.sendall(bytes([byte]))
+        except OSError:
+            break
+        time.sleep(0.1)
+        if time.monotonic() - started > HEAD_TIMEOUT_S + 5:
+            break
+    data, _ = read_until_closed(slow, timeout_s=5)
+    assert data.startswith(b"HTTP/1.1 408 "), data
+    assert time.monotonic() - started <= HEAD_TIMEOUT_S + 5
+
+
+def test_a_connection_that_sends_nothing_is_closed_silently(served: Served) -> None:
+    idle = served.connect()
+    data, seconds = read_until_closed(idle)
+    assert data == b"" and seconds <= HEAD_TIMEOUT_S + 5
+
+
+@pytest.mark.parametrize("served", [{"max_header_bytes": 4096}], indirect=True)
+def test_a_head_over_the_limit_gets_431_before_the_rest_is_read(served: Served) -> None:
+    big = served.connect()
+    sent = 0
+    try:
+        big.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for _ in range(256):  # up to 16 MiB
+            big.sendall(b"a" * 65536)
+            sent += 65536
+    except OSError:
+        pass  # the server closed after answering
+    data, _ = read_until_closed(big)
+    assert data.startswith(b"HTTP/1.1 431 "), data
+    assert b"over the limit of 4096 bytes (max_header_bytes)" in data
+    assert served.get().status_code == 200
+    assert served.refusals == ["header_too_large"]
+
+
+def test_a_head_within_the_limit_is_served(served: Served) -> None:
+    r = httpx.get(f"http://127.0.0.1:{served.port}/", headers={"X-Fine": "a" * 30_000}, timeout=10)
+    assert r.status_code == 200 and served.refusals == []
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_limit(served: Served) -> None:
+    sock = served.connect()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.settimeout(10)
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    started = time.monotonic()
+    for _ in range(5):  # blank lines begin no request: they do not extend the idle limit
+        time.sleep(KEEP_ALIVE_S / 4)
+        try:
+            sock.sendall(b"\r\n")
+        except OSError:
+            break
+    data, _ = read_until_closed(sock)
+    assert data == b""
+    assert KEEP_ALIVE_S * 0.8 <= time.monotonic() - started <= KEEP_ALIVE_S + 5
+
+
+def test_the_next_request_on_a_kept_alive_connection_has_its_own_head_deadline(served: Served) -> None:
+    sock = served.connect()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.settimeout(10)
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the second head never ends
+    data, seconds = read_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 408 ") and seconds <= HEAD_TIMEOUT_S + 5
+
+
+@pytest.mark.parametrize("served", [{"max_connections": 3, "header_timeout_s": 30}], indirect=True)
+def test_a_connection_over_the_cap_is_answered_503_with_retry_after(served: Served) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{served.port}", timeout=10) as kept:
+        assert kept.get("/").status_code == 200  # one kept-alive connection, opened before the flood
+        idle = [served.connect() for _ in range(2)]
+        over = served.connect()
+        over.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data, _ = read_until_closed(over)
+        assert data.startswith(b"HTTP/1.1 503 "), data
+        assert b"retry-after: 1" in data.lower() and b"over the limit of 3 (max_connections)" in data
+        assert kept.get("/").status_code == 200, "connections within the cap are served"
+        for s in idle:
+            s.close()
+        deadline = time.monotonic() + 10
+        while served.get().status_code != 200:
+            assert time.monotonic() < deadline, "a new connection is served once others closed"
+            time.sleep(0.05)
+    assert served.refusals == ["too_many_connections"]
