@@ -2,8 +2,8 @@
 
 The token is read from ``admin_token_file`` (a mounted Secret) on every admin call, so a rotated Secret
 applies without a restart, and compared in constant time. REST answers 401 without a bearer token and
-403 with a wrong one; gRPC answers UNAUTHENTICATED and PERMISSION_DENIED, and UNIMPLEMENTED while
-``enable_model_repository_routes`` is off (the REST routes are then not mounted at all: 404).
+403 with a wrong one; with ``enable_model_repository_routes`` off the routes are not mounted at all (404).
+KServe's gRPC repository RPCs are always refused (UNIMPLEMENTED).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 from fastapi import Request
 
-from predictor.config import Settings
 from predictor.errors import Forbidden, PredictorError, Unauthenticated
 
 logger = logging.getLogger(__name__)
@@ -71,23 +70,13 @@ class AdminToken:
         self.expected()
 
 
-def grpc_repository_check(settings: Settings) -> Any:
-    """The check :func:`predictor.kserve_compat.guard_grpc_repository` runs before a gRPC repository call."""
+async def refuse_grpc_repository(context: Any) -> None:
+    """Run before KServe's gRPC ``RepositoryModelLoad``/``Unload`` (:func:`predictor.kserve_compat.
+    guard_grpc_repository`): always UNIMPLEMENTED. kserve 0.21's servicer fails on every such call (it reads
+    a dict the repository extension does not return), and the admin token guards the HTTP routes only."""
     from grpc_interceptor import exceptions as grpc_exceptions
 
-    from predictor.protocol.status import grpc_error
-
-    token = AdminToken(settings.admin_token_file) if settings.admin_token_file else None
-
-    async def check(context: Any) -> None:
-        if not settings.enable_model_repository_routes or token is None:
-            raise grpc_exceptions.Unimplemented(
-                "model repository calls are not served here (enable_model_repository_routes is off)"
-            )
-        metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
-        try:
-            token.check(metadata.get("authorization"))
-        except PredictorError as e:
-            raise grpc_error(e) from None
-
-    return check
+    raise grpc_exceptions.Unimplemented(
+        "model repository calls are not served over gRPC: with enable_model_repository_routes on, use "
+        "POST /v2/repository/models/{name}/load or /unload over HTTP with the admin token"
+    )

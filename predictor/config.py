@@ -161,8 +161,8 @@ class Settings(BaseSettings):
     enable_model_repository_routes: bool = Field(
         False,
         description="Serve KServe's model-repository routes (POST /v2/repository/models/{name}/load and "
-        "/unload, and their gRPC RPCs), which change the server's state, to callers with the admin token "
-        "(admin_token_file). Off: they are not mounted (404; gRPC UNIMPLEMENTED).",
+        "/unload), which change the server's state, to callers with the admin token (admin_token_file). Off: "
+        "they are not mounted (404). Their gRPC RPCs are never served (UNIMPLEMENTED).",
     )
     admin_token_file: Path | None = Field(
         None,

@@ -24,7 +24,8 @@ when another version is installed, since each workaround below depends on intern
    gRPC parameters stay protobuf ``InferParameter`` maps, converted with KServe's ``to_http_parameters``.
 5. :func:`guard_grpc_repository`: KServe's gRPC servicer serves ``RepositoryModelLoad`` and
    ``RepositoryModelUnload`` (the same state changes as the REST repository routes); they are wrapped so a
-   check decides first (refused unless ``enable_model_repository_routes``, then a bearer token).
+   check runs first (:func:`predictor.admin.refuse_grpc_repository` refuses them all: kserve 0.21's own
+   implementation fails on every call, reading a dict its repository extension does not return).
 6. gRPC errors: KServe's ``ExceptionToStatusInterceptor`` aborts with the code and details of a
    ``grpc_interceptor`` exception it is given; :func:`predictor.protocol.status.grpc_error` makes those
    from our errors, so no KServe error type is dressed up for it.

@@ -29,7 +29,7 @@ def build(settings: Settings) -> Built:
     then keeps, guards or drops each of them (hooked here, once per process).
     """
     from predictor import kserve_compat, route_table, routes, ui
-    from predictor.admin import AdminToken, grpc_repository_check
+    from predictor.admin import AdminToken, refuse_grpc_repository
     from predictor.metrics import PredictorMetrics
     from predictor.model import ImageClassifierModel
     from predictor.pipeline import Pipeline
@@ -42,7 +42,7 @@ def build(settings: Settings) -> Built:
     token = AdminToken(settings.admin_token_file) if settings.admin_token_file else None
     admin = token.require if token is not None else _no_admin
     kserve_compat.after_kserve_routes(lambda app, added: route_table.settle_kserve_routes(app, added, settings, admin))
-    kserve_compat.guard_grpc_repository(grpc_repository_check(settings))
+    kserve_compat.guard_grpc_repository(refuse_grpc_repository)
     metrics = PredictorMetrics()
     pipeline = Pipeline(settings, metrics)
     model = ImageClassifierModel(settings, pipeline)
