@@ -17,6 +17,7 @@ CORE_API_VERSIONS = {
 }  # fmt: skip
 EXPECTED_PROFILES = {
     "default", "gpu-spot-knative-canary", "standard-keda", "standard-hpa", "queue-worker", "canary-analysis",
+    "istio-auth",
 }  # fmt: skip
 
 
