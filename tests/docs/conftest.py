@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.queue.conftest import RedisServer, kill_all, spawn_worker
-from tests.support.servers import ServerProcess, start_server
+from tests.support.servers import ServerProcess, free_port, start_server
 
 from .checks import check_all
 from .extract import Command
@@ -76,14 +76,17 @@ def doc_services(
     default_model_dir: Path, doc_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Services]:
     logs = tmp_path_factory.mktemp("doc-services")
-    server: ServerProcess = start_server(default_model_dir, logs, redis_url=doc_redis.url)
+    metrics_port = free_port()  # as in the chart: metrics on their own port, not on the inference port
+    server: ServerProcess = start_server(
+        default_model_dir, logs, redis_url=doc_redis.url, http_metrics_port=metrics_port
+    )
     workers: list = []
 
     def start_worker() -> None:
         if not workers:
             workers.append(spawn_worker(doc_redis.url, "docs-worker", default_model_dir, logs))
 
-    yield Services(server.url, server.port, doc_redis.port, start_worker)
+    yield Services(server.url, server.port, doc_redis.port, start_worker, metrics_port)
     kill_all(workers)
     server.stop()
 

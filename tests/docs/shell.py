@@ -39,6 +39,8 @@ class Services:
     server_port: int
     redis_port: int
     start_worker: Callable[[], None]
+    metrics_port: int
+    """The predictor's metrics-only port (the chart's ``monitoring.metricsPort``, 9095, in the docs)."""
     """Starts a queue worker once (results for ``--wait``)."""
 
 
@@ -148,6 +150,7 @@ def node_end(node: Any) -> int:
 def script_text(text: str, services: Services) -> str:
     """A documented pipeline pointed at the live services."""
     text = re.sub(r"\b(localhost|127\.0\.0\.1):8080\b", f"127.0.0.1:{services.server_port}", text)
+    text = re.sub(r"\b(localhost|127\.0\.0\.1):9095\b", f"127.0.0.1:{services.metrics_port}", text)
     text = re.sub(r"redis://localhost:6379", f"redis://127.0.0.1:{services.redis_port}", text)
     return re.sub(r"(?<![\w-])redis-cli(?![\w-])", f"redis-cli -p {services.redis_port}", text)
 
