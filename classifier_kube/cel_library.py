@@ -9,9 +9,11 @@ supplies, with the API server's semantics:
 * regex: ``find``, ``findAll`` (Go RE2 semantics: ASCII classes, leftmost-first match);
 * lists: ``isSorted``, ``sum``, ``min``, ``max``, ``indexOf``, ``lastIndexOf``;
 * strings (ext.Strings v2): ``charAt``, ``indexOf``, ``lastIndexOf``, ``lowerAscii``, ``upperAscii``,
-  ``replace``, ``split``, ``substring``, ``trim``, ``join``.
+  ``replace``, ``split``, ``substring``, ``trim``, ``join``;
+* URLs: ``url``, ``isURL``, ``getScheme``, ``getHost``, ``getHostname``, ``getPort``, ``getEscapedPath``
+  (Go's ``url.ParseRequestURI``: an absolute URI or an absolute path; a URL value is its string here).
 
-Not provided (a rule calling them is reported as not compilable, never passed): the quantity, URL, IP/CIDR,
+Not provided (a rule calling them is reported as not compilable, never passed): the quantity, IP/CIDR,
 semver, format and authorizer libraries, and cel-go's optional syntax (``.?``), which the interpreter's
 parser refuses. The interpreter is called as ``x.f(a)`` -> ``f(x, a)``: a name shared by strings and
 lists (``indexOf``) dispatches on the receiver's type.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import urllib.parse
 from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
@@ -227,6 +230,65 @@ def trim(text: str) -> str:
     return text.strip()
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_PORT = re.compile(r"^\d*$")
+
+
+def _request_uri(text: str, function: str) -> urllib.parse.SplitResult:
+    """``text`` parsed as Go's ``url.ParseRequestURI`` accepts it; ``ValueError`` otherwise."""
+    _need(text, str, function)
+    if not text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"{function}: {text!r} is not a valid URL (empty, or a control character)")
+    if not text.startswith("/") and not _SCHEME.match(text):
+        raise ValueError(f"{function}: {text!r} is not an absolute URI or an absolute path")
+    parts = urllib.parse.urlsplit(text, allow_fragments=False)
+    after_ipv6 = parts.netloc.rpartition("@")[2].rpartition("]")[2]
+    if ":" in after_ipv6 and not _PORT.match(after_ipv6.rpartition(":")[2]):
+        raise ValueError(f"{function}: invalid port {after_ipv6.rpartition(':')[2]!r} in {text!r}")
+    return parts
+
+
+def url(text: str) -> str:
+    """``url(<string>)``: the URL (an error when Go's ``url.ParseRequestURI`` refuses it)."""
+    _request_uri(text, "url")
+    return text
+
+
+def is_url(text: str) -> bool:
+    """``isURL(<string>)``: whether ``url`` accepts it."""
+    try:
+        _request_uri(text, "isURL")
+    except ValueError:
+        return False
+    return True
+
+
+def get_scheme(u: str) -> str:
+    """``<URL>.getScheme()``: the scheme, empty for a path."""
+    return _request_uri(u, "getScheme").scheme
+
+
+def get_host(u: str) -> str:
+    """``<URL>.getHost()``: host and port as written (IPv6 in brackets), without user information."""
+    return _request_uri(u, "getHost").netloc.rpartition("@")[2]
+
+
+def get_hostname(u: str) -> str:
+    """``<URL>.getHostname()``: the host without port or IPv6 brackets."""
+    return _request_uri(u, "getHostname").hostname or ""
+
+
+def get_port(u: str) -> str:
+    """``<URL>.getPort()``: the port as written, empty when none."""
+    host = get_host(u)
+    return host.rpartition(":")[2] if ":" in host.rpartition("]")[2] else ""
+
+
+def get_escaped_path(u: str) -> str:
+    """``<URL>.getEscapedPath()``: the path, escaped as written."""
+    return urllib.parse.quote(_request_uri(u, "getEscapedPath").path, safe="/%:@!$&'()*+,;=-._~")
+
+
 _UPPER_ASCII, _LOWER_ASCII = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
 _LOWER = str.maketrans(_UPPER_ASCII, _LOWER_ASCII)
 _UPPER = str.maketrans(_LOWER_ASCII, _UPPER_ASCII)
@@ -248,6 +310,13 @@ KUBERNETES_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "lowerAscii": lower_ascii,
     "upperAscii": upper_ascii,
     "trim": trim,
+    "url": url,
+    "isURL": is_url,
+    "getScheme": get_scheme,
+    "getHost": get_host,
+    "getHostname": get_hostname,
+    "getPort": get_port,
+    "getEscapedPath": get_escaped_path,
 }
 """Name -> implementation, registered on every evaluation context."""
 

@@ -156,6 +156,9 @@ class CrdValidator:
             if not version.get("served"):
                 continue
             schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+            # Every object has these whether its schema lists them or not (Istio's list only spec, status).
+            for name, kind_of in (("apiVersion", "string"), ("kind", "string"), ("metadata", "object")):
+                schema.setdefault("properties", {}).setdefault(name, {"type": kind_of})
             close_objects(schema)
             key = (f"{group}/{version['name']}", kind)
             self.schemas[key] = schema

@@ -1,4 +1,7 @@
-"""``python -m predictor serve|worker [--flag value ...]``: every flag is a settings field.
+"""``python -m predictor serve|worker|routes [--flag value ...]``: every flag is a settings field.
+
+``python -m predictor routes`` lists every route ``serve`` with the same flags answers (path, methods,
+public or admin-only), built as ``serve`` builds them, without loading the model.
 
 Flags are kebab-case (``--model-dir``); the snake_case spelling (``--model_dir``) is accepted too.
 
@@ -17,7 +20,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from predictor.config import add_settings_arguments, settings_from_args
+from predictor.config import Settings, add_settings_arguments, settings_from_args
 from predictor.flags import Parser, kebab
 
 SERVE_DOC = """Serve the model over HTTP: KServe v2 (JSON, binary tensors; gRPC with --enable-grpc true),
@@ -38,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the model over HTTP (KServe v1/v2, /classify)", description=SERVE_DOC)
     worker = sub.add_parser("worker", help="classify jobs from the Redis stream", description=WORKER_DOC)
-    for p in (serve, worker):
+    routes = sub.add_parser("routes", help="list every route `serve` with these flags answers (no model load)")
+    routes.add_argument("--json", dest="routes_json", action="store_true", help="print JSON instead of a table")
+    for p in (serve, worker, routes):
         add_settings_arguments(p)
     for name, (_, help_text, _) in TOOLS.items():
         # listed for --help; `main` hands these commands to the tool before this parser sees them
@@ -87,10 +92,30 @@ def main(argv: list[str] | None = None) -> None:
         from predictor.server import serve
 
         serve(settings)
+    elif args.command == "routes":
+        print_routes(settings, as_json=args.routes_json)
     else:
         from predictor.queue.worker import main as worker_main
 
         worker_main(settings)
+
+
+def print_routes(settings: Settings, *, as_json: bool) -> None:
+    """Print the route table of ``serve`` with ``settings`` (JSON, or one aligned line per route)."""
+    import json
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    from predictor.server import route_listing
+
+    listing = route_listing(settings)
+    if as_json:
+        print(json.dumps(listing, indent=2))
+        return
+    width = max(len(r["path"]) for r in listing)
+    for r in listing:
+        access = "public" if r["public"] else "admin token"
+        print(f"{r['path']:<{width}}  {','.join(r['methods']):<9}  {access:<11}  {r['summary']}")
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ class Settings(BaseSettings):
         "classifier_rejections_total (and logged at DEBUG).",
     )
 
-    # --- slow clients: connection and upload limits (docs/operations.md, "Limits") ------------------
+    # --- slow clients: connection and upload limits (docs/security.md, "Limits") ------------------
     header_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -208,6 +208,36 @@ class Settings(BaseSettings):
         "Retry-After and the connection is closed.",
     )
 
+    # --- front door: what is served, to whom ----------------------------------------------------
+    enable_model_repository_routes: bool = Field(
+        False,
+        description="Serve KServe's model-repository routes (POST /v2/repository/models/{name}/load and "
+        "/unload), which change the server's state, to callers with the admin token (admin_token_file). Off: "
+        "they are not mounted (404). Their gRPC RPCs are never served (UNIMPLEMENTED).",
+    )
+    admin_token_file: Path | None = Field(
+        None,
+        description="File holding the bearer token of the admin routes (a mounted Secret; surrounding "
+        "whitespace ignored; read on every admin call, so a rotated Secret applies without a restart). "
+        "Required with enable_model_repository_routes.",
+    )
+    liveness_not_ready_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=86_400,
+        description="Once the model has been ready, longest time it may stay not ready (unloaded, stopped) "
+        "before /v2/health/live answers 503 so the kubelet restarts the container. Before the first ready, "
+        "liveness stays 200 (the startup probe covers loading).",
+    )
+    http_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Serve: a second HTTP port that answers only Prometheus metrics, so a NetworkPolicy can "
+        "let the monitoring namespace scrape and nothing else; /metrics then leaves http_port. 0 = no "
+        "second port, /metrics on http_port.",
+    )
+
     # --- queue mode ------------------------------------------------------------------------------
     redis_url: str = Field("", description="Redis URL for queue mode (worker and /v1/jobs); empty disables /v1/jobs.")
     stream: str = Field("image_processing_queue", min_length=1, description="Redis stream of jobs.")
@@ -236,6 +266,17 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"default_top_k ({self.default_top_k}) exceeds max_top_k ({self.max_top_k})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_front_door(self) -> Settings:
+        if self.enable_model_repository_routes and self.admin_token_file is None:
+            raise ValueError(
+                "enable_model_repository_routes needs admin_token_file (a file holding the bearer token, "
+                "e.g. a mounted Secret): the repository routes are never served without a token"
+            )
+        if self.http_metrics_port and self.http_metrics_port in (self.http_port, self.grpc_port):
+            raise ValueError(f"http_metrics_port ({self.http_metrics_port}) must differ from http_port and grpc_port")
         return self
 
     def usable_cores(self) -> int:

@@ -52,6 +52,22 @@ class UploadTooSlow(PredictorError):
 
     status_code = 408
     reason = "body_timeout"
+class Unauthenticated(PredictorError):
+    """An admin route was called without a bearer token (``Authorization: Bearer <token>``)."""
+
+    status_code = 401
+    reason = "unauthenticated"
+
+    def headers(self) -> dict[str, str]:
+        """``WWW-Authenticate: Bearer``, as RFC 6750 asks of a 401."""
+        return {"WWW-Authenticate": 'Bearer realm="admin"'}
+
+
+class Forbidden(PredictorError):
+    """An admin route was called with a token that is not the admin token."""
+
+    status_code = 403
+    reason = "forbidden"
 
 
 class ModelNotFound(PredictorError):
@@ -79,6 +95,13 @@ class NotReady(PredictorError):
 
     def __init__(self, message: str, *, retry_after_seconds: int | None = 1) -> None:
         super().__init__(message, retry_after_seconds=retry_after_seconds)
+
+
+class NotLive(PredictorError):
+    """Liveness: the model, having been ready, has not been for longer than the grace period (unloaded)."""
+
+    status_code = 503
+    reason = "not_live"
 
 
 class DeadlineExceeded(PredictorError):

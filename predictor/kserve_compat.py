@@ -11,17 +11,25 @@ when another version is installed, since each workaround below depends on intern
    ``TimingMiddleware``, which calls ``getrusage`` twice per request to log to a logger we do not configure
    (the largest single cost of the HTTP path in a profile: docs/performance.md). The method is wrapped to
    drop that middleware and keep the others; the wrapper can be undone (tests do).
-3. :func:`prefer_routes`: our ``POST /v2/models/{name}/infer`` (KServe's binary decoder refuses raw image
-   bytes) and the try-it page on ``/`` (KServe answers ``/`` with liveness) must win over KServe's routes
-   for the same paths. Starlette matches routes in list order and KServe adds its own when the server
-   starts, so ours are moved to the front at start-up, whatever the registration order.
+3. :func:`replace_app` and :func:`after_kserve_routes`: KServe serves the module-level FastAPI ``app`` of
+   ``kserve.model_server`` (``FASTAPI_APP_IMPORT_STRING``), built at import with ``/openapi.json`` always on
+   and its docs following *its* argv, and its ``RESTServer._register_endpoints`` adds its routes when the
+   server starts, after ours. :func:`replace_app` puts our own app (docs per ``enable_docs_url``) in its
+   place; :func:`after_kserve_routes` wraps ``_register_endpoints`` so a callback gets the routes KServe
+   just added, to keep, guard or drop each one (:mod:`predictor.route_table`). :data:`KSERVE_ROUTES` is
+   every route kserve 0.21 adds, with its role; one it does not list (a newer kserve's) is dropped.
+   :func:`register_kserve_routes` runs that registration without serving (``python -m predictor routes``).
 4. :func:`grpc_input_raw` and :func:`http_parameters`: KServe's ``InferRequest`` built from a gRPC
    ``ModelInferRequest`` keeps each input's ``raw_input_contents`` in the private ``_raw_data``; its
    gRPC parameters stay protobuf ``InferParameter`` maps, converted with KServe's ``to_http_parameters``.
-5. gRPC errors: KServe's ``ExceptionToStatusInterceptor`` aborts with the code and details of a
+5. :func:`guard_grpc_repository`: KServe's gRPC servicer serves ``RepositoryModelLoad`` and
+   ``RepositoryModelUnload`` (the same state changes as the REST repository routes); they are wrapped so a
+   check runs first (:func:`predictor.admin.refuse_grpc_repository` refuses them all: kserve 0.21's own
+   implementation fails on every call, reading a dict its repository extension does not return).
+6. gRPC errors: KServe's ``ExceptionToStatusInterceptor`` aborts with the code and details of a
    ``grpc_interceptor`` exception it is given; :func:`predictor.protocol.status.grpc_error` makes those
    from our errors, so no KServe error type is dressed up for it.
-6. :func:`configure_http_server`: ``ModelServer.start`` builds its ``RESTServer``, whose constructor builds
+7. :func:`configure_http_server`: ``ModelServer.start`` builds its ``RESTServer``, whose constructor builds
    the ``uvicorn.Config`` from a fixed set of arguments (no HTTP protocol class, no connection limits). The
    constructor is wrapped to hand that config, before uvicorn loads it, to a function of ours
    (:func:`predictor.http_guard.configure`); the wrapper can be undone (tests do).
@@ -31,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from types import ModuleType
 from typing import Any
@@ -114,15 +122,117 @@ def configure_http_server(apply: Callable[[Any], None]) -> Callable[[], None]:
     return undo
 
 
-def prefer_routes(app: Any, routes: Iterable[Any]) -> None:
-    """Move ``routes`` (route objects of ``app.router``) ahead of all others when the app starts."""
-    ours = list(routes)
+KSERVE_ROUTES: dict[tuple[str, str], str] = {
+    ("/", "GET"): "data",
+    ("/metrics", "GET"): "data",
+    ("/v1/models", "GET"): "data",
+    ("/v1/models/{model_name}", "GET"): "data",
+    ("/v1/models/{model_name}:predict", "POST"): "data",
+    ("/v1/models/{model_name}:explain", "POST"): "unsupported",
+    ("/v2", "GET"): "data",
+    ("/v2/health/live", "GET"): "data",
+    ("/v2/health/ready", "GET"): "data",
+    ("/v2/models", "GET"): "data",
+    ("/v2/models/{model_name}", "GET"): "data",
+    ("/v2/models/{model_name}/versions/{model_version}", "GET"): "data",
+    ("/v2/models/{model_name}/ready", "GET"): "data",
+    ("/v2/models/{model_name}/versions/{model_version}/ready", "GET"): "data",
+    ("/v2/models/{model_name}/infer", "POST"): "data",
+    ("/v2/models/{model_name}/versions/{model_version}/infer", "POST"): "data",
+    ("/v2/repository/models/{model_name}/load", "POST"): "repository",
+    ("/v2/repository/models/{model_name}/unload", "POST"): "repository",
+}
+"""Every (path, method) kserve 0.21's REST server adds, by role: ``data`` (read-only or inference: served
+unless we serve the same path and method), ``repository`` (changes the server's state: only behind the
+admin token), ``unsupported`` (this model has no explainer: not served)."""
 
-    def move_to_front() -> None:
-        rest = [r for r in app.router.routes if all(r is not o for o in ours)]
-        app.router.routes[:] = [*ours, *rest]
 
-    app.router.on_startup.append(move_to_front)
+def replace_app(model_server: ModuleType, app: Any) -> Any:
+    """Make ``app`` the one KServe serves and adds its routes to (``kserve.model_server.app``); returns it."""
+    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+
+    module, _, attribute = FASTAPI_APP_IMPORT_STRING.partition(":")
+    if module != model_server.__name__ or not hasattr(model_server, attribute):
+        raise RuntimeError(f"kserve serves {FASTAPI_APP_IMPORT_STRING}, not {model_server.__name__}:app")
+    setattr(model_server, attribute, app)
+    return app
+
+
+def after_kserve_routes(callback: Callable[[Any, list[Any]], None]) -> Callable[[], None]:
+    """Call ``callback(app, added)`` each time KServe's REST server has added its routes to ``app``
+    (``added``: those route objects, still in ``app.router.routes``); returns a function that undoes it."""
+    from kserve.protocol.rest.server import RESTServer
+
+    original = RESTServer._register_endpoints
+
+    def register_endpoints(self: RESTServer, app: Any) -> None:
+        before = list(app.router.routes)
+        app.include_router = lambda router, **options: include_flat(app, router, **options)
+        try:
+            original(self, app)
+        finally:
+            del app.include_router  # the instance attribute goes; FastAPI's method is back
+        callback(app, [r for r in app.router.routes if all(r is not b for b in before)])
+
+    RESTServer._register_endpoints = register_endpoints  # type: ignore[method-assign]
+
+    def undo() -> None:
+        RESTServer._register_endpoints = original  # type: ignore[method-assign]
+
+    return undo
+
+
+def include_flat(app: Any, router: Any, **options: Any) -> None:
+    """Add a router's routes to ``app`` one by one (their paths already carry the router's prefix).
+
+    FastAPI 0.165's ``include_router`` adds one lazy ``_IncludedRouter`` entry instead of the routes, which
+    hides them from ``app.router.routes``; KServe's routers (and ours) use no include options, so adding
+    the routes themselves serves the same and keeps every route visible, to decide on and to list.
+    """
+    from fastapi.routing import APIRoute
+
+    if options:
+        raise RuntimeError(f"include_flat: include options {sorted(options)} are not supported here")
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            raise RuntimeError(f"include_flat: {route!r} is not an API route (a nested router?)")
+        app.router.routes.append(route)
+
+
+def register_kserve_routes(server: Any, http_port: int) -> None:
+    """What ``ModelServer.start`` does to the app for its REST server (routes, handlers), without serving."""
+    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from kserve.protocol.rest.server import RESTServer
+
+    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, http_port)
+    rest.create_application()
+
+
+GrpcCheck = Callable[[Any], Awaitable[None]]
+"""Awaited with the call's ``ServicerContext`` before a repository RPC; aborts the call to refuse it."""
+
+
+def guard_grpc_repository(check: GrpcCheck) -> Callable[[], None]:
+    """Run ``check(context)`` before KServe's gRPC ``RepositoryModelLoad``/``Unload``; returns an undo."""
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    originals = {name: getattr(InferenceServicer, name) for name in ("RepositoryModelLoad", "RepositoryModelUnload")}
+
+    def guarded(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def method(self: InferenceServicer, request: Any, context: Any) -> Any:
+            await check(context)
+            return await original(self, request, context)
+
+        return method
+
+    for name, original in originals.items():
+        setattr(InferenceServicer, name, guarded(original))
+
+    def undo() -> None:
+        for name, original in originals.items():
+            setattr(InferenceServicer, name, original)
+
+    return undo
 
 
 def grpc_input_raw(infer_input: Any) -> bytes | None:

@@ -63,7 +63,28 @@ class Pipeline:
         self._guard: DeviceGuard | None = None
         self._decode_pool: ThreadPoolExecutor | None = None
         self.load_seconds = 0.0
-        self.ready = False
+        self._ready = False
+        self._not_ready_since: float | None = None
+        """Monotonic time the model last stopped being ready (None while ready, and before the first ready)."""
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, not stopped or unloaded (the device's state is :attr:`broken`)."""
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        if self._ready and not value:
+            self._not_ready_since = time.monotonic()
+        elif value:
+            self._not_ready_since = None
+        self._ready = value
+
+    def not_ready_seconds(self) -> float | None:
+        """Seconds since the model stopped being ready, having been ready; None while ready or before the
+        first ready (liveness fails once this passes ``liveness_not_ready_grace_seconds``)."""
+        since = self._not_ready_since
+        return None if since is None else time.monotonic() - since
 
     # --- what the model is (the runtime's) -------------------------------------------------------
 

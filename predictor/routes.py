@@ -1,7 +1,7 @@
 """HTTP adapters on KServe's FastAPI app: ``/classify``, the v2 REST infer routes, the error handlers.
 
-The v2 routes use the one v2 codec (:mod:`predictor.protocol.v2`), the same the gRPC path uses; they win
-over KServe's own routes for the same paths (:func:`predictor.kserve_compat.prefer_routes`).
+The v2 routes use the one v2 codec (:mod:`predictor.protocol.v2`), the same the gRPC path uses. KServe's
+routes for the same paths and methods are dropped when KServe adds them (:mod:`predictor.route_table`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request, Response
-from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
 from predictor.config import Settings
-from predictor.errors import InvalidInput, ModelNotFound, NotReady, PredictorError, UnsupportedMediaType
-from predictor.kserve_compat import prefer_routes
+from predictor.errors import (
+    InvalidInput,
+    ModelNotFound,
+    NotLive,
+    NotReady,
+    PredictorError,
+    UnsupportedMediaType,
+)
 from predictor.limits import check_image_count
 from predictor.logs import REJECTIONS_LOGGER, RejectionLog
 from predictor.metrics import PredictorMetrics
@@ -128,24 +133,13 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
         body = v2.metadata(settings.model_name, pipeline.model_version, pipeline.spec.crop_hw)
         return Response(orjson.dumps(body), media_type="application/json")
 
-    _install_health(app, pipeline, check_model)
-    ours = {
-        "/classify",
-        "/v2/health/live",
-        "/v2/health/ready",
-        "/v2/models/{model_name}/ready",
-        "/v2/models/{model_name}/versions/{model_version}/ready",
-        "/v2/models/{model_name}",
-        "/v2/models/{model_name}/versions/{model_version}",
-        "/v2/models/{model_name}/infer",
-        "/v2/models/{model_name}/versions/{model_version}/infer",
-    }
-    prefer_routes(app, [r for r in app.router.routes if isinstance(r, APIRoute) and r.path in ours])
+    _install_health(app, settings, pipeline, check_model)
 
 
-def _install_health(app: FastAPI, pipeline: Pipeline, check_model: Callable[..., None]) -> None:
-    """Liveness and readiness that know the inference device: KServe's answer 200 (live) whatever the
-    device's state, and log a traceback for every not-ready probe."""
+def _install_health(app: FastAPI, settings: Settings, pipeline: Pipeline, check_model: Callable[..., None]) -> None:
+    """Liveness and readiness that know the model and the inference device: KServe's answer 200 (live)
+    whatever their state, and log a traceback for every not-ready probe."""
+    grace_s = settings.liveness_not_ready_grace_seconds
 
     def check_device() -> None:
         if pipeline.broken is not None:
@@ -153,9 +147,15 @@ def _install_health(app: FastAPI, pipeline: Pipeline, check_model: Callable[...,
 
     @app.get("/v2/health/live", tags=["v2"])
     async def live() -> Response:
-        """Liveness (the chart's liveness probe): 503 once the inference device is unusable, so the kubelet
-        restarts the container."""
+        """Liveness (the chart's liveness and startup probes): 503 once the inference device is unusable, or
+        once the model, having been ready, has not been for liveness_not_ready_grace_seconds."""
         check_device()
+        down_s = pipeline.not_ready_seconds()
+        if down_s is not None and down_s > grace_s:
+            raise NotLive(
+                f"model {settings.model_name} has not been ready for {down_s:.0f} s (unloaded or stopped; "
+                f"liveness_not_ready_grace_seconds={grace_s:g}): restart the container"
+            )
         return Response(b'{"live":true}', media_type="application/json")
 
     @app.get("/v2/health/ready", tags=["v2"])
@@ -163,7 +163,7 @@ def _install_health(app: FastAPI, pipeline: Pipeline, check_model: Callable[...,
         """Server readiness: the model is loaded, not draining, and the inference device works."""
         check_device()
         if not pipeline.ready:
-            raise NotReady("model is not ready: loading or shutting down")
+            raise NotReady("model is not ready: loading, unloaded or shutting down")
         return Response(b'{"ready":true}', media_type="application/json")
 
     @app.get("/v2/models/{model_name}/ready", tags=["v2"])
@@ -173,7 +173,7 @@ def _install_health(app: FastAPI, pipeline: Pipeline, check_model: Callable[...,
         check_model(model_name, model_version)
         check_device()
         if not pipeline.ready:
-            raise NotReady(f"model {model_name} is not ready: loading or shutting down")
+            raise NotReady(f"model {model_name} is not ready: loading, unloaded or shutting down")
         return Response(orjson.dumps({"name": model_name, "ready": True}), media_type="application/json")
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from predictor.config import Settings
 from predictor.logs import configure_logging
@@ -15,11 +16,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def serve(settings: Settings) -> None:
-    """Load the model and serve it until SIGTERM (in-flight and queued requests finish first)."""
-    configure_logging(settings.log_format, settings.log_level)
-    from predictor import http_guard, kserve_compat, routes, ui
-    from predictor.gpu_metrics import register_gpu_metrics
+@dataclass
+class Built:
+    """The parts :func:`serve` runs: our app (KServe serves it), the pipeline, the model, KServe's server."""
+
+    app: Any
+    pipeline: Any
+    model: Any
+    server: Any
+
+
+def build(settings: Settings) -> Built:
+    """Everything but loading and serving: our app with our routes, the model, KServe's ``ModelServer``.
+
+    KServe adds its own routes when its server starts; :func:`predictor.route_table.settle_kserve_routes`
+    then keeps, guards or drops each of them (hooked here, once per process).
+    """
+    from predictor import http_guard, kserve_compat, route_table, routes, ui
+    from predictor.admin import AdminToken, refuse_grpc_repository
     from predictor.metrics import PredictorMetrics
     from predictor.model import ImageClassifierModel
     from predictor.pipeline import Pipeline
@@ -28,7 +42,12 @@ def serve(settings: Settings) -> None:
     model_server = kserve_compat.import_model_server()
     kserve_compat.drop_timing_middleware()
     http_guard.check_version()
-    app = model_server.app
+    version = kserve_compat.kserve_version()
+    app = kserve_compat.replace_app(model_server, route_table.build_app(settings, version))
+    token = AdminToken(settings.admin_token_file) if settings.admin_token_file else None
+    admin = token.require if token is not None else _no_admin
+    kserve_compat.after_kserve_routes(lambda app, added: route_table.settle_kserve_routes(app, added, settings, admin))
+    kserve_compat.guard_grpc_repository(refuse_grpc_repository)
     metrics = PredictorMetrics()
     pipeline = Pipeline(settings, metrics)
     model = ImageClassifierModel(settings, pipeline)
@@ -36,13 +55,6 @@ def serve(settings: Settings) -> None:
     ui.install(app, settings, pipeline)
     if settings.redis_url:
         _install_jobs(app, settings)
-    register_gpu_metrics()
-    kserve_compat.configure_http_server(lambda config: http_guard.configure(config, _limits(settings, metrics)))
-    try:
-        model.load()
-    except (FileNotFoundError, ValueError, OSError) as e:
-        logger.error("cannot load the model from %s: %s", settings.model_dir, e)
-        raise SystemExit(1) from None
     server = model_server.ModelServer(
         http_port=settings.http_port,
         grpc_port=settings.grpc_port,
@@ -54,11 +66,60 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=settings.keep_alive_timeout_s,
         grace_period=settings.grace_period_seconds,
     )
+    return Built(app, pipeline, model, server)
+
+
+async def _no_admin() -> None:  # pragma: no cover - never mounted: no admin route exists without a token
+    raise RuntimeError("an admin route was mounted without an admin token")
+
+
+def serve(settings: Settings) -> None:
+    """Load the model and serve it until SIGTERM (in-flight and queued requests finish first)."""
+    configure_logging(settings.log_format, settings.log_level)
+    from predictor.gpu_metrics import register_gpu_metrics
+
+    if settings.enable_model_repository_routes and settings.admin_token_file is not None:
+        from predictor.admin import AdminToken, AdminTokenUnavailable
+
+        try:
+            AdminToken(settings.admin_token_file).check_startup()
+        except AdminTokenUnavailable:
+            logger.error(
+                "enable_model_repository_routes: admin_token_file %s is unreadable or empty", settings.admin_token_file
+            )
+            raise SystemExit(1) from None
+    from predictor import http_guard, kserve_compat
+
+    built = build(settings)
+    register_gpu_metrics()
+    limits = _limits(settings, built.pipeline.metrics)
+    kserve_compat.configure_http_server(lambda config: http_guard.configure(config, limits))
+    try:
+        built.model.load()
+    except (FileNotFoundError, ValueError, OSError) as e:
+        logger.error("cannot load the model from %s: %s", settings.model_dir, e)
+        raise SystemExit(1) from None
+    if settings.http_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.http_metrics_port)
+        logger.info("metrics on :%d (and not on :%d)", settings.http_metrics_port, settings.http_port)
     logger.info("serving %s on :%d", settings.model_name, settings.http_port)
-    server.start([model])
+    built.server.start([built.model])
     # KServe has drained and stopped the model: wait for a background check still inside native code (an
     # engine being compiled) before the interpreter exits, or the C++ runtime aborts the process.
-    pipeline.join_background_work()
+    built.pipeline.join_background_work()
+
+
+def route_listing(settings: Settings) -> list[dict[str, Any]]:
+    """The routes ``serve`` with these settings answers, built as it builds them, without loading or serving
+    (``python -m predictor routes``)."""
+    from predictor import kserve_compat
+    from predictor.route_table import mounted_routes
+
+    built = build(settings)
+    kserve_compat.register_kserve_routes(built.server, settings.http_port)
+    return [r.as_json() for r in mounted_routes(built.app)]
 
 
 def _limits(settings: Settings, metrics: PredictorMetrics) -> ConnectionLimits:
@@ -79,9 +140,10 @@ def _limits(settings: Settings, metrics: PredictorMetrics) -> ConnectionLimits:
 
 
 def _install_jobs(app, settings: Settings) -> None:
+    from predictor.kserve_compat import include_flat
     from predictor.queue.jobs import JobQueue
     from predictor.queue.routes import job_router
 
     queue = JobQueue(settings)
-    app.include_router(job_router(queue, settings))
+    include_flat(app, job_router(queue, settings))
     app.router.on_shutdown.append(queue.close)

@@ -19,3 +19,33 @@ A concurrency target above the limit could never be reached (queue-proxy lets no
 {{- end -}}
 {{- $cc -}}
 {{- end -}}
+
+{{/*
+image-classifier.metricsPort: where Prometheus scrapes the predictor: its metrics-only port
+(monitoring.metricsPort), or 8080 when that is 0 (then /metrics is on the inference port).
+*/}}
+{{- define "image-classifier.metricsPort" -}}
+{{- if .Values.monitoring.metricsPort -}}{{ int64 .Values.monitoring.metricsPort }}{{- else -}}8080{{- end -}}
+{{- end -}}
+
+{{/* The admin token file inside the predictor container (the admin.tokenSecret mount). */}}
+{{- define "image-classifier.adminTokenDir" -}}/var/run/secrets/image-classifier/admin{{- end -}}
+
+{{/* image-classifier.frontDoorErrors: a YAML list of messages for the validate helper. */}}
+{{- define "image-classifier.frontDoorErrors" -}}
+{{- $v := .Values -}}
+{{- $m := list -}}
+{{- if and $v.settings.enable_model_repository_routes (not $v.admin.tokenSecret.name) -}}
+{{- $m = append $m "settings.enable_model_repository_routes needs admin.tokenSecret.name: the repository routes (load/unload) are served only to callers with the bearer token that Secret holds." -}}
+{{- end -}}
+{{- /* KServe's HTTP and gRPC ports; Knative queue-proxy's 8012 http1, 8013 h2c, 8022 admin, 8112, 9090
+autoscaler metrics, 9091 user metrics. */ -}}
+{{- $reserved := list 8080 8081 8012 8013 8022 8112 9090 9091 -}}
+{{- if and $v.monitoring.metricsPort (has (int $v.monitoring.metricsPort) $reserved) -}}
+{{- $m = append $m (printf "monitoring.metricsPort (%d) is a port the predictor pod already uses (%s): pick another, e.g. 9095." (int $v.monitoring.metricsPort) (join ", " $reserved)) -}}
+{{- end -}}
+{{- if and $v.istio.authorizationPolicy.enabled (not (and $v.istio.authorizationPolicy.jwt.issuer $v.istio.authorizationPolicy.jwt.jwksUri)) -}}
+{{- $m = append $m "istio.authorizationPolicy.enabled needs istio.authorizationPolicy.jwt.issuer and jwksUri: requests are allowed only with a JWT that issuer signed." -}}
+{{- end -}}
+{{- toYaml $m -}}
+{{- end -}}

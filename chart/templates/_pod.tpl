@@ -200,14 +200,19 @@ image-classifier.predictorPod (dict "root" $ "image" REF "storageUri" URI "track
 labels:
   {{- $selector | nindent 2 }}
   image-classifier.io/track: {{ .track }}
-{{ include "image-classifier.podSpec" (dict "root" $root "pod" "predictor" "selector" $selector) }}
+{{- $adminVolume := list -}}
+{{- if $v.admin.tokenSecret.name -}}
+{{- $adminVolume = list (dict "name" "admin-token" "secret" (dict "secretName" $v.admin.tokenSecret.name "items" (list (dict "key" $v.admin.tokenSecret.key "path" $v.admin.tokenSecret.key)))) -}}
+{{- end }}
+{{ include "image-classifier.podSpec" (dict "root" $root "pod" "predictor" "selector" $selector "extraVolumes" $adminVolume) }}
 containers:
   - name: kserve-container
     image: {{ .image }}
     imagePullPolicy: {{ $v.image.pullPolicy }}
     {{- /* The image's ENTRYPOINT is `python -m predictor serve`; every setting is a flag. */}}
     args:
-      {{- $fixed := dict "model_dir" "/mnt/models" "model_name" $v.model.name "http_port" 8080 "cache_dir" "/var/cache/classifier/artifacts" }}
+      {{- $fixed := dict "model_dir" "/mnt/models" "model_name" $v.model.name "http_port" 8080 "cache_dir" "/var/cache/classifier/artifacts" "http_metrics_port" $v.monitoring.metricsPort }}
+      {{- if $v.admin.tokenSecret.name }}{{ $_ := set $fixed "admin_token_file" (printf "%s/%s" (include "image-classifier.adminTokenDir" $root) $v.admin.tokenSecret.key) }}{{ end }}
       {{- if $v.model.version }}{{ $_ := set $fixed "model_version" $v.model.version }}{{ end }}
       {{- if $v.queue.enabled }}{{ $_ := set $fixed "redis_url" (include "image-classifier.redisUrl" $root) }}{{ end }}
       {{- include "image-classifier.settingsArgs" (dict "settings" $v.settings "fixed" $fixed) | nindent 6 }}
@@ -259,4 +264,9 @@ containers:
       {{- toYaml $v.containerSecurityContext | nindent 6 }}
     volumeMounts:
       {{- include "image-classifier.scratchMounts" $root | nindent 6 }}
+      {{- if $v.admin.tokenSecret.name }}
+      - name: admin-token
+        mountPath: {{ include "image-classifier.adminTokenDir" $root }}
+        readOnly: true
+      {{- end }}
 {{- end -}}

@@ -75,6 +75,7 @@ Checks combinations the schema cannot express. Collects every message and fails 
 {{- $m = append $m "karpenter.ec2NodeClass.enabled needs karpenter.ec2NodeClass.discoveryTag (the karpenter.sh/discovery tag of subnets and security groups)." -}}
 {{- end -}}
 {{- end -}}
+{{- $m = concat $m (include "image-classifier.frontDoorErrors" . | fromYamlArray) -}}
 {{- if $m -}}
 {{- fail (printf "\n\nimage-classifier: invalid values:\n  - %s\n" (join "\n  - " $m)) -}}
 {{- end -}}

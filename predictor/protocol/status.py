@@ -14,6 +14,8 @@ from predictor.errors import PredictorError
 
 GRPC_CODES: dict[int, StatusCode] = {
     400: StatusCode.INVALID_ARGUMENT,
+    401: StatusCode.UNAUTHENTICATED,
+    403: StatusCode.PERMISSION_DENIED,
     404: StatusCode.NOT_FOUND,
     413: StatusCode.RESOURCE_EXHAUSTED,
     415: StatusCode.INVALID_ARGUMENT,
@@ -27,6 +29,8 @@ GRPC_CODES: dict[int, StatusCode] = {
 _EXCEPTIONS = {
     StatusCode.INVALID_ARGUMENT: grpc_exceptions.InvalidArgument,
     StatusCode.NOT_FOUND: grpc_exceptions.NotFound,
+    StatusCode.UNAUTHENTICATED: grpc_exceptions.Unauthenticated,
+    StatusCode.PERMISSION_DENIED: grpc_exceptions.PermissionDenied,
     StatusCode.RESOURCE_EXHAUSTED: grpc_exceptions.ResourceExhausted,
     StatusCode.UNIMPLEMENTED: grpc_exceptions.Unimplemented,
     StatusCode.UNAVAILABLE: grpc_exceptions.Unavailable,

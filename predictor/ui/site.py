@@ -19,7 +19,6 @@ import orjson
 from fastapi import FastAPI, Request, Response
 
 from predictor.config import Settings
-from predictor.kserve_compat import prefer_routes
 from predictor.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -136,13 +135,11 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline) -> None:
             return not_found(f"/ui/{name} is not a file of the try-it page (files: {', '.join(sorted(files))})")
         return serve_file(request, file)
 
-    before = len(app.router.routes)
     app.add_api_route("/", index, methods=methods, include_in_schema=False)
     app.add_api_route("/ui", to_index, methods=methods, include_in_schema=False)
     app.add_api_route("/ui/", to_index, methods=methods, include_in_schema=False)
     app.add_api_route("/ui/info.json", info, methods=methods, include_in_schema=False)
     app.add_api_route("/ui/{name:path}", static, methods=methods, include_in_schema=False)
-    prefer_routes(app, app.router.routes[before:])  # our "/" over KServe's liveness answer there
 
     async def log_url() -> None:
         logger.info("try-it page at http://localhost:%d/ (enable_ui=true)", settings.http_port)
@@ -156,7 +153,5 @@ def _install_disabled(app: FastAPI) -> None:
     async def disabled() -> Response:
         return not_found(DISABLED_MESSAGE)
 
-    before = len(app.router.routes)
     for path in ("/", "/ui", "/ui/{rest:path}"):
         app.add_api_route(path, disabled, methods=["GET", "HEAD"], include_in_schema=False)
-    prefer_routes(app, app.router.routes[before:])

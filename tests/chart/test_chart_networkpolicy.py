@@ -30,7 +30,7 @@ def ports(rule: dict) -> list[tuple[int, str]]:
 
 def test_off_by_default(rendered):
     for profile, objects in rendered.items():
-        if profile != "networkpolicy":
+        if profile not in ("networkpolicy", "istio-auth"):  # istio-auth: authentication plus NetworkPolicies
             assert by_kind(objects, "NetworkPolicy") == [], profile
 
 
@@ -58,7 +58,7 @@ def test_knative_predictor_ingress_only_from_gateway_knative_and_monitoring():
     requests, scrapes = predictor["ingress"]
     assert namespaces(requests) == ["istio-system", "knative-serving"]
     assert ports(requests) == [(8012, "TCP"), (8013, "TCP"), (9090, "TCP")]  # queue-proxy: http1, h2c, autoscaler
-    assert namespaces(scrapes) == ["monitoring"] and ports(scrapes) == [(8080, "TCP")]
+    assert namespaces(scrapes) == ["monitoring"] and ports(scrapes) == [(9095, "TCP")]  # metrics only
 
 
 def test_standard_predictor_ingress_is_on_its_http_port_from_configured_namespaces():

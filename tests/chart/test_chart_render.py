@@ -18,6 +18,7 @@ CORE_API_VERSIONS = {
 EXPECTED_PROFILES = {
     "default", "gpu-spot-knative-canary", "standard-keda", "standard-hpa", "queue-worker", "canary-analysis",
     "standard-keda-http", "gpu-mig", "gpu-timeslicing",
+    "istio-auth",
 }  # fmt: skip
 
 

@@ -28,6 +28,8 @@ CHART_MANAGED = {
     "cache_dir": "an emptyDir under /var/cache/classifier (read-only root filesystem)",
     "redis_url": "queue.redisUrl plus the password Secret",
     "consumer_name": "the pod name (POD_NAME)",
+    "admin_token_file": "the admin.tokenSecret mount",
+    "http_metrics_port": "monitoring.metricsPort (the PodMonitor and NetworkPolicy use it too)",
 }
 DELIBERATE_DEFAULTS = {"log_format": "json"}  # log collectors parse JSON lines
 

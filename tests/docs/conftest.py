@@ -95,16 +95,18 @@ def doc_services(
 ) -> Iterator[Services]:
     logs = tmp_path_factory.mktemp("doc-services")
     grpc_port = free_port()
+    metrics_port = free_port()  # as in the chart: metrics on their own port, not on the inference port
     server: ServerProcess = start_server(
-        default_model_dir, logs, redis_url=doc_redis.url, enable_grpc="true", grpc_port=grpc_port
-    )
+        default_model_dir, logs, redis_url=doc_redis.url, enable_grpc="true", grpc_port=grpc_port,
+        http_metrics_port=metrics_port,
+    )  # fmt: skip
     workers: list = []
 
     def start_worker() -> None:
         if not workers:
             workers.append(spawn_worker(doc_redis.url, "docs-worker", default_model_dir, logs))
 
-    yield Services(server.url, server.port, doc_redis.port, start_worker, grpc_port, doc_prometheus.port)
+    yield Services(server.url, server.port, doc_redis.port, start_worker, metrics_port, grpc_port, doc_prometheus.port)
     kill_all(workers)
     server.stop()
 

@@ -43,6 +43,8 @@ class Services:
     redis_port: int
     start_worker: Callable[[], None]
     """Starts a queue worker once (results for ``--wait``)."""
+    metrics_port: int
+    """The predictor's metrics-only port (the chart's ``monitoring.metricsPort``, 9095, in the docs)."""
     grpc_port: int = 0
     prometheus_port: int = 0
     """A real Prometheus with no series (what a canary rehearsal queries)."""
@@ -157,6 +159,7 @@ def script_text(text: str, services: Services) -> str:
     text = re.sub(r"\b(localhost|127\.0\.0\.1):8081\b", f"127.0.0.1:{services.grpc_port}", text)
     text = re.sub(r"\b(localhost|127\.0\.0\.1):9090\b", f"127.0.0.1:{services.prometheus_port}", text)
     text = re.sub(r"(--metrics[_-]port)([ =])\d+", lambda m: f"{m.group(1)}{m.group(2)}{free_port()}", text)
+    text = re.sub(r"\b(localhost|127\.0\.0\.1):9095\b", f"127.0.0.1:{services.metrics_port}", text)
     text = re.sub(r"redis://localhost:6379", f"redis://127.0.0.1:{services.redis_port}", text)
     return re.sub(r"(?<![\w-])redis-cli(?![\w-])", f"redis-cli -p {services.redis_port}", text)
 

@@ -150,7 +150,7 @@ def known_metrics(doc_services) -> set[str]:
     from predictor import gpu_metrics
     from predictor.queue.metrics import WorkerMetrics
 
-    names = exported_names(httpx.get(f"{doc_services.server_url}/metrics").text)
+    names = exported_names(httpx.get(f"http://127.0.0.1:{doc_services.metrics_port}/metrics").text)
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()

@@ -49,6 +49,8 @@ KINDS = {
     **dict.fromkeys(["ksvc", "kservice"], "KnativeService"),
     **dict.fromkeys(["podmonitor", "podmonitors"], "PodMonitor"),
     **dict.fromkeys(["prometheusrule", "prometheusrules"], "PrometheusRule"),
+    **dict.fromkeys(["authorizationpolicy", "authorizationpolicies", "ap"], "AuthorizationPolicy"),
+    **dict.fromkeys(["requestauthentication", "requestauthentications", "ra"], "RequestAuthentication"),
 }
 """kubectl resource names (plural, singular, short) -> kind."""
 CLUSTER_SCOPED = frozenset({"Namespace", "NodeClaim", "NodePool", "EC2NodeClass"})
@@ -96,6 +98,9 @@ def _pod_containers(pod: dict[str, Any]) -> dict[str, list[int]]:
     out = {}
     for c in pod.get("initContainers", []) + pod.get("containers", []):
         out[c["name"]] = [p["containerPort"] for p in c.get("ports", [])]
+        # A port the process is told to listen on serves too (the predictor's metrics port: Knative allows
+        # one declared port per container, and kubectl port-forward needs none declared).
+        out[c["name"]] += [int(a.split("=", 1)[1]) for a in c.get("args", []) if a.startswith("--http_metrics_port=")]
     return out
 
 
@@ -104,6 +109,9 @@ def _secret_refs(node: Any, out: dict[str, set[str]]) -> None:
         ref = node.get("secretKeyRef")
         if isinstance(ref, dict):
             out.setdefault(ref["name"], set()).add(ref["key"])
+        volume = node.get("secret")
+        if isinstance(volume, dict) and "secretName" in volume:  # a Secret volume (its listed keys)
+            out.setdefault(volume["secretName"], set()).update(i["key"] for i in volume.get("items", []))
         for target in node.get("secretTargetRef", []) if isinstance(node.get("secretTargetRef"), list) else []:
             out.setdefault(target["name"], set()).add(target["key"])
         for v in node.values():

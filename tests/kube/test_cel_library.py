@@ -66,6 +66,21 @@ DOCUMENTED = [
     "['hello', 'mellow'].join() == 'hellomellow'",
     "['hello', 'mellow'].join(' ') == 'hello mellow'",
     "[].join('/') == ''",
+    # the URL library (k8s.io/apiserver/pkg/cel/library/urls.go)
+    "url('https://example.com/path').getScheme() == 'https'",
+    "url('/absolute-path').getScheme() == ''",
+    "url('https://example.com:80/').getHost() == 'example.com:80'",
+    "url('https://[::1]:80/').getHost() == '[::1]:80'",
+    "url('https://example.com:80/').getHostname() == 'example.com'",
+    "url('https://[::1]/').getHostname() == '::1'",
+    "url('https://example.com:80/').getPort() == '80'",
+    "url('https://example.com/').getPort() == ''",
+    "url('https://example.com/path with spaces/').getEscapedPath() == '/path%20with%20spaces/'",
+    "isURL('https://user:pass@example.com:80/path?query=val#fragment') == true",
+    "isURL('/absolute-path') == true",
+    "isURL('relative-path') == false",
+    "isURL('example.com') == false",
+    "isURL('https://example.com:8o/') == false",
 ]
 
 
@@ -87,6 +102,8 @@ def test_documented_example_holds(expression):
         "'abc'.find('[')",  # Illegal regex
         "[1, 'a'].isSorted()",  # no overload on mixed types
         "[true].sum()",
+        "url('relative-path')",
+        "url('')",
     ],
 )
 def test_documented_errors_are_errors(expression):

@@ -63,21 +63,95 @@ def test_the_timing_middleware_is_dropped_the_others_kept_and_it_can_be_undone(u
     assert RESTServer._add_middlewares is original and middlewares() == [TimingMiddleware, GZipMiddleware]
 
 
-def test_preferred_routes_win_over_routes_added_later() -> None:
+def kserve_rest_server():
+    """KServe's REST server object, with the data plane and repository extension ModelServer gives it."""
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from kserve.protocol.rest.server import RESTServer
+
+    registry = ModelRepository()
+    server = RESTServer.__new__(RESTServer)
+    server.dataplane = DataPlane(model_registry=registry)
+    server.model_repository_extension = ModelRepositoryExtension(model_registry=registry)
+    return server
+
+
+def kserve_routes_added_to(app: FastAPI, undo_after) -> list:
+    added = []
+    undo_after(kserve_compat.after_kserve_routes(lambda app, routes: added.extend(routes)))
+    kserve_rest_server()._register_endpoints(app)
+    return added
+
+
+def test_kserve_adds_exactly_the_routes_kserve_compat_knows(undo_after) -> None:
+    """A kserve upgrade that adds, removes or changes a route fails here (and the new route is not served)."""
+    app = FastAPI(openapi_url=None)
+    added = kserve_routes_added_to(app, undo_after)
+    assert added == app.router.routes, "every route is visible in app.router.routes, none lazily included"
+    found = {(r.path, m) for r in added for m in r.methods}
+    assert found == set(kserve_compat.KSERVE_ROUTES)
+    assert all(len(r.methods) == 1 for r in added)
+
+
+def test_after_kserve_routes_can_be_undone(undo_after) -> None:
+    from kserve.protocol.rest.server import RESTServer
+
+    original = RESTServer._register_endpoints
+    undo = kserve_compat.after_kserve_routes(lambda app, routes: None)
+    assert RESTServer._register_endpoints is not original
+    undo()
+    assert RESTServer._register_endpoints is original
+
+
+def test_include_flat_serves_each_route_visibly() -> None:
+    from fastapi import APIRouter
+
+    router = APIRouter(prefix="/v9", tags=["t"])
+    router.add_api_route("/thing", lambda: "ok", methods=["GET"])
     app = FastAPI()
+    kserve_compat.include_flat(app, router)
+    assert [getattr(r, "path", None) for r in app.router.routes][-1] == "/v9/thing"
+    with TestClient(app) as client:
+        assert client.get("/v9/thing").json() == "ok"
+    with pytest.raises(RuntimeError, match="prefix"):
+        kserve_compat.include_flat(app, router, prefix="/x")
 
-    @app.get("/thing")
-    def ours() -> str:
-        return "ours"
 
-    kserve_compat.prefer_routes(app, [app.router.routes[-1]])
+def test_replace_app_makes_kserve_serve_ours() -> None:
+    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from uvicorn.importer import import_from_string
 
-    @app.get("/thing")  # as KServe adds its own at start-up, after ours
-    def theirs() -> str:
-        return "theirs"
+    model_server = kserve_compat.import_model_server()
+    theirs = model_server.app
+    ours = FastAPI()
+    try:
+        assert kserve_compat.replace_app(model_server, ours) is ours
+        assert import_from_string(FASTAPI_APP_IMPORT_STRING) is ours
+    finally:
+        model_server.app = theirs
 
-    with TestClient(app) as client:  # the start-up event runs here
-        assert client.get("/thing").json() == "ours"
+
+async def test_grpc_repository_calls_run_the_check_first_and_can_be_undone() -> None:
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    calls = []
+
+    async def refuse(context) -> None:
+        calls.append(context)
+        raise PermissionError("refused")
+
+    original = InferenceServicer.RepositoryModelUnload
+    undo = kserve_compat.guard_grpc_repository(refuse)
+    try:
+        servicer = InferenceServicer.__new__(InferenceServicer)
+        for name in ("RepositoryModelLoad", "RepositoryModelUnload"):
+            with pytest.raises(PermissionError):
+                await getattr(servicer, name)(object(), context=name)
+        assert calls == ["RepositoryModelLoad", "RepositoryModelUnload"]
+    finally:
+        undo()
+    assert InferenceServicer.RepositoryModelUnload is original
 
 
 def test_grpc_inputs_raw_bytes_and_parameters_as_kserve_builds_them() -> None:

@@ -1,4 +1,4 @@
-"""The Limits table of docs/operations.md states each limit's default as the code has it."""
+"""The Limits table of docs/security.md states each limit's default as the code has it."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from tests.support.servers import REPO
 
 
 def test_the_limits_table_states_each_default_as_the_code_has_it() -> None:
-    section = (REPO / "docs" / "operations.md").read_text().split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
+    section = (REPO / "docs" / "security.md").read_text().split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
     stated = re.findall(r"`(\w+)` \(([\d.]+)\)", section)
     assert {name for name, _ in stated} >= {"header_timeout_s", "max_header_bytes", "max_connections",
                                            "keep_alive_timeout_s", "body_timeout_s", "min_upload_bytes_per_s",
-                                           "upload_grace_s", "max_request_bytes"}  # fmt: skip
+                                           "upload_grace_s", "max_request_bytes", "max_images_per_request",
+                                           "liveness_not_ready_grace_seconds"}  # fmt: skip
     for name, default in stated:
         assert float(default) == Settings.model_fields[name].default, name
     assert f"| {MAX_MEMBERS} (`MAX_MEMBERS`" in section and f"| {MAX_DATA_DEPTH} levels (`MAX_DATA_DEPTH`)" in section
