@@ -48,9 +48,6 @@ def serve(settings: Settings) -> None:
     )
     logger.info("serving %s on :%d", settings.model_name, settings.http_port)
     server.start([model])
-    # KServe has drained and stopped the model: wait for a background check still inside native code (an
-    # engine being compiled) before the interpreter exits, or the C++ runtime aborts the process.
-    pipeline.join_background_work()
 
 
 def _install_jobs(app, settings: Settings) -> None:

@@ -92,9 +92,9 @@ def test_bf16_keeps_the_answers(
     if backend == "openvino" and not openvino_supports("bf16"):
         # CPUs differ between machines: without native bf16 there is no bf16 path to compare, and the one
         # behaviour that matters is that auto never serves bf16 here.
-        from predictor.engine import resolve_plan
+        from predictor.engine import choose
 
-        assert resolve_plan(Settings(model_dir=default_model_dir)).precision != "bf16"
+        assert choose(Settings(model_dir=default_model_dir)).precision != "bf16"
         return
     engine = make(backend, "bf16", default_model_dir, lite0_spec, engine_cache)
     assert engine.info.dtype == "bfloat16"
@@ -111,7 +111,7 @@ def test_bf16_keeps_the_answers(
     auto = load_engine(Settings(model_dir=default_model_dir, backend=backend, cache_dir=engine_cache), lite0_spec)
     served = auto.engine.info.dtype
     auto.engine.close()
-    assert auto.verdict is not None and auto.verdict.candidate == "bf16", auto.plan
+    assert auto.verdict is not None and auto.verdict.candidate == "bf16", auto.choice
     print(f"load-time check: {auto.verdict.describe()}")
     if auto.verdict.passed:  # auto serves it: the full rule holds on this larger set too
         assert served == "bfloat16"
