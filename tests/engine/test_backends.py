@@ -161,7 +161,7 @@ def test_openvino_throughput_hint_splits_and_reassembles(
 
 
 # Builds, runs and closes THROUGHPUT engines on a second thread while the main thread keeps taking the
-# GIL, as the speed check does beside the event loop. With a Python callback on the async queue this
+# GIL (as the speed check, since removed, did beside the event loop). With a Python callback on the async queue this
 # deadlocked within 5-21 rounds (the compiled model's destructor joined a stream thread that waited for
 # the GIL its caller held), so the whole process, pytest's own timeout included, stopped for good.
 _CLOSE_UNDER_THE_GIL = """
