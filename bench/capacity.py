@@ -138,15 +138,12 @@ def start_server(model_dir: Path, cache: Path, log: Path, settings: dict[str, st
 
 
 def engine_of(log: Path) -> dict[str, Any]:
-    """Backend, device, dtype and input size the server logged at load (the final engine if it switched)."""
+    """Backend, device, dtype and input size the server logged at load (decided before ready, never switched)."""
     text = log.read_text(errors="replace")
     m = _LOADED.search(text)
     if m is None:
         raise RuntimeError(f"no 'loaded model' line in {log}")
     backend, device, dtype = m.group(1), m.group(2), m.group(3)
-    switched = re.findall(r"now serving (\S+) (\S+) on (\S+)", text)
-    if switched:
-        backend, dtype, device = switched[-1]
     return {"backend": backend, "device": device, "dtype": dtype, "input_hw": [int(m.group(4)), int(m.group(5))]}
 
 

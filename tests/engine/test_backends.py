@@ -56,6 +56,15 @@ def test_every_registered_backend_is_tested() -> None:
         registry.get("tensorrt")
 
 
+def test_the_backend_setting_offers_exactly_the_registered_backends() -> None:
+    """``--backend``'s choices (and the chart schema's enum, held to them in tests/chart) are the registry's."""
+    import typing
+
+    from predictor.config import Backend
+
+    assert set(typing.get_args(Backend)) == {"auto", *registry.BACKENDS}
+
+
 @pytest.mark.parametrize("backend", FP32_BACKENDS)
 def test_fp32_matches_eager_reference(
     backend: str,
