@@ -22,23 +22,28 @@ AMX, AVX512_BF16, NO_BF16 = parse_cpuinfo(SAPPHIRE_RAPIDS), parse_cpuinfo(ZEN4),
 
 @pytest.mark.parametrize("cpu", [AMX, AVX512_BF16], ids=["amx", "zen4"])
 def test_auto_on_native_bf16_cpus_is_openvino_bf16_subject_to_the_precision_check(cpu) -> None:
-    plan = choose(Settings(), cpu=cpu, cuda_available=False, openvino_available=True)
-    assert (plan.backend, plan.device, plan.precision, plan.verify_against) == ("openvino", "cpu", "bf16", "fp32")
-    assert "checked before ready" in plan.reason and "avx512_bf16" in plan.reason
+    choice = choose(Settings(), cpu=cpu, cuda_available=False, openvino_available=True)
+    assert (choice.backend, choice.device, choice.precision, choice.verify_against) == (
+        "openvino",
+        "cpu",
+        "bf16",
+        "fp32",
+    )
+    assert "checked before ready" in choice.reason and "avx512_bf16" in choice.reason
 
 
 def test_auto_without_native_bf16_is_openvino_fp32_unchecked() -> None:
-    plan = choose(Settings(), cpu=NO_BF16, cuda_available=False, openvino_available=True)
-    assert (plan.backend, plan.precision, plan.verify_against) == ("openvino", "fp32", None)
-    assert "no native bf16" in plan.reason
+    choice = choose(Settings(), cpu=NO_BF16, cuda_available=False, openvino_available=True)
+    assert (choice.backend, choice.precision, choice.verify_against) == ("openvino", "fp32", None)
+    assert "no native bf16" in choice.reason
 
 
 def test_without_openvino_auto_is_checked_torch_bf16_or_onnxruntime_fp32() -> None:
     """OpenVINO is a dependency, but a broken install must still serve: the next candidates in speed order."""
-    plan = choose(Settings(), cpu=AMX, cuda_available=False, openvino_available=False)
-    assert (plan.backend, plan.precision, plan.verify_against) == ("torch", "bf16", "fp32")
-    plan = choose(Settings(), cpu=NO_BF16, cuda_available=False, openvino_available=False)
-    assert (plan.backend, plan.precision, plan.verify_against) == ("onnxruntime", "fp32", None)
+    choice = choose(Settings(), cpu=AMX, cuda_available=False, openvino_available=False)
+    assert (choice.backend, choice.precision, choice.verify_against) == ("torch", "bf16", "fp32")
+    choice = choose(Settings(), cpu=NO_BF16, cuda_available=False, openvino_available=False)
+    assert (choice.backend, choice.precision, choice.verify_against) == ("onnxruntime", "fp32", None)
 
 
 def test_torch_backend_auto_precision_follows_the_cpu() -> None:
@@ -50,29 +55,29 @@ def test_torch_backend_auto_precision_follows_the_cpu() -> None:
 
 def test_explicit_precision_is_never_checked() -> None:
     for precision in ("fp32", "bf16"):
-        plan = choose(Settings(precision=precision), cpu=AMX, cuda_available=False, openvino_available=True)
-        assert (plan.precision, plan.verify_against) == (precision, None)
+        choice = choose(Settings(precision=precision), cpu=AMX, cuda_available=False, openvino_available=True)
+        assert (choice.precision, choice.verify_against) == (precision, None)
 
 
 def test_explicit_bf16_opts_in_to_the_fastest_bf16_backend() -> None:
-    plan = choose(Settings(precision="bf16"), cpu=AMX, cuda_available=False, openvino_available=True)
-    assert (plan.backend, plan.precision) == ("openvino", "bf16")
+    choice = choose(Settings(precision="bf16"), cpu=AMX, cuda_available=False, openvino_available=True)
+    assert (choice.backend, choice.precision) == ("openvino", "bf16")
 
 
 def test_auto_with_cuda_is_torch_fp16() -> None:
-    plan = choose(Settings(), cpu=AMX, cuda_available=True, openvino_available=True)
-    assert (plan.backend, plan.device, plan.precision, plan.verify_against) == ("torch", "cuda", "fp16", "fp32")
+    choice = choose(Settings(), cpu=AMX, cuda_available=True, openvino_available=True)
+    assert (choice.backend, choice.device, choice.precision, choice.verify_against) == ("torch", "cuda", "fp16", "fp32")
 
 
 def test_explicit_settings_are_kept() -> None:
     s = Settings(backend="torch", precision="fp32", device="cpu")
-    plan = choose(s, cpu=AMX, cuda_available=True)
-    assert (plan.backend, plan.device, plan.precision) == ("torch", "cpu", "fp32")
+    choice = choose(s, cpu=AMX, cuda_available=True)
+    assert (choice.backend, choice.device, choice.precision) == ("torch", "cpu", "fp32")
 
 
 def test_onnxruntime_auto_precision_is_fp32_on_cpu() -> None:
-    plan = choose(Settings(backend="onnxruntime"), cpu=AMX, cuda_available=False)
-    assert plan.precision == "fp32"
+    choice = choose(Settings(backend="onnxruntime"), cpu=AMX, cuda_available=False)
+    assert choice.precision == "fp32"
 
 
 @pytest.mark.parametrize(

@@ -147,11 +147,11 @@ def test_the_verdict_reports_the_real_agreement(checked) -> None:
     if not NATIVE_BF16:
         assert loaded.verdict is None
         return
-    plan = choose(settings)
+    choice = choose(settings)
     photos, _, varied = calibration_batches(spec)
     answers = []
     for precision in ("fp32", "bf16"):
-        engine = build_engine(replace(plan, precision=precision, verify_against=None), settings, spec)
+        engine = build_engine(replace(choice, precision=precision, verify_against=None), settings, spec)
         engine.load()
         answers.append((logits(engine.infer, photos, 32).argmax(1), logits(engine.infer, varied, 32).argmax(1)))
         engine.close()
