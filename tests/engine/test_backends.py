@@ -299,15 +299,18 @@ def test_onnx_fp16_graph_for_cuda_is_well_formed(
     default_model_dir: Path, lite0_spec: PreprocessSpec, engine_cache: Path, photo_batch: np.ndarray
 ) -> None:
     """The fp16 graphs the CUDA path builds (converted weights, uint8 front) run and agree; run here on
-    the CPU provider because no GPU is available (the engine itself refuses fp16 on CPU)."""
+    the CPU provider because no GPU is available (the registry refuses fp16 on CPU: built directly here)."""
     fp32 = make("onnxruntime", "fp32", default_model_dir, lite0_spec, engine_cache)
     fp16 = OnnxRuntimeEngine(lite0_spec, default_model_dir, engine_cache, "cpu", "fp32", threads=2)
-    fp16.precision = "fp16"  # bypass the CPU refusal to exercise the CUDA path's graph building
+    fp16.precision = "fp16"  # past the registry's CPU refusal, to exercise the CUDA path's graph building
     fp16.load()
     ref = fp32.infer(photo_batch)
     for batch in (photo_batch, lite0_spec.normalize(photo_batch)):
         out = fp16.infer(batch)
         assert out.dtype == np.float32 and list(out.argmax(1)) == list(ref.argmax(1))
         assert float(np.abs(out - ref).max()) < 0.5
-    with pytest.raises(ValueError, match="fp16"):
-        OnnxRuntimeEngine(lite0_spec, default_model_dir, engine_cache, "cpu", "fp16")
+    args = registry.BuildArgs(
+        spec=lite0_spec, model_dir=default_model_dir, cache_dir=engine_cache, device="cpu", precision="fp16"
+    )
+    with pytest.raises(ValueError, match="backend onnxruntime on cpu runs fp32, not fp16"):
+        registry.create("onnxruntime", args)
