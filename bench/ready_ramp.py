@@ -161,10 +161,17 @@ def report(
         "steady_img_per_s": steady,
         "first_over_steady": round(rows[0]["img_per_s"] / steady, 3) if steady else None,
         "steady_cpu_ms_per_image": steady_cpu,
+        "run_img_per_s": round(sum(w.images for w in windows) / (a.window_s * len(windows)), 2),
+        "run_server_cpu_ms_per_image": _per_image(marks[-1][1] - start[1] if marks else 0.0, windows),
         "first_cpu_per_image_over_steady": round(first_cpu / steady_cpu, 3) if first_cpu and steady_cpu else None,
         "machine": machine_info(),
         "server_log": log,
     }
+
+
+def _per_image(server_cpu_s: float, windows: list[Window]) -> float | None:
+    images = sum(w.images for w in windows)
+    return round(1000 * server_cpu_s / images, 1) if images else None
 
 
 def _ms(v: float | None) -> float | None:

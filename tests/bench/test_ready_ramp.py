@@ -28,6 +28,7 @@ def test_the_first_window_is_compared_with_the_median_of_the_last_ones() -> None
     assert res["windows"][0]["server_cores"] == 1.0 and res["windows"][0]["others_cores_busy"] == pytest.approx(0.1)
     assert res["windows"][0]["server_cpu_ms_per_image"] == pytest.approx(111.1)  # 10 s CPU over 90 images
     assert res["first_cpu_per_image_over_steady"] == pytest.approx(111.1 / 50.0, abs=0.01)
+    assert res["run_img_per_s"] == pytest.approx(17.25) and res["run_server_cpu_ms_per_image"] == pytest.approx(58.0)
 
 
 def test_answers_are_counted_in_the_window_they_complete_in() -> None:
