@@ -3,8 +3,8 @@
 Measures one real server (``python -m predictor serve``, the model being planned for) and writes
 ``capacity.json``: the machine, the model and engine the server chose, its settings, and
 
-* cold start: process start to ready with an empty cache (as a fresh pod: export included) and with the
-  cache of the first start; how long the deferred precision check took after ready;
+* cold start: process start to ready with an empty cache (as a fresh pod: export and precision check
+  included, both before ready) and with the cache of the first start;
 * closed-loop sweep (concurrency 1..64): throughput, latency, and from the server's own metrics the mean
   batch size, the mean forward time of a batch and the time images waited in the batcher, and the server's
   CPU per image: what the planner's pod model is fitted on (:func:`classifier_plan.capacity.fit_pod_model`);
@@ -30,7 +30,6 @@ import re
 import signal
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,16 +118,6 @@ def _compact(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def wait_for_log(log: Path, needle: str, timeout_s: float) -> float | None:
-    """Seconds until ``needle`` appears in the server log, or None after ``timeout_s``."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        if log.exists() and needle in log.read_text(errors="replace"):
-            return round(time.perf_counter() - t0, 2)
-        time.sleep(0.2)
-    return None
-
-
 def start_server(model_dir: Path, cache: Path, log: Path, settings: dict[str, str]) -> ServerProcess:
     """Our server on a free port, ready (model loaded and warmed up)."""
     port = free_port()
@@ -138,15 +127,12 @@ def start_server(model_dir: Path, cache: Path, log: Path, settings: dict[str, st
 
 
 def engine_of(log: Path) -> dict[str, Any]:
-    """Backend, device, dtype and input size the server logged at load (the final engine if it switched)."""
+    """Backend, device, dtype and input size the server logged at load (decided before ready, never switched)."""
     text = log.read_text(errors="replace")
     m = _LOADED.search(text)
     if m is None:
         raise RuntimeError(f"no 'loaded model' line in {log}")
     backend, device, dtype = m.group(1), m.group(2), m.group(3)
-    switched = re.findall(r"now serving (\S+) (\S+) on (\S+)", text)
-    if switched:
-        backend, dtype, device = switched[-1]
     return {"backend": backend, "device": device, "dtype": dtype, "input_hw": [int(m.group(4)), int(m.group(5))]}
 
 
@@ -179,8 +165,6 @@ def measure_pod(a: argparse.Namespace) -> dict[str, Any]:
         log = work / "first.log"
         srv = start_server(a.model_dir, work / "cache", log, settings)
         first = srv.ready_s
-        deferred = "until the precision check" in log.read_text(errors="replace")
-        check_s = wait_for_log(log, "precision check (", 180.0) if deferred else 0.0
         try:
             res["engine"] = engine_of(log)
             quiet = {"retries": a.retries, "max_others": a.max_others_busy}
@@ -199,7 +183,6 @@ def measure_pod(a: argparse.Namespace) -> dict[str, Any]:
         res["cold_start_s"] = {
             "first": round(first or 0.0, 2),
             "cached": round(second.ready_s or 0.0, 2),
-            "precision_check_after_ready": check_s,
         }
         res["saturated_req_per_s"] = saturated
     res["raw_forward_ms"] = raw_forward_ms(a.model_dir, res["engine"], a.batch_sizes, a.raw_seconds)

@@ -207,8 +207,8 @@ row["kserve"] = __import__("importlib.metadata").metadata.version("kserve")
 import onnxruntime as ort
 row["onnxruntime_providers"] = ort.get_available_providers()
 from predictor.config import Settings
-from predictor.engine import resolve_plan
-row["auto_plan"] = str(resolve_plan(Settings()))
+from predictor.engine import choose
+row["auto_choice"] = str(choose(Settings()))
 try:
     import pynvml
     pynvml.nvmlInit()

@@ -3,7 +3,7 @@
 On a small machine the forward pass uses every core; a decode (or HTTP) thread that takes one of them
 for a millisecond can stall the whole pass (a multi-threaded layer waits for its slowest thread), so a
 decode costs the pass more than its own CPU time. This probe measures that directly, per engine, in
-alternating rounds (as :mod:`predictor.engine.speed_check` does at start-up):
+alternating rounds (:func:`timed_rounds`):
 
 * ``alone``: img/s of batches of ``--batch`` random images, nothing else running;
 * ``with decode``: the same while a pool of ``--decode_threads`` threads decodes as many real photos
@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,41 @@ def _engine(name: str, model_dir: Path, cache: Path, threads: int) -> Any:
     return engine
 
 
+def timed_rounds(
+    engines: dict[str, Any],
+    batch: np.ndarray,
+    run: Callable[[Callable[[], float]], float],
+    background_work: Callable[[int], Callable[[], None]] | None = None,
+    rounds: int = 3,
+    seconds_per_turn: float = 0.6,
+) -> dict[str, float]:
+    """Median img/s of each engine on ``batch``, the engines alternating over ``rounds`` rounds (a
+    different one first each round, so a disturbance hits all of them).
+
+    Each forward pass runs through ``run`` and is timed there; while it runs, ``background_work(n)``
+    starts ``n`` decodes (as many as the batch holds) and returns a function that waits for them.
+    """
+
+    def one_pass(engine: Any) -> float:
+        t0 = time.perf_counter()
+        engine.infer(batch)
+        return time.perf_counter() - t0
+
+    per_round: dict[str, list[float]] = {k: [] for k in engines}
+    names = list(engines)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            images, busy = 0, 0.0
+            while busy < seconds_per_turn or images == 0:
+                join = background_work(len(batch)) if background_work is not None else None
+                busy += run(lambda e=engines[name]: one_pass(e))
+                images += len(batch)
+                if join is not None:
+                    join()
+            per_round[name].append(images / busy)
+    return {k: round(statistics.median(v), 2) for k, v in per_round.items()}
+
+
 def decode_cpu_ms(jpeg: bytes, spec: Any, n: int = 50) -> float:
     """CPU ms of one decode + resize + crop of ``jpeg`` (one thread, nothing else running)."""
     from predictor.preprocess import decode_image
@@ -62,7 +98,6 @@ def decode_cpu_ms(jpeg: bytes, spec: Any, n: int = 50) -> float:
 def probe(args: argparse.Namespace) -> dict[str, Any]:
     from bench.payloads import parse_size, sample_jpegs
     from bench.procs import renice_thread
-    from predictor.engine.speed_check import timed_rounds
     from predictor.preprocess import PreprocessSpec, decode_image
 
     cores = len(os.sched_getaffinity(0))

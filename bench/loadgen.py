@@ -292,12 +292,6 @@ class _Runner:
         }
 
 
-async def arun_load(cfg: LoadConfig) -> dict[str, Any]:
-    """Run one load run inside a running event loop; returns the result dict (see :func:`run_load`)."""
-    good, bad = await asyncio.to_thread(prepare, cfg)
-    return await _Runner(cfg, good, bad).run()
-
-
 def run_load(url: str = "http://127.0.0.1:8080", **kwargs: Any) -> dict[str, Any]:
     """Run one load run (blocking) and return its result.
 

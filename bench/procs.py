@@ -102,21 +102,6 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"server not ready within {timeout_s} s: {self._tail()}")
 
-    def wait_background(self, timeout_s: float = 600.0) -> float:
-        """Wait until the server's background checks (precision, speed) are done; returns seconds waited.
-
-        They run after ready and take CPU; a measurement during them would measure them too.
-        """
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < timeout_s and self.log_path is not None:
-            text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-            if "background checks started" not in text or "background checks done" in text:
-                break
-            if "check stopped" in text or (self.proc is not None and self.proc.poll() is not None):
-                break
-            time.sleep(0.2)
-        return round(time.perf_counter() - t0, 2)
-
     def cpu_s(self) -> float:
         """CPU seconds the server process has used so far."""
         assert self.proc is not None, "not started"

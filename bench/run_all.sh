@@ -50,8 +50,8 @@ echo "== serving: ours vs naive vs ceiling, batching, overload, cold start"
 "$PY" -m bench.serve_bench --model_dir "$MODEL_DIR" --duration "$DURATION" --concurrency "$CONCURRENCY" \
   --size "$SIZE" --raw_probe_json "$OUT/raw_probe.json" --preprocess_json "$OUT/preprocess_probe.json" \
   --out "$OUT/serve_bench.json" --md "$OUT/serve_bench.md" $SERVE_ARGS
-echo "== where the server's CPU goes under the same load, per thread (auto, then the default before the speed check)"
-for config in auto:openvino_hint=auto before:backend=openvino,openvino_hint=LATENCY; do
+echo "== where the server's CPU goes under the same load, per thread (auto, then OpenVINO's THROUGHPUT hint)"
+for config in auto:openvino_hint=auto throughput:backend=openvino,openvino_hint=THROUGHPUT; do
   name=${config%%:*}
   flags=()
   IFS=, read -ra kvs <<<"${config#*:}"

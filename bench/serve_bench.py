@@ -146,9 +146,6 @@ def record_started(
     res["first_request_s"][key] = round(seconds, 3) if status == 200 else f"status {status}"
     info = served_info(server.port)
     res.setdefault("servers", {}).setdefault(key, {})["at_start"] = info
-    # the precision and speed checks run after ready (serving meanwhile): measure after them
-    res["servers"][key]["background_checks_s"] = server.wait_background()
-    info = served_info(server.port)
     append_jsonl(
         jsonl,
         {"stage": "serve_bench", "kind": "cold_start", "server": key, "ready_s": res["cold_start_s"][key],

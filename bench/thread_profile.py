@@ -188,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
             server.start()
             assert server.proc is not None
             pid, url = server.proc.pid, server.url
-            server.wait_background()
         try:
             report = profile(pid, url, args, Path(tmp))
         finally:

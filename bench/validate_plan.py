@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.capacity import DEFAULT_MODEL_DIR, quiet_point, start_server, wait_for_log
+from bench.capacity import DEFAULT_MODEL_DIR, quiet_point, start_server
 from bench.procs import REPO_ROOT, machine_info
 
 P95_TOLERANCE = 0.25
@@ -89,8 +89,6 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="validate-plan-") as tmp:
         log = Path(tmp) / "server.log"
         srv = start_server(a.model_dir, Path(tmp) / "cache", log, settings)
-        if "until the precision check" in log.read_text(errors="replace"):
-            wait_for_log(log, "precision check (", 180.0)
         try:
             for rnd in range(a.rounds):
                 for f in a.fractions:

@@ -43,7 +43,6 @@ class _Item(Generic[T, R]):
     future: asyncio.Future[R]
     deadline: float  # time.monotonic() seconds
     enqueued_at: float = field(default_factory=time.monotonic)
-    released: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,18 +90,12 @@ class DynamicBatcher(Generic[T, R]):
         self.max_batch_delay_s = max_batch_delay_ms / 1000.0
         self._on_batch = on_batch
         self._queue: collections.deque[_Item[T, R]] = collections.deque()
-        self._depth = 0  # queued + running
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._executor_shut = False
         self._closed = False
-
-    @property
-    def depth(self) -> int:
-        """Items submitted and not yet finished (waiting or in the running batch)."""
-        return self._depth
 
     @property
     def batch_cap(self) -> int:
@@ -146,13 +139,10 @@ class DynamicBatcher(Generic[T, R]):
             raise BatcherClosed("batcher is not running")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = []
-        self._depth += len(values)
         for v in values:
             fut: asyncio.Future[R] = loop.create_future()
             # Create the future before enqueueing, so a fast batch can never miss it.
             item: _Item[T, R] = _Item(v, fut, deadline)
-            # A cancelled item (its client went away) is counted out at once.
-            fut.add_done_callback(lambda f, it=item: f.cancelled() and self._release(it))
             self._queue.append(item)
             futures.append(fut)
         assert self._wakeup is not None
@@ -203,11 +193,10 @@ class DynamicBatcher(Generic[T, R]):
         cap = self._batch_cap
         while self._queue and len(batch) < cap:
             item = self._queue.popleft()
-            if item.future.done():  # cancelled by a client that went away: already released
+            if item.future.done():  # cancelled by a client that went away: never reaches the model
                 continue
             if item.deadline <= now:
                 item.future.set_exception(DeadlineExceeded("request deadline passed while queued"))
-                self._release(item)
                 continue
             batch.append(item)
         return batch
@@ -235,20 +224,11 @@ class DynamicBatcher(Generic[T, R]):
                     it.future.set_exception(res)
                 else:
                     it.future.set_result(res)
-        finally:
-            for it in batch:
-                self._release(it)
         if self._on_batch is not None:
             self._on_batch(BatchStats(len(batch), waits, time.monotonic() - started))
 
-    def _release(self, item: _Item[T, R]) -> None:
-        if item.released:
-            return
-        item.released = True
-        self._depth -= 1
-
     def run_on_handler_thread(self, fn: Callable[[], R]) -> R:
-        """Run ``fn`` on the dedicated handler thread and wait (load, warm-up, engine swaps between batches).
+        """Run ``fn`` on the dedicated handler thread and wait (engine load, precision check, warm-up).
 
         Raises:
             BatcherClosed: the batcher was closed and its thread stopped.

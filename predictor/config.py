@@ -46,19 +46,21 @@ class Settings(BaseSettings):
     device: Device = Field("auto", description="Inference device: auto picks cuda when present, else cpu.")
     backend: Backend = Field(
         "auto",
-        description="Inference backend; auto = the policy's pick for the device, then on the CPU the fastest "
-        "backend that keeps the answers as measured on this machine after the first start (cached).",
+        description="Inference backend; auto = the fixed order of predictor/engine/choice.py for the device "
+        "(CPU: openvino, else onnxruntime; CUDA: torch), decided before ready and never changed while serving.",
     )
     precision: Precision = Field(
         "auto",
         description="Numeric precision; auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AMX or "
-        "AVX-512 BF16), each only if it keeps this model's answers against fp32 (checked at first load, "
-        "verdict cached), else fp32. fp32 is always available.",
+        "AVX-512 BF16), each only if it keeps this model's answers against fp32 (checked before ready, the "
+        "verdict cached in cache_dir, which pods may share), else fp32. fp32 is always available.",
     )
     cache_dir: Path | None = Field(
         None,
-        description="Where exported artefacts (ONNX, OpenVINO IR) are cached, keyed by the model's "
-        "content; default: <model_dir>/.cache when writable, else a temp directory.",
+        description="Where exported artefacts (ONNX, OpenVINO IR) and precision-check verdicts are cached, keyed "
+        "by the model's content (verdicts also by runtime version and hardware), so pods that share it (a "
+        "shared volume) pay the export and the check once; default: <model_dir>/.cache when writable, else a "
+        "temp directory.",
     )
     cpu_threads: int = Field(0, ge=0, description="Threads for CPU inference; 0 = number of usable cores.")
     torch_compile: bool = Field(
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
         "auto",
         description="openvino backend: LATENCY runs a batch as one request on all cores; THROUGHPUT spreads its "
         "images over parallel streams (one core each here), so other threads on a core slow one stream, not "
-        "the whole pass; auto = the one a speed check measured faster on this machine (LATENCY until then).",
+        "the whole pass; auto = LATENCY (the two measured a tie, docs/performance.md).",
     )
 
     # --- batching ------------------------------------------------------------------------------

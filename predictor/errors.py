@@ -13,11 +13,22 @@ class PredictorError(Exception):
 
     status_code: int = 500
     reason: str = "internal"
+    default_retry_after_seconds: int | None = None
+    """``Retry-After`` when the raiser names none (None: no header)."""
 
     def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.retry_after_seconds = retry_after_seconds
+        self.retry_after_seconds = (
+            retry_after_seconds if retry_after_seconds is not None else self.default_retry_after_seconds
+        )
+
+    def for_image(self, index: int, count: int) -> PredictorError:
+        """This error as the answer to a whole request of ``count`` images, image ``index`` being the one
+        that failed: the message names the image when there are several; status and ``Retry-After`` stay."""
+        if count == 1:
+            return self
+        return type(self)(f"image {index}: {self.message}", retry_after_seconds=self.retry_after_seconds)
 
     def headers(self) -> dict[str, str]:
         """Extra response headers for this error."""
@@ -82,9 +93,7 @@ class Overloaded(PredictorError):
 
     status_code = 503
     reason = "queue_full"
-
-    def __init__(self, message: str, *, retry_after_seconds: int | None = 1) -> None:
-        super().__init__(message, retry_after_seconds=retry_after_seconds)
+    default_retry_after_seconds = 1
 
 
 class NotReady(PredictorError):
@@ -92,9 +101,7 @@ class NotReady(PredictorError):
 
     status_code = 503
     reason = "not_ready"
-
-    def __init__(self, message: str, *, retry_after_seconds: int | None = 1) -> None:
-        super().__init__(message, retry_after_seconds=retry_after_seconds)
+    default_retry_after_seconds = 1
 
 
 class NotLive(PredictorError):
@@ -116,9 +123,7 @@ class InsufficientMemory(PredictorError):
 
     status_code = 507
     reason = "insufficient_memory"
-
-    def __init__(self, message: str, *, retry_after_seconds: int | None = 1) -> None:
-        super().__init__(message, retry_after_seconds=retry_after_seconds)
+    default_retry_after_seconds = 1
 
 
 class EngineBroken(PredictorError):
@@ -126,9 +131,7 @@ class EngineBroken(PredictorError):
 
     status_code = 503
     reason = "engine_broken"
-
-    def __init__(self, message: str, *, retry_after_seconds: int | None = 1) -> None:
-        super().__init__(message, retry_after_seconds=retry_after_seconds)
+    default_retry_after_seconds = 1
 
 
 class InferenceFailed(PredictorError):

@@ -6,6 +6,8 @@ model name, protocol (classify, v2, v1, jobs), status code, rejection reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "classifier"
@@ -155,3 +157,11 @@ class PredictorMetrics:
         self.requests.labels(model, protocol, str(code)).inc()
         if not (400 <= code < 500 or code == 503):
             self.request_duration.labels(model, protocol).observe(seconds)
+
+    def observe_batch(self, model: str, size: int, run_s: float, queue_waits_s: Sequence[float]) -> None:
+        """Record one forward pass: its size, its duration and how long each of its images waited for it."""
+        self.batch_size.labels(model).observe(size)
+        self.inference.labels(model).observe(run_s)
+        hist = self.queue_wait.labels(model)
+        for w in queue_waits_s:
+            hist.observe(w)

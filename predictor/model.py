@@ -50,7 +50,6 @@ class ImageClassifierModel(Model):
         """Called by KServe on unload (after the HTTP server drained)."""
         self.ready = False
         self.pipeline.ready = False
-        self.pipeline.stop_background_work()
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None, response_headers=None):
         """v1 ``dict`` → v1 ``dict``; gRPC v2 ``InferRequest`` → ``ModelInferResponse``."""

@@ -3,8 +3,8 @@
 A request is admitted (counted in images, bounded: :mod:`predictor.admission`), its images are decoded
 in a thread pool as soon as it is admitted, so while the dedicated inference thread runs one batch the
 next batch's images are being decoded; the batcher coalesces them into forward passes; each image gets its
-top-k. The model itself (spec, labels, engine, warm-up and a background precision check that may switch
-engines) is the :class:`~predictor.lifecycle.ModelRuntime`'s.
+top-k. The model itself (spec, labels, the engine chosen and warmed up before ready) is the
+:class:`~predictor.lifecycle.ModelRuntime`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,19 +24,15 @@ from predictor.config import Settings
 from predictor.engine import Engine, EngineInfo
 from predictor.engine.base import Item
 from predictor.engine.faults import BatchCap, DeviceGuard
-from predictor.engine.precision_check import Verdict
 from predictor.errors import DeadlineExceeded, InsufficientMemory, InvalidInput, NotReady, PredictorError
+from predictor.inputs import ImageInput, prepare_input
 from predictor.lifecycle import ModelRuntime, warmup_jpeg
 from predictor.limits import check_image_count, check_top_k
 from predictor.metrics import PredictorMetrics
 from predictor.postprocess import Prediction, predictions, softmax
-from predictor.preprocess import PreprocessSpec, decode_image, inspect_jpeg, prepare_array
+from predictor.preprocess import PreprocessSpec
 
 logger = logging.getLogger(__name__)
-
-ImageInput = bytes | np.ndarray
-SPEED_CHECK_PHOTO = Path(__file__).resolve().parent / "calibration" / "01-photo-coffee.jpg"
-"""A real photo (480x320) for the serving-like decodes beside the speed check's timed passes."""
 
 
 class Pipeline:
@@ -45,7 +41,7 @@ class Pipeline:
     Args:
         settings: the predictor settings.
         metrics: where to record metrics; a fresh private registry when omitted.
-        engine: an engine to use instead of the one the settings plan (tests).
+        engine: an engine to use instead of the one the settings choose (tests).
     """
 
     def __init__(self, settings: Settings, metrics: PredictorMetrics | None = None, engine: Engine | None = None):
@@ -114,16 +110,6 @@ class Pipeline:
         return self.runtime.model_version if self.runtime else self.settings.model_version
 
     @property
-    def precision_verdict(self) -> Verdict | None:
-        """The precision check's verdict (None when none ran or it is still running)."""
-        return self.runtime.precision_verdict if self.runtime else None
-
-    @property
-    def precision_check_done(self):  # threading.Event
-        """Set once no precision check is running any more."""
-        return self._rt().precision_check_done
-
-    @property
     def broken(self) -> str | None:
         """Why the inference device is unusable (a broken CUDA context), or None while it is fine."""
         return self._guard.broken if self._guard is not None else None
@@ -170,7 +156,6 @@ class Pipeline:
         )
         # Decode one sample too, so the first request does not pay the decode path's lazy imports.
         self._decode_pool.submit(self._prepare, warmup_jpeg()).result()
-        self.runtime.background_work = self._decode_alongside
         self.load_seconds = time.monotonic() - started
         self.ready = True
         m, name = self.metrics, self.model_name
@@ -179,7 +164,6 @@ class Pipeline:
         m.batch_cap.labels(name).set(self.batch_cap)
         self._queue_depth_changed(0)
         self._log_loaded()
-        self.runtime.start_background_check()
 
     def _log_loaded(self) -> None:
         s, info, spec = self.settings, self.engine_info, self.spec
@@ -198,22 +182,9 @@ class Pipeline:
             raise RuntimeError("load() must run before start()")
         self._batcher.start()
 
-    def stop_background_work(self) -> None:
-        """Stop a running precision check at its next step (server shutdown; :meth:`close` does it too)."""
-        if self.runtime is not None:
-            self.runtime.stop_background_work()
-
-    def join_background_work(self, timeout_s: float = 60) -> None:
-        """Stop the background checks and wait for their thread (blocking; at exit)."""
-        if self.runtime is not None:
-            self.runtime.join_background_work(timeout_s)
-
     async def close(self) -> None:
         """Stop accepting, finish what is queued, release the engine."""
         self.ready = False
-        loop = asyncio.get_running_loop()
-        if self.runtime is not None:  # the check stops at its next step
-            await loop.run_in_executor(None, self.runtime.join_background_work)
         if self._batcher is not None:
             await self._batcher.close()
         if self._decode_pool is not None:
@@ -270,7 +241,7 @@ class Pipeline:
             if isinstance(d, BaseException) and not isinstance(d, PredictorError):
                 raise d
             if not per_image and isinstance(d, PredictorError):
-                raise type(d)(f"image {i}: {d.message}") if len(images) > 1 else d
+                raise d.for_image(i, len(images))
         good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
         outcomes: list = list(decoded)
         if good:
@@ -279,7 +250,7 @@ class Pipeline:
             for i, p in zip(good, probs, strict=True):
                 if isinstance(p, InvalidInput | InsufficientMemory):  # this image alone failed
                     if not per_image:
-                        raise _for_image(p, i, len(images))
+                        raise p.for_image(i, len(images))
                     outcomes[i] = p
                 elif isinstance(p, BaseException):
                     raise p
@@ -290,41 +261,13 @@ class Pipeline:
         return outcomes
 
     def _prepare(self, img: ImageInput) -> Item:
-        """Bytes → decoded uint8 HWC; arrays are checked and resized (runs in the decode pool).
-
-        With ``jpeg_decode=device``, a JPEG only has its header checked here and is decoded with its
-        batch on the inference thread, by the engine (:mod:`predictor.engine.torch_decode`).
-        """
+        """One image input → a batch item (:mod:`predictor.inputs`; runs in the decode pool), timed."""
         spec, s = self.spec, self.settings
         assert spec is not None
         started = time.perf_counter()
-        out: Item | None
-        if isinstance(img, bytes | bytearray | memoryview):
-            data = bytes(img)
-            out = inspect_jpeg(data, s.max_image_pixels) if s.jpeg_decode == "device" else None
-            if out is None:
-                out = decode_image(data, spec, s.max_image_pixels)
-        elif isinstance(img, np.ndarray):
-            out = self._prepare_array(img, spec)
-        else:
-            raise InvalidInput(f"unsupported image input of type {type(img).__name__}")
+        out = prepare_input(img, spec, s.max_image_pixels, s.jpeg_decode == "device")
         self.metrics.preprocess.labels(self.model_name).observe(time.perf_counter() - started)
         return out
-
-    def _prepare_array(self, arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-        h, w = spec.crop_hw
-        if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
-            if arr.shape[0] * arr.shape[1] > self.settings.max_image_pixels:
-                raise InvalidInput(f"image of {arr.shape[0]}x{arr.shape[1]} pixels is over the limit")
-            return prepare_array(arr, spec)
-        if arr.dtype == np.float32 and arr.shape == (3, h, w):
-            if not np.isfinite(arr).all():
-                raise InvalidInput("FP32 input contains NaN or infinity")
-            return np.ascontiguousarray(arr)
-        raise InvalidInput(
-            f"tensor image of dtype {arr.dtype} and shape {list(arr.shape)} is not accepted: send UINT8 "
-            f"[H,W,3] RGB pixels or normalised FP32 [3,{h},{w}]"
-        )
 
     def _infer_batch(self, items: list[Item]) -> list[np.ndarray | PredictorError]:
         """Run the current engine on one batch, softmax each answer (on the inference thread).
@@ -342,47 +285,13 @@ class Pipeline:
         return rows
 
     def _batch_cap_changed(self, new: int, old: int) -> None:
-        """The batch cap moved (on the inference thread): tell the batcher, the gauge and the log."""
+        """The batch cap moved (on the inference thread; :class:`BatchCap` logs it): tell the batcher and the gauge."""
         if self._batcher is not None:
             self._batcher.set_batch_cap(new)
         self.metrics.batch_cap.labels(self.model_name).set(new)
-        if new < old:
-            logger.warning(
-                "device memory ran out: batches capped at %d images (was %d, max_batch_size=%d); raised again "
-                "after %.0fs without another out-of-memory error",
-                new, old, self.settings.max_batch_size, self._guard.cap.period_s if self._guard else 0,
-            )  # fmt: skip
-        else:
-            logger.info("no out-of-memory error for a while: batch cap raised to %d (was %d)", new, old)
-
-    def _decode_alongside(self, n: int) -> Callable[[], None]:
-        """Decode ``n`` sample photos in the decode pool (what serving does beside each forward pass) for the
-        speed check; returns a function that waits for them. Not counted in the metrics."""
-        spec, pool = self.spec, self._decode_pool
-        assert spec is not None and pool is not None
-        sample = SPEED_CHECK_PHOTO.read_bytes()
-        futures = [pool.submit(decode_image, sample, spec, self.settings.max_image_pixels) for _ in range(n)]
-
-        def join() -> None:
-            for f in futures:
-                f.result()
-
-        return join
 
     def _queue_depth_changed(self, depth: int) -> None:
         self.metrics.queue_depth.labels(self.model_name).set(depth)
 
     def _on_batch(self, stats: BatchStats) -> None:
-        m, name = self.metrics, self.model_name
-        m.batch_size.labels(name).observe(stats.size)
-        m.inference.labels(name).observe(stats.run_s)
-        hist = m.queue_wait.labels(name)
-        for w in stats.queue_waits_s:
-            hist.observe(w)
-
-
-def _for_image(error: PredictorError, index: int, count: int) -> PredictorError:
-    """The error of image ``index`` as the whole request's answer (naming the image when there are several)."""
-    if count == 1:
-        return error
-    return type(error)(f"image {index}: {error.message}", retry_after_seconds=error.retry_after_seconds)
+        self.metrics.observe_batch(self.model_name, stats.size, stats.run_s, stats.queue_waits_s)

@@ -106,9 +106,6 @@ def serve(settings: Settings) -> None:
         logger.info("metrics on :%d (and not on :%d)", settings.http_metrics_port, settings.http_port)
     logger.info("serving %s on :%d", settings.model_name, settings.http_port)
     built.server.start([built.model])
-    # KServe has drained and stopped the model: wait for a background check still inside native code (an
-    # engine being compiled) before the interpreter exits, or the C++ runtime aborts the process.
-    built.pipeline.join_background_work()
 
 
 def route_listing(settings: Settings) -> list[dict[str, Any]]:

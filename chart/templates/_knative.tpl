@@ -37,6 +37,9 @@ knative.features does not list the flag. A YAML list of messages, each with the 
 {{- if $v.nodeSelector -}}
 {{- $needs = append $needs (list "nodeSelector" "a node selector" (list "kubernetes.podspec-nodeselector")) -}}
 {{- end -}}
+{{- if $v.sharedCache.existingClaim -}}
+{{- $needs = append $needs (list "sharedCache.existingClaim" "a writable PersistentVolumeClaim volume" (list "kubernetes.podspec-persistent-volume-claim" "kubernetes.podspec-persistent-volume-write")) -}}
+{{- end -}}
 {{- if $v.priorityClassName -}}
 {{- $needs = append $needs (list "priorityClassName" "a priority class" (list "kubernetes.podspec-priorityclassname")) -}}
 {{- end -}}

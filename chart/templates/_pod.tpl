@@ -85,6 +85,11 @@ topologySpreadConstraints:
 - name: cache
   emptyDir:
     sizeLimit: {{ .Values.scratch.cacheSizeLimit }}
+{{- with .Values.sharedCache.existingClaim }}
+- name: shared-cache
+  persistentVolumeClaim:
+    claimName: {{ . }}
+{{- end }}
 {{- end -}}
 
 {{- define "image-classifier.scratchMounts" -}}
@@ -92,6 +97,11 @@ topologySpreadConstraints:
   mountPath: /tmp
 - name: cache
   mountPath: /var/cache/classifier
+{{- if .Values.sharedCache.existingClaim }}
+{{- /* cache_dir: artefacts and precision verdicts, shared by every pod of the release */}}
+- name: shared-cache
+  mountPath: /var/cache/classifier/artifacts
+{{- end }}
 {{- end -}}
 
 {{/*

@@ -149,7 +149,17 @@ class BatchCap:
     def _set(self, new: int) -> None:
         old, self.value = self.value, new
         self._last_change = self._clock()
-        if new != old and self._on_change is not None:
+        if new == old:
+            return
+        if new < old:
+            logger.warning(
+                "device memory ran out: batches capped at %d images (was %d, max_batch_size=%d); raised again "
+                "after %.0fs without another out-of-memory error",
+                new, old, self.max_batch_size, self.period_s,
+            )  # fmt: skip
+        else:
+            logger.info("no out-of-memory error for a while: batch cap raised to %d (was %d)", new, old)
+        if self._on_change is not None:
             self._on_change(new, old)
 
 

@@ -106,17 +106,13 @@ class OnnxRuntimeEngine(Engine):
             model_dir: Hugging Face model directory.
             cache_dir: Artefact cache root.
             device: ``cpu`` or ``cuda``.
-            precision: ``fp32``; ``fp16`` on CUDA only.
+            precision: One the registry lists for the device (:mod:`predictor.engine.registry` checks).
             threads: Intra-op threads on CPU; 0 = ONNX Runtime's default (all cores).
             memory_fraction: CUDA: share of the device's memory the CUDA provider's arena may hold
                 (``gpu_mem_limit``); 1 = no limit of our own.
         """
         super().__init__(spec)
         device = device.split(":")[0]
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"device {device!r} is not cpu or cuda")
-        if precision not in ("fp32", "fp16") or (precision == "fp16" and device == "cpu"):
-            raise ValueError(f"onnxruntime runs fp32 (CPU or CUDA) or fp16 (CUDA), not {precision} on {device}")
         self.model_dir = Path(model_dir)
         self.cache_dir = Path(cache_dir)
         self.device = device

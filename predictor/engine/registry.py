@@ -2,8 +2,9 @@
 
 Every caller builds engines through :func:`create` (the loader, ``bench/raw_probe.py``, the engine tests),
 so adding a backend is one module with an :class:`~predictor.engine.base.Engine` subclass plus one
-:func:`register` call here. Factories import their backend lazily: OpenVINO or ONNX Runtime are loaded
-only when used.
+:func:`register` call here. This table is the one statement of which precisions a backend runs on which
+device: :func:`create` refuses anything else, so the engines do not restate it. Factories import their
+backend lazily: OpenVINO or ONNX Runtime are loaded only when used.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Backend:
     name: str
     precisions: dict[str, tuple[str, ...]]
     factory: Callable[[BuildArgs], Engine]
+    distribution: str = ""
+    """The Python distribution whose version keys cached verdicts (default: ``name``)."""
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -75,8 +78,40 @@ def backends_for(device: str) -> list[str]:
     return sorted(n for n, b in BACKENDS.items() if device in b.precisions)
 
 
+def check(name: str, device: str, precision: str) -> None:
+    """Refuse a backend, device and precision that do not go together.
+
+    Raises:
+        ValueError: the backend is unknown, does not run on ``device``, or not in ``precision`` there
+            (the message says what does).
+    """
+    allowed = precisions(name, device)
+    if not allowed:
+        raise ValueError(
+            f"backend {name} does not run on {device}; on {device} use " + " or ".join(backends_for(device))
+        )
+    if precision not in allowed:
+        raise ValueError(f"backend {name} on {device} runs {', '.join(allowed)}, not {precision}")
+
+
+def runtime_version(name: str) -> str:
+    """The installed version of backend ``name``'s runtime (``unknown`` when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    backend = BACKENDS.get(name)
+    try:
+        return version(backend.distribution if backend is not None and backend.distribution else name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def create(name: str, args: BuildArgs) -> Engine:
-    """Build (not load) an engine of backend ``name``; call ``load()`` then ``warmup()``."""
+    """Build (not load) an engine of backend ``name``; call ``load()`` then ``warmup()``.
+
+    Raises:
+        ValueError: see :func:`check`.
+    """
+    check(name, args.device.split(":")[0], args.precision)
     return get(name).factory(args)
 
 

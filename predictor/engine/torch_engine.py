@@ -73,7 +73,7 @@ class TorchEngine(Engine):
             spec: Preprocessing spec (input size, normalisation).
             model_dir: Hugging Face model directory.
             device: ``cpu`` or ``cuda`` (``cuda:N`` accepted).
-            precision: ``fp32``, ``bf16`` or ``fp16`` (``fp16`` on CUDA only).
+            precision: One the registry lists for the device (:mod:`predictor.engine.registry` checks).
             threads: CPU intra-op threads; 0 leaves torch's default.
             compile: Use ``torch.compile`` with fixed batch buckets.
             max_batch_size: Largest batch; sets the buckets.
@@ -82,13 +82,7 @@ class TorchEngine(Engine):
                 when pods share a GPU by time-slicing); an allocation past it raises ``OutOfMemoryError``.
         """
         super().__init__(spec)
-        if precision not in _DTYPES:
-            raise ValueError(f"precision {precision!r} is not one of fp32, bf16, fp16")
         self.device = torch.device(device)
-        if self.device.type == "cpu" and precision == "fp16":
-            raise ValueError("torch on CPU runs fp32 or bf16, not fp16")
-        if self.device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device {device!r} is not cpu or cuda")
         if not 0 < memory_fraction <= 1:
             raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
         self.model_dir = Path(model_dir)

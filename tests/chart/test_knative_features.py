@@ -42,8 +42,10 @@ def test_the_crd_names_the_flags_the_chart_may_need(crd_validator):
     assert notes["tolerations"] == "kubernetes.podspec-tolerations"
     assert notes["securityContext"] == "kubernetes.podspec-securitycontext"
     assert notes["volumes[].emptyDir"] in ENABLED_BY_DEFAULT
-    # the chart's enum offers exactly flags the CRD knows
-    assert SCHEMA_FLAGS <= set(notes.values())
+    assert notes["volumes[].persistentVolumeClaim"] == "kubernetes.podspec-persistent-volume-claim"
+    # the chart's enum offers exactly flags the CRD knows, and persistent-volume-write, which gates no
+    # field but a writable PVC mount (Knative's webhook checks the mount's readOnly)
+    assert SCHEMA_FLAGS - {"kubernetes.podspec-persistent-volume-write"} <= set(notes.values())
 
 
 def test_default_values_declare_a_stock_knative():

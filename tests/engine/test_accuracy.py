@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from predictor.config import Settings
-from predictor.engine import create_engine
+from predictor.engine import build_engine, choose, load_engine
 from predictor.preprocess import PreprocessSpec, decode_image
 from tests.support.references import MAX_PIXELS, PHOTO_NAMES, reference_logits
 from tests.support.servers import jpeg_bytes
@@ -32,8 +32,7 @@ def test_default_model_recognises_cat_and_coffee(
     from transformers import AutoConfig
 
     id2label = AutoConfig.from_pretrained(default_model_dir).id2label
-    engine = create_engine(Settings(model_dir=default_model_dir, cache_dir=tmp_path), lite0_spec)
-    engine.load()
+    engine = load_engine(Settings(model_dir=default_model_dir, cache_dir=tmp_path), lite0_spec).engine
     batch = np.stack([decode_image(photo_jpegs[n], lite0_spec, MAX_PIXELS) for n in ("chelsea", "coffee")])
     top1 = [id2label[int(i)] for i in engine.infer(batch).argmax(axis=1)]
     assert top1[0] in CAT_CLASSES, f"chelsea came back as {top1[0]!r} ({engine.info})"
@@ -92,7 +91,8 @@ def test_convnext_style_preprocessing_matches_pixels(tiny_model_dir: Path, photo
 def test_float32_input_path_matches_uint8(
     name: str, photo_jpegs: dict[str, bytes], lite0_spec: PreprocessSpec, default_model_dir: Path, tmp_path: Path
 ) -> None:
-    engine = create_engine(Settings(model_dir=default_model_dir, backend="torch", precision="fp32"), lite0_spec)
+    settings = Settings(model_dir=default_model_dir, backend="torch", precision="fp32")
+    engine = build_engine(choose(settings), settings, lite0_spec)
     engine.load()
     x = decode_image(photo_jpegs[name], lite0_spec, MAX_PIXELS)[None]
     np.testing.assert_allclose(engine.infer(x), engine.infer(lite0_spec.normalize(x)), rtol=1e-4, atol=1e-4)

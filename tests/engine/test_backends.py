@@ -56,6 +56,15 @@ def test_every_registered_backend_is_tested() -> None:
         registry.get("tensorrt")
 
 
+def test_the_backend_setting_offers_exactly_the_registered_backends() -> None:
+    """``--backend``'s choices (and the chart schema's enum, held to them in tests/chart) are the registry's."""
+    import typing
+
+    from predictor.config import Backend
+
+    assert set(typing.get_args(Backend)) == {"auto", *registry.BACKENDS}
+
+
 @pytest.mark.parametrize("backend", FP32_BACKENDS)
 def test_fp32_matches_eager_reference(
     backend: str,
@@ -92,9 +101,9 @@ def test_bf16_keeps_the_answers(
     if backend == "openvino" and not openvino_supports("bf16"):
         # CPUs differ between machines: without native bf16 there is no bf16 path to compare, and the one
         # behaviour that matters is that auto never serves bf16 here.
-        from predictor.engine import resolve_plan
+        from predictor.engine import choose
 
-        assert resolve_plan(Settings(model_dir=default_model_dir)).precision != "bf16"
+        assert choose(Settings(model_dir=default_model_dir)).precision != "bf16"
         return
     engine = make(backend, "bf16", default_model_dir, lite0_spec, engine_cache)
     assert engine.info.dtype == "bfloat16"
@@ -111,7 +120,7 @@ def test_bf16_keeps_the_answers(
     auto = load_engine(Settings(model_dir=default_model_dir, backend=backend, cache_dir=engine_cache), lite0_spec)
     served = auto.engine.info.dtype
     auto.engine.close()
-    assert auto.verdict is not None and auto.verdict.candidate == "bf16", auto.plan
+    assert auto.verdict is not None and auto.verdict.candidate == "bf16", auto.choice
     print(f"load-time check: {auto.verdict.describe()}")
     if auto.verdict.passed:  # auto serves it: the full rule holds on this larger set too
         assert served == "bfloat16"
@@ -161,7 +170,7 @@ def test_openvino_throughput_hint_splits_and_reassembles(
 
 
 # Builds, runs and closes THROUGHPUT engines on a second thread while the main thread keeps taking the
-# GIL, as the speed check does beside the event loop. With a Python callback on the async queue this
+# GIL (as the speed check, since removed, did beside the event loop). With a Python callback on the async queue this
 # deadlocked within 5-21 rounds (the compiled model's destructor joined a stream thread that waited for
 # the GIL its caller held), so the whole process, pytest's own timeout included, stopped for good.
 _CLOSE_UNDER_THE_GIL = """
@@ -290,15 +299,18 @@ def test_onnx_fp16_graph_for_cuda_is_well_formed(
     default_model_dir: Path, lite0_spec: PreprocessSpec, engine_cache: Path, photo_batch: np.ndarray
 ) -> None:
     """The fp16 graphs the CUDA path builds (converted weights, uint8 front) run and agree; run here on
-    the CPU provider because no GPU is available (the engine itself refuses fp16 on CPU)."""
+    the CPU provider because no GPU is available (the registry refuses fp16 on CPU: built directly here)."""
     fp32 = make("onnxruntime", "fp32", default_model_dir, lite0_spec, engine_cache)
     fp16 = OnnxRuntimeEngine(lite0_spec, default_model_dir, engine_cache, "cpu", "fp32", threads=2)
-    fp16.precision = "fp16"  # bypass the CPU refusal to exercise the CUDA path's graph building
+    fp16.precision = "fp16"  # past the registry's CPU refusal, to exercise the CUDA path's graph building
     fp16.load()
     ref = fp32.infer(photo_batch)
     for batch in (photo_batch, lite0_spec.normalize(photo_batch)):
         out = fp16.infer(batch)
         assert out.dtype == np.float32 and list(out.argmax(1)) == list(ref.argmax(1))
         assert float(np.abs(out - ref).max()) < 0.5
-    with pytest.raises(ValueError, match="fp16"):
-        OnnxRuntimeEngine(lite0_spec, default_model_dir, engine_cache, "cpu", "fp16")
+    args = registry.BuildArgs(
+        spec=lite0_spec, model_dir=default_model_dir, cache_dir=engine_cache, device="cpu", precision="fp16"
+    )
+    with pytest.raises(ValueError, match="backend onnxruntime on cpu runs fp32, not fp16"):
+        registry.create("onnxruntime", args)

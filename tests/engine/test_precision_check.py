@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from predictor.config import Settings
-from predictor.engine import build_engine, load_engine, resolve_plan
+from predictor.engine import build_engine, choose, load_engine
 from predictor.engine.cpu import detect_cpu
 from predictor.engine.precision_check import (
     MIN_AGREEMENT,
-    Verdict,
+    PrecisionVerdict,
     calibration_batches,
     calibration_files,
     compare,
@@ -87,10 +87,18 @@ def test_verdict_round_trips_and_bad_files_are_ignored(tmp_path: Path, caplog: p
 
 
 def test_verdict_path_is_keyed_by_everything_the_answer_depends_on(tmp_path: Path) -> None:
-    base = dict(model_hash="a" * 64, backend="openvino", device="cpu", candidate="bf16", hardware="cpu X (amx_bf16)")
+    base = dict(
+        model_hash="a" * 64,
+        backend="openvino",
+        runtime="2026.4.1",
+        device="cpu",
+        candidate="bf16",
+        hardware="cpu X (amx_bf16)",
+    )
     path = verdict_path(tmp_path, **base)
     assert path == verdict_path(tmp_path, **base) and path.parent == tmp_path
-    for key, other in [("model_hash", "b" * 64), ("backend", "torch"), ("candidate", "fp16"), ("hardware", "cpu Y")]:
+    changes = [("model_hash", "b" * 64), ("backend", "torch"), ("runtime", "2025.0"), ("candidate", "fp16")]
+    for key, other in [*changes, ("device", "cuda"), ("hardware", "cpu Y")]:
         assert verdict_path(tmp_path, **{**base, key: other}) != path, key
 
 
@@ -129,7 +137,7 @@ def test_auto_serves_what_the_check_decided(checked) -> None:
     assert verdict.photos == 4 and verdict.varied == 136
     assert verdict.conclusive and verdict.reference_classes >= 40  # a real model: many different answers
     assert served == ("bfloat16" if verdict.passed else "float32")
-    assert loaded.plan.precision == ("bf16" if verdict.passed else "fp32") and loaded.plan.verify_against is None
+    assert loaded.choice.precision == ("bf16" if verdict.passed else "fp32") and loaded.choice.verify_against is None
     assert [read_verdict(p) for p in cache.glob("precision-*.json")] == [verdict]
 
 
@@ -139,11 +147,11 @@ def test_the_verdict_reports_the_real_agreement(checked) -> None:
     if not NATIVE_BF16:
         assert loaded.verdict is None
         return
-    plan = resolve_plan(settings)
+    choice = choose(settings)
     photos, _, varied = calibration_batches(spec)
     answers = []
     for precision in ("fp32", "bf16"):
-        engine = build_engine(replace(plan, precision=precision, verify_against=None), settings, spec)
+        engine = build_engine(replace(choice, precision=precision, verify_against=None), settings, spec)
         engine.load()
         answers.append((logits(engine.infer, photos, 32).argmax(1), logits(engine.infer, varied, 32).argmax(1)))
         engine.close()
@@ -169,12 +177,12 @@ def test_a_passing_verdict_serves_bf16_and_a_corrupt_one_is_checked_again(checke
         assert first.verdict is None and not list(cache.glob("precision-*.json"))
         return
     (path,) = cache.glob("precision-*.json")
-    passing = Verdict(**{**first.verdict.__dict__, "photos_agreeing": 4, "varied_agreement": 1.0})
+    passing = PrecisionVerdict(**{**first.verdict.__dict__, "photos_agreeing": 4, "varied_agreement": 1.0})
     path.write_text(passing.to_json())
     loaded = load_engine(settings, spec)
     try:
         assert loaded.verdict_cached and loaded.verdict.passed
-        assert loaded.engine.info.dtype == "bfloat16" and loaded.plan.precision == "bf16"
+        assert loaded.engine.info.dtype == "bfloat16" and loaded.choice.precision == "bf16"
     finally:
         loaded.engine.close()
     path.write_text("not json")
@@ -200,42 +208,36 @@ def test_random_weights_are_served_in_fp32_whatever_bf16_does(tmp_path: Path) ->
         assert "inconclusive" in loaded.verdict.describe()
 
 
-async def test_pipeline_serves_fp32_at_once_and_switches_when_the_check_passes(tiny_model_dir: Path, tmp_path: Path):
-    """The first start is not held up by the check: fp32 answers while it runs, then the engine switches
-    between batches if the reduced precision keeps the answers. Requests keep being answered throughout."""
-    import asyncio
-
+async def test_the_pipeline_is_ready_only_once_the_check_has_decided(tiny_model_dir: Path, tmp_path: Path):
+    """Ready means ready: the check runs inside ``load()``, so the first request is served by the engine the
+    check chose (one ``model_info`` series, never a later swap), and a restart reads the cached verdict."""
     from predictor.pipeline import Pipeline
     from tests.support.servers import jpeg_bytes
 
-    pipeline = Pipeline(Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu"))
+    settings = Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu")
+    pipeline = Pipeline(settings)
     pipeline.load()
     await pipeline.start()
     try:
-        assert pipeline.ready and pipeline.engine_info.dtype == "float32"
-        image = jpeg_bytes(np.full((120, 160, 3), 90, np.uint8))
-        answered = 0
-        while not pipeline.precision_check_done.is_set():  # served during the check
-            assert len(await pipeline.classify([image, image], top_k=1)) == 2
-            answered += 2
-            await asyncio.sleep(0.01)
-        assert answered > 0
-        verdict = pipeline.precision_verdict
+        runtime = pipeline.runtime
+        verdict = runtime.precision_verdict
         if not NATIVE_BF16:
             assert verdict is None and pipeline.engine_info.dtype == "float32"
             return
-        assert verdict is not None
+        assert verdict is not None and pipeline.ready
         assert pipeline.engine_info.dtype == ("bfloat16" if verdict.passed else "float32"), verdict.describe()
-        assert len(await pipeline.classify([image], top_k=1)) == 1
-        (labels,) = [
-            s.labels for m in pipeline.metrics.model_info.collect() for s in m.samples if s.value == 1
-        ]  # one model_info series, the engine now serving
+        assert runtime.choice.verify_against is None and "precision check" in runtime.choice.reason
+        image = jpeg_bytes(np.full((120, 160, 3), 90, np.uint8))
+        assert len(await pipeline.classify([image, image], top_k=1)) == 2
+        (labels,) = [s.labels for m in pipeline.metrics.model_info.collect() for s in m.samples if s.value == 1]
         assert labels["dtype"] == pipeline.engine_info.dtype
     finally:
         await pipeline.close()
-    restarted = Pipeline(Settings(model_dir=tiny_model_dir, cache_dir=tmp_path, device="cpu"))
-    restarted.load()  # the verdict is cached now: the chosen engine at once, no check running
+    restarted = Pipeline(settings)
+    restarted.load()
     try:
-        assert restarted.precision_check_done.is_set() and restarted.engine_info.dtype == pipeline.engine_info.dtype
+        assert restarted.runtime.precision_verdict == verdict
+        assert restarted.engine_info.dtype == pipeline.engine_info.dtype
+        assert "precision check (cached)" in restarted.runtime.choice.reason
     finally:
         await restarted.close()

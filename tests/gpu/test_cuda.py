@@ -10,7 +10,7 @@ In the order they run (``bench/gpu_suite.sh`` has a hard time budget: the most v
   and v2 binary, and its ``/metrics`` carries the DCGM-named GPU gauges with this GPU's numbers.
 * nvJPEG: batched device decode matches the CPU path, good photos never fall back to the CPU, and a
   server with ``jpeg_decode=device`` answers on the GPU.
-* ``resolve_plan`` with default settings picks torch fp16 on cuda.
+* ``choose`` with default settings picks torch fp16 on cuda.
 * torch fp16 on CUDA against transformers' fp32 eager forward pass on the CPU: top-1 identical on the
   five real-object photos and >= 95 % top-1 agreement on the varied set (the rule
   ``tests/engine/test_backends.py`` holds bf16 to); ``torch.compile`` buckets with CUDA graphs the
@@ -76,13 +76,11 @@ def gpu_server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_server_classifies_on_the_gpu(gpu_server: ServerProcess, photos: dict[str, np.ndarray]) -> None:
-    # auto serves fp16 only once the precision check (run right after ready) says it keeps the answers
-    finished = ("now serving", "changes the answers", "not used: inconclusive", "precision check failed")
-    deadline = time.monotonic() + 60
-    while not any(f in gpu_server.log() for f in finished) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    kept = "now serving torch float16" in gpu_server.log()
-    assert kept or "fp16 changes the answers" in gpu_server.log(), gpu_server.log()[-3000:]  # and conclusive
+    # auto serves fp16 only if the precision check says it keeps the answers, decided before ready: the
+    # server answered ready (start_server), so the decision is in the log already and never changes
+    log = gpu_server.log()
+    kept = "serving torch fp16 on cuda" in log and "fp16 keeps the answers" in log
+    assert kept or "fp16 changes the answers" in log, log[-3000:]  # and conclusive
     dtype = "float16" if kept else "float32"
     assert gpu_server.metric("classifier_model_info", device="cuda", dtype=dtype, backend="torch") == 1, (
         gpu_server.log()[-3000:]
@@ -168,12 +166,17 @@ def test_server_with_device_jpeg_decode_on_the_gpu(
         server.stop()
 
 
-def test_auto_plan_is_torch_fp16_on_cuda() -> None:
+def test_auto_choice_is_torch_fp16_on_cuda() -> None:
     from predictor.config import Settings
-    from predictor.engine import resolve_plan
+    from predictor.engine import choose
 
-    plan = resolve_plan(Settings())
-    assert (plan.device, plan.backend, plan.precision, plan.verify_against) == ("cuda", "torch", "fp16", "fp32"), plan
+    choice = choose(Settings())
+    assert (choice.device, choice.backend, choice.precision, choice.verify_against) == (
+        "cuda",
+        "torch",
+        "fp16",
+        "fp32",
+    ), choice
 
 
 def test_torch_fp16_keeps_the_answers(
@@ -255,14 +258,14 @@ def test_onnxruntime_on_cuda(
     photo_reference: np.ndarray,
 ) -> None:
     """Runs and keeps the photos' answers with ``onnxruntime-gpu``; with the CPU-only wheel it fails at
-    load with an error naming the missing provider (``resolve_plan`` does not check providers)."""
+    load with an error naming the missing provider (``choose`` does not check providers)."""
     import onnxruntime as ort
 
     from predictor.config import Settings
-    from predictor.engine import resolve_plan
+    from predictor.engine import choose
 
-    plan = resolve_plan(Settings(backend="onnxruntime"))
-    assert (plan.backend, plan.device, plan.precision) == ("onnxruntime", "cuda", "fp32"), plan
+    choice = choose(Settings(backend="onnxruntime"))
+    assert (choice.backend, choice.device, choice.precision) == ("onnxruntime", "cuda", "fp32"), choice
     providers = ort.get_available_providers()
     print(f"\nonnxruntime {ort.__version__} providers: {providers}")
     if "CUDAExecutionProvider" not in providers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -131,17 +132,26 @@ def test_sigterm_drains_every_accepted_request(tiny_model_dir: Path, tmp_path: P
         _post(server.url, small_jpeg, timeout=2)
 
 
-def test_sigterm_while_the_precision_check_runs_exits_cleanly(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
-    """A fresh cache: the precision check starts right after ready; SIGTERM then stops it, not the exit."""
+def test_a_fresh_start_has_decided_its_engine_when_it_reports_ready(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
+):
+    """Ready means ready: with a fresh cache, the precision check (where auto plans one) has run before the
+    server answers ready, what the log says it serves is what /metrics says, and nothing changes after."""
     server = start_server(tiny_model_dir, tmp_path)
-    r = _post(server.url, small_jpeg)  # fp32 serves while the check runs
-    assert r.status_code == 200, r.text
-    before = server.log()
+    at_ready = server.log()
+    assert "engine choice: " in at_ready and "serving " in at_ready, at_ready[-3000:]
+    if "if it keeps this model's answers" in at_ready:  # native bf16 here: auto planned a check
+        assert at_ready.index("precision check (") < at_ready.index("loaded model"), at_ready[-3000:]
+    else:
+        assert "precision check" not in at_ready, at_ready[-3000:]
+    loaded = re.search(r"loaded model .* backend=(\S+) device=(\S+) dtype=(\S+)", at_ready)
+    assert loaded is not None, at_ready[-3000:]
+    backend, device, dtype = loaded.groups()
+    for _ in range(3):
+        r = _post(server.url, small_jpeg)
+        assert r.status_code == 200, r.text
+    assert server.metric("classifier_model_info", backend=backend, device=device, dtype=dtype) == 1
     assert server.stop() == 0, server.log()[-3000:]
     log = server.log()
-    assert "Traceback" not in log and "precision check failed" not in log, log[-3000:]
-    if "until the precision check" not in before:  # no native bf16 here: auto planned no check at all
-        assert "precision check" not in log, log[-3000:]
-    elif "precision check (" not in before:  # still running at SIGTERM: stopped, or finished while stopping
-        ending = log[len(before) :]
-        assert "precision check stopped: shutting down" in ending or "precision check (" in ending, log[-3000:]
+    assert "Traceback" not in log and log.count("engine choice: ") == 1, log[-3000:]
+    assert "precision check" not in log[len(at_ready) :], "no check after ready"

@@ -78,7 +78,6 @@ async def test_ragged_requests_random_order_each_gets_its_own_results() -> None:
     assert all(len(x) <= 8 for x in model.batches)
     assert sum(len(x) for x in model.batches) == sum(len(r) for r in requests)
     assert len(model.threads) == 1, "the handler runs on one dedicated thread"
-    assert b.depth == 0
     await b.close()
 
 
@@ -116,7 +115,6 @@ async def test_failing_batch_fails_only_its_own_requests() -> None:
     with pytest.raises(RuntimeError, match="boom on 666"):
         await bad
     assert await good == [14, 16]
-    assert b.depth == 0
     await b.close()
 
 
@@ -129,7 +127,7 @@ async def test_wrong_result_count_is_an_error_not_a_silent_mismatch() -> None:
     await b.close()
 
 
-async def test_cancelled_items_are_counted_out_and_never_reach_the_model() -> None:
+async def test_cancelled_items_never_reach_the_model() -> None:
     model = FakeModel()
     model.gate.clear()
     b = await make(model, max_batch_size=1, max_batch_delay_ms=0)
@@ -137,10 +135,8 @@ async def test_cancelled_items_are_counted_out_and_never_reach_the_model() -> No
     await entered(model)  # [1] is now inside the handler, blocked on the gate
     gone = asyncio.ensure_future(b.submit([99, 98], far()))
     await asyncio.sleep(0)  # let `gone` enqueue (one step of the loop, not a wait for time)
-    assert b.depth == 3
     gone.cancel()
     await asyncio.sleep(0)
-    assert b.depth == 1, "a client that went away is counted out at once"
     model.gate.set()
     assert await running == [2]
     assert await b.submit([5], far()) == [10]
