@@ -26,7 +26,7 @@ class PodFlow:
 
     def __init__(self, pod: Pod, now: float) -> None:
         self.pod = pod
-        self.backlog: deque[list[float]] = deque()  # [arrived at, admitted at, images]
+        self.backlog: deque[list[float]] = deque()  # [arrived at, admitted at, images, wait s]
         self.queue = 0.0  # images in the backlog
         self.rho = 0.0  # share of the pod's capacity used in the last step
         self.busy, self.images, self.last = 0.0, 0.0, now
@@ -70,47 +70,69 @@ class FlowModel:
             out.direct, f.rho = new, new / cap  # the common case: a pod below capacity
             return out
         used = self._drain_backlog(f, t0, cap, out)
-        for arrived, images in [*held, (t0 + dt / 2.0, new)]:
-            admitted = max(arrived, t0)
-            if not f.backlog and used < cap:
-                take = min(images, cap - used)
-                if arrived < t0:
-                    out.waited.append((t0 - arrived + (used + take / 2.0) / self.mu, take))
-                else:
-                    out.direct += take
+        for arrived, images in held:  # all at t0, in front of this step's arrivals: their wait is exact
+            take = min(images, cap - used)
+            if take > 0:
+                out.waited.append((t0 - arrived + used / self.mu, take))
                 used += take
-                images -= take
-            if images > _EPS:
-                room = max(0.0, self.backlog_cap - f.queue)
-                admit = min(images, room)
-                out.refused += images - admit
-                if admit > _EPS:
-                    f.backlog.append([arrived, admitted, admit])
-                    f.queue += admit
+            self._admit(f, arrived, t0, images - take, t0 - arrived + (used + f.queue) / self.mu, out)
+        # This step's arrivals see the backlog as it is over the step (start and end averaged): in a full pod
+        # it stays at the queue limit while the pod serves and refuses, and each admitted image waits for it.
+        start = f.queue + used
+        take = min(new, cap - used)
+        used += take
+        admit = self._admit(f, t0 + dt / 2.0, t0 + dt / 2.0, new - take, 0.0, out)
+        if take > 0:
+            if start <= 0 and f.queue <= 0:
+                out.direct += take  # served as it came: the pod's steady state at this load
+            else:
+                out.waited.append(((start + f.queue) / 2.0 / self.mu, take))
+        if admit is not None:
+            admit[3] = (start + f.queue) / 2.0 / self.mu
         if f.queue < _EPS:
             f.backlog.clear()
             f.queue = 0.0
         f.rho = min(1.0, used / cap)
         return out
 
+    def _admit(
+        self, f: PodFlow, arrived: float, admitted: float, images: float, wait_s: float, out: StepOut
+    ) -> list[float] | None:
+        """Queue what fits within the queue limit (a new cohort, returned), refuse the rest."""
+        if images <= _EPS:
+            return None
+        admit = min(images, max(0.0, self.backlog_cap - f.queue))
+        out.refused += images - admit
+        if admit <= _EPS:
+            return None
+        cohort = [arrived, admitted, admit, wait_s]
+        f.backlog.append(cohort)
+        f.queue += admit
+        return cohort
+
     def _drain_backlog(self, f: PodFlow, t0: float, cap: float, out: StepOut) -> float:
-        """Serve the backlog from its front for up to ``cap`` images; drop what reached the front too late."""
+        """Serve the backlog from its front for up to ``cap`` images; drop what reached the front too late.
+
+        A served cohort waited what the queue ahead of it held when it was admitted (at most the time it
+        took to reach the front), plus its wait at the activator.
+        """
         used = 0.0
         while f.backlog and used < cap:
-            cohort = f.backlog[0]
+            arrived, admitted, images, wait_s = f.backlog[0]
             at = t0 + used / self.mu
-            if at - cohort[1] >= self.timeout_s:
-                out.timed_out += cohort[2]
-                f.queue -= cohort[2]
+            if at - admitted >= self.timeout_s:
+                out.timed_out += images
+                f.queue -= images
                 f.backlog.popleft()
                 continue
-            take = min(cohort[2], cap - used)
-            out.waited.append((at + take / 2.0 / self.mu - cohort[0], take))
+            take = min(images, cap - used)
+            queued = min(wait_s - (admitted - arrived), at + take / 2.0 / self.mu - admitted)
+            out.waited.append((admitted - arrived + max(0.0, queued), take))
             used += take
-            cohort[2] -= take
+            f.backlog[0][2] -= take
             f.queue -= take
-            if cohort[2] < _EPS:
-                f.queue -= cohort[2]
+            if f.backlog[0][2] < _EPS:
+                f.queue -= f.backlog[0][2]
                 f.backlog.popleft()
         return used
 
