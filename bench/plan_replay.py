@@ -50,7 +50,7 @@ def row(values: str, scenario: str, capacity: str, s: dict[str, Any]) -> str:
         f"| {scenario} | {values} | {capacity} | {s['engine']} | {s['requests_offered']:,} | "
         f"{s['peak_ready_replicas']} | "
         f"{s['p95_ms']} | {100 * s['slo_attainment']:.2f} % | {s['requests_refused']:,} | "
-        f"{'-' if first is None else first} | ${s['cost_per_month_usd']:,.0f} | "
+        f"{'-' if first is None else first} | ${s['cost_per_month_if_repeated_usd']:,.0f} | "
         f"${s['baseline_cost_per_month_usd']:,.0f} | "
         f"{savings} | {s['wall_s']} s |"
     )

@@ -64,10 +64,8 @@ class FluidEngine(EngineBase):
         self.waiting: deque[list[float]] = deque()  # [arrived at, requests] at the activator
         self._conc = 0.0
         self._arr = 0.0
-        cum = np.concatenate([[0.0], np.cumsum(self.traffic.per_second())])
-        edges = np.minimum(np.arange(math.ceil(self.traffic.duration / step_s) + 1) * step_s, self.traffic.duration)
-        # Expected arrivals per step (the per-second rates, linear inside a second).
-        self._per_step = np.diff(np.interp(edges, np.arange(len(cum)), cum))
+        # Expected arrivals up to each whole second (the per-second rates, linear inside a second).
+        self._cum = np.concatenate([[0.0], np.cumsum(self.traffic.per_second())])
         self._at_cache: dict[tuple[float, int], tuple[Any, ...]] = {}
         self._pods = 1  # routable pods in the current step (the curve's arrival spacing)
         idle = self._curve(0.0)[0]
@@ -131,7 +129,7 @@ class FluidEngine(EngineBase):
             late = self.waiting.popleft()[1]
             self.rec.timed_out += late
             self._sec[3] += late
-            self.rec.extra["timed_out_at_activator"] = self.rec.extra.get("timed_out_at_activator", 0.0) + late
+            self.rec.timed_out_waking += late
         if any(not f.draining for f in self.flows.values()):
             released = [(w[0], w[1]) for w in self.waiting]
             self.waiting.clear()
@@ -143,6 +141,7 @@ class FluidEngine(EngineBase):
                 self.waiting.append([now, arriving])
         else:
             self.rec.refused += arriving
+            self.rec.refused_no_pods += arriving
             self._sec[2] += arriving
         return 0.0, []
 
@@ -192,16 +191,31 @@ class FluidEngine(EngineBase):
         self._sec[2] += out.refused / m
         self._sec[3] += out.timed_out / m
 
+    def _expected(self, t0: float, t1: float) -> float:
+        """Expected arrivals in ``[t0, t1)``."""
+        x = np.interp([t0, t1], np.arange(len(self._cum)), self._cum)
+        return float(x[1] - x[0])
+
+    def _fine(self, t0: float, coarse: float) -> bool:
+        """Whether the next step must be one second: requests wait for a pod (at the activator, or arriving
+        while none is ready) or a pod holds a backlog; these are held to the request engine at 1 s."""
+        if self.waiting or any(f.queue > 0 for f in self.flows.values()):
+            return True
+        routable = any(not f.draining for f in self.flows.values())
+        return not routable and self._expected(t0, t0 + coarse) > 0
+
     def run(self, progress: Any = None) -> dict[str, float]:
-        """Simulate the whole profile; returns the cost dict."""
-        dt, duration = self.step_s, self.traffic.duration
+        """Simulate the whole profile, ``step_s`` at a time (one second where :meth:`_fine`); returns the cost."""
+        duration = self.traffic.duration
         self.cluster.bootstrap(self.ctrl.initial_replicas())
-        steps = math.ceil(duration / dt)
         self._sec = [0.0, 0.0, 0.0, 0.0]
-        for i in range(steps):
-            t0 = i * dt
+        t0 = 0.0
+        while t0 < duration - 1e-9:
+            dt = self.step_s
+            if dt > 1.0 and self._fine(t0, dt):
+                dt = 1.0
             t1 = min(duration, t0 + dt)
-            arriving = float(self._per_step[i])
+            arriving = self._expected(t0, t1)
             self._arr = arriving / (t1 - t0)
             self.rec.offered += arriving
             self._sec[0] += arriving
@@ -216,9 +230,10 @@ class FluidEngine(EngineBase):
             self._sec = [0.0, 0.0, 0.0, 0.0]
             if progress is not None:
                 progress.update(t1 - t0)
+            t0 = t1
         self.rec.extra["requests_in_flight_at_end"] = round(
             sum(f.queue for f in self.flows.values()) / self.m + sum(w[1] for w in self.waiting)
         )
         self.rec.extra["engine"] = "fluid"
-        self.rec.extra["fluid_step_s"] = dt
+        self.rec.extra["fluid_step_s"] = self.step_s
         return self.finish()
