@@ -24,9 +24,9 @@ CHECKED_STEP_S = 5.0
 TIMEOUT_STEPS = 10
 """A timeout (request or revision) must span at least this many one-second steps for its 504s to be faithful."""
 AGREEMENT = (
-    "checked against the request engine in tests/plan/test_engine_agreement.py at 1 s and 5 s steps: served, refused and "
-    "timed out within 2 points of offered, p95 within 25 %, SLO attainment within 4 points, replicas, nodes and "
-    "cost within 10 %"
+    "checked against the request engine in tests/plan/test_engine_agreement.py at 1 s and 5 s steps: served, "
+    "refused and timed out within 2 points of offered, p95 within 25 %, SLO attainment within 4 points, "
+    "replicas, nodes and cost within 10 %"
 )
 
 
