@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from predictor.plan.fidelity import REQUEST_ENGINE_MAX, choose_engine
 from predictor.plan.traffic import TrafficProfile
 
@@ -103,3 +105,26 @@ def test_the_report_flags_requests_refused_at_zero_in_standard_mode(tmp_path: Pa
     assert r.returncode == 0, r.stderr
     report = (out / "report.md").read_text()
     assert "REFUSED AT ZERO" in report and "Standard mode" in report
+
+
+@pytest.mark.parametrize("name", ["knative-idle-zero-wake", "standard-keda-zero"])
+def test_idle_pods_reach_zero_in_both_engines(name: str, tmp_path: Path, helm) -> None:
+    """The cross-check's zero scenarios do go to zero (an idle pod reads 0 in the fluid engine too, so
+    KPA's and KEDA's signals fall to 0); Knative then wakes on the next request, Standard mode never does."""
+    from predictor.plan import simulate
+    from predictor.plan.capacity import CapacityProfile
+    from predictor.plan.results import COLUMNS
+
+    from .conftest import SYNTHETIC
+    from .test_engine_agreement import SCENARIOS
+
+    sc = SCENARIOS[name]
+    s = make_setup(tmp_path, helm, sc.values, CapacityProfile.model_validate(SYNTHETIC), **sc.assume)
+    for engine in ("request", "fluid"):
+        rec, summary = simulate.run(s, sc.traffic, sc.slo_ms, engine)
+        ready = rec.table()[:, COLUMNS.index("ready_replicas")]
+        assert ready.min() == 0, engine
+        if name.startswith("knative"):
+            assert summary["wakes_from_zero"] == 1 and ready[600:].max() >= 1, engine  # woke at 10 min
+        else:
+            assert ready[-1] == 0 and summary["requests_refused_no_pods"] == summary["requests_offered"] > 0, engine
