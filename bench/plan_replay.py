@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     values = a.values or [REPO_ROOT / "chart" / "ci" / "default-values.yaml"]
     print(
         "| scenario | values | capacity | engine | requests | peak pods | p95 ms | within SLO | refused | "
-        "first pod after idle (s) | $/month | baseline $/month | savings | simulated in |"
+        "first pod after idle (s) | $/month if repeated | baseline $/month | savings | simulated in |"
     )
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="plan-replay-") as tmp:
