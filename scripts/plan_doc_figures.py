@@ -64,7 +64,6 @@ RUNS: dict[str, dict[str, Any]] = {
     "black-friday-default-seed": {"traffic": "black-friday", "values": [DEFAULT], "capacity": SEED},
     "idle-night-spot-cpu": {"traffic": "idle-night", "values": [SPOT], "capacity": CPU},
     "idle-night-spot-l4": {"traffic": "idle-night", "values": [SPOT], "capacity": L4},
-    "month-default-cpu": {"traffic": "month", "values": [DEFAULT], "capacity": CPU},
     "month-spot-cpu": {"traffic": "month", "values": [SPOT], "capacity": CPU},
 }
 """Each run: ``python -m predictor plan --traffic docs/traffic/T.yaml --values ... --capacity C --slo-p95-ms 500
@@ -146,8 +145,7 @@ def render_seed_replay(d: dict[str, Any]) -> str:
         "black-friday-default-seed": ("Black Friday", "default", "seed"),
         "idle-night-spot-cpu": ("idle 02:00-06:00", "spot, min 0", "cpu"),
         "idle-night-spot-l4": ("idle 02:00-06:00", "spot, min 0", "L4"),
-        "month-default-cpu": ("month (diurnal, idle nights, a Black Friday)", "default", "cpu"),
-        "month-spot-cpu": ("month", "spot, min 0", "cpu"),
+        "month-spot-cpu": ("month (diurnal, idle nights, a Black Friday)", "spot, min 0", "cpu"),
     }
     rows = [
         "| scenario | chart | pod | engine | requests | peak pods | p95 ms | within SLO | first pod after idle "

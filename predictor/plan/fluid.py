@@ -192,9 +192,16 @@ class FluidEngine(EngineBase):
         self._sec[3] += out.timed_out / m
 
     def _expected(self, t0: float, t1: float) -> float:
-        """Expected arrivals in ``[t0, t1)``."""
-        x = np.interp([t0, t1], np.arange(len(self._cum)), self._cum)
-        return float(x[1] - x[0])
+        """Expected arrivals in ``[t0, t1)`` (O(1): a month has millions of seconds)."""
+        return self._cum_at(t1) - self._cum_at(t0)
+
+    def _cum_at(self, t: float) -> float:
+        """Expected arrivals before ``t``: the per-second cumulative sum, linear inside a second."""
+        cum = self._cum
+        i = min(int(t), len(cum) - 1)
+        if i >= len(cum) - 1 or t == i:
+            return float(cum[i])
+        return float((cum[i + 1] - cum[i]) * (t - i) + cum[i])
 
     def _fine(self, t0: float, coarse: float) -> bool:
         """Whether the next step must be one second: requests wait for a pod (at the activator, or arriving
