@@ -133,7 +133,7 @@ def _money(v: float) -> str:
 
 
 def _pct(v: float | None, digits: int = 2) -> str:
-    return NONE if v is None else f"{100 * v:.{digits}f} %"
+    return NONE if v is None else f"{round(100 * v, digits) + 0.0:.{digits}f} %"  # + 0.0: no "-0 %"
 
 
 def render_seed_replay(d: dict[str, Any]) -> str:
