@@ -19,7 +19,10 @@ Usage::
 
 On a GPU machine the same command measures the GPU pod (device ``auto`` picks CUDA); ``bench/gpu_suite.sh``
 can call it with ``--out $OUT/capacity.json``. Numbers on a shared machine are noisy: the result records
-the load average and how many cores other tenants used during each point.
+the load average and how many cores other tenants used during each point (``serve_bench.measure``). A
+point disturbed (others above ``--max_others_busy`` cores) in every one of its tries stops the run with exit
+code 3 and writes nothing; with ``--allow_busy`` the profile is written marked ``"trusted": false``, which
+``python -m predictor plan`` refuses unless given ``--allow-untrusted-capacity``.
 """
 
 from __future__ import annotations
@@ -66,9 +69,23 @@ def _mean(after: dict[str, float], before: dict[str, float], metric: str) -> flo
     return (after[f"classifier_{metric}_sum"] - before.get(f"classifier_{metric}_sum", 0.0)) / n
 
 
-def quiet_point(server: ServerProcess, name: str, retries: int, max_others: float, **load: Any) -> dict[str, Any]:
+class BusyMachine(Exception):
+    """Other tenants kept the machine busy through every try of a point: its numbers would be theirs."""
+
+    def __init__(self, point: str, others: float, max_others: float, attempts: int) -> None:
+        self.reason = f"{point}: other tenants used {others:g} cores (limit {max_others:g}) in each of {attempts} tries"
+        super().__init__(self.reason)
+
+
+def quiet_point(
+    server: ServerProcess, name: str, retries: int, max_others: float, allow_busy: bool, **load: Any
+) -> dict[str, Any]:
     """:func:`load_point`, repeated (up to ``retries`` more times) while other tenants used more than
-    ``max_others`` cores during it; the least disturbed run is kept and says how many runs it took."""
+    ``max_others`` cores during it; the least disturbed run is kept and says how many runs it took.
+
+    Raises:
+        BusyMachine: every try was disturbed (unless ``allow_busy``: the point is then kept and marked).
+    """
     best: dict[str, Any] | None = None
     for attempt in range(retries + 1):
         r = load_point(server, name if not attempt else f"{name} (again: others were busy)", **load)
@@ -76,8 +93,12 @@ def quiet_point(server: ServerProcess, name: str, retries: int, max_others: floa
         if best is None or r["others_cores_busy"] < best["others_cores_busy"]:
             best = r
         if r["others_cores_busy"] <= max_others:
-            break
+            return best
     assert best is not None
+    busy = BusyMachine(name, best["others_cores_busy"], max_others, retries + 1)
+    if not allow_busy:
+        raise busy
+    best["disturbed"] = busy.reason
     return best
 
 
@@ -115,6 +136,8 @@ def _compact(r: dict[str, Any]) -> dict[str, Any]:
     out["server_cpu_ms_per_image"] = r["server_cpu"]["cpu_ms_per_image"]
     out["others_cores_busy"] = r["others_cores_busy"]
     out["mean_latency_ms"] = r["latency_ms"]["mean"]
+    if "disturbed" in r:
+        out["disturbed"] = r["disturbed"]
     return out
 
 
@@ -167,7 +190,7 @@ def measure_pod(a: argparse.Namespace) -> dict[str, Any]:
         first = srv.ready_s
         try:
             res["engine"] = engine_of(log)
-            quiet = {"retries": a.retries, "max_others": a.max_others_busy}
+            quiet = {"retries": a.retries, "max_others": a.max_others_busy, "allow_busy": a.allow_busy}
             for c in a.concurrency:
                 r = quiet_point(srv, f"closed c={c}", concurrency=c, **quiet, **load)
                 res["closed_loop"].append({"concurrency": c, **_compact(r)})
@@ -235,6 +258,10 @@ def build_result(a: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "payload": {"size": f"{a.size[0]}x{a.size[1]}", "images_per_request": 1, "protocol": "classify"},
         "measurements": {k: v for k, v in measured.items() if k != "engine"},
     }
+    disturbed = [p["disturbed"] for k in ("closed_loop", "open_loop") for p in measured[k] if "disturbed" in p]
+    if disturbed:
+        result["trusted"] = False
+        result["untrusted_reasons"] = disturbed
     result["pod_model"] = fit_pod_model(result).model_dump()
     from classifier_plan.capacity import CapacityProfile
     from classifier_plan.podcurve import calibrate_jitter
@@ -266,6 +293,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE", help="server setting (repeatable)")
     p.add_argument("--retries", type=int, default=3, help="repeat a point while other tenants were busy")
     p.add_argument("--max_others_busy", type=float, default=0.25, help="cores others may use during a kept point")
+    p.add_argument(
+        "--allow_busy",
+        action="store_true",
+        help="keep points disturbed in every try and write the profile marked untrusted (plan then refuses it "
+        "unless --allow-untrusted-capacity) instead of stopping",
+    )
     return p
 
 
@@ -282,13 +315,29 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not a.concurrency or not a.rates:
         print(f"--setting takes KEY=VALUE (got {bad}); --concurrency and --rates must not be empty", file=sys.stderr)
         return 2
-    result = build_result(a, argv)
+    try:
+        result = build_result(a, argv)
+    except BusyMachine as e:
+        print(
+            f"capacity: REFUSED, the machine is busy: {e.reason}. A pod measured while others take the CPU is "
+            f"slower than it is, and a plan built on it buys too many pods. Nothing written to {a.out}. "
+            "Measure on a quiet machine, or raise --retries / --max_others_busy, or pass --allow_busy to write "
+            "a profile marked untrusted.",
+            file=sys.stderr,
+        )
+        return 3
     a.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(a.out)
     pm = result["pod_model"]
     print(f"capacity: {pm['capacity_img_per_s']:.1f} img/s per pod; wrote {a.out}", file=sys.stderr)
+    if not result.get("trusted", True):
+        print(
+            "capacity: WARNING: profile marked UNTRUSTED (other tenants were busy): "
+            + "; ".join(result["untrusted_reasons"]),
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -50,7 +50,7 @@ def row(values: str, scenario: str, capacity: str, s: dict[str, Any]) -> str:
         f"| {scenario} | {values} | {capacity} | {s['engine']} | {s['requests_offered']:,} | "
         f"{s['peak_ready_replicas']} | "
         f"{s['p95_ms']} | {100 * s['slo_attainment']:.2f} % | {s['requests_refused']:,} | "
-        f"{'-' if first is None else first} | ${s['cost_per_month_usd']:,.0f} | "
+        f"{'-' if first is None else first} | ${s['cost_per_month_if_repeated_usd']:,.0f} | "
         f"${s['baseline_cost_per_month_usd']:,.0f} | "
         f"{savings} | {s['wall_s']} s |"
     )
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     values = a.values or [REPO_ROOT / "chart" / "ci" / "default-values.yaml"]
     print(
         "| scenario | values | capacity | engine | requests | peak pods | p95 ms | within SLO | refused | "
-        "first pod after idle (s) | $/month | baseline $/month | savings | simulated in |"
+        "first pod after idle (s) | $/month if repeated | baseline $/month | savings | simulated in |"
     )
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="plan-replay-") as tmp:

@@ -126,6 +126,10 @@ class CapacityProfile(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     measurements: dict[str, Any] = Field(default_factory=dict)
     pod_model: PodModel
+    trusted: bool = Field(
+        True, description="false: measured while other tenants kept the machine busy (bench.capacity --allow_busy)"
+    )
+    untrusted_reasons: list[str] = Field(default_factory=list, description="the points that were disturbed")
 
     @property
     def label(self) -> str:

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier_plan.errors import PlanInputError
-
-REQUEST_ENGINE_MAX = 3_000_000
-"""``--engine auto`` simulates request by request up to this many expected requests, else fluid."""
+from classifier_plan.fidelity import REQUEST_ENGINE_MAX  # noqa: F401  (re-exported: the documented threshold)
 
 
 def default_chart() -> Path:
@@ -88,6 +86,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--chart", metavar="DIR", type=Path, default=None, help="chart directory (default: the repository's chart/)"
     )
     p.add_argument("--release", metavar="NAME", default="image-classifier", help="release name to render with")
+    p.add_argument(
+        "--allow-untrusted-capacity",
+        action="store_true",
+        help="plan on a capacity profile marked untrusted (measured on a busy machine); the report says so",
+    )
     p.add_argument("--recommend", action="store_true", help="also search the cheapest values that meet the SLO")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument(
@@ -140,6 +143,14 @@ def load_inputs(args: argparse.Namespace) -> dict[str, Any]:
         require_matplotlib()
     traffic = load_traffic(args.traffic)
     profile = load_capacity(args.capacity)
+    if not profile.trusted and not args.allow_untrusted_capacity:
+        raise PlanInputError(
+            f"--capacity {args.capacity}",
+            "trusted",
+            "the profile is marked untrusted (measured while other tenants kept the machine busy: "
+            + "; ".join(profile.untrusted_reasons or ["no reason recorded"])
+            + "): re-measure on a quiet machine (make bench-capacity), or pass --allow-untrusted-capacity",
+        )
     prices = load_prices(args.prices)
     assumptions = load_assumptions(args.assumptions, args.assume)
     chart = args.chart or default_chart()
@@ -164,14 +175,9 @@ def load_inputs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def choose_engine(args: argparse.Namespace, expected_requests: float) -> str:
-    if args.engine != "auto":
-        return args.engine
-    return "request" if expected_requests <= REQUEST_ENGINE_MAX else "fluid"
-
-
 def _run(args: argparse.Namespace) -> int:
     from classifier_plan import simulate
+    from classifier_plan.fidelity import choose_engine
     from classifier_plan.progress import choose_mode
     from classifier_plan.results import aggregate
     from classifier_plan.setup import SimSetup
@@ -182,8 +188,9 @@ def _run(args: argparse.Namespace) -> int:
         traffic, plan = inp["traffic"], inp["plan"]
         setup = SimSetup(plan, inp["profile"], inp["prices"], inp["assumptions"])
         checks = classify(inp["chart"], inp["values"], args.release, plan, inp["rendered"])
-        engine = choose_engine(args, traffic.expected_requests())
-        step = args.step_s or (5.0 if traffic.duration > 2 * 86400 else 1.0)
+        choice = choose_engine(setup, traffic, args.engine, args.step_s)
+        engine, step = choice.engine, choice.step_s
+        setup.notes.extend(choice.notes)
         progress = choose_mode(args.progress, sys.stderr, traffic.duration)
         rec, summary = simulate.run(setup, traffic, args.slo_p95_ms, engine, step, progress)
         recommendation: list[str] = []
@@ -205,10 +212,18 @@ def _run(args: argparse.Namespace) -> int:
         _write_out(args, inp, setup, summary, out_table, checks, recommendation, extra_files)
     finally:
         shutil.rmtree(inp["tmp"], ignore_errors=True)
+    lost = summary["requests_timed_out_waking"] + summary["requests_refused_no_pods"]
+    if lost:
+        print(
+            f"plan: WARNING: {summary['requests_timed_out_waking']:,} requests timed out waiting for a wake from "
+            f"zero, {summary['requests_refused_no_pods']:,} refused while no pod was ready: see report.md",
+            file=sys.stderr,
+        )
     print(
         f"plan: {summary['requests_offered']:,} requests, p95 {summary['p95_ms']} ms, SLO "
         f"{'met' if summary['slo_met'] else 'NOT met'} ({100 * summary['slo_attainment']:.2f} %), peak "
-        f"{summary['peak_ready_replicas']} pods, ${summary['cost_per_month_usd']:,.2f}/month; wrote {args.out}",
+        f"{summary['peak_ready_replicas']} pods, ${summary['cost_usd']:,.2f} for this run "
+        f"(${summary['cost_per_month_if_repeated_usd']:,.2f}/month if repeated); wrote {args.out}",
         file=sys.stderr,
     )
     return 0

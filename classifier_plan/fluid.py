@@ -2,11 +2,14 @@
 
 Each step of ``step_s``, the expected arrivals are split evenly over the ready pods. A pod serves at most
 its capacity (the forward pass at ``max_batch_size``, and the event loop / decode pool where those are
-separate); what it cannot serve queues, up to ``max_queue_images`` (then 503), and what waits longer than
-``request_timeout_ms`` is dropped (504). Latency, busy share, queue depth and in-flight requests in
-steady state come from the pod curve (the request-level engine run once per load level,
-:mod:`classifier_plan.podcurve`); a backlog adds its wait on top. Knative's activator holds arrivals while
-no pod is ready. Pods, nodes, autoscalers and costs are the same code as the request-level engine's.
+separate); what it cannot serve waits in a first-in-first-out backlog bounded by ``max_queue_images`` (the
+rest is refused at once, 503), and what reaches the front ``request_timeout_ms`` after it was admitted is
+dropped (504) (:mod:`classifier_plan.fluidpod`). Latency, busy share, queue depth and in-flight requests of a
+pod below capacity come from the pod curve (the request-level engine run once per load level,
+:mod:`classifier_plan.podcurve`; an idle pod is idle); a request that waited (in a backlog, or at Knative's
+activator while no pod was ready) is answered after its wait plus a full pod's service time. Pods, nodes,
+autoscalers and costs are the same code as the request-level engine's. ``tests/plan/test_engine_agreement.py``
+holds the two engines to each other.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from classifier_plan.cluster import Pod
 from classifier_plan.control import PodSample
 from classifier_plan.engine import EngineBase
+from classifier_plan.fluidpod import FlowModel, PodFlow, StepOut
 from classifier_plan.podcurve import QUANTILES, PodCurve, pod_curve
 
 _WEIGHTS = np.diff(np.array([*QUANTILES, 1.0]))
@@ -31,15 +35,15 @@ def _masses(qs: np.ndarray) -> np.ndarray:
     return np.concatenate([(qs[:-1] + qs[1:]) / 2.0, qs[-1:]])
 
 
-class _Flow:
-    """One pod's backlog and what a scrape reads."""
-
-    __slots__ = ("busy", "draining", "images", "last", "pod", "queue", "rho")
-
-    def __init__(self, pod: Pod, now: float) -> None:
-        self.pod, self.queue, self.rho = pod, 0.0, 0.0
-        self.busy, self.images, self.last = 0.0, 0.0, now
-        self.draining = False
+def _weighted_p95(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """The 95th percentile of latencies given as (values, weights) pieces (NaN when nothing was served)."""
+    if not parts:
+        return math.nan
+    v = np.concatenate([p[0] for p in parts])
+    w = np.concatenate([p[1] for p in parts])
+    order = np.argsort(v)
+    cum = np.cumsum(w[order])
+    return float(v[order][min(len(v) - 1, int(np.searchsorted(cum, 0.95 * cum[-1])))])
 
 
 class FluidEngine(EngineBase):
@@ -47,52 +51,55 @@ class FluidEngine(EngineBase):
 
     def __init__(self, *args: Any, step_s: float = 1.0, curve: PodCurve | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        st, pm = self.settings, self.s.pod_model
         self.step_s = step_s
         self.curve = curve or pod_curve(self.s, self.traffic)
         self.mu = self.curve.capacity_img_per_s
-        self.m = self.traffic.mean_images
-        self.flows: dict[int, _Flow] = {}
+        counts, p = self.traffic.image_weights
+        ok = counts <= st.max_images_per_request
+        self.too_large = float(p[~ok].sum())  # share of requests refused (400) for their image count
+        self.m = float((counts[ok] * p[ok]).sum() / p[ok].sum()) if ok.any() else 1.0
+        self.model = FlowModel(self.mu, st.max_queue_images, st.max_batch_size, st.request_timeout_ms / 1000.0)
+        self.flows: dict[int, PodFlow] = {}
         self.waiting: deque[list[float]] = deque()  # [arrived at, requests] at the activator
         self._conc = 0.0
         self._arr = 0.0
-        cum = np.concatenate([[0.0], np.cumsum(self.traffic.per_second())])
-        edges = np.minimum(np.arange(math.ceil(self.traffic.duration / step_s) + 1) * step_s, self.traffic.duration)
-        # Expected arrivals per step (the per-second rates, linear inside a second).
-        self._per_step = np.diff(np.interp(edges, np.arange(len(cum)), cum))
-        self._at_cache: dict[float, tuple[Any, ...]] = {}
-        self._idle_masses, self._idle_p95 = self._curve(0.0)[:2]
+        # Expected arrivals up to each whole second (the per-second rates, linear inside a second).
+        self._cum = np.concatenate([[0.0], np.cumsum(self.traffic.per_second())])
+        self._at_cache: dict[tuple[float, int], tuple[Any, ...]] = {}
+        self._pods = 1  # routable pods in the current step (the curve's arrival spacing)
+        idle = self._curve(0.0)[0]
+        # Served after waiting: the wait, then a full pod's share of the batch ahead and its own full batch
+        # instead of the lone request's single-image forward.
+        full_ms = 1000.0 * self.model.in_service / self.mu
+        self._waited_masses = idle + max(0.0, full_ms - pm.batch_ms(1))
 
-    def _curve(self, rho: float) -> tuple[Any, ...]:
-        """The pod curve at ``rho`` (memoised on a 0.1 % grid: most steps repeat the same loads)."""
-        key = round(rho, 3)
+    def _curve(self, rho: float, pods: int = 1) -> tuple[Any, ...]:
+        """The pod curve at ``rho`` on one of ``pods`` pods (memoised on a 0.1 % grid: most steps repeat)."""
+        key = (round(rho, 3), pods)
         got = self._at_cache.get(key)
         if got is None:
-            qs, mean, busy, depth, inflight = self.curve.at(key)
-            got = (
-                _masses(np.asarray(qs)),
-                float(qs[QUANTILES.index(0.95)]),
-                float(mean),
-                float(busy),
-                float(depth),
-                float(inflight),
-            )
+            qs, mean, busy, depth, inflight = self.curve.at(key[0], pods)
+            got = (_masses(np.asarray(qs)), float(mean), float(busy), float(depth), float(inflight))
             self._at_cache[key] = got
         return got
 
     # ------------------------------------------------------------------ Listener / Signals
     def on_ready(self, pod: Pod, now: float) -> None:
-        self.flows[pod.id] = _Flow(pod, now)
+        self.flows[pod.id] = PodFlow(pod, now)
         self.note_ready(now)
 
     def on_drain(self, pod: Pod, now: float) -> None:
         f = self.flows.get(pod.id)
         if f is not None:
-            f.draining = True
+            f.drain_at = now
 
     def on_kill(self, pod: Pod, now: float) -> None:
         f = self.flows.pop(pod.id, None)
         if f is not None:
-            self.rec.failed += f.queue / self.m
+            lost = self.model.drop_all(f) / self.m
+            self.rec.failed += lost
+            self._sec[3] += lost
             if pod.state == "draining":
                 self.cluster.pod_drained(pod, now)
 
@@ -109,27 +116,24 @@ class FluidEngine(EngineBase):
         f = self.flows.get(pod.id)
         if f is None:
             return PodSample(0, 0, 0, 0, 0)
-        _, _, _, _, depth, inflight = self._curve(f.rho)
-        s = PodSample(depth + f.queue, inflight + f.queue / self.m, f.busy, f.images, now - f.last)
+        _, _, _, depth, inflight = self._curve(f.rho, self._pods)
+        extra = self.model.depth(f)
+        s = PodSample(max(depth, extra), max(inflight, extra / self.m), f.busy, f.images, now - f.last)
         f.busy, f.images, f.last = 0.0, 0.0, now
         return s
 
     # ------------------------------------------------------------------ one step
-    def _activator(self, now: float, arriving: float) -> float:
-        """Arrivals and released activator requests to send to pods now (or hold them)."""
-        kept: deque[list[float]] = deque()
-        for w in self.waiting:
-            if now - w[0] >= self.activator_timeout_s:
-                self.rec.timed_out += w[1]
-                self._sec[3] += w[1]
-            else:
-                kept.append(w)
-        self.waiting = kept
-        routable = [f for f in self.flows.values() if not f.draining]
-        if routable:
-            released = sum(w[1] for w in self.waiting)
+    def _activator(self, now: float, arriving: float) -> tuple[float, list[tuple[float, float]]]:
+        """Arrivals to send to pods now and the held cohorts released (arrived at, requests), or hold them."""
+        while self.waiting and now - self.waiting[0][0] >= self.activator_timeout_s:
+            late = self.waiting.popleft()[1]
+            self.rec.timed_out += late
+            self._sec[3] += late
+            self.rec.timed_out_waking += late
+        if any(not f.draining for f in self.flows.values()):
+            released = [(w[0], w[1]) for w in self.waiting]
             self.waiting.clear()
-            return arriving + released
+            return arriving, released
         if arriving > 0:
             self.note_arrival_without_pods(now)
         if self.activator:
@@ -137,80 +141,106 @@ class FluidEngine(EngineBase):
                 self.waiting.append([now, arriving])
         else:
             self.rec.refused += arriving
+            self.rec.refused_no_pods += arriving
             self._sec[2] += arriving
-        return 0.0
+        return 0.0, []
 
-    def _serve(self, now: float, dt: float, requests: float) -> tuple[float, float]:
-        """Move the flows one step; returns (served-weighted p95 ms, queued images)."""
-        st = self.settings
+    def _serve(self, t0: float, dt: float, requests: float, held: list[tuple[float, float]]) -> tuple[float, float]:
+        """Move the flows one step; returns (p95 ms of what was served, queued images)."""
         routable = [f for f in self.flows.values() if not f.draining]
-        per_pod = requests * self.m / len(routable) if routable else 0.0
-        cap = self.mu * dt
-        timeout_s = st.request_timeout_ms / 1000.0
-        served_total = wsum = p95sum = conc = queue = 0.0
+        n = self._pods = max(1, len(routable))
+        new = requests * self.m / n if routable else 0.0
+        held_img = [(at, r * self.m / n) for at, r in held] if routable else []
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        direct: dict[float, float] = {}
+        conc = queue = 0.0
+        grace = self.s.plan.pod.termination_grace_s
         for f in list(self.flows.values()):
-            inflow = 0.0 if f.draining else per_pod
-            before = f.queue
-            served = min(before + inflow, cap)
-            q = before + inflow - served
-            refused = max(0.0, q - st.max_queue_images)
-            q -= refused
-            late = max(0.0, q - timeout_s * self.mu)
-            q -= late
-            if q < 1e-6:
-                q = 0.0  # float residue would read as concurrency and keep the last pod from ever going
-            f.queue, f.rho = q, min(inflow, cap) / cap if cap else 0.0
-            masses, p95, mean, busy, depth, _inflight = self._curve(f.rho)
-            wait_ms = 1000.0 * (before + q) / 2.0 / self.mu
-            f.busy += busy * dt if q <= 0 else dt
+            if f.draining and f.drain_at is not None and t0 + dt - f.drain_at >= grace and f.queue > 0:
+                self.on_kill(f.pod, t0 + dt)  # the grace period ran out with requests inside
+                continue
+            out = self.model.step(f, t0, dt, 0.0 if f.draining else new, [] if f.draining else held_img)
+            masses, mean, busy, depth, _ = self._curve(f.rho, n)
+            self._count(out)
+            served = out.direct + sum(w[1] for w in out.waited)
+            f.busy += dt if (f.queue > 0 or out.waited) else busy * dt
             f.images += served
-            self.rec.refused += refused / self.m
-            self.rec.timed_out += late / self.m
-            self._sec[2] += refused / self.m
-            self._sec[3] += late / self.m
-            reqs = served / self.m
-            self.rec.served += reqs
-            self._sec[1] += reqs
-            if reqs > 0:
-                # A backlog's wait replaces the steady-state queueing the curve already holds: the larger of
-                # the two (the curve at no load, plus the wait), never their sum.
-                if wait_ms > 0:
-                    masses, p95 = np.maximum(masses, self._idle_masses + wait_ms), max(p95, self._idle_p95 + wait_ms)
-                self.rec.latency.add(masses, reqs * _WEIGHTS)
-                p95sum += reqs * p95
-                wsum += reqs
-            served_total += reqs
-            conc += reqs / dt * mean / 1000.0 + q / self.m
-            queue += depth + q
-            if f.draining and q <= 1e-9:
+            if out.direct > 0:
+                direct[round(f.rho, 3)] = direct.get(round(f.rho, 3), 0.0) + out.direct / self.m
+            for wait_s, images in out.waited:
+                parts.append((self._waited_masses + 1000.0 * wait_s, images / self.m * _WEIGHTS))
+            conc += out.direct / self.m / dt * mean / 1000.0 + self.model.depth(f) / self.m
+            queue += max(depth, self.model.depth(f))
+            if f.draining and f.queue <= 0:
                 self.flows.pop(f.pod.id, None)
-                self.cluster.pod_drained(f.pod, now)
+                self.cluster.pod_drained(f.pod, t0 + dt)
+        for rho, reqs in direct.items():
+            parts.append((self._curve(rho, n)[0], reqs * _WEIGHTS))
+        for masses, w in parts:
+            self.rec.latency.add(masses, w)
         self._conc = conc + sum(w[1] for w in self.waiting)
-        return (p95sum / wsum if wsum else math.nan), queue
+        return _weighted_p95(parts), queue
+
+    def _count(self, out: StepOut) -> None:
+        m = self.m
+        served = (out.direct + sum(w[1] for w in out.waited)) / m
+        self.rec.served += served
+        self.rec.refused += out.refused / m
+        self.rec.timed_out += out.timed_out / m
+        self._sec[1] += served
+        self._sec[2] += out.refused / m
+        self._sec[3] += out.timed_out / m
+
+    def _expected(self, t0: float, t1: float) -> float:
+        """Expected arrivals in ``[t0, t1)`` (O(1): a month has millions of seconds)."""
+        return self._cum_at(t1) - self._cum_at(t0)
+
+    def _cum_at(self, t: float) -> float:
+        """Expected arrivals before ``t``: the per-second cumulative sum, linear inside a second."""
+        cum = self._cum
+        i = min(int(t), len(cum) - 1)
+        if i >= len(cum) - 1 or t == i:
+            return float(cum[i])
+        return float((cum[i + 1] - cum[i]) * (t - i) + cum[i])
+
+    def _fine(self, t0: float, coarse: float) -> bool:
+        """Whether the next step must be one second: requests wait for a pod (at the activator, or arriving
+        while none is ready) or a pod holds a backlog; these are held to the request engine at 1 s."""
+        if self.waiting or any(f.queue > 0 for f in self.flows.values()):
+            return True
+        routable = any(not f.draining for f in self.flows.values())
+        return not routable and self._expected(t0, t0 + coarse) > 0
 
     def run(self, progress: Any = None) -> dict[str, float]:
-        """Simulate the whole profile; returns the cost dict."""
-        dt, duration = self.step_s, self.traffic.duration
+        """Simulate the whole profile, ``step_s`` at a time (one second where :meth:`_fine`); returns the cost."""
+        duration = self.traffic.duration
         self.cluster.bootstrap(self.ctrl.initial_replicas())
-        steps = math.ceil(duration / dt)
-        for i in range(steps):
-            t0 = i * dt
+        self._sec = [0.0, 0.0, 0.0, 0.0]
+        t0 = 0.0
+        while t0 < duration - 1e-9:
+            dt = self.step_s
+            if dt > 1.0 and self._fine(t0, dt):
+                dt = 1.0
             t1 = min(duration, t0 + dt)
-            self._sec = [0.0, 0.0, 0.0, 0.0]
-            arriving = float(self._per_step[i])
+            arriving = self._expected(t0, t1)
             self._arr = arriving / (t1 - t0)
             self.rec.offered += arriving
-            self._sec[0] = arriving
-            requests = self._activator(t0, arriving)
-            p95, queue = self._serve(t1, t1 - t0, requests)
+            self._sec[0] += arriving
+            too_large = arriving * self.too_large
+            self.rec.refused += too_large
+            self._sec[2] += too_large
+            requests, held = self._activator(t0, arriving - too_large)
+            p95, queue = self._serve(t0, t1 - t0, requests, held)
             queue += sum(w[1] for w in self.waiting) * self.m
             self.control_step(t1)
             self.record_row(t0, t1 - t0, tuple(self._sec), queue, p95)  # type: ignore[arg-type]
+            self._sec = [0.0, 0.0, 0.0, 0.0]
             if progress is not None:
                 progress.update(t1 - t0)
+            t0 = t1
         self.rec.extra["requests_in_flight_at_end"] = round(
             sum(f.queue for f in self.flows.values()) / self.m + sum(w[1] for w in self.waiting)
         )
         self.rec.extra["engine"] = "fluid"
-        self.rec.extra["fluid_step_s"] = dt
+        self.rec.extra["fluid_step_s"] = self.step_s
         return self.finish()

@@ -121,7 +121,14 @@ def simulate_fixed(
 
 @dataclass(frozen=True)
 class PodCurve:
-    """Steady-state behaviour of one pod as a function of its load (share of its capacity)."""
+    """Steady-state behaviour of one pod as a function of its load (share of its capacity).
+
+    Measured twice where the traffic's arrivals are Poisson: as they reach a lone pod (``quantiles_ms`` ...)
+    and evenly spaced (``even``), which is what round-robin routing over many pods makes of them (the
+    arrivals at one of ``n`` pods are every ``n``-th of the stream: their squared coefficient of variation is
+    ``1 / n``). :meth:`at` weighs the two by ``1 / n``, as queueing delay grows linearly with that variation
+    (Kingman's formula).
+    """
 
     capacity_img_per_s: float
     fractions: np.ndarray
@@ -130,30 +137,55 @@ class PodCurve:
     busy: np.ndarray
     depth: np.ndarray
     inflight: np.ndarray
+    even: PodCurve | None = None
 
-    def at(self, rho: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(quantiles, mean ms, busy share, mean depth, mean in-flight) at loads ``rho`` (clipped)."""
-        r = np.clip(np.asarray(rho, dtype=float), self.fractions[0], self.fractions[-1])
+    def at(
+        self, rho: np.ndarray | float, pods: int = 1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(quantiles, mean ms, busy share, mean depth, mean in-flight) at loads ``rho`` on one of ``pods`` pods.
+
+        Latencies below the lightest measured load are the lightest load's (a lone request's); busy share,
+        depth and in-flight fall linearly to 0 at no load, so an idle pod reads 0 and a trigger on it can
+        go to zero. Above the heaviest load everything is the heaviest load's.
+        """
+        own = self._at(rho)
+        if self.even is None or pods <= 1:
+            return own
+        w = 1.0 / pods
+        even = self.even._at(rho)
+        return tuple(w * a + (1.0 - w) * b for a, b in zip(own, even, strict=True))  # type: ignore[return-value]
+
+    def _at(self, rho: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        r = np.clip(np.asarray(rho, dtype=float), 0.0, self.fractions[-1])
         f = self.fractions
+        f0 = np.concatenate([[0.0], f])
         qs = np.stack([np.interp(r, f, self.quantiles_ms[:, j]) for j in range(len(QUANTILES))], axis=-1)
         return (
             qs,
             np.interp(r, f, self.mean_ms),
-            np.interp(r, f, self.busy),
-            np.interp(r, f, self.depth),
-            np.interp(r, f, self.inflight),
+            np.interp(r, f0, np.concatenate([[0.0], self.busy])),
+            np.interp(r, f0, np.concatenate([[0.0], self.depth])),
+            np.interp(r, f0, np.concatenate([[0.0], self.inflight])),
         )
 
 
 def pod_curve(setup: SimSetup, traffic: TrafficProfile, requests_per_point: int = 3000) -> PodCurve:
-    """Run one fixed pod at each of :data:`FRACTIONS` of its capacity (the traffic's arrivals and images)."""
+    """Run one fixed pod at each of :data:`FRACTIONS` of its capacity (the traffic's images; its arrivals,
+    and evenly spaced ones too where they are Poisson)."""
+    even = _curve(setup, traffic, "uniform", requests_per_point) if traffic.arrivals == "poisson" else None
+    return dataclasses.replace(_curve(setup, traffic, traffic.arrivals, requests_per_point), even=even)
+
+
+def _curve(
+    setup: SimSetup, traffic: TrafficProfile, arrivals: Literal["poisson", "uniform"], requests_per_point: int
+) -> PodCurve:
     pm, st = setup.pod_model, setup.plan.settings
     cap = pm.capacity(st.max_batch_size, traffic.mean_images)
     rows = []
     for f in FRACTIONS:
         rate = f * cap / traffic.mean_images
         duration = float(np.clip(requests_per_point / rate, 5.0, 600.0))
-        rows.append(simulate_fixed(setup, rate, duration, traffic.arrivals, traffic.images_per_request, warmup_s=2.0))
+        rows.append(simulate_fixed(setup, rate, duration, arrivals, traffic.images_per_request, warmup_s=2.0))
     return PodCurve(
         capacity_img_per_s=cap,
         fractions=np.array(FRACTIONS),

@@ -121,7 +121,7 @@ def _better(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     if a["slo_met"] != b["slo_met"]:
         return a["slo_met"]
     if a["slo_met"]:
-        return a["cost_per_month_usd"] < b["cost_per_month_usd"] - 1e-9
+        return a["cost_per_month_if_repeated_usd"] < b["cost_per_month_if_repeated_usd"] - 1e-9
     return a["slo_attainment"] > b["slo_attainment"] + 1e-9
 
 
@@ -160,10 +160,10 @@ def recommend(
         f"Searched {len(search.tried)} candidates ({engine} engine), knobs: " + ", ".join(f"`{k}`" for k in space),
         "",
     ]
-    lines += ["| values | SLO attainment | met | $/month |", "|---|---:|---|---:|"]
+    lines += ["| values | SLO attainment | met | $/month if repeated |", "|---|---:|---|---:|"]
     lines.append(
         f"| (yours) | {100 * current['slo_attainment']:.2f} % | {current['slo_met']} | "
-        f"{current['cost_per_month_usd']:,.2f} |"
+        f"{current['cost_per_month_if_repeated_usd']:,.2f} |"
     )
     for ov, s in search.tried:
         shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in ov.items())
@@ -171,7 +171,8 @@ def recommend(
             lines.append(f"| {shown} | does not render | | |")
         else:
             lines.append(
-                f"| {shown} | {100 * s['slo_attainment']:.2f} % | {s['slo_met']} | {s['cost_per_month_usd']:,.2f} |"
+                f"| {shown} | {100 * s['slo_attainment']:.2f} % | {s['slo_met']} | "
+                f"{s['cost_per_month_if_repeated_usd']:,.2f} |"
             )
     files: dict[str, str] = {}
     if best and best_summary is not None and best_summary["slo_met"]:
@@ -190,7 +191,7 @@ def recommend(
             "**Recommended** (`recommended-values.yaml`): "
             + ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in best.items())
             + f" -> SLO attainment {100 * best_summary['slo_attainment']:.2f} %, "
-            f"${best_summary['cost_per_month_usd']:,.2f}/month.",
+            f"${best_summary['cost_per_month_if_repeated_usd']:,.2f}/month if repeated.",
         ]
     elif current["slo_met"]:
         lines += ["", "Your values already meet the SLO and no candidate was cheaper: nothing to change."]

@@ -135,9 +135,12 @@ def _totals(s: dict[str, Any]) -> list[str]:
         f"| peak ready replicas / nodes | {s['peak_ready_replicas']} / {s['peak_nodes']} |",
         f"| longest wait for a first pod after idle | {s['time_to_first_ready_s_after_idle']} s "
         f"({s['wakes_from_zero']} wake-ups) |",
+        f"| while no pod was ready: timed out at the activator / refused | {s['requests_timed_out_waking']:,} / "
+        f"{s['requests_refused_no_pods']:,} |",
         f"| cost of this run | ${s['cost_usd']:.2f} (spot range ${s['cost_usd_range'][0]:.2f}-"
         f"${s['cost_usd_range'][1]:.2f}) |",
-        f"| per month at this rate | ${s['cost_per_month_usd']:,.2f} |",
+        f"| per month if this {fmt_duration(s['duration_s'])} scenario repeated back to back | "
+        f"${s['cost_per_month_if_repeated_usd']:,.2f} |",
         f"| baseline: {s['baseline']['pods']} pods for the peak, {s['baseline']['nodes']} x "
         f"{s['baseline']['instance_type']} on-demand 24/7 | "
         f"${s['baseline_cost_per_month_usd']:,.2f} / month |",
@@ -150,15 +153,39 @@ def _cost_arithmetic(s: dict[str, Any], hours_per_month: float) -> list[str]:
     b = s["baseline"]
     lines = [
         "- node hours: " + ", ".join(f"{k} {v:g} h" for k, v in s.get("node_hours", {}).items()),
-        f"- per month = ${s['cost_usd']:.4f} x {hours_per_month:g} h / {hours:.4g} h = ${s['cost_per_month_usd']:,.2f}",
+        f"- per month if repeated (this run's cost as if the scenario ran back to back for {hours_per_month:g} h; "
+        f"meaningful only where the traffic is a typical day or week, not a one-off peak) = ${s['cost_usd']:.4f} x "
+        f"{hours_per_month:g} h / {hours:.4g} h = ${s['cost_per_month_if_repeated_usd']:,.2f}",
         f"- baseline = {b['nodes']} x ${b['usd_per_h']}/h x {hours_per_month:g} h = ${b['cost_per_month_usd']:,.2f}",
     ]
     if s["savings_ratio"] is not None:
         lines.append(
-            f"- savings = 1 - {s['cost_per_month_usd']:,.2f} / {b['cost_per_month_usd']:,.2f} = "
+            f"- savings = 1 - {s['cost_per_month_if_repeated_usd']:,.2f} / {b['cost_per_month_usd']:,.2f} = "
             f"{100 * s['savings_ratio']:.1f} %"
         )
     return lines
+
+
+def wake_warnings(s: dict[str, Any], plan: ChartPlan) -> list[str]:
+    """Loud lines for requests lost while no pod was ready (a wake from zero that took too long, or nothing
+    that holds requests at zero)."""
+    out = []
+    if s["requests_timed_out_waking"]:
+        timeout = plan.knative.revision_timeout_s if plan.knative else math.nan
+        out.append(
+            f"**WAKE TIMEOUTS: {s['requests_timed_out_waking']:,} requests timed out at the activator while the "
+            f"revision woke from zero** (revision timeout {timeout:g} s; the longest wake took "
+            f"{s['time_to_first_ready_s_after_idle']} s: node launch, image pull, model load and cold start). "
+            "Raise the revision timeout above the cold start, keep `autoscaling.minReplicas` >= 1, or keep a "
+            "node warm (a longer `consolidateAfter`)."
+        )
+    if s["requests_refused_no_pods"]:
+        out.append(
+            f"**REFUSED AT ZERO: {s['requests_refused_no_pods']:,} requests were refused (503) while no pod was "
+            "ready**: in Standard mode nothing holds requests or wakes the Deployment from zero (its metrics come "
+            "from the pods). Use Knative mode for scale to zero, or `autoscaling.minReplicas` >= 1."
+        )
+    return out
 
 
 def write_report(
@@ -188,6 +215,7 @@ def write_report(
         "",
         "## Result",
         "",
+        *[f"{w}\n" for w in wake_warnings(summary, plan)],
         *_totals(summary),
         "",
         "## What the chart deploys (read from `helm template`)",

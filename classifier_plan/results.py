@@ -99,6 +99,8 @@ class Recorder:
     timed_out: float = 0.0
     failed: float = 0.0
     wake_waits_s: list[float] = field(default_factory=list)
+    timed_out_waking: float = 0.0  # held at Knative's activator for a pod, past the revision timeout
+    refused_no_pods: float = 0.0  # arrived while no pod was ready and nothing held them (503)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def row(self, values: tuple[float, ...]) -> None:
@@ -153,10 +155,12 @@ def summarize(
         "peak_nodes": int((table[:, col["nodes_spot"]] + table[:, col["nodes_on_demand"]]).max()) if len(table) else 0,
         "time_to_first_ready_s_after_idle": _r(max(rec.wake_waits_s)) if rec.wake_waits_s else None,
         "wakes_from_zero": len(rec.wake_waits_s),
+        "requests_timed_out_waking": round(rec.timed_out_waking),
+        "requests_refused_no_pods": round(rec.refused_no_pods),
         "cost_usd": round(cost["typical"], 4),
         "cost_usd_range": [round(cost["high"], 4), round(cost["low"], 4)],  # high spot discount = low cost
-        "cost_per_month_usd": round(per_month, 2),
-        "cost_per_month_usd_range": [round(cost["high"] * month, 2), round(cost["low"] * month, 2)],
+        "cost_per_month_if_repeated_usd": round(per_month, 2),
+        "cost_per_month_if_repeated_usd_range": [round(cost["high"] * month, 2), round(cost["low"] * month, 2)],
         "baseline_cost_per_month_usd": round(base, 2),
         "baseline": baseline,
         "savings_ratio": round(1.0 - per_month / base, 4) if base > 0 else None,

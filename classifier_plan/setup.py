@@ -130,6 +130,12 @@ class SimSetup:
             self.notes.append(f"the chart's pods have no GPU but the capacity profile is for {prof.gpu.name}")
         if prof.kind == "estimate":
             self.notes.append(f"the capacity profile is an ESTIMATE ({prof.source}): measure it with bench/capacity.py")
+        if not prof.trusted:
+            self.notes.append(
+                "the capacity profile is UNTRUSTED (measured while other tenants kept the machine busy: "
+                + "; ".join(prof.untrusted_reasons)
+                + "): every figure here may be off by the share of the CPU they took"
+            )
         measured = int(prof.settings.get("max_batch_size", self.pod_model.measured_max_batch_size))
         if self.plan.settings.max_batch_size > self.pod_model.batch_time_ms[-1][0] * 1.5:
             self.notes.append(

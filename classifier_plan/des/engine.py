@@ -92,12 +92,14 @@ class DesEngine(EngineBase):
                 self.waiting.append(req)
             else:
                 self.tally.outcome(req, "refused")  # no endpoints: the gateway answers 503
+                self.rec.refused_no_pods += 1
             return
         self._route(req)
 
     def _route(self, req: Request) -> None:
         if req.deadline <= self.env.now:
             self.tally.outcome(req, "timed_out")  # the activator gave up
+            self.rec.timed_out_waking += 1
             return
         self.rr = (self.rr + 1) % len(self.routable)
         self.routable[self.rr].admit(req)
@@ -120,6 +122,7 @@ class DesEngine(EngineBase):
             self._last_concurrency, self._last_arrivals = self.tally.take_signals()
             while self.waiting and self.waiting[0].deadline <= now:
                 self.tally.outcome(self.waiting.popleft(), "timed_out")
+                self.rec.timed_out_waking += 1
             for q in self.pq.values():
                 q.new_second()
             self.control_step(now)

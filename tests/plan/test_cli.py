@@ -25,7 +25,7 @@ SUMMARY_KEYS = {
     "peak_ready_replicas",
     "time_to_first_ready_s_after_idle",
     "cost_usd",
-    "cost_per_month_usd",
+    "cost_per_month_if_repeated_usd",
     "baseline_cost_per_month_usd",
     "savings_ratio",
 }
