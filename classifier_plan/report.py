@@ -26,7 +26,6 @@ NOT_MODELLED_ALWAYS = (
     "memory-based HPA metrics (memory does not follow load in this model)",
     "Karpenter consolidation of under-utilised nodes that still run pods (only empty nodes are removed), drift and "
     "expireAfter",
-    "the deferred precision check after a pod is ready (the pod serves at the profile's speed at once)",
     "CPU/memory requests and limits do not change a pod's speed: the capacity profile's pod is simulated as measured",
 )
 
