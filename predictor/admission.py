@@ -1,19 +1,33 @@
 """Admission: the one count of images in the pod, and the one place that refuses with 503.
 
 An image is counted from the moment its request is admitted until its forward pass is over; the count
-is the queue-depth gauge the autoscaler reads. A request that would take the count over
-``max_queue_images`` is refused at once with :class:`~predictor.errors.Overloaded` (503 +
-``Retry-After``), so latency never grows past what the queue allows.
+is the queue-depth gauge the autoscaler reads. A request is refused at once with
+:class:`~predictor.errors.Overloaded` (503 + ``Retry-After``) when
+
+* its images would take the count over ``max_queue_images`` (the memory bound), or
+* its *expected wait* would exceed the queue-wait budget (``max_queue_wait_ms``, capped at
+  ``request_timeout_ms``): the images ahead of it plus its own, divided by the measured drain rate, is
+  the time until its last image has left the queue. So accepted latency stays within the budget however
+  fast or slow the model is, and the queue holds only what the pod drains in that time. A request that
+  finds the queue empty is always admitted (waiting cannot make it fit better). Cold start (no drain
+  rate measured yet, i.e. nothing answered since start): at most ``cold_start_images`` (one batch) are
+  admitted, until the first images have drained and a rate exists.
+* its images' decoded pixels (:func:`~predictor.preprocess.decode_cost_pixels`) would take the pixels
+  admitted over ``max_queue_pixels``: decoding costs by pixels, not by image count, so a few huge
+  images cannot fill the pod with work that the image count does not see. A request that alone decodes
+  to more than that is refused with 413 (retrying cannot help).
 
 Two steps, one count:
 
 * :meth:`Admission.reserve`: the HTTP middleware counts in the images a request *declares* (its
   headers, the v2 binary header) before its body is read, so a request that cannot fit is refused
-  without receiving or parsing it. The reservation belongs to the current request (a context variable:
-  the route, and KServe's v1 route, run in the task the middleware runs in, or a child task of it).
+  without receiving or parsing it. The :class:`Reservation` is handed to the pipeline explicitly, with
+  the request (the middleware puts it in the request's state, the route passes it as an argument).
 * :meth:`Admission.slots`: the pipeline counts in the images the request really has; it takes them from
   the request's reservation first, so a request admitted early is not refused again for the same
-  images. Whatever of a reservation was not taken is given back when the request ends.
+  images. Whatever of a reservation was not taken is given back when the request ends. A reservation is
+  taken once and only while its request lasts: work moved somewhere that outlives its request, or
+  admitted twice with one reservation, fails with an error instead of counting images twice.
 
 ``Retry-After`` is the time the queue ahead needs to drain at the measured drain rate (images leaving
 the queue per second of busy time, over the last ``window_s`` busy seconds), so it grows with the queue
@@ -27,9 +41,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
 
-from predictor.errors import InvalidInput, Overloaded
+from predictor.errors import InvalidInput, Overloaded, PayloadTooLarge
 
 RETRY_AFTER_MIN_S = 1
 """Shortest ``Retry-After`` (the header counts whole seconds)."""
@@ -40,29 +53,67 @@ RATE_WINDOW_S = 10.0
 _SAMPLE_EVERY_S = 0.1
 
 
+class ReservationMisuse(RuntimeError):
+    """A reservation was used where it cannot be: after its request ended, twice, or with another admission.
+
+    A programming error (a route that moved its work to a task outliving the request, or admitted the same
+    request twice), raised instead of silently counting the request's images twice.
+    """
+
+
 class Reservation:
     """Images counted in for one request before its body was read (:meth:`Admission.reserve`).
 
-    Used as a context manager around the request: inside it, :meth:`Admission.slots` takes the reserved
-    images first; on exit, whatever was not taken is given back.
+    Used as a context manager around the request; passed to :meth:`Admission.slots` (through
+    :meth:`Pipeline.classify <predictor.pipeline.Pipeline.classify>`), which takes the reserved images
+    first; on exit, whatever was not taken is given back.
     """
 
     def __init__(self, admission: Admission, images: int) -> None:
         self.admission = admission
-        self.images = images
-        self._token: Token[Reservation | None] | None = None
+        self._images = images
+        self._taken = False
+        self._ended = False
+
+    @property
+    def images(self) -> int:
+        """Reserved images not taken (yet)."""
+        return self._images
+
+    def check(self, admission: Admission) -> None:
+        """Raise :class:`ReservationMisuse` unless :meth:`take` may be called for ``admission`` now."""
+        if admission is not self.admission:
+            raise ReservationMisuse("reservation handed to another Admission than the one that made it")
+        if self._ended:
+            raise ReservationMisuse(
+                "reservation used after its request ended: the work outlived the request that admitted it "
+                "(moved to a task that runs on after the answer?)"
+            )
+        if self._taken:
+            raise ReservationMisuse("reservation taken twice: one request admitted to the pipeline twice")
+
+    def take(self, n: int) -> int:
+        """Hand up to ``n`` reserved images to the pipeline (once); returns how many it got."""
+        self.check(self.admission)
+        self._taken = True
+        taken = min(n, self._images)
+        self._images -= taken
+        return taken
+
+    def end(self) -> None:
+        """The request is over: give back what was not taken; the reservation cannot be taken any more."""
+        if self._ended:
+            return
+        self._ended = True
+        unused, self._images = self._images, 0
+        if unused:
+            self.admission.give_back(unused)
 
     def __enter__(self) -> Reservation:
-        self._token = self.admission._reservation.set(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._token is not None:
-            self.admission._reservation.reset(self._token)
-            self._token = None
-        unused, self.images = self.images, 0
-        if unused:
-            self.admission._give_back(unused)
+        self.end()
 
 
 class DrainRate:
@@ -119,11 +170,14 @@ class DrainRate:
 
 
 class Admission:
-    """Bounded count of admitted images.
+    """Bounded count of admitted images (and of their decoded pixels), refusing what would wait too long.
 
     Args:
         capacity: Most images admitted at once (``max_queue_images``).
         on_change: Called with the new depth after every change (the queue-depth gauge).
+        max_wait_s: Queue-wait budget: the longest expected wait admitted; None = no latency bound.
+        cold_start_images: Most images admitted before any drain rate was measured (with ``max_wait_s``).
+        pixel_capacity: Most decoded pixels admitted at once (``max_queue_pixels``); None = no bound.
         clock: Monotonic seconds (tests pass a fake one).
         window_s: How far back the drain rate behind ``Retry-After`` looks.
     """
@@ -133,21 +187,36 @@ class Admission:
         capacity: int,
         on_change: Callable[[int], None] | None = None,
         *,
+        max_wait_s: float | None = None,
+        cold_start_images: int = 1,
+        pixel_capacity: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         window_s: float = RATE_WINDOW_S,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if max_wait_s is not None and max_wait_s <= 0:
+            raise ValueError(f"max_wait_s must be > 0, got {max_wait_s}")
+        if cold_start_images < 1 or (pixel_capacity is not None and pixel_capacity < 1):
+            raise ValueError("cold_start_images and pixel_capacity must be >= 1")
         self.capacity = capacity
+        self.max_wait_s = max_wait_s
+        self.cold_start_images = cold_start_images
+        self.pixel_capacity = pixel_capacity
         self._depth = 0
+        self._pixels = 0
         self._on_change = on_change
         self.rate = DrainRate(window_s, clock)
-        self._reservation: ContextVar[Reservation | None] = ContextVar(f"admission-{id(self)}", default=None)
 
     @property
     def depth(self) -> int:
         """Images admitted (or reserved) and not yet answered."""
         return self._depth
+
+    @property
+    def pixels(self) -> int:
+        """Decoded pixels of the images admitted by the pipeline and not yet answered."""
+        return self._pixels
 
     def retry_after_s(self) -> int:
         """Seconds until the images queued now have drained at the measured rate, in whole seconds."""
@@ -158,12 +227,21 @@ class Admission:
             return RETRY_AFTER_MAX_S
         return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, math.ceil(self._depth / rate)))
 
+    def expected_wait_s(self, n: int) -> float | None:
+        """Seconds until ``n`` more images would have left the queue behind those admitted now, at the
+        measured drain rate; None before a rate was measured, infinity when nothing drains."""
+        rate = self.rate.images_per_s()
+        if rate is None:
+            return None
+        return (self._depth + n) / rate if rate > 0 else math.inf
+
     def admit(self, n: int) -> None:
         """Count ``n`` images in, all or none.
 
         Raises:
             InvalidInput: more images than the queue ever holds: retrying cannot help.
-            Overloaded: they would not fit now; nothing is counted.
+            Overloaded: they would not fit now (the queue is full, or they would wait past the budget);
+                nothing is counted.
         """
         self._check_fits(n)
         if self._depth + n > self.capacity:
@@ -173,7 +251,31 @@ class Admission:
                 f"for); retry in {wait} s (Retry-After)",
                 retry_after_seconds=wait,
             )
+        self._check_wait(n)
         self._change(n)
+
+    def _check_wait(self, n: int) -> None:
+        if self.max_wait_s is None or self._depth == 0:
+            return  # nothing ahead: admitted whatever its own size
+        budget_ms = round(self.max_wait_s * 1000)
+        expected = self.expected_wait_s(n)
+        if expected is None:
+            if self._depth + n <= self.cold_start_images:
+                return
+            why = (
+                f"no drain rate measured yet, and {self._depth} images are already waiting (at most "
+                f"{self.cold_start_images} are admitted until the first have been answered)"
+            )
+        elif expected <= self.max_wait_s:
+            return
+        else:
+            why = (
+                f"{self._depth} images ahead and {n} asked for would wait about {expected * 1000:.0f} ms at the "
+                f"measured {self.rate.images_per_s():.1f} images/s, over the queue-wait budget of {budget_ms} ms "
+                "(max_queue_wait_ms)"
+            )
+        wait = self.retry_after_s()
+        raise Overloaded(f"inference queue is busy: {why}; retry in {wait} s (Retry-After)", retry_after_seconds=wait)
 
     def release(self, n: int) -> None:
         """Count ``n`` admitted images out: they left the queue (answered, failed or cancelled)."""
@@ -184,8 +286,8 @@ class Admission:
     def reserve(self, n: int) -> Reservation:
         """Count in the ``n`` images the current request declares, before its body is read.
 
-        Enter the returned reservation around the request: :meth:`slots` in its context (or in a task
-        started from it) takes these images; what it did not take is given back on exit.
+        Enter the returned reservation around the request and pass it to :meth:`slots` (with the
+        request); what :meth:`slots` did not take is given back when it ends.
 
         Raises:
             Overloaded: they would not fit; nothing is counted.
@@ -193,25 +295,54 @@ class Admission:
         self.admit(n)
         return Reservation(self, n)
 
+    def give_back(self, n: int) -> None:
+        """Reserved images that never entered the queue: out of the count, not part of the drain rate."""
+        self._check_release(n)
+        self._change(-n)
+
     @contextmanager
-    def slots(self, n: int) -> Iterator[None]:
-        """Admit ``n`` images for the duration of the block, taking the request's reservation first.
+    def slots(self, n: int, reservation: Reservation | None = None, pixels: int = 0) -> Iterator[None]:
+        """Admit ``n`` images (decoding to ``pixels`` pixels) for the block, taking ``reservation`` first.
 
         Raises:
             InvalidInput: more images than the queue ever holds.
-            Overloaded: the images beyond the reservation would not fit; the reservation is kept.
+            PayloadTooLarge: more decoded pixels than the queue ever holds.
+            Overloaded: the images beyond the reservation, or the pixels, would not fit; the reservation
+                is kept.
+            ReservationMisuse: the reservation's request has ended, or it was taken already.
         """
         self._check_fits(n)
-        reservation = self._reservation.get()
-        taken = min(n, reservation.images) if reservation is not None else 0
-        if n > taken:
-            self.admit(n - taken)
+        self._check_pixels(pixels)
         if reservation is not None:
-            reservation.images -= taken
+            reservation.check(self)
+        extra = n - min(n, reservation.images) if reservation is not None else n
+        if extra:
+            self.admit(extra)
+        if reservation is not None:
+            reservation.take(n)
+        self._pixels += pixels
         try:
             yield
         finally:
+            self._pixels -= pixels
             self.release(n)
+
+    def _check_pixels(self, pixels: int) -> None:
+        cap = self.pixel_capacity
+        if cap is None or pixels == 0:
+            return
+        if pixels > cap:
+            raise PayloadTooLarge(
+                f"the request's images decode to {pixels} pixels, more than this server ever queues ({cap}, "
+                "max_queue_pixels): send fewer or smaller images"
+            )
+        if self._pixels + pixels > cap and self._pixels > 0:
+            wait = self.retry_after_s()
+            raise Overloaded(
+                f"decoding queue is full ({self._pixels} of {cap} pixels admitted, {pixels} more asked for); "
+                f"retry in {wait} s (Retry-After)",
+                retry_after_seconds=wait,
+            )
 
     def _check_fits(self, n: int) -> None:
         if n > self.capacity:
@@ -219,11 +350,6 @@ class Admission:
                 f"{n} images in one request, more than this server ever queues ({self.capacity}, "
                 f"max_queue_images): send at most {self.capacity} per request"
             )
-
-    def _give_back(self, n: int) -> None:
-        """Reserved images that never entered the queue: out of the count, not part of the drain rate."""
-        self._check_release(n)
-        self._change(-n)
 
     def _check_release(self, n: int) -> None:
         if n > self._depth:
