@@ -199,10 +199,11 @@ class Settings(BaseSettings):
         "refused with 413. Decoding costs by pixels, not by image count.",
     )
     grpc_max_concurrent_streams: int = Field(
-        100,
+        4096,
         ge=1,
-        description="gRPC: most calls in flight on one connection (HTTP/2 MAX_CONCURRENT_STREAMS); a client's "
-        "further calls wait in its channel.",
+        description="gRPC: most calls open at once on one connection (HTTP/2 MAX_CONCURRENT_STREAMS). Calls past "
+        "it are refused by HTTP/2 itself (REFUSED_STREAM: the client sees UNAVAILABLE without pushback), so it "
+        "is kept above the bursts one client sends; grpc_max_pending_rpcs is the limit that answers a burst.",
     )
     grpc_max_pending_rpcs: int = Field(
         256,

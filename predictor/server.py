@@ -15,6 +15,7 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_format, settings.log_level)
     from predictor import kserve_compat, routes, ui
     from predictor.gpu_metrics import register_gpu_metrics
+    from predictor.grpc_guard import CallLimit, server_options
     from predictor.metrics import PredictorMetrics
     from predictor.model import ImageClassifierModel
     from predictor.pipeline import Pipeline
@@ -31,6 +32,9 @@ def serve(settings: Settings) -> None:
     if settings.redis_url:
         _install_jobs(app, settings)
     register_gpu_metrics()
+    if settings.enable_grpc:
+        limit = CallLimit(settings.grpc_max_pending_rpcs, pipeline.admission.retry_after_s)
+        kserve_compat.configure_grpc_server(server_options(settings), [limit])
     try:
         model.load()
     except (FileNotFoundError, ValueError, OSError) as e:
