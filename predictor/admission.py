@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -71,6 +71,8 @@ class Reservation:
 
     def __init__(self, admission: Admission, images: int) -> None:
         self.admission = admission
+        self.declared = images
+        """Images the request declared (what was reserved)."""
         self._images = images
         self._taken = False
         self._ended = False
@@ -106,8 +108,7 @@ class Reservation:
             return
         self._ended = True
         unused, self._images = self._images, 0
-        if unused:
-            self.admission.give_back(unused)
+        self.admission.reservation_ended(self.declared, unused, taken=self._taken)
 
     def __enter__(self) -> Reservation:
         return self
@@ -205,6 +206,7 @@ class Admission:
         self.pixel_capacity = pixel_capacity
         self._depth = 0
         self._pixels = 0
+        self._requests: Counter[int] = Counter()  # requests admitted, by size (images)
         self._on_change = on_change
         self.rate = DrainRate(window_s, clock)
 
@@ -227,16 +229,24 @@ class Admission:
             return RETRY_AFTER_MAX_S
         return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, math.ceil(self._depth / rate)))
 
-    def expected_wait_s(self, n: int) -> float | None:
-        """Seconds until ``n`` more images would have left the queue behind those admitted now, at the
-        measured drain rate; None before a rate was measured, infinity when nothing drains."""
+    def ahead_of(self, size: int, own: int = 0) -> int:
+        """Images a request of ``size`` images waits for: each request admitted counts up to ``size`` of its
+        images (decoding and batching take turns by request, so a request waits for at most its own size
+        of each other's, not for another's whole backlog); ``own``: the request's own reservation, left out."""
+        ahead = sum(count * min(s, size) for s, count in self._requests.items())
+        return ahead - (min(own, size) if own else 0)
+
+    def expected_wait_s(self, n: int, own: int = 0) -> float | None:
+        """Seconds until a request of ``n`` images (``own`` of them reserved already) would have left the queue,
+        at the measured drain rate; None before a rate was measured, infinity when nothing drains."""
         rate = self.rate.images_per_s()
         if rate is None:
             return None
-        return (self._depth + n) / rate if rate > 0 else math.inf
+        return (self.ahead_of(n, own) + n) / rate if rate > 0 else math.inf
 
-    def admit(self, n: int) -> None:
-        """Count ``n`` images in, all or none.
+    def admit(self, n: int, *, own: int = 0) -> None:
+        """Count ``n`` images in, all or none; ``own``: images of the same request admitted already (its
+        reservation), which are not "ahead" of it.
 
         Raises:
             InvalidInput: more images than the queue ever holds: retrying cannot help.
@@ -251,14 +261,16 @@ class Admission:
                 f"for); retry in {wait} s (Retry-After)",
                 retry_after_seconds=wait,
             )
-        self._check_wait(n)
+        self._check_wait(n, own)
         self._change(n)
 
-    def _check_wait(self, n: int) -> None:
-        if self.max_wait_s is None or self._depth == 0:
+    def _check_wait(self, n: int, own: int) -> None:
+        size = n + own
+        ahead = self.ahead_of(size, own)
+        if self.max_wait_s is None or ahead <= 0:
             return  # nothing ahead: admitted whatever its own size
         budget_ms = round(self.max_wait_s * 1000)
-        expected = self.expected_wait_s(n)
+        expected = self.expected_wait_s(size, own)
         if expected is None:
             if self._depth + n <= self.cold_start_images:
                 return
@@ -270,8 +282,8 @@ class Admission:
             return
         else:
             why = (
-                f"{self._depth} images ahead and {n} asked for would wait about {expected * 1000:.0f} ms at the "
-                f"measured {self.rate.images_per_s():.1f} images/s, over the queue-wait budget of {budget_ms} ms "
+                f"{ahead} images ahead of its {size} would take about {expected * 1000:.0f} ms at the measured "
+                f"{self.rate.images_per_s():.1f} images/s, over the queue-wait budget of {budget_ms} ms "
                 "(max_queue_wait_ms)"
             )
         wait = self.retry_after_s()
@@ -293,12 +305,17 @@ class Admission:
             Overloaded: they would not fit; nothing is counted.
         """
         self.admit(n)
+        self._requests[n] += 1
         return Reservation(self, n)
 
-    def give_back(self, n: int) -> None:
-        """Reserved images that never entered the queue: out of the count, not part of the drain rate."""
-        self._check_release(n)
-        self._change(-n)
+    def reservation_ended(self, declared: int, unused: int, *, taken: bool) -> None:
+        """A reservation's request ended: ``unused`` reserved images never entered the queue (out of the count,
+        not part of the drain rate); one not ``taken`` by :meth:`slots` leaves the requests counted here."""
+        self._check_release(unused)
+        if unused:
+            self._change(-unused)
+        if not taken:
+            self._leave(declared)
 
     @contextmanager
     def slots(self, n: int, reservation: Reservation | None = None, pixels: int = 0) -> Iterator[None]:
@@ -315,17 +332,26 @@ class Admission:
         self._check_pixels(pixels)
         if reservation is not None:
             reservation.check(self)
-        extra = n - min(n, reservation.images) if reservation is not None else n
+        own = reservation.images if reservation is not None else 0
+        extra = n - min(n, own)
         if extra:
-            self.admit(extra)
+            self.admit(extra, own=own)
         if reservation is not None:
             reservation.take(n)
+            self._leave(reservation.declared)  # the request is counted by its real size from now on
+        self._requests[n] += 1
         self._pixels += pixels
         try:
             yield
         finally:
             self._pixels -= pixels
+            self._leave(n)
             self.release(n)
+
+    def _leave(self, size: int) -> None:
+        self._requests[size] -= 1
+        if self._requests[size] <= 0:
+            del self._requests[size]
 
     def _check_pixels(self, pixels: int) -> None:
         cap = self.pixel_capacity

@@ -11,7 +11,10 @@ Guarantees:
 * a handler that raises, or returns the wrong number of results, fails only that batch's futures; a
   handler may return an exception in an item's place, which fails that item alone;
 * items whose future was cancelled (a client that went away) or whose deadline passed before their
-  batch formed are dropped and never reach the handler.
+  batch formed are dropped and never reach the handler;
+* submitters take turns: each :meth:`DynamicBatcher.submit_many` call (one request) is a queue of its own,
+  and batches take one item of each in turn, so a request's items wait behind at most as many of another
+  request's as it has itself, not behind a large request's whole backlog.
 
 How many items may wait is not the batcher's decision: the caller admits requests before they reach it
 (:class:`predictor.admission.Admission`, counted from arrival, decoding included).
@@ -90,7 +93,10 @@ class DynamicBatcher(Generic[T, R]):
         self._batch_cap = max_batch_size
         self.max_batch_delay_s = max_batch_delay_ms / 1000.0
         self._on_batch = on_batch
-        self._queue: collections.deque[_Item[T, R]] = collections.deque()
+        # One queue per submitter (request), served round-robin: a request's images wait for at most as many
+        # of each other request's as it has itself, not for another's whole backlog.
+        self._flows: collections.deque[collections.deque[_Item[T, R]]] = collections.deque()
+        self._queued = 0
         self._depth = 0  # queued + running
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -146,6 +152,7 @@ class DynamicBatcher(Generic[T, R]):
             raise BatcherClosed("batcher is not running")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = []
+        flow: collections.deque[_Item[T, R]] = collections.deque()
         self._depth += len(values)
         for v in values:
             fut: asyncio.Future[R] = loop.create_future()
@@ -153,8 +160,11 @@ class DynamicBatcher(Generic[T, R]):
             item: _Item[T, R] = _Item(v, fut, deadline)
             # A cancelled item (its client went away) is counted out at once.
             fut.add_done_callback(lambda f, it=item: f.cancelled() and self._release(it))
-            self._queue.append(item)
+            flow.append(item)
             futures.append(fut)
+        if flow:
+            self._flows.append(flow)
+            self._queued += len(flow)
         assert self._wakeup is not None
         self._wakeup.set()
         return futures
@@ -177,14 +187,14 @@ class DynamicBatcher(Generic[T, R]):
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if not self._queued:
                 if self._closed:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            first_at = self._queue[0].enqueued_at
-            while len(self._queue) < self._batch_cap and not self._closed:
+            first_at = min(flow[0].enqueued_at for flow in self._flows)
+            while self._queued < self._batch_cap and not self._closed:
                 remaining = first_at + self.max_batch_delay_s - time.monotonic()
                 if remaining <= 0:
                     break
@@ -201,8 +211,12 @@ class DynamicBatcher(Generic[T, R]):
         batch: list[_Item[T, R]] = []
         now = time.monotonic()
         cap = self._batch_cap
-        while self._queue and len(batch) < cap:
-            item = self._queue.popleft()
+        while self._flows and len(batch) < cap:
+            flow = self._flows.popleft()  # round-robin: one item of each request in turn
+            item = flow.popleft()
+            self._queued -= 1
+            if flow:
+                self._flows.append(flow)
             if item.future.done():  # cancelled by a client that went away: already released
                 continue
             if item.deadline <= now:

@@ -244,41 +244,55 @@ def _measured(images_per_s: float, max_wait_s: float, capacity: int = 1000) -> t
 
 def test_a_request_is_admitted_while_its_expected_wait_fits_the_budget() -> None:
     a, _ = _measured(images_per_s=100.0, max_wait_s=1.0)  # the budget holds 100 images
-    a.admit(60)
-    a.admit(40)  # 100 images: the last leaves the queue 1.0 s from now
-    assert a.depth == 100 and a.expected_wait_s(0) == pytest.approx(1.0, rel=0.01)
+    held = [a.reserve(1) for _ in range(99)]  # 99 one-image requests waiting
+    last = a.reserve(1)  # its image leaves the queue 1.0 s from now
+    assert a.depth == 100 and a.expected_wait_s(1) == pytest.approx(1.01, rel=0.01)
+    for r in [*held, last]:
+        r.end()
 
 
 def test_a_request_that_would_wait_past_the_budget_is_refused_at_once_with_retry_after() -> None:
     a, _ = _measured(images_per_s=100.0, max_wait_s=1.0)
-    a.admit(95)
+    held = [a.reserve(2) for _ in range(48)]  # 96 images in 48 requests
     with pytest.raises(Overloaded) as exc:
-        a.admit(6)  # 101 images: 1.01 s, though the queue (1000) has room
+        a.reserve(5)  # waits for 2 of each of 48 requests and its own 5: 1.01 s, though the queue (1000) has room
     assert exc.value.status_code == 503 and exc.value.retry_after_seconds == 1
     assert re.search(
-        r"95 images ahead and 6 asked for would wait about 10\d\d ms at the measured 100\.\d images/s",
-        exc.value.message,
+        r"96 images ahead of its 5 would take about 10\d\d ms at the measured 10\d\.\d images/s", exc.value.message
     ), exc.value.message
     assert "over the queue-wait budget of 1000 ms (max_queue_wait_ms)" in exc.value.message
-    assert a.depth == 95, "nothing admitted"
-    a.admit(5)  # what fits is still admitted
-    with pytest.raises(Overloaded):
-        a.reserve(1)  # the middleware's early admission applies the same budget
+    assert a.depth == 96, "nothing admitted"
+    a.reserve(3).end()  # what fits is still admitted
+    with a.reserve(1) as r, pytest.raises(Overloaded), a.slots(5, r):  # the pipeline's admission, the same budget
+        pass
+    for r in held:
+        r.end()
+    assert a.depth == 0
+
+
+def test_a_small_request_waits_for_its_share_of_a_big_one_not_for_all_of_it() -> None:
+    a, _ = _measured(images_per_s=10.0, max_wait_s=1.0)
+    with a.reserve(1) as big, a.slots(64, big):  # 6.4 s of work (alone in the queue: admitted)
+        small = a.reserve(1)  # batching and decoding take turns: it waits for about one of the 64
+        assert a.expected_wait_s(1) == pytest.approx(0.3, rel=0.1)
+        small.end()
+        with pytest.raises(Overloaded, match="64 images ahead of its 64"):
+            a.reserve(64)  # another big one would wait for all 64: 12.8 s
 
 
 def test_the_budget_follows_the_measured_rate() -> None:
     slow, _ = _measured(images_per_s=10.0, max_wait_s=1.0)
-    slow.admit(10)
+    held = [slow.reserve(1) for _ in range(9)]
     with pytest.raises(Overloaded):
-        slow.admit(1)
+        slow.reserve(2)
     fast, _ = _measured(images_per_s=500.0, max_wait_s=1.0)
-    fast.admit(500)
-    assert fast.depth == 500
+    held += [fast.reserve(2) for _ in range(200)]
+    assert fast.depth == 400
 
 
 def test_a_request_finding_the_queue_empty_is_admitted_whatever_its_size() -> None:
     a, _ = _measured(images_per_s=10.0, max_wait_s=1.0)
-    a.admit(64)  # 6.4 s of work alone: waiting would not make it fit better
+    a.reserve(64)  # 6.4 s of work alone: waiting would not make it fit better
     assert a.depth == 64
 
 
@@ -286,17 +300,16 @@ def test_cold_start_admits_one_batch_until_a_rate_is_measured() -> None:
     clock = FakeClock()
     a = Admission(1000, clock=clock, max_wait_s=1.0, cold_start_images=8)
     assert a.rate.images_per_s() is None
-    a.admit(5)
-    a.admit(3)  # 8: one batch
+    first, second = a.reserve(5), a.reserve(3)  # 8: one batch
     with pytest.raises(Overloaded) as exc:
-        a.admit(1)
+        a.reserve(1)
     assert "no drain rate measured yet" in exc.value.message and exc.value.retry_after_seconds == 1
-    clock.now += 0.1  # the first batch is answered: 8 images in 0.1 busy seconds, 80 images/s
-    a.release(8)
-    a.admit(40)
-    a.admit(38)  # 78 images: 0.98 s at 80 images/s
+    with first, second, a.slots(5, first), a.slots(3, second):
+        clock.now += 0.1  # the first batch is answered: 8 images in 0.1 busy seconds, 80 images/s
+    held = [a.reserve(1) for _ in range(78)]  # 78 images: 0.98 s at 80 images/s
     with pytest.raises(Overloaded, match="over the queue-wait budget"):
-        a.admit(3)
+        a.reserve(2)
+    assert len(held) == 78
 
 
 def test_without_a_budget_only_the_image_bound_applies() -> None:
@@ -333,3 +346,14 @@ def test_a_request_decoding_to_more_pixels_than_the_queue_holds_is_413_not_a_ret
     assert a.depth == 0 and a.pixels == 0
     with a.slots(1, pixels=1_000):  # alone, a request up to the bound is admitted
         assert a.pixels == 1_000
+
+
+def test_a_request_alone_is_admitted_whole_even_after_its_first_image_was_reserved() -> None:
+    a, _ = _measured(images_per_s=10.0, max_wait_s=1.0)
+    with a.reserve(1) as reservation, a.slots(64, reservation):  # 63 beyond the reservation; nothing ahead
+        assert a.depth == 64
+    other = a.reserve(64)  # another request is ahead now
+    with a.reserve(1) as reservation, pytest.raises(Overloaded, match="queue-wait budget"), a.slots(64, reservation):
+        pass
+    other.end()
+    assert a.depth == 0
