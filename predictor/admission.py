@@ -181,6 +181,9 @@ class Admission:
         pixel_capacity: Most decoded pixels admitted at once (``max_queue_pixels``); None = no bound.
         clock: Monotonic seconds (tests pass a fake one).
         window_s: How far back the drain rate behind ``Retry-After`` looks.
+        busy_from_depth: Whether the drain rate's busy time is the time this count is above zero (True), or
+            told by the caller through ``rate.depth_changed`` (the pipeline: the time the batcher has images
+            to infer, so that a request whose images take long to decode, alone, does not read as a slow pod).
     """
 
     def __init__(
@@ -193,6 +196,7 @@ class Admission:
         pixel_capacity: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         window_s: float = RATE_WINDOW_S,
+        busy_from_depth: bool = True,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
@@ -208,6 +212,7 @@ class Admission:
         self._pixels = 0
         self._requests: Counter[int] = Counter()  # requests admitted, by size (images)
         self._on_change = on_change
+        self._busy_from_depth = busy_from_depth
         self.rate = DrainRate(window_s, clock)
 
     @property
@@ -384,6 +389,7 @@ class Admission:
     def _change(self, delta: int) -> None:
         old = self._depth
         self._depth += delta
-        self.rate.depth_changed(old, self._depth)
+        if self._busy_from_depth:
+            self.rate.depth_changed(old, self._depth)
         if self._on_change is not None:
             self._on_change(self._depth)

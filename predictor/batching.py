@@ -71,6 +71,7 @@ class DynamicBatcher(Generic[T, R]):
         max_batch_delay_ms: longest wait for more items after the first of a batch arrived.
         on_batch: optional hook called (on the loop) after each handler call, for metrics.
         thread_name: name of the dedicated handler thread.
+        on_depth: optional hook called (on the loop) with the depth before and after every change.
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class DynamicBatcher(Generic[T, R]):
         max_batch_delay_ms: float,
         on_batch: Callable[[BatchStats], None] | None = None,
         thread_name: str = "batch-handler",
+        on_depth: Callable[[int, int], None] | None = None,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -98,6 +100,7 @@ class DynamicBatcher(Generic[T, R]):
         self._flows: collections.deque[collections.deque[_Item[T, R]]] = collections.deque()
         self._queued = 0
         self._depth = 0  # queued + running
+        self._on_depth = on_depth
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -153,7 +156,7 @@ class DynamicBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = []
         flow: collections.deque[_Item[T, R]] = collections.deque()
-        self._depth += len(values)
+        self._set_depth(self._depth + len(values))
         for v in values:
             fut: asyncio.Future[R] = loop.create_future()
             # Create the future before enqueueing, so a fast batch can never miss it.
@@ -259,7 +262,12 @@ class DynamicBatcher(Generic[T, R]):
         if item.released:
             return
         item.released = True
-        self._depth -= 1
+        self._set_depth(self._depth - 1)
+
+    def _set_depth(self, new: int) -> None:
+        old, self._depth = self._depth, new
+        if self._on_depth is not None:
+            self._on_depth(old, new)
 
     def run_on_handler_thread(self, fn: Callable[[], R]) -> R:
         """Run ``fn`` on the dedicated handler thread and wait (load, warm-up, engine swaps between batches).

@@ -65,6 +65,7 @@ class Pipeline:
             max_wait_s=settings.queue_wait_budget_ms() / 1000,
             cold_start_images=min(settings.max_batch_size, settings.max_queue_images),
             pixel_capacity=settings.max_queue_pixels,
+            busy_from_depth=False,  # busy while the batcher has images: see load()
         )
         self._batcher: DynamicBatcher[Item, np.ndarray] | None = None
         self._guard: DeviceGuard | None = None
@@ -142,6 +143,9 @@ class Pipeline:
             max_batch_delay_ms=s.max_batch_delay_ms,
             on_batch=self._on_batch,
             thread_name="inference",
+            # The drain rate counts the time images wait for or run their forward pass: a request whose images
+            # take long to decode (decoding takes turns by request) does not make the pod look slow to others.
+            on_depth=self.admission.rate.depth_changed,
         )
         cap = BatchCap(s.max_batch_size, s.oom_recovery_seconds, self._batch_cap_changed)
         name = self.model_name

@@ -357,3 +357,16 @@ def test_a_request_alone_is_admitted_whole_even_after_its_first_image_was_reserv
         pass
     other.end()
     assert a.depth == 0
+
+
+def test_busy_time_may_come_from_the_batcher_instead_of_the_count() -> None:
+    """The pipeline counts as busy only the time its batcher has images to infer: a request whose images are
+    slow to decode (alone in the batcher's eyes) does not lower the rate others are admitted by."""
+    clock = FakeClock()
+    a = Admission(100, clock=clock, busy_from_depth=False)
+    with a.slots(32):
+        clock.now += 30.0  # 30 s of decoding, the batcher idle
+        a.rate.depth_changed(0, 32)
+        clock.now += 0.5  # then half a second of forward passes
+        a.rate.depth_changed(32, 0)
+    assert a.rate.images_per_s() == pytest.approx(64.0)
