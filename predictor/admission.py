@@ -7,7 +7,9 @@ is the queue-depth gauge the autoscaler reads. A request is refused at once with
 * its images would take the count over ``max_queue_images`` (the memory bound), or
 * its *expected wait* would exceed the queue-wait budget (``max_queue_wait_ms``, capped at
   ``request_timeout_ms``): the images ahead of it plus its own, divided by the measured drain rate, is
-  the time until its last image has left the queue. So accepted latency stays within the budget however
+  the time until its last image has left the queue. Decoding and batching take turns by request, so each
+  request ahead counts for at most as many images as the newcomer has (:meth:`Admission.ahead_of`): a
+  small request is not refused for a huge one's backlog. So accepted latency stays near the budget however
   fast or slow the model is, and the queue holds only what the pod drains in that time. A request that
   finds the queue empty is always admitted (waiting cannot make it fit better). Cold start (no drain
   rate measured yet, i.e. nothing answered since start): at most ``cold_start_images`` (one batch) are
@@ -30,7 +32,8 @@ Two steps, one count:
   admitted twice with one reservation, fails with an error instead of counting images twice.
 
 ``Retry-After`` is the time the queue ahead needs to drain at the measured drain rate (images leaving
-the queue per second of busy time, over the last ``window_s`` busy seconds), so it grows with the queue
+the queue per second of busy time, over the last ``window_s`` busy seconds; the pipeline counts as busy
+the time its batcher has images, see ``busy_from_depth``), so it grows with the queue
 and shrinks with a faster model; 1 s until a rate has been measured, 60 s at most.
 """
 

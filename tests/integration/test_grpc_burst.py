@@ -44,6 +44,7 @@ def burst_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         grpc_port=grpc_port,
         grpc_max_pending_rpcs=MAX_PENDING,
         max_batch_delay_ms=BATCH_DELAY_MS,
+        max_queue_wait_ms=60_000,  # the queue admits what waits for its batch: the pending limit is what binds
         max_request_bytes=MAX_REQUEST_BYTES,
         rejection_log_interval_seconds=60,
     )
