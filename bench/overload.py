@@ -19,9 +19,16 @@ per rejection (its CPU beyond what the step's answered images cost at the smalle
 lines its log got per second. A probe measures the CPU of one rejection directly: a server whose one-image
 queue is held full by a request waiting for its batch, sent nothing but requests it must refuse.
 
+Pinned mode (``--pin_server 0 --pin_client 1``): each server runs under ``taskset`` on its cores and the
+load generator on the others, so that the client cannot take the server's CPU (the server sees one core:
+one decode thread, one inference thread). A targets table follows: goodput at the largest c against the
+smallest, accepted p99 against the queue-wait budget, 503 p99, timeouts (issue 23).
+
 Usage::
 
     python -m bench.overload --server before=/tmp/before --server after=. --out bench/results/overload.json
+    python -m bench.overload --pin_server 0 --pin_client 1 --protocols classify --open "" --polite "" \
+        --probe_duration 0 --duration 10
 """
 
 from __future__ import annotations
@@ -199,6 +206,64 @@ def _wait_depth(port: int, depth: int, timeout_s: float = 30.0) -> None:
     raise RuntimeError(f"the probe's queue did not reach {depth} within {timeout_s} s")
 
 
+def cpu_list(text: str) -> set[int]:
+    """``"0"``, ``"0,2"`` or ``"0-3"`` → the set of CPU numbers (as ``taskset -c`` reads them)."""
+    out: set[int] = set()
+    for part in (p for p in text.split(",") if p):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    if not out:
+        raise argparse.ArgumentTypeError(f"no CPUs in {text!r}")
+    return out
+
+
+def server_argv(a: argparse.Namespace, port: int) -> list[str]:
+    """The server's command line, under ``taskset`` in pinned mode."""
+    argv = ours_argv(a.model_dir, port)
+    if a.pin_server:
+        argv = ["taskset", "-c", ",".join(map(str, sorted(a.pin_server))), *argv]
+    return argv
+
+
+def target_checks(res: dict[str, Any], budget_ms: float) -> list[dict[str, Any]]:
+    """Per server and protocol, the closed loop's largest c against issue 23's targets."""
+    out = []
+    for (server, proto), rows in _closed_by(res["steps"]).items():
+        base, top = rows[0], rows[-1]
+        out.append({
+            "server": server, "protocol": proto, "from": base["load"], "to": top["load"],
+            "goodput_ratio": round(top["img_per_s"] / base["img_per_s"], 3) if base["img_per_s"] else None,
+            "accepted_p99_ms": top["latency_ms"]["p99"], "rejected_p99_ms": top["rejected_503"]["p99_ms"],
+            "timeouts": sum(r["timeouts"] for r in rows), "budget_ms": budget_ms,
+        })  # fmt: skip
+    return out
+
+
+def _closed_by(steps: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in steps:
+        if r["loop"] == "closed":
+            by.setdefault((r["server"], r["protocol"]), []).append(r)
+    return by
+
+
+def _render_targets(res: dict[str, Any]) -> list[str]:
+    out = ["## Targets (issue 23: goodput >= 0.85 of the smallest c, accepted p99 within the budget, 503 p99 "
+           "<= 100 ms, no timeouts)", "",
+           "| server | protocol | steps | goodput ratio | accepted p99 ms | 503 p99 ms | timeouts | met |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t in res.get("targets", []):
+        met = (
+            (t["goodput_ratio"] or 0) >= 0.85 and (t["accepted_p99_ms"] or 0) <= t["budget_ms"]
+            and (t["rejected_p99_ms"] or 0) <= 100 and t["timeouts"] == 0
+        )  # fmt: skip
+        out.append(
+            f"| {t['server']} | {t['protocol']} | {t['from']} → {t['to']} | {t['goodput_ratio']} | "
+            f"{t['accepted_p99_ms']} | {t['rejected_p99_ms']} | {t['timeouts']} | {'yes' if met else 'no'} |"
+        )
+    return [*out, ""]
+
+
 def render(res: dict[str, Any]) -> str:
     """The sweep as markdown tables, one per protocol."""
     out = [
@@ -211,6 +276,10 @@ def render(res: dict[str, Any]) -> str:
         f"niceness {res.get('client_nice', 0)}.",
         "",
     ]
+    if res.get("pinned"):
+        out += [f"Pinned: servers on CPUs {res['pinned']['server']}, load generator on CPUs "
+                f"{res['pinned']['client']} (taskset).", ""]  # fmt: skip
+    out += _render_targets(res)
     head = (
         "| server | loop | load | goodput img/s | vs c16 | accepted p50 / p99 ms | 503 share | 503 p50 / p99 ms "
         "| Retry-After p50 s | timeouts | other errors | server cores | CPU ms / 503 (est.) | log lines/s "
@@ -247,11 +316,15 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     logs = a.out.parent / "logs"
     res: dict[str, Any] = {"machine": machine_info(), "load_before": round(os.getloadavg()[0], 2)}
     res["servers"] = {name: str(tree) for name, tree in a.server}
+    if a.pin_client:  # this process and the threads it starts (the load generator) run on these CPUs
+        os.sched_setaffinity(0, a.pin_client)
+    if a.pin_server or a.pin_client:
+        res["pinned"] = {"server": sorted(a.pin_server or []), "client": sorted(a.pin_client or [])}
     with ExitStack() as stack:
         targets = []
         for name, tree in a.server:
             port = free_port()
-            server = ServerProcess(ours_argv(a.model_dir, port), port, logs / f"overload-{name}.log", cwd=tree)
+            server = ServerProcess(server_argv(a, port), port, logs / f"overload-{name}.log", cwd=tree)
             targets.append(Target(name, tree, stack.enter_context(server)))
         for t in targets:
             t.server.start()
@@ -262,6 +335,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             res["steps"] = pool.submit(sweep, a, targets).result()
     res["probe"] = {name: probe(a, name, tree, logs) for name, tree in a.server} if a.probe_duration > 0 else {}
     res["load_after"] = round(os.getloadavg()[0], 2)
+    res["targets"] = target_checks(res, a.budget_ms)
     return res
 
 
@@ -288,6 +362,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="niceness of the load generator: above 0 it takes the CPU the servers leave, roughly "
                    "as clients on other machines would (0 = it competes with the servers)")  # fmt: skip
     p.add_argument("--probe_duration", type=float, default=5.0, help="seconds per protocol of the probe; 0 = none")
+    p.add_argument("--pin_server", type=cpu_list, default=None, metavar="CPUS",
+                   help="pinned mode: run each server under taskset on these CPUs (e.g. 0)")  # fmt: skip
+    p.add_argument("--pin_client", type=cpu_list, default=None, metavar="CPUS",
+                   help="pinned mode: run the load generator on these CPUs (e.g. 1)")  # fmt: skip
+    p.add_argument("--budget_ms", type=float, default=1000.0,
+                   help="the queue-wait budget the targets table checks accepted p99 against")  # fmt: skip
     p.add_argument("--jsonl", type=Path, default=None, help="append every step here as it is measured")
     p.add_argument("--out", type=Path, default=Path("bench/results/overload.json"))
     p.add_argument("--md", type=Path, default=Path("bench/results/overload.md"))

@@ -1,24 +1,41 @@
 """Admission: the one count of images in the pod, and the one place that refuses with 503.
 
 An image is counted from the moment its request is admitted until its forward pass is over; the count
-is the queue-depth gauge the autoscaler reads. A request that would take the count over
-``max_queue_images`` is refused at once with :class:`~predictor.errors.Overloaded` (503 +
-``Retry-After``), so latency never grows past what the queue allows.
+is the queue-depth gauge the autoscaler reads. A request is refused at once with
+:class:`~predictor.errors.Overloaded` (503 + ``Retry-After``) when
+
+* its images would take the count over ``max_queue_images`` (the memory bound), or
+* its *expected wait* would exceed the queue-wait budget (``max_queue_wait_ms``, capped at
+  ``request_timeout_ms``): the images ahead of it plus its own, divided by the measured drain rate, is
+  the time until its last image has left the queue. Decoding and batching take turns by request, so each
+  request ahead counts for at most as many images as the newcomer has (:meth:`Admission.ahead_of`): a
+  small request is not refused for a huge one's backlog. So accepted latency stays near the budget however
+  fast or slow the model is, and the queue holds only what the pod drains in that time. A request that
+  finds the queue empty is always admitted (waiting cannot make it fit better). Cold start (no drain
+  rate measured yet, i.e. nothing answered since start): at most ``cold_start_images`` (one batch) are
+  admitted, until the first images have drained and a rate exists.
+* its images' decoded pixels (:func:`~predictor.preprocess.decode_cost_pixels`) would take the pixels
+  admitted over ``max_queue_pixels``: decoding costs by pixels, not by image count, so a few huge
+  images cannot fill the pod with work that the image count does not see. A request that alone decodes
+  to more than that is refused with 413 (retrying cannot help).
 
 Two steps, one count:
 
-* :meth:`Admission.reserve`: the HTTP middleware checks the images a request *declares* (its
+* :meth:`Admission.reserve`: the HTTP middleware counts in the images a request *declares* (its
   headers, the v2 binary header) before its body is read, so a request that cannot fit is refused
-  without receiving or parsing it; it counts them in when the body has arrived (``on_arrival``), so a
-  body still on its way, or stalled, holds no capacity (slow clients cannot hold the queue). The
-  reservation belongs to the current request (a context variable: the route, and KServe's v1 route,
-  run in the task the middleware runs in, or a child task of it).
+  without receiving or parsing it; it counts them in when the body has arrived (``on_arrival``,
+  :meth:`Reservation.arrived`), so a body still on its way, or stalled, holds no capacity (slow clients
+  cannot hold the queue). The :class:`Reservation` is handed to the pipeline explicitly, with the request
+  (the middleware puts it in the request's state, the route passes it as an argument).
 * :meth:`Admission.slots`: the pipeline counts in the images the request really has; it takes them from
   the request's reservation first, so a request admitted early is not refused again for the same
-  images. Whatever of a reservation was not taken is given back when the request ends.
+  images. Whatever of a reservation was not taken is given back when the request ends. A reservation is
+  taken once and only while its request lasts: work moved somewhere that outlives its request, or
+  admitted twice with one reservation, fails with an error instead of counting images twice.
 
 ``Retry-After`` is the time the queue ahead needs to drain at the measured drain rate (images leaving
-the queue per second of busy time, over the last ``window_s`` busy seconds), so it grows with the queue
+the queue per second of busy time, over the last ``window_s`` busy seconds; the pipeline counts as busy
+the time its batcher has images, see ``busy_from_depth``), so it grows with the queue
 and shrinks with a faster model; 1 s until a rate has been measured, 60 s at most.
 """
 
@@ -26,12 +43,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
 
-from predictor.errors import InvalidInput, Overloaded
+from predictor.errors import InvalidInput, Overloaded, PayloadTooLarge
 
 RETRY_AFTER_MIN_S = 1
 """Shortest ``Retry-After`` (the header counts whole seconds)."""
@@ -42,19 +58,31 @@ RATE_WINDOW_S = 10.0
 _SAMPLE_EVERY_S = 0.1
 
 
+class ReservationMisuse(RuntimeError):
+    """A reservation was used where it cannot be: after its request ended, twice, or with another admission.
+
+    A programming error (a route that moved its work to a task outliving the request, or admitted the same
+    request twice), raised instead of silently counting the request's images twice.
+    """
+
+
 class Reservation:
     """Images counted in for one request before its body was read (:meth:`Admission.reserve`).
 
-    Used as a context manager around the request: inside it, :meth:`Admission.slots` takes the reserved
-    images first; on exit, whatever was not taken is given back.
+    Used as a context manager around the request; passed to :meth:`Admission.slots` (through
+    :meth:`Pipeline.classify <predictor.pipeline.Pipeline.classify>`), which takes the reserved images
+    first; on exit, whatever was not taken is given back.
     """
 
     def __init__(self, admission: Admission, images: int, due: int = 0) -> None:
         self.admission = admission
-        self.images = images
+        self.declared = images + due
+        """Images the request declared (what was reserved)."""
+        self._images = images
         self.due = due
-        """Declared images not counted in yet: :meth:`arrived` counts them in."""
-        self._token: Token[Reservation | None] | None = None
+        """Declared images not counted in yet (the body is on its way): :meth:`arrived` counts them in."""
+        self._taken = False
+        self._ended = False
 
     def arrived(self) -> None:
         """The request's body has arrived: count its declared images in now (all or none).
@@ -64,19 +92,49 @@ class Reservation:
         """
         if self.due:
             self.admission.admit(self.due)
-            self.images, self.due = self.images + self.due, 0
+            self.admission.count_request(self.declared)
+            self._images, self.due = self._images + self.due, 0
+
+    @property
+    def images(self) -> int:
+        """Reserved images not taken (yet)."""
+        return self._images
+
+    def check(self, admission: Admission) -> None:
+        """Raise :class:`ReservationMisuse` unless :meth:`take` may be called for ``admission`` now."""
+        if admission is not self.admission:
+            raise ReservationMisuse("reservation handed to another Admission than the one that made it")
+        if self._ended:
+            raise ReservationMisuse(
+                "reservation used after its request ended: the work outlived the request that admitted it "
+                "(moved to a task that runs on after the answer?)"
+            )
+        if self._taken:
+            raise ReservationMisuse("reservation taken twice: one request admitted to the pipeline twice")
+
+    def take(self, n: int) -> int:
+        """Hand up to ``n`` reserved images to the pipeline (once); returns how many it got."""
+        self.check(self.admission)
+        self._taken = True
+        taken = min(n, self._images)
+        self._images -= taken
+        return taken
+
+    def end(self) -> None:
+        """The request is over: give back what was not taken; the reservation cannot be taken any more."""
+        if self._ended:
+            return
+        self._ended = True
+        if self.due:  # the body never arrived: nothing was counted in
+            return
+        unused, self._images = self._images, 0
+        self.admission.reservation_ended(self.declared, unused, taken=self._taken)
 
     def __enter__(self) -> Reservation:
-        self._token = self.admission._reservation.set(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._token is not None:
-            self.admission._reservation.reset(self._token)
-            self._token = None
-        unused, self.images = self.images, 0
-        if unused:
-            self.admission._give_back(unused)
+        self.end()
 
 
 class DrainRate:
@@ -133,13 +191,19 @@ class DrainRate:
 
 
 class Admission:
-    """Bounded count of admitted images.
+    """Bounded count of admitted images (and of their decoded pixels), refusing what would wait too long.
 
     Args:
         capacity: Most images admitted at once (``max_queue_images``).
         on_change: Called with the new depth after every change (the queue-depth gauge).
+        max_wait_s: Queue-wait budget: the longest expected wait admitted; None = no latency bound.
+        cold_start_images: Most images admitted before any drain rate was measured (with ``max_wait_s``).
+        pixel_capacity: Most decoded pixels admitted at once (``max_queue_pixels``); None = no bound.
         clock: Monotonic seconds (tests pass a fake one).
         window_s: How far back the drain rate behind ``Retry-After`` looks.
+        busy_from_depth: Whether the drain rate's busy time is the time this count is above zero (True), or
+            told by the caller through ``rate.depth_changed`` (the pipeline: the time the batcher has images
+            to infer, so that a request whose images take long to decode, alone, does not read as a slow pod).
     """
 
     def __init__(
@@ -147,21 +211,39 @@ class Admission:
         capacity: int,
         on_change: Callable[[int], None] | None = None,
         *,
+        max_wait_s: float | None = None,
+        cold_start_images: int = 1,
+        pixel_capacity: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         window_s: float = RATE_WINDOW_S,
+        busy_from_depth: bool = True,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if max_wait_s is not None and max_wait_s <= 0:
+            raise ValueError(f"max_wait_s must be > 0, got {max_wait_s}")
+        if cold_start_images < 1 or (pixel_capacity is not None and pixel_capacity < 1):
+            raise ValueError("cold_start_images and pixel_capacity must be >= 1")
         self.capacity = capacity
+        self.max_wait_s = max_wait_s
+        self.cold_start_images = cold_start_images
+        self.pixel_capacity = pixel_capacity
         self._depth = 0
+        self._pixels = 0
+        self._requests: Counter[int] = Counter()  # requests admitted, by size (images)
         self._on_change = on_change
+        self._busy_from_depth = busy_from_depth
         self.rate = DrainRate(window_s, clock)
-        self._reservation: ContextVar[Reservation | None] = ContextVar(f"admission-{id(self)}", default=None)
 
     @property
     def depth(self) -> int:
         """Images admitted (or reserved) and not yet answered."""
         return self._depth
+
+    @property
+    def pixels(self) -> int:
+        """Decoded pixels of the images admitted by the pipeline and not yet answered."""
+        return self._pixels
 
     def retry_after_s(self) -> int:
         """Seconds until the images queued now have drained at the measured rate, in whole seconds."""
@@ -172,16 +254,34 @@ class Admission:
             return RETRY_AFTER_MAX_S
         return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, math.ceil(self._depth / rate)))
 
-    def admit(self, n: int) -> None:
-        """Count ``n`` images in, all or none.
+    def ahead_of(self, size: int, own: int = 0) -> int:
+        """Images a request of ``size`` images waits for: each request admitted counts up to ``size`` of its
+        images (decoding and batching take turns by request, so a request waits for at most its own size
+        of each other's, not for another's whole backlog); ``own``: the request's own reservation, left out."""
+        ahead = sum(count * min(s, size) for s, count in self._requests.items())
+        return ahead - (min(own, size) if own else 0)
+
+    def expected_wait_s(self, n: int, own: int = 0) -> float | None:
+        """Seconds until a request of ``n`` images (``own`` of them reserved already) would have left the queue,
+        at the measured drain rate; None before a rate was measured, infinity when nothing drains."""
+        rate = self.rate.images_per_s()
+        if rate is None:
+            return None
+        return (self.ahead_of(n, own) + n) / rate if rate > 0 else math.inf
+
+    def admit(self, n: int, *, own: int = 0) -> None:
+        """Count ``n`` images in, all or none; ``own``: images of the same request admitted already (its
+        reservation), which are not "ahead" of it.
 
         Raises:
             InvalidInput: more images than the queue ever holds: retrying cannot help.
-            Overloaded: they would not fit now; nothing is counted.
+            Overloaded: they would not fit now (the queue is full, or they would wait past the budget);
+                nothing is counted.
         """
         self._check_fits(n)
         if self._depth + n > self.capacity:
             raise self._overloaded(n)
+        self._check_wait(n, own)
         self._change(n)
 
     def _overloaded(self, n: int) -> Overloaded:
@@ -192,6 +292,31 @@ class Admission:
             retry_after_seconds=wait,
         )
 
+    def _check_wait(self, n: int, own: int) -> None:
+        size = n + own
+        ahead = self.ahead_of(size, own)
+        if self.max_wait_s is None or ahead <= 0:
+            return  # nothing ahead: admitted whatever its own size
+        budget_ms = round(self.max_wait_s * 1000)
+        expected = self.expected_wait_s(size, own)
+        if expected is None:
+            if self._depth + n <= self.cold_start_images:
+                return
+            why = (
+                f"no drain rate measured yet, and {self._depth} images are already waiting (at most "
+                f"{self.cold_start_images} are admitted until the first have been answered)"
+            )
+        elif expected <= self.max_wait_s:
+            return
+        else:
+            why = (
+                f"{ahead} images ahead of its {size} would take about {expected * 1000:.0f} ms at the measured "
+                f"{self.rate.images_per_s():.1f} images/s, over the queue-wait budget of {budget_ms} ms "
+                "(max_queue_wait_ms)"
+            )
+        wait = self.retry_after_s()
+        raise Overloaded(f"inference queue is busy: {why}; retry in {wait} s (Retry-After)", retry_after_seconds=wait)
+
     def release(self, n: int) -> None:
         """Count ``n`` admitted images out: they left the queue (answered, failed or cancelled)."""
         self._check_release(n)
@@ -201,44 +326,93 @@ class Admission:
     def reserve(self, n: int, *, on_arrival: bool = False) -> Reservation:
         """Count in the ``n`` images the current request declares, before its body is read.
 
-        Enter the returned reservation around the request: :meth:`slots` in its context (or in a task
-        started from it) takes these images; what it did not take is given back on exit.
+        Enter the returned reservation around the request and pass it to :meth:`slots` (with the
+        request); what :meth:`slots` did not take is given back when it ends.
 
         Args:
             n: The images declared.
-            on_arrival: Check now that they fit, but count them in only when :meth:`Reservation.arrived`
-                is called (the body has arrived): a body on its way holds no capacity.
+            on_arrival: Check now that they fit (queue and wait budget), but count them in only when
+                :meth:`Reservation.arrived` is called (the body has arrived): a body on its way holds no
+                capacity.
 
         Raises:
             Overloaded: they would not fit; nothing is counted.
         """
-        self._check_fits(n)
         if on_arrival:
+            self._check_fits(n)
             if self._depth + n > self.capacity:
                 raise self._overloaded(n)
+            self._check_wait(n, 0)
             return Reservation(self, 0, due=n)
         self.admit(n)
+        self.count_request(n)
         return Reservation(self, n)
 
+    def count_request(self, size: int) -> None:
+        """A request of ``size`` declared images entered the queue (what :meth:`ahead_of` weighs)."""
+        self._requests[size] += 1
+
+    def reservation_ended(self, declared: int, unused: int, *, taken: bool) -> None:
+        """A reservation's request ended: ``unused`` reserved images never entered the queue (out of the count,
+        not part of the drain rate); one not ``taken`` by :meth:`slots` leaves the requests counted here."""
+        self._check_release(unused)
+        if unused:
+            self._change(-unused)
+        if not taken:
+            self._leave(declared)
+
     @contextmanager
-    def slots(self, n: int) -> Iterator[None]:
-        """Admit ``n`` images for the duration of the block, taking the request's reservation first.
+    def slots(self, n: int, reservation: Reservation | None = None, pixels: int = 0) -> Iterator[None]:
+        """Admit ``n`` images (decoding to ``pixels`` pixels) for the block, taking ``reservation`` first.
 
         Raises:
             InvalidInput: more images than the queue ever holds.
-            Overloaded: the images beyond the reservation would not fit; the reservation is kept.
+            PayloadTooLarge: more decoded pixels than the queue ever holds.
+            Overloaded: the images beyond the reservation, or the pixels, would not fit; the reservation
+                is kept.
+            ReservationMisuse: the reservation's request has ended, or it was taken already.
         """
         self._check_fits(n)
-        reservation = self._reservation.get()
-        taken = min(n, reservation.images) if reservation is not None else 0
-        if n > taken:
-            self.admit(n - taken)
+        self._check_pixels(pixels)
         if reservation is not None:
-            reservation.images -= taken
+            reservation.check(self)
+        own = reservation.images if reservation is not None else 0
+        extra = n - min(n, own)
+        if extra:
+            self.admit(extra, own=own)
+        if reservation is not None:
+            reservation.take(n)
+            self._leave(reservation.declared)  # the request is counted by its real size from now on
+        self._requests[n] += 1
+        self._pixels += pixels
         try:
             yield
         finally:
+            self._pixels -= pixels
+            self._leave(n)
             self.release(n)
+
+    def _leave(self, size: int) -> None:
+        self._requests[size] -= 1
+        if self._requests[size] <= 0:
+            del self._requests[size]
+
+    def _check_pixels(self, pixels: int) -> None:
+        cap = self.pixel_capacity
+        if cap is None or pixels == 0:
+            return
+        if pixels > cap:
+            raise PayloadTooLarge(
+                f"the request's images decode to {pixels} pixels, more than this server ever queues ({cap}, "
+                "max_queue_pixels): send fewer or smaller images"
+            )
+        if self._pixels + pixels > cap and self._pixels > 0:
+            wait = self.retry_after_s()
+            raise Overloaded(
+                f"decoding queue is full ({self._pixels} of {cap} pixels admitted, {pixels} more asked for); "
+                f"retry in {wait} s (Retry-After)",
+                retry_after_seconds=wait,
+            )
 
     def _check_fits(self, n: int) -> None:
         if n > self.capacity:
@@ -247,11 +421,6 @@ class Admission:
                 f"max_queue_images): send at most {self.capacity} per request"
             )
 
-    def _give_back(self, n: int) -> None:
-        """Reserved images that never entered the queue: out of the count, not part of the drain rate."""
-        self._check_release(n)
-        self._change(-n)
-
     def _check_release(self, n: int) -> None:
         if n > self._depth:
             raise ValueError(f"releasing {n} images but only {self._depth} are admitted")
@@ -259,6 +428,7 @@ class Admission:
     def _change(self, delta: int) -> None:
         old = self._depth
         self._depth += delta
-        self.rate.depth_changed(old, self._depth)
+        if self._busy_from_depth:
+            self.rate.depth_changed(old, self._depth)
         if self._on_change is not None:
             self._on_change(self._depth)

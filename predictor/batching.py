@@ -11,7 +11,10 @@ Guarantees:
 * a handler that raises, or returns the wrong number of results, fails only that batch's futures; a
   handler may return an exception in an item's place, which fails that item alone;
 * items whose future was cancelled (a client that went away) or whose deadline passed before their
-  batch formed are dropped and never reach the handler.
+  batch formed are dropped and never reach the handler;
+* submitters take turns: each :meth:`DynamicBatcher.submit_many` call (one request) is a queue of its own,
+  and batches take one item of each in turn, so a request's items wait behind at most as many of another
+  request's as it has itself, not behind a large request's whole backlog.
 
 How many items may wait is not the batcher's decision: the caller admits requests before they reach it
 (:class:`predictor.admission.Admission`, counted from arrival, decoding included).
@@ -43,6 +46,7 @@ class _Item(Generic[T, R]):
     future: asyncio.Future[R]
     deadline: float  # time.monotonic() seconds
     enqueued_at: float = field(default_factory=time.monotonic)
+    released: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class DynamicBatcher(Generic[T, R]):
         max_batch_delay_ms: longest wait for more items after the first of a batch arrived.
         on_batch: optional hook called (on the loop) after each handler call, for metrics.
         thread_name: name of the dedicated handler thread.
+        on_depth: optional hook called (on the loop) with the depth before and after every change.
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class DynamicBatcher(Generic[T, R]):
         max_batch_delay_ms: float,
         on_batch: Callable[[BatchStats], None] | None = None,
         thread_name: str = "batch-handler",
+        on_depth: Callable[[int, int], None] | None = None,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -89,13 +95,23 @@ class DynamicBatcher(Generic[T, R]):
         self._batch_cap = max_batch_size
         self.max_batch_delay_s = max_batch_delay_ms / 1000.0
         self._on_batch = on_batch
-        self._queue: collections.deque[_Item[T, R]] = collections.deque()
+        # One queue per submitter (request), served round-robin: a request's images wait for at most as many
+        # of each other request's as it has itself, not for another's whole backlog.
+        self._flows: collections.deque[collections.deque[_Item[T, R]]] = collections.deque()
+        self._queued = 0
+        self._depth = 0  # queued + running
+        self._on_depth = on_depth
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._executor_shut = False
         self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Items submitted and not yet finished (waiting or in the running batch)."""
+        return self._depth
 
     @property
     def batch_cap(self) -> int:
@@ -139,12 +155,19 @@ class DynamicBatcher(Generic[T, R]):
             raise BatcherClosed("batcher is not running")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = []
+        flow: collections.deque[_Item[T, R]] = collections.deque()
+        self._set_depth(self._depth + len(values))
         for v in values:
             fut: asyncio.Future[R] = loop.create_future()
             # Create the future before enqueueing, so a fast batch can never miss it.
             item: _Item[T, R] = _Item(v, fut, deadline)
-            self._queue.append(item)
+            # A cancelled item (its client went away) is counted out at once.
+            fut.add_done_callback(lambda f, it=item: f.cancelled() and self._release(it))
+            flow.append(item)
             futures.append(fut)
+        if flow:
+            self._flows.append(flow)
+            self._queued += len(flow)
         assert self._wakeup is not None
         self._wakeup.set()
         return futures
@@ -167,14 +190,14 @@ class DynamicBatcher(Generic[T, R]):
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if not self._queued:
                 if self._closed:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            first_at = self._queue[0].enqueued_at
-            while len(self._queue) < self._batch_cap and not self._closed:
+            first_at = min(flow[0].enqueued_at for flow in self._flows)
+            while self._queued < self._batch_cap and not self._closed:
                 remaining = first_at + self.max_batch_delay_s - time.monotonic()
                 if remaining <= 0:
                     break
@@ -191,12 +214,17 @@ class DynamicBatcher(Generic[T, R]):
         batch: list[_Item[T, R]] = []
         now = time.monotonic()
         cap = self._batch_cap
-        while self._queue and len(batch) < cap:
-            item = self._queue.popleft()
-            if item.future.done():  # cancelled by a client that went away: never reaches the model
+        while self._flows and len(batch) < cap:
+            flow = self._flows.popleft()  # round-robin: one item of each request in turn
+            item = flow.popleft()
+            self._queued -= 1
+            if flow:
+                self._flows.append(flow)
+            if item.future.done():  # cancelled by a client that went away: already released
                 continue
             if item.deadline <= now:
                 item.future.set_exception(DeadlineExceeded("request deadline passed while queued"))
+                self._release(item)
                 continue
             batch.append(item)
         return batch
@@ -224,8 +252,22 @@ class DynamicBatcher(Generic[T, R]):
                     it.future.set_exception(res)
                 else:
                     it.future.set_result(res)
+        finally:
+            for it in batch:
+                self._release(it)
         if self._on_batch is not None:
             self._on_batch(BatchStats(len(batch), waits, time.monotonic() - started))
+
+    def _release(self, item: _Item[T, R]) -> None:
+        if item.released:
+            return
+        item.released = True
+        self._set_depth(self._depth - 1)
+
+    def _set_depth(self, new: int) -> None:
+        old, self._depth = self._depth, new
+        if self._on_depth is not None:
+            self._on_depth(old, new)
 
     def run_on_handler_thread(self, fn: Callable[[], R]) -> R:
         """Run ``fn`` on the dedicated handler thread and wait (engine load, precision check, warm-up).

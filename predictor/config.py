@@ -264,6 +264,41 @@ class Settings(BaseSettings):
         9090, ge=0, le=65535, description="Worker's Prometheus metrics port; 0 = no metrics server."
     )
 
+    # --- front door: fair decoding, latency-bounded admission, gRPC limits (issue 23) ------------
+    max_queue_wait_ms: int = Field(
+        1000,
+        ge=1,
+        description="Queue-wait budget: a request is admitted only if the images queued ahead of it and its own "
+        "are expected to leave the queue within this time at the measured drain rate (images per busy second); "
+        "otherwise it gets 503 with Retry-After at once. Capped at request_timeout_ms. A request finding the "
+        "queue empty is always admitted; before any rate is measured (cold start) at most max_batch_size images "
+        "are admitted. max_queue_images stays the memory bound.",
+    )
+    max_queue_pixels: int = Field(
+        1_000_000_000,
+        ge=1,
+        description="Most decoded pixels (width*height, JPEGs at their DCT-scaled decode size) of the images "
+        "admitted at once: past it a request gets 503 with Retry-After; one request decoding to more is "
+        "refused with 413. Decoding costs by pixels, not by image count.",
+    )
+    grpc_max_concurrent_streams: int = Field(
+        4096,
+        ge=1,
+        description="gRPC: most calls open at once on one connection (HTTP/2 MAX_CONCURRENT_STREAMS). Calls past "
+        "it are refused by HTTP/2 itself (REFUSED_STREAM: the client sees UNAVAILABLE without pushback), so it "
+        "is kept above the bursts one client sends; grpc_max_pending_rpcs is the limit that answers a burst.",
+    )
+    grpc_max_pending_rpcs: int = Field(
+        256,
+        ge=1,
+        description="gRPC: most calls in progress in the server (all connections); past it a call is answered "
+        "RESOURCE_EXHAUSTED with a message and grpc-retry-pushback-ms trailing metadata, without being parsed.",
+    )
+
+    def queue_wait_budget_ms(self) -> int:
+        """The queue-wait budget in force: ``max_queue_wait_ms``, at most ``request_timeout_ms``."""
+        return min(self.max_queue_wait_ms, self.request_timeout_ms)
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.default_top_k > self.max_top_k:

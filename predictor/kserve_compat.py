@@ -33,13 +33,18 @@ when another version is installed, since each workaround below depends on intern
    the ``uvicorn.Config`` from a fixed set of arguments (no HTTP protocol class, no connection limits). The
    constructor is wrapped to hand that config, before uvicorn loads it, to a function of ours
    (:func:`predictor.http_guard.configure`); the wrapper can be undone (tests do).
+8. :func:`configure_grpc_server`: ``GRPCServer.start`` (``kserve.protocol.grpc.server``) builds its
+   ``grpc.aio`` server with KServe's interceptors and only the two message-size options, taken from its
+   own argv defaults (8 MiB), and no stream cap. The module's ``aio`` is replaced by a shim whose
+   ``server()`` adds our options (they win over KServe's) and appends our interceptors (inside KServe's,
+   so its ``ExceptionToStatusInterceptor`` still turns our exceptions into statuses).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from importlib.metadata import version
 from types import ModuleType
 from typing import Any
@@ -250,3 +255,31 @@ def http_parameters(parameters: Any) -> dict[str, Any] | None:
     from kserve.protocol.infer_type import to_http_parameters
 
     return to_http_parameters(parameters)
+
+
+def configure_grpc_server(options: Iterable[tuple[str, Any]], interceptors: Iterable[Any]) -> Callable[[], None]:
+    """Make KServe's gRPC server use ``options`` (over its own) and ``interceptors`` (after its own);
+    returns a function that undoes it."""
+    from kserve.protocol.grpc import server as grpc_server
+
+    original = grpc_server.aio
+    ours, extra = dict(options), list(interceptors)
+
+    class _AioWithOurs:
+        """``grpc.aio`` as KServe's server module sees it: the same, but ``server()`` gets our settings."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(original, name)
+
+        @staticmethod
+        def server(*args: Any, interceptors: Any = None, options: Any = None, **kwargs: Any) -> Any:
+            merged = {**dict(options or ()), **ours}
+            return original.server(*args, interceptors=[*(interceptors or ()), *extra], options=list(merged.items()),
+                                   **kwargs)  # fmt: skip
+
+    grpc_server.aio = _AioWithOurs()
+
+    def undo() -> None:
+        grpc_server.aio = original
+
+    return undo

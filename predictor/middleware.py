@@ -17,10 +17,12 @@
 * Refuse before the work: an inference request has the images it declares checked against the one
   :class:`~predictor.admission.Admission` before its body is read (one for ``/classify``, v1 and v2
   JSON, whose count is inside the body; the input's shape for the v2 binary extension, whose JSON header
-  alone is read for it). When they do not fit, the answer is 503 with ``Retry-After`` and
-  ``Connection: close`` at once: the body is never received or parsed. They are counted in (reserved for
-  the pipeline) when the body has arrived, so a slow or stalled upload holds no capacity. Every refusal
-  made here (408, 413, 415, 503) closes the connection, so an unread body is not read for nothing.
+  alone is read for it), and the reservation is handed to the route in the request's own state
+  (:func:`reservation_of`; the route passes it to the pipeline as an argument). When they do not fit, the
+  answer is 503 with ``Retry-After`` and ``Connection: close`` at once: the body is never received or
+  parsed. They are counted in (reserved for the pipeline) when the body has arrived, so a slow or stalled
+  upload holds no capacity. Every refusal made here (408, 413, 415, 503) closes the connection, so an
+  unread body is not read for nothing.
 * Rejections are counted in the metrics and logged per interval (:class:`~predictor.logs.RejectionLog`).
 """
 
@@ -32,12 +34,13 @@ import os
 import time
 import zlib
 from collections import deque
+from typing import Any
 
 import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from predictor.admission import Admission
+from predictor.admission import Admission, Reservation
 from predictor.config import Settings
 from predictor.errors import InvalidInput, PayloadTooLarge, PredictorError, UnsupportedMediaType
 from predictor.logs import REJECTIONS_LOGGER, RejectionLog, request_id_var
@@ -56,6 +59,14 @@ cost the event loop seconds."""
 PEEK_MAX_BYTES = 64 * 1024
 """Longest v2 binary JSON header read before admission; a longer one counts as one image."""
 _CLASSIFY_TYPES = ("multipart/form-data", "application/octet-stream")
+RESERVATION_STATE = "admission_reservation"
+"""Key of the request's :class:`~predictor.admission.Reservation` in its ASGI scope's ``state``
+(Starlette's ``request.state``)."""
+
+
+def reservation_of(request: Any) -> Reservation | None:
+    """The reservation the middleware made for ``request`` (a Starlette request), or None (not reserved)."""
+    return request.scope.get("state", {}).get(RESERVATION_STATE)
 
 
 def protocol_of(path: str, method: str) -> str | None:
@@ -234,7 +245,8 @@ class RequestContextMiddleware:
         except PredictorError as e:  # Overloaded, or more images than the queue ever holds
             await self._refuse(scope, send, e)
             return
-        with reservation:
+        with reservation:  # handed over explicitly, with the request; given back (what is left) when it ends
+            scope.setdefault("state", {})[RESERVATION_STATE] = reservation
             await self._call(scope, headers, receive, send, protocol, limit)
 
     async def _refuse(self, scope: Scope, send: Send, exc: PredictorError) -> None:

@@ -1,10 +1,11 @@
 """The classification pipeline: admission → decode → batch → infer → top-k. Knows nothing of HTTP, KServe or Redis.
 
-A request is admitted (counted in images, bounded: :mod:`predictor.admission`), its images are decoded
-in a thread pool as soon as it is admitted, so while the dedicated inference thread runs one batch the
-next batch's images are being decoded; the batcher coalesces them into forward passes; each image gets its
-top-k. The model itself (spec, labels, the engine chosen and warmed up before ready) is the
-:class:`~predictor.lifecycle.ModelRuntime`'s.
+A request is admitted (counted in images and decoded pixels, bounded in both and by its expected queue
+wait: :mod:`predictor.admission`), its images are decoded in a pool that takes turns by request, fair by
+decoded pixels (:mod:`predictor.fair_pool`), as soon as it is admitted, so while the dedicated inference
+thread runs one batch the next batch's images are being decoded; the batcher coalesces them into forward
+passes; each image gets its top-k. The model itself (spec, labels, the engine chosen and warmed up before
+ready) is the :class:`~predictor.lifecycle.ModelRuntime`'s.
 """
 
 from __future__ import annotations
@@ -13,24 +14,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from predictor.admission import Admission
+from predictor.admission import Admission, Reservation
 from predictor.batching import BatchStats, DynamicBatcher
 from predictor.config import Settings
 from predictor.engine import Engine, EngineInfo
 from predictor.engine.base import Item
 from predictor.engine.faults import BatchCap, DeviceGuard
 from predictor.errors import DeadlineExceeded, InsufficientMemory, InvalidInput, NotReady, PredictorError
+from predictor.fair_pool import FairPool
 from predictor.inputs import ImageInput, prepare_input
 from predictor.lifecycle import ModelRuntime, warmup_jpeg
 from predictor.limits import check_image_count, check_top_k
 from predictor.metrics import PredictorMetrics
 from predictor.postprocess import Prediction, predictions, softmax
-from predictor.preprocess import PreprocessSpec
+from predictor.preprocess import PreprocessSpec, decode_cost_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,17 @@ class Pipeline:
         self.model_name = settings.model_name
         self._given_engine = engine
         self.runtime: ModelRuntime | None = None
-        self.admission = Admission(settings.max_queue_images, self._queue_depth_changed)
+        self.admission = Admission(
+            settings.max_queue_images,
+            self._queue_depth_changed,
+            max_wait_s=settings.queue_wait_budget_ms() / 1000,
+            cold_start_images=min(settings.max_batch_size, settings.max_queue_images),
+            pixel_capacity=settings.max_queue_pixels,
+            busy_from_depth=False,  # busy while the batcher has images: see load()
+        )
         self._batcher: DynamicBatcher[Item, np.ndarray] | None = None
         self._guard: DeviceGuard | None = None
-        self._decode_pool: ThreadPoolExecutor | None = None
+        self._decode_pool: FairPool | None = None
         self.load_seconds = 0.0
         self._ready = False
         self._not_ready_since: float | None = None
@@ -142,6 +150,9 @@ class Pipeline:
             max_batch_delay_ms=s.max_batch_delay_ms,
             on_batch=self._on_batch,
             thread_name="inference",
+            # The drain rate counts the time images wait for or run their forward pass: a request whose images
+            # take long to decode (decoding takes turns by request) does not make the pod look slow to others.
+            on_depth=self.admission.rate.depth_changed,
         )
         cap = BatchCap(s.max_batch_size, s.oom_recovery_seconds, self._batch_cap_changed)
         name = self.model_name
@@ -150,10 +161,8 @@ class Pipeline:
             s, self.metrics, self._batcher.run_on_handler_thread, self._given_engine, on_warmup_capped=cap.lower
         )
         self.runtime.load()
-        self._decode_pool = ThreadPoolExecutor(
-            max_workers=s.decode_threads or s.usable_cores(),
-            thread_name_prefix="decode",
-        )
+        # Decoding takes turns by request (fair by decoded pixels): no request waits behind another's backlog.
+        self._decode_pool = FairPool(s.decode_threads or s.usable_cores(), thread_name_prefix="decode")
         # Decode one sample too, so the first request does not pay the decode path's lazy imports.
         self._decode_pool.submit(self._prepare, warmup_jpeg()).result()
         self.load_seconds = time.monotonic() - started
@@ -195,16 +204,30 @@ class Pipeline:
     # --- the request path ------------------------------------------------------------------------
 
     async def classify(
-        self, images: Sequence[ImageInput], top_k: int | None = None, timeout_s: float | None = None
+        self,
+        images: Sequence[ImageInput],
+        top_k: int | None = None,
+        timeout_s: float | None = None,
+        *,
+        reservation: Reservation | None = None,
     ) -> list[list[Prediction]]:
-        """Classify images; any bad image fails the whole call with :class:`InvalidInput`."""
-        return await self._run(images, top_k, timeout_s, per_image=False)
+        """Classify images; any bad image fails the whole call with :class:`InvalidInput`.
+
+        ``reservation``: the images the HTTP middleware admitted for this request before its body was read
+        (:meth:`Admission.reserve <predictor.admission.Admission.reserve>`), taken first.
+        """
+        return await self._run(images, top_k, timeout_s, reservation, per_image=False)
 
     async def classify_each(
-        self, images: Sequence[ImageInput], top_k: int | None = None, timeout_s: float | None = None
+        self,
+        images: Sequence[ImageInput],
+        top_k: int | None = None,
+        timeout_s: float | None = None,
+        *,
+        reservation: Reservation | None = None,
     ) -> list[list[Prediction] | PredictorError]:
         """Classify images; each image gets its own outcome (a bad one does not fail the rest)."""
-        return await self._run(images, top_k, timeout_s, per_image=True)
+        return await self._run(images, top_k, timeout_s, reservation, per_image=True)
 
     def check_top_k(self, top_k: int | None) -> int:
         """Validate a requested top_k (:func:`predictor.limits.check_top_k`); None gives the default."""
@@ -212,7 +235,13 @@ class Pipeline:
         return check_top_k(top_k, s.default_top_k, s.max_top_k, len(self.labels))
 
     async def _run(
-        self, images: Sequence[ImageInput], top_k: int | None, timeout_s: float | None, *, per_image: bool
+        self,
+        images: Sequence[ImageInput],
+        top_k: int | None,
+        timeout_s: float | None,
+        reservation: Reservation | None,
+        *,
+        per_image: bool,
     ) -> list:
         if not self.ready or self._batcher is None or self._decode_pool is None:
             raise NotReady("model is not ready: loading or shutting down")
@@ -224,19 +253,22 @@ class Pipeline:
         check_image_count(n, self.settings.max_images_per_request)
         timeout = timeout_s if timeout_s is not None else self.settings.request_timeout_ms / 1000
         deadline = time.monotonic() + timeout
-        with self.admission.slots(n):
+        spec = self.spec
+        assert spec is not None
+        costs = [decode_cost_pixels(img, spec) for img in images]
+        with self.admission.slots(n, reservation, pixels=sum(costs)):
             try:
-                return await asyncio.wait_for(self._decode_and_infer(images, k, deadline, per_image), timeout)
+                work = self._decode_and_infer(images, costs, k, deadline, per_image)
+                return await asyncio.wait_for(work, timeout)
             except TimeoutError:
                 raise DeadlineExceeded(f"request not answered within its deadline of {timeout * 1000:.0f} ms") from None
 
-    async def _decode_and_infer(self, images: Sequence[ImageInput], k: int, deadline: float, per_image: bool) -> list:
-        loop = asyncio.get_running_loop()
-        assert self._batcher is not None
-        decoded = await asyncio.gather(
-            *(loop.run_in_executor(self._decode_pool, self._prepare, img) for img in images),
-            return_exceptions=True,
-        )
+    async def _decode_and_infer(
+        self, images: Sequence[ImageInput], costs: list[int], k: int, deadline: float, per_image: bool
+    ) -> list:
+        assert self._batcher is not None and self._decode_pool is not None
+        prepare = self._prepare
+        decoded = await self._decode_pool.run_flow([lambda img=img: prepare(img) for img in images], costs)
         for i, d in enumerate(decoded):
             if isinstance(d, BaseException) and not isinstance(d, PredictorError):
                 raise d

@@ -188,6 +188,30 @@ def decode_image(data: bytes, spec: PreprocessSpec, max_image_pixels: int) -> np
         return prepare_pil(img, spec)
 
 
+def decode_cost_pixels(data: bytes | np.ndarray, spec: PreprocessSpec) -> int:
+    """Pixels decoding ``data`` produces, from its header alone (cheap: nothing is decoded): width x height,
+    for a JPEG at the DCT-scaled size :func:`decode_image` decodes it to; a tensor's own pixels.
+
+    What fair decoding (:mod:`predictor.fair_pool`) and admission (``max_queue_pixels``) count; 0 for bytes
+    that are not a readable image header (decoding reports what is wrong with them).
+    """
+    if isinstance(data, np.ndarray):
+        return int(data.shape[0] * data.shape[1]) if data.ndim == 3 and data.dtype == np.uint8 else 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            fmt = img.format
+    except Exception:  # any unreadable header: the decode refuses it with a reason
+        return 0
+    if fmt == "JPEG":
+        rw, rh = spec.resized_size(w, h)
+        s = _draft_scale((w, h), (DRAFT_MARGIN * rw, DRAFT_MARGIN * rh))
+        return -(-w // s) * -(-h // s)
+    return w * h
+
+
 @dataclass(frozen=True)
 class EncodedJpeg:
     """A JPEG whose header passed the checks, left encoded for a batched decoder on the inference device."""

@@ -29,9 +29,9 @@ from predictor.errors import (
 from predictor.limits import check_image_count
 from predictor.logs import REJECTIONS_LOGGER, RejectionLog
 from predictor.metrics import PredictorMetrics
-from predictor.middleware import RequestContextMiddleware, error_response, record_rejection
+from predictor.middleware import RequestContextMiddleware, error_response, record_rejection, reservation_of
 from predictor.pipeline import Pipeline
-from predictor.protocol import predictions_json, v2
+from predictor.protocol import parse_v1, predictions_json, v2
 
 T = TypeVar("T")
 CLIENT_CLOSED_REQUEST = 499
@@ -96,7 +96,8 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
         """Classify images sent as multipart field ``image`` (repeatable) or one raw image body."""
         top_k = query_int(request, "top_k")
         images = await _read_classify_images(request, settings)
-        results = await until_disconnect(request, pipeline.classify(images, top_k))
+        work = pipeline.classify(images, top_k, reservation=reservation_of(request))
+        results = await until_disconnect(request, work)
         body = {
             "model": settings.model_name,
             "model_version": pipeline.model_version,
@@ -107,7 +108,8 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
     async def infer(request: Request) -> Response:
         body = await request.body()
         parsed = v2.parse_rest(body, request.headers.get("inference-header-content-length"))
-        results = await until_disconnect(request, pipeline.classify(parsed.images, parsed.top_k))
+        work = pipeline.classify(parsed.images, parsed.top_k, reservation=reservation_of(request))
+        results = await until_disconnect(request, work)
         out, headers = v2.encode_rest(results, parsed, settings.model_name, pipeline.model_version)
         return Response(out, headers=headers)
 
@@ -122,6 +124,25 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
         """The same, for one version (this server serves one: its content hash, or the configured one)."""
         check_model(model_name, model_version)
         return await infer(request)
+
+    @app.post("/v1/models/{model_name}:predict", tags=["v1"])
+    async def v1_predict(model_name: str, request: Request) -> Response:
+        """KServe v1 predict: ``{"instances": [{"image": {"b64": "..."}}]}`` (ours, so that the images the
+        middleware reserved reach the pipeline with the request)."""
+        check_model(model_name)
+        try:
+            payload = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as e:
+            raise InvalidInput(f'request body is not valid JSON ({e}): send {{"instances": [...]}}') from None
+        parsed = parse_v1(payload)
+        work = pipeline.classify(parsed.images, parsed.top_k, reservation=reservation_of(request))
+        results = await until_disconnect(request, work)
+        body = {
+            "predictions": predictions_json(results),
+            "model_name": model_name,
+            "model_version": pipeline.model_version,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/v2/models/{model_name}", tags=["v2"])
     @app.get("/v2/models/{model_name}/versions/{model_version}", tags=["v2"])

@@ -94,6 +94,11 @@ def serve(settings: Settings) -> None:
     register_gpu_metrics()
     limits = _limits(settings, built.pipeline.metrics)
     kserve_compat.configure_http_server(lambda config: http_guard.configure(config, limits))
+    if settings.enable_grpc:
+        from predictor.grpc_guard import CallLimit, server_options
+
+        call_limit = CallLimit(settings.grpc_max_pending_rpcs, built.pipeline.admission.retry_after_s)
+        kserve_compat.configure_grpc_server(server_options(settings), [call_limit])
     try:
         built.model.load()
     except (FileNotFoundError, ValueError, OSError) as e:

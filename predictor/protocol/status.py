@@ -50,4 +50,7 @@ def grpc_error(exc: PredictorError) -> grpc_exceptions.GrpcException:
     KServe's gRPC interceptor passes ``grpc_interceptor`` exceptions through with their own code and
     details (see :mod:`predictor.kserve_compat`).
     """
-    return _EXCEPTIONS[grpc_code(exc.status_code)](exc.message)
+    out = _EXCEPTIONS[grpc_code(exc.status_code)](exc.message)
+    # Read by predictor.grpc_guard, which sends it as grpc-retry-pushback-ms trailing metadata.
+    out.retry_after_seconds = exc.retry_after_seconds  # type: ignore[attr-defined]
+    return out

@@ -63,3 +63,31 @@ def test_the_load_runs_at_the_niceness_asked_for_and_the_servers_do_not(
     assert seen == {"load": 7, "servers": [base]}
     assert json.loads(out.read_text())["client_nice"] == 7
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the test's own thread is untouched
+
+
+def test_pinned_mode_runs_the_servers_and_the_load_on_the_cpus_asked_for(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.fail("pinned mode needs two CPUs")
+    mine = os.sched_getaffinity(0)
+    seen: dict[str, object] = {}
+
+    def sweep(a, targets):
+        seen["load"] = os.sched_getaffinity(0)
+        seen["servers"] = [os.sched_getaffinity(t.server.proc.pid) for t in targets]
+        return []
+
+    monkeypatch.setattr(overload, "sweep", sweep)
+    out = tmp_path / "overload.json"
+    server_cpu, client_cpu = sorted(mine)[:2]
+    argv = ["--model_dir", str(tiny_model_dir), "--pin_server", str(server_cpu), "--pin_client", str(client_cpu),
+            "--probe_duration", "0", "--out", str(out), "--md", str(tmp_path / "overload.md")]  # fmt: skip
+    try:
+        assert main(argv) == 0
+    finally:
+        os.sched_setaffinity(0, mine)
+    assert seen == {"load": {client_cpu}, "servers": [{server_cpu}]}
+    res = json.loads(out.read_text())
+    assert res["pinned"] == {"server": [server_cpu], "client": [client_cpu]}
+    assert "Pinned: servers on CPUs" in (tmp_path / "overload.md").read_text()

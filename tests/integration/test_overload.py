@@ -248,3 +248,119 @@ def _flood(one_slot: ServerProcess, small_jpeg: bytes) -> None:
     assert sum("-> 503:" in line for line in lines) <= 2 and sum("-> 400:" in line for line in lines) <= 2
     records = [json.dumps(line) for line in lines]  # every line names what the rejections were
     assert all("503" in r or "400" in r for r in records)
+
+
+# ---------------------------------------------------------------- latency-bounded admission (issue 23)
+
+
+def _classify_n(url: str, image: bytes, n: int) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    with httpx.Client(timeout=120) as c:
+        r = c.post(f"{url}/classify", files=[("image", (f"{i}.jpg", image, "image/jpeg")) for i in range(n)])
+    return r, time.monotonic() - started
+
+
+class Sent:
+    """A request on its own thread; :meth:`join` gives its answer and how long it took."""
+
+    def __init__(self, server: ServerProcess, image: bytes, n: int, depth_after: int | None = None) -> None:
+        self.out: list[tuple[httpx.Response, float]] = []
+        self.thread = threading.Thread(target=lambda: self.out.append(_classify_n(server.url, image, n)))
+        self.thread.start()
+        if depth_after is not None:
+            _wait_for(lambda: server.metric("classifier_queue_depth") == depth_after, what=f"queue depth {depth_after}")
+
+    def join(self) -> tuple[httpx.Response, float]:
+        self.thread.join(120)
+        return self.out[0]
+
+
+def test_admission_is_bounded_by_the_expected_wait_not_only_by_the_image_count(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
+):
+    """Batches wait 2 s for company (max_batch_size 16), so the pod drains at most 8 images per 2 s here;
+    the queue holds 256 images, the queue-wait budget is 3 s."""
+    server = start_server(
+        tiny_model_dir, tmp_path, max_batch_size=16, max_batch_delay_ms=2000, max_queue_wait_ms=3000,
+        max_queue_images=256,
+    )  # fmt: skip
+    try:
+        # Cold start: no drain rate yet, so one batch (16 images) is admitted and no more.
+        a, b = Sent(server, small_jpeg, 4, depth_after=4), Sent(server, small_jpeg, 4, depth_after=8)
+        refused, took = _classify_n(server.url, small_jpeg, 9)
+        assert refused.status_code == 503 and took < 1.5, (refused.text, took)
+        assert "no drain rate measured yet" in refused.json()["error"] and int(refused.headers["retry-after"]) >= 1
+        assert [s.join()[0].status_code for s in (a, b)] == [200, 200]
+        # Measured now: 8 images drained in a little over 2 busy seconds (under 4 images/s).
+        a, b = Sent(server, small_jpeg, 2, depth_after=2), Sent(server, small_jpeg, 2, depth_after=4)  # 4 images: ~1 s
+        refused, took = _classify_n(server.url, small_jpeg, 10)  # 14 images: over 3 s, though 256 would fit
+        assert refused.status_code == 503 and took < 1.5, (refused.text, took)
+        error = refused.json()["error"]
+        assert re.search(r"4 images ahead of its 10 would take about \d+ ms at the measured", error), error
+        assert "over the queue-wait budget of 3000 ms (max_queue_wait_ms)" in error, error
+        assert int(refused.headers["retry-after"]) >= 1
+        answers = [s.join() for s in (a, b)]
+        assert [r.status_code for r, _ in answers] == [200, 200], "what fits the budget is admitted and served"
+        assert all(t < 3 + 2 for _, t in answers), answers  # within the budget (+ margin for a shared machine)
+        _wait_for(lambda: server.metric("classifier_queue_depth") == 0, what="the queue to empty")
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- fair decoding (issue 23)
+
+
+@pytest.fixture(scope="module")
+def huge_png() -> bytes:
+    """A 6300x6300 PNG (39.7 M pixels, under the 40 M limit) of ~0.1 MB: cheap to send, slow to decode."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    arr = np.zeros((6300, 6300, 3), np.uint8)
+    arr[::64, :, 0] = 255  # some structure, still compressible
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=9)
+    return buf.getvalue()
+
+
+def test_a_huge_request_does_not_delay_a_small_one(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes, huge_png):
+    server = start_server(
+        tiny_model_dir, tmp_path, request_timeout_ms=300_000, max_queue_pixels=4_000_000_000, decode_threads=2
+    )
+    try:
+        alone = sorted(_classify_n(server.url, small_jpeg, 1)[1] for _ in range(5))[2]
+        huge = Sent(server, huge_png, 32, depth_after=32)  # 32 x 39.7 M pixels of decoding, admitted
+        huge_started = time.monotonic()
+        small: list[float] = []
+        while len(small) < 3:  # one after another, while the huge request decodes
+            r, took = _classify_n(server.url, small_jpeg, 1)
+            assert r.status_code == 200, r.text
+            small.append(took)
+        small_done = time.monotonic() - huge_started
+        answer, huge_took = huge.join()
+        assert answer.status_code == 200, answer.text[:300]
+        # In first-in-first-out decoding the small requests would wait for all 32 huge decodes; here each waits
+        # for at most the decodes in progress when it arrives (and shares the cores with the rest).
+        assert small_done < huge_took / 2, (small, huge_took)
+        assert max(small) < alone + huge_took / 8, (small, alone, huge_took)
+        assert server.metric("classifier_queue_depth") == 0
+    finally:
+        server.stop()
+
+
+def test_a_request_decoding_to_more_pixels_than_the_queue_holds_is_refused_at_once(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes, huge_png
+):
+    server = start_server(tiny_model_dir, tmp_path, max_queue_pixels=100_000_000)
+    try:
+        r, took = _classify_n(server.url, huge_png, 4)  # 159 M pixels
+        assert r.status_code == 413 and took < 5, (r.text, took)
+        assert (
+            "decode to 158760000 pixels, more than this server ever queues (100000000, max_queue_pixels)"
+            in (r.json()["error"])
+        )
+        server.assert_healthy(small_jpeg)
+    finally:
+        server.stop()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
-from predictor.admission import Admission
-from predictor.errors import InvalidInput, Overloaded
+from predictor.admission import Admission, ReservationMisuse
+from predictor.errors import InvalidInput, Overloaded, PayloadTooLarge
 
 
 def test_a_request_that_does_not_fit_is_refused_whole_and_admits_nothing() -> None:
@@ -49,7 +50,7 @@ def test_slots_take_the_requests_reservation_first() -> None:
     a = Admission(4)
     with a.reserve(2) as reservation:
         assert a.depth == 2
-        with a.slots(3):  # 2 from the reservation, 1 more
+        with a.slots(3, reservation):  # 2 from the reservation, 1 more
             assert a.depth == 3 and reservation.images == 0
         assert a.depth == 0
     assert a.depth == 0
@@ -57,10 +58,10 @@ def test_slots_take_the_requests_reservation_first() -> None:
 
 def test_an_early_admitted_request_is_not_refused_later_for_the_same_images() -> None:
     a = Admission(2)
-    with a.reserve(2):
+    with a.reserve(2) as reservation:
         with pytest.raises(Overloaded):  # another request, arriving while this one's body is read
             a.reserve(1)
-        with a.slots(2):  # the pipeline's admission of the same two images succeeds
+        with a.slots(2, reservation):  # the pipeline's admission of the same two images succeeds
             assert a.depth == 2
 
 
@@ -69,8 +70,8 @@ def test_unused_reservations_are_given_back_whatever_happens() -> None:
     with pytest.raises(RuntimeError), a.reserve(3):
         raise RuntimeError("the body could not be parsed")
     assert a.depth == 0
-    with a.reserve(3):
-        with a.slots(1):
+    with a.reserve(3) as reservation:
+        with a.slots(1, reservation):
             assert a.depth == 3
         assert a.depth == 2, "the two images the request did not have are still reserved for it"
     assert a.depth == 0
@@ -80,30 +81,63 @@ def test_images_beyond_the_reservation_may_be_refused_and_the_reservation_stays(
     a = Admission(3)
     with a.reserve(1) as reservation:
         a.admit(2)  # another request fills the queue
-        with pytest.raises(Overloaded), a.slots(2):
+        with pytest.raises(Overloaded), a.slots(2, reservation):
             pass
         assert reservation.images == 1 and a.depth == 3
     assert a.depth == 2
     a.release(2)
 
 
-def test_the_reservation_belongs_to_the_request_and_reaches_its_child_tasks() -> None:
+def test_the_reservation_travels_with_the_request_to_any_task() -> None:
+    """Handed over as an argument, it is taken wherever the work runs: a task that is not a child of the
+    request's (here: one started by a worker that was running before the request came) takes it, and the
+    request's images are counted once."""
     a = Admission(4)
 
-    async def pipeline(n: int) -> int:
-        with a.slots(n):
-            return a.depth
+    async def main() -> tuple[int, int]:
+        jobs: asyncio.Queue = asyncio.Queue()
+        depths: list[int] = []
 
-    async def request() -> tuple[int, int]:
-        with a.reserve(2):
-            inside = await asyncio.ensure_future(pipeline(2))  # as routes.until_disconnect runs it
-        return inside, a.depth
+        async def worker() -> None:  # started before the request: it does not inherit the request's context
+            reservation, done = await jobs.get()
+            with a.slots(2, reservation):
+                depths.append(a.depth)
+            done.set_result(None)
 
-    async def other_request() -> int:
-        return await pipeline(1)  # no reservation of its own: admitted fresh
+        task = asyncio.ensure_future(worker())
+        with a.reserve(2) as reservation:
+            done = asyncio.get_running_loop().create_future()
+            await jobs.put((reservation, done))
+            await done
+        await task
+        return depths[0], a.depth
 
-    assert asyncio.run(request()) == (2, 0)
-    assert asyncio.run(other_request()) == 1 and a.depth == 0
+    assert asyncio.run(main()) == (2, 0), "counted once, whichever task admits it"
+
+
+def test_work_that_outlives_its_request_fails_loudly_instead_of_admitting_twice() -> None:
+    a = Admission(4)
+
+    async def main() -> None:
+        with a.reserve(2) as reservation:
+            pass  # the request ended (answered, or its client left) before the moved work ran
+        with pytest.raises(ReservationMisuse, match="used after its request ended"), a.slots(2, reservation):
+            pass
+        assert a.depth == 0, "nothing admitted for it"
+
+    asyncio.run(main())
+
+
+def test_a_reservation_is_taken_once_and_by_its_own_admission() -> None:
+    a, other = Admission(4), Admission(4)
+    with a.reserve(2) as reservation:
+        with a.slots(2, reservation):
+            with pytest.raises(ReservationMisuse, match="taken twice"), a.slots(2, reservation):
+                pass
+            assert a.depth == 2, "the second use admitted nothing"
+        with pytest.raises(ReservationMisuse, match="another Admission"), other.slots(1, reservation):
+            pass
+    assert a.depth == 0 and other.depth == 0
 
 
 # ---------------------------------------------------------------- Retry-After from the drain rate
@@ -190,7 +224,7 @@ def test_more_images_than_the_queue_ever_holds_is_the_clients_error_not_a_retry(
     for admit in (a.admit, a.reserve):
         with pytest.raises(InvalidInput, match=r"5 images in one request, more than this server ever queues \(4"):
             admit(5)
-    with a.reserve(1), pytest.raises(InvalidInput, match="send at most 4 per request"), a.slots(5):
+    with a.reserve(1) as r, pytest.raises(InvalidInput, match="send at most 4 per request"), a.slots(5, r):
         pass
     assert a.depth == 0
 
@@ -210,7 +244,7 @@ def test_a_reservation_on_arrival_refuses_at_once_but_counts_in_only_when_the_bo
         a.release(1)
         reservation.arrived()
         assert a.depth == 4 and reservation.images == 4
-        with a.slots(4):
+        with a.slots(4, reservation):
             assert a.depth == 4, "the pipeline takes the reservation, not four more"
     assert a.depth == 0
 
@@ -221,3 +255,144 @@ def test_a_reservation_whose_body_never_came_gives_nothing_back() -> None:
         pass
     assert a.depth == 0
     a.admit(4)  # nothing was counted twice or given back twice
+# ---------------------------------------------------------------- latency-bounded admission
+
+
+def _measured(images_per_s: float, max_wait_s: float, capacity: int = 1000) -> tuple[Admission, FakeClock]:
+    clock = FakeClock()
+    a = Admission(capacity, clock=clock, cold_start_images=8)
+    with a.slots(1):
+        drain(a, clock, images_per_s=images_per_s, seconds=5.0)
+    a.max_wait_s = max_wait_s  # measured without a budget, then bounded
+    assert a.rate.images_per_s() == pytest.approx(images_per_s, rel=0.05)
+    return a, clock
+
+
+def test_a_request_is_admitted_while_its_expected_wait_fits_the_budget() -> None:
+    a, _ = _measured(images_per_s=100.0, max_wait_s=1.0)  # the budget holds 100 images
+    held = [a.reserve(1) for _ in range(99)]  # 99 one-image requests waiting
+    last = a.reserve(1)  # its image leaves the queue 1.0 s from now
+    assert a.depth == 100 and a.expected_wait_s(1) == pytest.approx(1.01, rel=0.01)
+    for r in [*held, last]:
+        r.end()
+
+
+def test_a_request_that_would_wait_past_the_budget_is_refused_at_once_with_retry_after() -> None:
+    a, _ = _measured(images_per_s=100.0, max_wait_s=1.0)
+    held = [a.reserve(2) for _ in range(48)]  # 96 images in 48 requests
+    with pytest.raises(Overloaded) as exc:
+        a.reserve(5)  # waits for 2 of each of 48 requests and its own 5: 1.01 s, though the queue (1000) has room
+    assert exc.value.status_code == 503 and exc.value.retry_after_seconds == 1
+    assert re.search(
+        r"96 images ahead of its 5 would take about 10\d\d ms at the measured 10\d\.\d images/s", exc.value.message
+    ), exc.value.message
+    assert "over the queue-wait budget of 1000 ms (max_queue_wait_ms)" in exc.value.message
+    assert a.depth == 96, "nothing admitted"
+    a.reserve(3).end()  # what fits is still admitted
+    with a.reserve(1) as r, pytest.raises(Overloaded), a.slots(5, r):  # the pipeline's admission, the same budget
+        pass
+    for r in held:
+        r.end()
+    assert a.depth == 0
+
+
+def test_a_small_request_waits_for_its_share_of_a_big_one_not_for_all_of_it() -> None:
+    a, _ = _measured(images_per_s=10.0, max_wait_s=1.0)
+    with a.reserve(1) as big, a.slots(64, big):  # 6.4 s of work (alone in the queue: admitted)
+        small = a.reserve(1)  # batching and decoding take turns: it waits for about one of the 64
+        assert a.expected_wait_s(1) == pytest.approx(0.3, rel=0.1)
+        small.end()
+        with pytest.raises(Overloaded, match="64 images ahead of its 64"):
+            a.reserve(64)  # another big one would wait for all 64: 12.8 s
+
+
+def test_the_budget_follows_the_measured_rate() -> None:
+    slow, _ = _measured(images_per_s=10.0, max_wait_s=1.0)
+    held = [slow.reserve(1) for _ in range(9)]
+    with pytest.raises(Overloaded):
+        slow.reserve(2)
+    fast, _ = _measured(images_per_s=500.0, max_wait_s=1.0)
+    held += [fast.reserve(2) for _ in range(200)]
+    assert fast.depth == 400
+
+
+def test_a_request_finding_the_queue_empty_is_admitted_whatever_its_size() -> None:
+    a, _ = _measured(images_per_s=10.0, max_wait_s=1.0)
+    a.reserve(64)  # 6.4 s of work alone: waiting would not make it fit better
+    assert a.depth == 64
+
+
+def test_cold_start_admits_one_batch_until_a_rate_is_measured() -> None:
+    clock = FakeClock()
+    a = Admission(1000, clock=clock, max_wait_s=1.0, cold_start_images=8)
+    assert a.rate.images_per_s() is None
+    first, second = a.reserve(5), a.reserve(3)  # 8: one batch
+    with pytest.raises(Overloaded) as exc:
+        a.reserve(1)
+    assert "no drain rate measured yet" in exc.value.message and exc.value.retry_after_seconds == 1
+    with first, second, a.slots(5, first), a.slots(3, second):
+        clock.now += 0.1  # the first batch is answered: 8 images in 0.1 busy seconds, 80 images/s
+    held = [a.reserve(1) for _ in range(78)]  # 78 images: 0.98 s at 80 images/s
+    with pytest.raises(Overloaded, match="over the queue-wait budget"):
+        a.reserve(2)
+    assert len(held) == 78
+
+
+def test_without_a_budget_only_the_image_bound_applies() -> None:
+    a, _ = _measured(images_per_s=10.0, max_wait_s=1.0)
+    unbounded = Admission(1000)
+    unbounded.rate = a.rate
+    unbounded.admit(10)
+    unbounded.admit(500)
+    assert unbounded.depth == 510
+
+
+# ---------------------------------------------------------------- admitted by decoded pixels
+
+
+def test_pixels_are_admitted_with_the_images_and_bounded() -> None:
+    a = Admission(100, pixel_capacity=1_000)
+    with a.slots(1, pixels=600):
+        assert a.pixels == 600
+        with pytest.raises(Overloaded, match=r"decoding queue is full \(600 of 1000 pixels admitted, 500 more"):
+            with a.slots(1, pixels=500):
+                pass
+        assert a.depth == 1 and a.pixels == 600, "the refused request counted nothing"
+        with a.slots(1, pixels=400):
+            assert a.pixels == 1_000
+    assert a.pixels == 0 and a.depth == 0
+
+
+def test_a_request_decoding_to_more_pixels_than_the_queue_holds_is_413_not_a_retry() -> None:
+    a = Admission(100, pixel_capacity=1_000)
+    with pytest.raises(PayloadTooLarge) as exc, a.slots(2, pixels=1_001):
+        pass
+    assert exc.value.status_code == 413 and exc.value.retry_after_seconds is None
+    assert "decode to 1001 pixels, more than this server ever queues (1000, max_queue_pixels)" in exc.value.message
+    assert a.depth == 0 and a.pixels == 0
+    with a.slots(1, pixels=1_000):  # alone, a request up to the bound is admitted
+        assert a.pixels == 1_000
+
+
+def test_a_request_alone_is_admitted_whole_even_after_its_first_image_was_reserved() -> None:
+    a, _ = _measured(images_per_s=10.0, max_wait_s=1.0)
+    with a.reserve(1) as reservation, a.slots(64, reservation):  # 63 beyond the reservation; nothing ahead
+        assert a.depth == 64
+    other = a.reserve(64)  # another request is ahead now
+    with a.reserve(1) as reservation, pytest.raises(Overloaded, match="queue-wait budget"), a.slots(64, reservation):
+        pass
+    other.end()
+    assert a.depth == 0
+
+
+def test_busy_time_may_come_from_the_batcher_instead_of_the_count() -> None:
+    """The pipeline counts as busy only the time its batcher has images to infer: a request whose images are
+    slow to decode (alone in the batcher's eyes) does not lower the rate others are admitted by."""
+    clock = FakeClock()
+    a = Admission(100, clock=clock, busy_from_depth=False)
+    with a.slots(32):
+        clock.now += 30.0  # 30 s of decoding, the batcher idle
+        a.rate.depth_changed(0, 32)
+        clock.now += 0.5  # then half a second of forward passes
+        a.rate.depth_changed(32, 0)
+    assert a.rate.images_per_s() == pytest.approx(64.0)

@@ -104,7 +104,7 @@ async def test_full_batch_does_not_wait_for_the_delay() -> None:
 async def test_failing_batch_fails_only_its_own_requests() -> None:
     model = FakeModel()
     model.gate.clear()  # hold the first batch so the next requests queue behind it
-    b = await make(model, max_batch_size=2, max_batch_delay_ms=1)
+    b = await make(model, max_batch_size=1, max_batch_delay_ms=1)  # one item per batch: requests take turns
     first = asyncio.ensure_future(b.submit([1, 2], far()))
     await entered(model)
     bad = asyncio.gather(*b.submit_many([666, 5], far()))  # enqueued now, in this order
@@ -268,3 +268,19 @@ def test_the_cap_is_checked() -> None:
             b.set_batch_cap(bad)  # type: ignore[arg-type]
     b.set_batch_cap(1)  # before start: just stored
     assert b.batch_cap == 1
+
+
+async def test_requests_take_turns_in_batches_instead_of_waiting_behind_a_backlog() -> None:
+    model = FakeModel()
+    model.gate.clear()  # hold the first batch so the next requests queue behind it
+    b = await make(model, max_batch_size=4, max_batch_delay_ms=1)
+    first = asyncio.ensure_future(b.submit([1], far()))
+    await entered(model)
+    big = asyncio.gather(*b.submit_many(list(range(100, 112)), far()))  # 12 items: three batches of its own
+    small = asyncio.gather(*b.submit_many([7], far()))  # arrives after the big one
+    model.gate.set()
+    assert await first == [2] and await small == [14]
+    assert await big == [2 * v for v in range(100, 112)]
+    batches = [sorted(batch) for batch in model.batches[1:]]
+    assert 7 in batches[0], f"the small request rides in the next batch, not after the backlog: {batches}"
+    await b.close()

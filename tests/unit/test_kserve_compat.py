@@ -197,3 +197,35 @@ def test_configure_http_server_hands_kserves_uvicorn_config_to_us_and_can_be_und
     assert issubclass(server.config.http, GuardedHttpToolsProtocol)
     assert server.config.timeout_keep_alive == 7, "KServe's own keep-alive option reaches uvicorn"
     assert RESTServer.__init__ is original
+def test_grpc_server_options_and_interceptors_reach_kserves_grpc_server() -> None:
+    """KServe's GRPCServer.start builds its server with the module's ``aio.server(...)``: the shim adds our
+    options (ours win over KServe's message limits) and appends our interceptors after KServe's."""
+    import inspect
+
+    from kserve.protocol.grpc import server as grpc_server
+
+    assert "aio.server(" in inspect.getsource(grpc_server.GRPCServer.start), "the hook point moved"
+    calls: list[dict] = []
+
+    class FakeAio:
+        marker = "the rest of grpc.aio"
+
+        @staticmethod
+        def server(*args, **kwargs):
+            calls.append(kwargs)
+            return "server"
+
+    real = grpc_server.aio
+    grpc_server.aio = FakeAio
+    try:
+        undo = kserve_compat.configure_grpc_server([("grpc.max_receive_message_length", 123), ("x", 1)], ["ours"])
+        built = grpc_server.aio.server(
+            None, interceptors=("kserve's",), options=[("grpc.max_receive_message_length", 8), ("k", 2)]
+        )
+        assert built == "server" and grpc_server.aio.marker == "the rest of grpc.aio"
+        assert calls[0]["interceptors"] == ["kserve's", "ours"]
+        assert dict(calls[0]["options"]) == {"grpc.max_receive_message_length": 123, "k": 2, "x": 1}
+        undo()
+        assert grpc_server.aio is FakeAio
+    finally:
+        grpc_server.aio = real
