@@ -22,7 +22,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 TOLERANCE = 0.1
-SYNC_S = 15.0
 DOWNSCALE_STABILIZATION_S = 300.0
 
 

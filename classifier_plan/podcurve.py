@@ -208,18 +208,15 @@ def standalone_setup(profile: CapacityProfile) -> SimSetup:
     settings = PredictorSettings(**{f: getattr(s, f) for f in PredictorSettings.__dataclass_fields__})
     pod = PodSpec(
         cpu_request=float(profile.machine.get("usable_cores", 2)),
-        cpu_limit=None,
         memory_request=2**30,
         gpu_resource=None,
         gpus=0,
-        downloads_model=False,
         prefers_spot=False,
         tolerates_spot=False,
         storage_uri="",
         startup_period_s=1.0,
         readiness_period_s=1.0,
         termination_grace_s=30.0,
-        prestop_s=0.0,
     )
     plan = ChartPlan(mode="standard", autoscaler="none", min_replicas=1, max_replicas=1, settings=settings, pod=pod)
     return SimSetup(plan, profile, load_prices(), Assumptions())

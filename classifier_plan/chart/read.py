@@ -98,22 +98,17 @@ def read_pod(predictor: dict[str, Any], container: dict[str, Any]) -> PodSpec:
     )
     tolerates_spot = any(t.get("value") == "spot" for t in predictor.get("tolerations", []) or [])
     env = {e.get("name"): e.get("value", "") for e in container.get("env", [])}
-    pre = (((container.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}).get("command", [])
-    prestop = float(pre[1]) if len(pre) == 2 and pre[0] == "sleep" and str(pre[1]).isdigit() else 0.0
     return PodSpec(
         cpu_request=parse_quantity(req.get("cpu", lim.get("cpu", 0))),
-        cpu_limit=parse_quantity(lim["cpu"]) if "cpu" in lim else None,
         memory_request=parse_quantity(req.get("memory", lim.get("memory", 0))),
         gpu_resource=gpu_key if gpus else None,
         gpus=gpus,
-        downloads_model=bool(env.get("STORAGE_URI")),
         prefers_spot=prefers_spot,
         tolerates_spot=tolerates_spot,
         storage_uri=str(env.get("STORAGE_URI", "")),
         startup_period_s=_probe_period(container, "startupProbe", 10.0),
         readiness_period_s=_probe_period(container, "readinessProbe", 10.0),
         termination_grace_s=float(predictor.get("terminationGracePeriodSeconds", predictor.get("timeout", 30))),
-        prestop_s=prestop,
     )
 
 
@@ -178,10 +173,8 @@ def read_nodepool(objects: list[dict[str, Any]]) -> NodePoolSpec | None:
         families=reqs.get("karpenter.k8s.aws/instance-family", ()),
         instance_types=reqs.get("node.kubernetes.io/instance-type", ()),
         limits=tuple(sorted((k, parse_quantity(v)) for k, v in (spec.get("limits") or {}).items())),
-        consolidation_policy=str(dis.get("consolidationPolicy", "WhenEmptyOrUnderutilized")),
         consolidate_after_s=parse_duration(dis.get("consolidateAfter", 0)),
         budget_nodes=str(budgets[0].get("nodes", "10%")),
-        expire_after_s=parse_duration(tmpl.get("expireAfter", "720h")),
     )
 
 

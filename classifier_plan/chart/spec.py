@@ -68,18 +68,15 @@ class PodSpec:
     """Scheduling and lifecycle facts of one predictor pod."""
 
     cpu_request: float
-    cpu_limit: float | None = field(compare=False)
     memory_request: float
     gpu_resource: str | None = field(compare=False)
     gpus: int
-    downloads_model: bool
     prefers_spot: bool = field(compare=False)  # Karpenter picks spot whenever the NodePool allows it
     tolerates_spot: bool = field(compare=False)
     storage_uri: str = field(compare=False)  # only whether there is one matters (a download at start)
     startup_period_s: float
     readiness_period_s: float
     termination_grace_s: float
-    prestop_s: float = field(compare=False)  # draining starts when the pod is deleted; preStop is not modelled
 
 
 @dataclass(frozen=True)
@@ -90,10 +87,8 @@ class NodePoolSpec:
     families: tuple[str, ...]
     instance_types: tuple[str, ...]
     limits: tuple[tuple[str, float], ...]
-    consolidation_policy: str = field(compare=False)  # either policy removes empty nodes, which is all that is modelled
     consolidate_after_s: float = 0.0
     budget_nodes: str = "10%"
-    expire_after_s: float = field(default=2592000.0, compare=False)
 
 
 @dataclass(frozen=True)

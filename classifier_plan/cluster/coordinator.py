@@ -95,7 +95,7 @@ class Cluster:
             )
             node.image_at, node.state = 0.0, "ready"
             self._bind(pod, node, 0.0, start=False)
-            pod.running_at, pod.ready_at = 0.0, 0.0
+            pod.ready_at = 0.0
             self.pods.set(pod, "ready")
             self.listener.on_ready(pod, 0.0)
 

@@ -55,7 +55,6 @@ class Pod:
     created: float
     state: str = "pending"  # pending | starting | ready | draining | gone
     node: Node | None = None
-    running_at: float | None = None
     ready_at: float | None = None
 
 

@@ -45,7 +45,6 @@ class PodStartup:
     def _running(self, pod: Pod, t: float) -> None:
         if pod.state != "pending":
             return
-        pod.running_at = t
         self.pods.set(pod, "starting")
         self.cold_starts += 1
         s = self.s
