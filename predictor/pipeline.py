@@ -28,7 +28,7 @@ from predictor.engine.precision_check import Verdict
 from predictor.errors import DeadlineExceeded, InsufficientMemory, InvalidInput, NotReady, PredictorError
 from predictor.lifecycle import ModelRuntime, warmup_jpeg
 from predictor.limits import check_image_count, check_top_k
-from predictor.metrics import PredictorMetrics
+from predictor.metrics import OTHER_CLASS, PredictorMetrics, class_series_names
 from predictor.postprocess import Prediction, predictions, softmax
 from predictor.preprocess import PreprocessSpec, decode_image, inspect_jpeg, prepare_array
 
@@ -64,6 +64,8 @@ class Pipeline:
         self._decode_pool: ThreadPoolExecutor | None = None
         self.load_seconds = 0.0
         self.ready = False
+        metrics.born_at_zero(self.model_name)
+        self._class_names: list[str] = []
 
     # --- what the model is (the runtime's) -------------------------------------------------------
 
@@ -156,6 +158,9 @@ class Pipeline:
         m.load_seconds.labels(name).set(self.load_seconds)
         m.queue_capacity.labels(name).set(s.max_queue_images)
         m.batch_cap.labels(name).set(self.batch_cap)
+        self._class_names = class_series_names(self.labels, s.prediction_metrics_max_classes)
+        for class_name in self._class_names:
+            m.predictions.labels(name, class_name)
         self._queue_depth_changed(0)
         self._log_loaded()
         self.runtime.start_background_check()
@@ -264,9 +269,17 @@ class Pipeline:
                     raise p
                 else:
                     outcomes[i] = predictions(p, k, self.labels)
+                    self._observe_top1(outcomes[i][0])
             answered = sum(1 for i in good if not isinstance(outcomes[i], BaseException))
             self.metrics.images.labels(self.model_name).inc(answered)
         return outcomes
+
+    def _observe_top1(self, top1: Prediction) -> None:
+        """Count one image's answer: its top-1 class (bounded, see :func:`class_series_names`) and confidence."""
+        m = self.metrics
+        ids = self._class_names
+        m.predictions.labels(self.model_name, ids[top1.class_id] if top1.class_id < len(ids) else OTHER_CLASS).inc()
+        m.prediction_confidence.labels(self.model_name).observe(top1.score)
 
     def _prepare(self, img: ImageInput) -> Item:
         """Bytes → decoded uint8 HWC; arrays are checked and resized (runs in the decode pool).
