@@ -158,9 +158,9 @@ class Pipeline:
         m.load_seconds.labels(name).set(self.load_seconds)
         m.queue_capacity.labels(name).set(s.max_queue_images)
         m.batch_cap.labels(name).set(self.batch_cap)
+        # Class series appear with their first answer (a model's 1000 classes at 0 would double the size of
+        # /metrics for classes this traffic may never see); "other" and every error counter exist from start-up.
         self._class_names = class_series_names(self.labels, s.prediction_metrics_max_classes)
-        for class_name in self._class_names:
-            m.predictions.labels(name, class_name)
         self._queue_depth_changed(0)
         self._log_loaded()
         self.runtime.start_background_check()

@@ -151,7 +151,7 @@ def test_canary_never_ready_is_rolled_back(isvc_file, bare_prometheus, capsys):
     )
     assert code == 1
     assert " wait " in out and "latestReadyRevision=" + knative_revision(NAME, 1) in out
-    assert "ROLLBACK: canary not ready after 1s" in out
+    assert "ROLLBACK [ready]: canary not ready after 1s" in out
     assert yaml.safe_load(isvc_file.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 0
 
 

@@ -143,7 +143,7 @@ def test_dry_run_prints_the_patches_and_changes_nothing(canary_stack: CanaryStac
     assert traffic.endswith(
         'step 1/2: canary gets 50% | patch (dry run, not sent) {"spec":{"predictor":{"canaryTrafficPercent":50}}}'
     )
-    promote = next(line for line in lines if "| PROMOTE |" in line)
+    promote = next(line for line in lines if "| PROMOTE [" in line)
     assert "step 1/2 at 50% over 5s: canary " in promote
     assert 'patch (dry run, not sent) {"spec":{"predictor":{"canaryTrafficPercent":null}}}' in promote
     assert lines[-1].endswith(

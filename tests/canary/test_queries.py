@@ -29,6 +29,8 @@ def test_the_window_follows_the_step_interval():
         "revision:classifier_request_errors:rate1m30s",
         "revision:classifier_request_error_ratio:rate1m30s",
         "revision:classifier_request_duration_seconds:p95_1m30s",
+        "revision:classifier_predictions:rate1m30s",
+        "revision:classifier_prediction_confidence:mean1m30s",
     ]
     assert all("[1m30s]" in e for e in rules.values() if "rate(" in e)
 
