@@ -6,7 +6,12 @@ model name, protocol (classify, v2, v1, jobs), status code, rejection reason.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 PREFIX = "classifier"
 
@@ -80,9 +85,55 @@ OTHER_CLASS = "other"
 
 def class_series_names(labels: list[str], max_classes: int) -> list[str]:
     """The ``class`` label of each class id below ``max_classes``: the label answered, so a canary whose
-    label map differs from the stable's counts its answers under other names. A label that is
-    ``"other"`` itself is renamed ``"other (class N)"`` so it is not mistaken for the overflow series."""
-    return [name if name != OTHER_CLASS else f"{name} (class {i})" for i, name in enumerate(labels[:max_classes])]
+    label map differs from the stable's counts its answers under other names. A label that is ``"other"``,
+    or that an earlier class already has (ImageNet has two ``crane``), gets ``" (class N)"`` appended:
+    every series is one class."""
+    out: list[str] = []
+    seen = {OTHER_CLASS}
+    for i, name in enumerate(labels[:max_classes]):
+        out.append(name if name not in seen else f"{name} (class {i})")
+        seen.add(out[-1])
+    return out
+
+
+class PredictionCounts(Collector):
+    """``classifier_predictions_total{model, class}``: images answered by top-1 class, every class series at
+    0 from start-up (so ``increase()`` sees a class's first answer on a new pod).
+
+    A collector of its own rather than a ``Counter``: a model's 1000 classes as labelled children would
+    add 2000 lines (``_total`` and ``_created``) built one by one at every scrape, ~60 ms of the event
+    loop; this one writes one line per class from a list.
+    """
+
+    NAME = f"{PREFIX}_predictions"
+    HELP = (
+        "Images answered, by top-1 class: the label answered (so a changed label map shows), for class ids "
+        f"below prediction_metrics_max_classes; the rest are counted as class={OTHER_CLASS!r}."
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._model = ""
+        self._names: list[str] = [OTHER_CLASS]
+        self._counts: list[float] = [0.0]
+
+    def set_classes(self, model: str, names: list[str]) -> None:
+        """The model and its class series (from :func:`class_series_names`), all at 0, plus ``other``."""
+        with self._lock:
+            self._model, self._names, self._counts = model, [*names, OTHER_CLASS], [0.0] * (len(names) + 1)
+
+    def inc(self, class_id: int) -> None:
+        """Count one answer of ``class_id`` (``other`` when at or past the bound)."""
+        with self._lock:
+            self._counts[min(class_id, len(self._counts) - 1) if class_id >= 0 else -1] += 1
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=["model", "class"])
+        with self._lock:
+            rows = list(zip(self._names, self._counts, strict=True))
+        for name, count in rows:
+            family.add_metric([self._model, name], count)
+        yield family
 
 
 class PredictorMetrics:
@@ -185,13 +236,8 @@ class PredictorMetrics:
             buckets=CONFIDENCE_BUCKETS,
             registry=r,
         )
-        self.predictions = Counter(
-            f"{PREFIX}_predictions_total",
-            "Images answered, by top-1 class: the label answered (so a changed label map shows), for class ids "
-            f"below prediction_metrics_max_classes; the rest are counted as class={OTHER_CLASS!r}.",
-            ["model", "class"],
-            registry=r,
-        )
+        self.predictions = PredictionCounts()
+        r.register(self.predictions)
 
     def born_at_zero(self, model: str) -> None:
         """Create every counter series ``model`` can emit at 0, so ``rate()`` and ``increase()`` see the first
@@ -205,7 +251,7 @@ class PredictorMetrics:
             self.jpeg_device_fallbacks.labels(model, reason)
         self.images.labels(model)
         self.out_of_memory.labels(model)
-        self.predictions.labels(model, OTHER_CLASS)
+        self.predictions.set_classes(model, [])
         self.prediction_confidence.labels(model)
 
     def observe_request(self, model: str, protocol: str, code: int, seconds: float) -> None:

@@ -28,7 +28,7 @@ from predictor.engine.precision_check import Verdict
 from predictor.errors import DeadlineExceeded, InsufficientMemory, InvalidInput, NotReady, PredictorError
 from predictor.lifecycle import ModelRuntime, warmup_jpeg
 from predictor.limits import check_image_count, check_top_k
-from predictor.metrics import OTHER_CLASS, PredictorMetrics, class_series_names
+from predictor.metrics import PredictorMetrics, class_series_names
 from predictor.postprocess import Prediction, predictions, softmax
 from predictor.preprocess import PreprocessSpec, decode_image, inspect_jpeg, prepare_array
 
@@ -65,7 +65,6 @@ class Pipeline:
         self.load_seconds = 0.0
         self.ready = False
         metrics.born_at_zero(self.model_name)
-        self._class_names: list[str] = []
 
     # --- what the model is (the runtime's) -------------------------------------------------------
 
@@ -158,9 +157,7 @@ class Pipeline:
         m.load_seconds.labels(name).set(self.load_seconds)
         m.queue_capacity.labels(name).set(s.max_queue_images)
         m.batch_cap.labels(name).set(self.batch_cap)
-        # Class series appear with their first answer (a model's 1000 classes at 0 would double the size of
-        # /metrics for classes this traffic may never see); "other" and every error counter exist from start-up.
-        self._class_names = class_series_names(self.labels, s.prediction_metrics_max_classes)
+        m.predictions.set_classes(name, class_series_names(self.labels, s.prediction_metrics_max_classes))
         self._queue_depth_changed(0)
         self._log_loaded()
         self.runtime.start_background_check()
@@ -276,10 +273,8 @@ class Pipeline:
 
     def _observe_top1(self, top1: Prediction) -> None:
         """Count one image's answer: its top-1 class (bounded, see :func:`class_series_names`) and confidence."""
-        m = self.metrics
-        ids = self._class_names
-        m.predictions.labels(self.model_name, ids[top1.class_id] if top1.class_id < len(ids) else OTHER_CLASS).inc()
-        m.prediction_confidence.labels(self.model_name).observe(top1.score)
+        self.metrics.predictions.inc(top1.class_id)
+        self.metrics.prediction_confidence.labels(self.model_name).observe(top1.score)
 
     def _prepare(self, img: ImageInput) -> Item:
         """Bytes → decoded uint8 HWC; arrays are checked and resized (runs in the decode pool).

@@ -33,7 +33,7 @@ def test_first_error_of_a_new_pod_is_seen_by_increase(tiny_model_dir, cat_jpeg, 
         wait_until(lambda: _value(prom, errors) == 1, 30, "the error scraped")
         assert _value(prom, f"increase({errors}[1m])") >= 0.99
         assert _value(prom, f"increase({refusals}[1m])") >= 0.99
-        assert _value(prom, f'sum(increase(classifier_requests_total{{isvc="demo", code=~"5.."}}[1m]))') >= 0.99
+        assert _value(prom, 'sum(increase(classifier_requests_total{isvc="demo", code=~"5.."}[1m]))') >= 0.99
     finally:
         prom.stop()
         server.stop()

@@ -58,7 +58,21 @@ def test_counters_exist_at_zero_before_any_event():
 
 
 def test_class_series_names_are_bounded_and_keep_other_apart():
-    labels = ["tench", "other", "goldfish", "shark"]
+    labels = ["tench", "other", "goldfish", "crane", "crane"]
     assert class_series_names(labels, 3) == ["tench", "other (class 1)", "goldfish"]
     assert class_series_names(labels, 0) == []
-    assert class_series_names(labels, 10) == ["tench", "other (class 1)", "goldfish", "shark"]
+    assert class_series_names(labels, 10) == ["tench", "other (class 1)", "goldfish", "crane", "crane (class 4)"]
+
+
+def test_prediction_counts_bound_the_class_label():
+    registry = CollectorRegistry()
+    m = PredictorMetrics(registry)
+    m.born_at_zero("m")
+    m.predictions.set_classes("m", ["tench", "goldfish"])
+    for class_id in (0, 1, 1, 2, 999):
+        m.predictions.inc(class_id)
+
+    def count(name: str) -> float | None:
+        return registry.get_sample_value("classifier_predictions_total", {"model": "m", "class": name})
+
+    assert (count("tench"), count("goldfish"), count(OTHER_CLASS)) == (1, 2, 2)
