@@ -124,12 +124,18 @@ class Runner:
             f"{c.min_reference_agreement:g}, accuracy drop <= {c.max_reference_accuracy_drop:g}"
         )
 
-    def _run_reference(self, state: CanaryState) -> ReferenceResult | None:
-        """The reference set sent to both revisions (``None`` without one)."""
+    def _run_reference(self, state: CanaryState, tries: int = 1) -> ReferenceResult | None:
+        """The reference set sent to both revisions (``None`` without one); a revision that did not answer
+        is asked again up to ``tries`` times, ``poll_interval`` apart."""
         if self.reference is None:
             return None
         stable_url, canary_url = revision_urls(self.cfg, state.mode, state.stable_revision, state.canary_revision)
-        return run_reference(self.reference, stable_url, canary_url, self.cfg.reference_timeout_seconds)
+        for attempt in range(tries):
+            result = run_reference(self.reference, stable_url, canary_url, self.cfg.reference_timeout_seconds)
+            if result.problem is None or attempt == tries - 1 or self.stop.wait(self.cfg.poll_interval_seconds):
+                return result
+            self.log.emit("wait", f"reference set: {result.problem}; asking again", detail=result.problem)
+        return result
 
     def _guard(self) -> PatchGuard:
         if self.cfg.crd == "shipped":
@@ -227,7 +233,9 @@ class Runner:
 
     def _steps(self, state: CanaryState) -> int:
         steps = len(self.cfg.steps)
-        reference = self._run_reference(state)
+        reference = self._run_reference(state, tries=3)  # nothing is at stake yet: a slow start is not a verdict
+        if self.stop.event.is_set():
+            return self._stopped()
         if reference is not None:
             refused = self.analysis.before_traffic(reference)
             if refused is not None:
