@@ -58,6 +58,13 @@ def base(isvc_file, prometheus_url: str, *extra: str) -> list[str]:
         (["--step-interval", "0"], "--step-interval: Input should be greater than or equal to 1 (got 0.0)"),
         (["--expect-dtype", "int8"], "--expect-dtype: Input should be 'float32', 'bfloat16' or 'float16'"),
         (["--log-format", "yaml"], "--log-format: Input should be 'text' or 'json' (got 'yaml')"),
+        (["--on-monitoring-outage", "wait"], "--on-monitoring-outage: Input should be 'rollback' or 'hold'"),
+        (["--count-failed-checks", "all"], "--count-failed-checks: Input should be 'consecutive' or 'total'"),
+        (["--min-p95-increase", "soon"], "--min-p95-increase 'soon': 'soon' is not a duration"),
+        (["--max-class-divergence", "1.5"], "--max-class-divergence: Input should be less than or equal to 1"),
+        (["--canary-url", "canary:8080"], "--canary-url: 'canary:8080' is not an http:// or https:// base URL"),
+        (["--reference-labels", "l.csv"], "reference_labels needs reference_dir"),
+        (["--reference-dir", "/nonexistent/ref"], "--reference-dir /nonexistent/ref: not a directory"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(flags, message, isvc_file, bare_prometheus, capsys):
