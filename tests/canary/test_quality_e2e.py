@@ -4,12 +4,13 @@ predictor processes, a real Prometheus, ``python -m predictor canary`` as a real
 permuted (the stable's weights with the label map shifted by one class: fast, no errors, every answer
 wrong) -> rolled back by the answer comparison, and by a labelled reference set before any traffic;
 reexported (the same model saved again) -> promoted, reference set included; proxied (a healthy predictor
-behind a queue-proxy stand-in adding 300 ms and a 500 every 10th request) -> rolled back by queue-proxy's
+behind a queue-proxy stand-in adding 300 ms and a 500 every 3rd request) -> rolled back by queue-proxy's
 metrics alone; nudged (a canary one histogram bucket slower) -> promoted by the latency margin.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def _args(stack: CanaryStack, canary: str, tmp_path: Path, *extra: str) -> list[
 
 def test_permuted_label_map_is_rolled_back_by_the_answer_comparison(quality_stack: CanaryStack, tmp_path):
     with quality_stack.load("stable", "permuted"):
-        run = run_tool(_args(quality_stack, "permuted", tmp_path))
+        run = run_tool(_args(quality_stack, "permuted", tmp_path), timeout_s=600)
     assert run.returncode == 1, run.stdout + run.stderr
     checks = judged(run)
     assert [c["verdict"] for c in checks] == ["fail", "rollback"], checks
@@ -71,7 +72,7 @@ def test_reexported_model_is_promoted_with_its_reference_set(quality_stack: Cana
     urls = ["--stable-url", quality_stack.targets["stable"].server.url]
     urls += ["--canary-url", quality_stack.targets["reexported"].server.url, "--reference-dir", str(reference_dir)]
     with quality_stack.load("stable", "reexported"):
-        run = run_tool(_args(quality_stack, "reexported", tmp_path, *urls))
+        run = run_tool(_args(quality_stack, "reexported", tmp_path, *urls), timeout_s=600)
     assert run.returncode == 0, run.stdout + run.stderr
     checks = judged(run)
     assert checks[-1]["verdict"] == "promote" and "rollback" not in [c["verdict"] for c in checks]
@@ -92,11 +93,12 @@ def test_labelled_reference_set_rolls_back_a_less_accurate_canary_before_traffic
     for image in sorted(reference_dir.iterdir()):  # the expected labels: the stable's own answers
         r = stable.client.post("/classify", params={"top_k": 1}, files={"image": (image.name, image.read_bytes())})
         expected[image.name] = r.json()["predictions"][0][0]["label"]
-    labels.write_text("image,label\n" + "".join(f"{k},{v}\n" for k, v in expected.items()))
+    with labels.open("w", newline="") as f:  # ImageNet labels hold commas: CSV quoting
+        csv.writer(f).writerows([("image", "label"), *expected.items()])
     extra = ["--reference-dir", str(reference_dir), "--reference-labels", str(labels), "--skip-live-quality"]
     extra += ["--min-reference-agreement", "0", "--max-reference-accuracy-drop", "0.25"]
     extra += ["--stable-url", stable.url, "--canary-url", quality_stack.targets["permuted"].server.url]
-    run = run_tool(_args(quality_stack, "permuted", tmp_path, *extra))
+    run = run_tool(_args(quality_stack, "permuted", tmp_path, *extra), timeout_s=600)
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.of("traffic") == [], "rolled back before the first step"
     (check,) = run.of("check")
@@ -110,7 +112,7 @@ def test_labelled_reference_set_rolls_back_a_less_accurate_canary_before_traffic
 
 def test_failure_seen_only_by_queue_proxy_is_rolled_back(quality_stack: CanaryStack, tmp_path):
     with quality_stack.load("stable", "proxied"):
-        run = run_tool(_args(quality_stack, "proxied", tmp_path))
+        run = run_tool(_args(quality_stack, "proxied", tmp_path), timeout_s=600)
     assert run.returncode == 1, run.stdout + run.stderr
     checks = judged(run)
     assert [c["verdict"] for c in checks] == ["fail", "rollback"], checks
@@ -133,7 +135,7 @@ def test_healthy_canary_one_bucket_slower_is_promoted(default_model_dir, tmp_pat
         stack.start()
         args = _args(stack, "nudged", tmp_path, "--max-p95-ratio", "1.25", "--min-p95-increase", "150ms")
         with stack.load("stable", "nudged"):
-            run = run_tool(args)
+            run = run_tool(args, timeout_s=600)
     finally:
         stack.stop()
     assert run.returncode == 0, run.stdout + run.stderr

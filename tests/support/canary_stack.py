@@ -65,7 +65,7 @@ CANARY_MODELS = {
 }
 # Canaries behind a misbehaving queue-proxy stand-in (delay ms, a 500 every Nth request): the predictor
 # itself is healthy; the stable gets a well-behaved proxy whenever one of these runs.
-CANARY_PROXIES: dict[str, tuple[float, int]] = {"proxied": (300.0, 10)}
+CANARY_PROXIES: dict[str, tuple[float, int]] = {"proxied": (300.0, 3)}
 # The same open-loop load on every revision under test: 3 requests/s of 2 small JPEGs each (light enough
 # for a 2-core machine shared with other work).
 LOAD_ARGS = [
@@ -190,6 +190,7 @@ class CanaryStack:
 
     def __init__(self, workdir: Path, model_dir: Path, canaries: tuple[str, ...] = DEFAULT_CANARIES) -> None:
         self.workdir, self.model_dir, self.canaries = workdir, model_dir, canaries
+        workdir.mkdir(parents=True, exist_ok=True)
         self.knative_isvc = rendered_isvc(KNATIVE_PROFILE, "demo")
         self.standard_isvc = rendered_isvc(STANDARD_PROFILE, "std")
         self.kn_name = self.knative_isvc["metadata"]["name"]
