@@ -4,7 +4,8 @@ predictor processes, a real Prometheus, ``python -m predictor canary`` as a real
 permuted (the stable's weights with the label map shifted by one class: fast, no errors, every answer
 wrong) -> rolled back by the answer comparison, and by a labelled reference set before any traffic;
 reexported (the same model saved again) -> promoted, reference set included; proxied (a healthy predictor
-behind a queue-proxy stand-in adding 300 ms and a 500 every 3rd request) -> rolled back by queue-proxy's
+behind a queue-proxy stand-in adding 300 ms and a 500 every 3rd request, its pods restarting in a
+kube-state-metrics stand-in) -> rolled back by queue-proxy's
 metrics alone; nudged (a canary one histogram bucket slower) -> promoted by the latency margin.
 """
 
@@ -18,7 +19,15 @@ import pytest
 import yaml
 
 from tests.canary.test_e2e import FAST, judged
-from tests.support.canary_stack import BASE_FLAGS, CANARY_FLAGS, CanaryStack, run_tool
+from tests.support.canary_stack import (
+    BASE_FLAGS,
+    CANARY_FLAGS,
+    CanaryStack,
+    RestartingPods,
+    knative_revision,
+    pod_labels,
+    run_tool,
+)
 from tests.support.servers import jpeg_bytes
 
 # Quality settings for ~30 images a revision in a 5 s window: the same model on the same photos differs
@@ -29,13 +38,16 @@ QUALITY += ["--reference-timeout", "120"]  # a predictor under load on a shared 
 
 @pytest.fixture(scope="module")
 def quality_stack(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryStack]:
-    stack = CanaryStack(
-        tmp_path_factory.mktemp("quality-stack"), default_model_dir, canaries=("permuted", "reexported", "proxied")
-    )
+    canaries = ("permuted", "reexported", "proxied")
+    # The proxied canary's pods also restart every 2 s (kube-state-metrics stand-in).
+    restarts = RestartingPods([pod_labels("demo", knative_revision("demo", 4), "canary")["pod"]])
+    stack = CanaryStack(tmp_path_factory.mktemp("quality-stack"), default_model_dir, canaries, (restarts.job(),))
+    assert stack.revision("proxied") == knative_revision("demo", 4)
     try:
         yield stack.start()
     finally:
         stack.stop()
+        restarts.close()
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +133,8 @@ def test_failure_seen_only_by_queue_proxy_is_rolled_back(quality_stack: CanarySt
         c = check["canary"]
         assert c["error_ratio"] == 0 and c["proxy_error_ratio"] >= 0.05
         assert any(r.startswith("queue-proxy: canary error ratio") for r in check["reasons"])
+        assert any(r.startswith("canary pods restarted ") for r in check["reasons"]), check["reasons"]
+        assert check["stable"]["restarts"] is None, "the stable's pods never restarted (no series joined)"
     # The predictor's own counters (the only ones checked before): not one error.
     server = quality_stack.targets["proxied"].server
     assert server.metric("classifier_requests_total", code="500") == 0

@@ -188,8 +188,14 @@ def pod_labels(isvc: str, revision: str, track: str) -> dict[str, str]:
 class CanaryStack:
     """Stable + canary predictors, a Prometheus scraping them every second, and the rendered objects."""
 
-    def __init__(self, workdir: Path, model_dir: Path, canaries: tuple[str, ...] = DEFAULT_CANARIES) -> None:
-        self.workdir, self.model_dir, self.canaries = workdir, model_dir, canaries
+    def __init__(
+        self,
+        workdir: Path,
+        model_dir: Path,
+        canaries: tuple[str, ...] = DEFAULT_CANARIES,
+        extra_jobs: tuple[dict, ...] = (),
+    ) -> None:
+        self.workdir, self.model_dir, self.canaries, self.extra_jobs = workdir, model_dir, canaries, extra_jobs
         workdir.mkdir(parents=True, exist_ok=True)
         self.knative_isvc = rendered_isvc(KNATIVE_PROFILE, "demo")
         self.standard_isvc = rendered_isvc(STANDARD_PROFILE, "std")
@@ -228,7 +234,7 @@ class CanaryStack:
                 self._start_proxy(target, *CANARY_PROXIES.get(name, (0.0, 0)))
                 labels = {**target.identities[0], "container": "queue-proxy"}
                 jobs.append(scrape_job(f"{name}-queue-proxy", target.proxy_port, labels))
-        self.prometheus = Prometheus(self.workdir / "prometheus", jobs).start()
+        self.prometheus = Prometheus(self.workdir / "prometheus", [*jobs, *self.extra_jobs]).start()
         self.prometheus.wait_ready()
         for target in self.targets.values():
             target.server.wait_ready(timeout_s=300)  # four model loads on a shared 2-core machine
@@ -310,6 +316,49 @@ class CanaryStack:
             self.prometheus.url,
             *extra,
         ]
+
+
+class RestartingPods:
+    """A kube-state-metrics stand-in (a real HTTP server in a thread): ``pods`` restart every
+    ``every_s`` seconds in ``kube_pod_container_status_restarts_total``, scraped with honor_labels as
+    kube-prometheus-stack scrapes kube-state-metrics (the series' namespace and pod are the subject's)."""
+
+    def __init__(self, pods: list[str], every_s: float = 2.0) -> None:
+        import http.server
+        import threading
+
+        started, body = time.monotonic(), self._body
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                text = body(pods, int((time.monotonic() - started) // every_s)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def _body(pods: list[str], restarts: int) -> str:
+        lines = ["# TYPE kube_pod_container_status_restarts_total counter"]
+        lines += [
+            f'kube_pod_container_status_restarts_total{{namespace="{NAMESPACE}",pod="{p}",container="c"}} {restarts}'
+            for p in pods
+        ]
+        return "\n".join(lines) + "\n"
+
+    def job(self) -> dict:
+        return scrape_job("kube-state-metrics", self.port, honor_labels=True)
+
+    def close(self) -> None:
+        self.server.shutdown()
 
 
 def _positive(prom: Prometheus | None, expr: str) -> bool:
