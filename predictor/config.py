@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         ge=0,
         le=10_000,
         description="Top-1 classes counted one by one in classifier_predictions_total (class ids below this; "
-        "the rest as class=\"other\"): bounds the series per pod. 0 counts every answer as other.",
+        'the rest as class="other"): bounds the series per pod. 0 counts every answer as other.',
     )
 
     # --- server (KServe's flag names) ------------------------------------------------------------

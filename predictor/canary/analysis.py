@@ -260,7 +260,8 @@ class Analysis:
         self.failed_checks = 0
         self.no_data_checks = 0
         self.done = False
-        self._checks: tuple[dict[str, str], tuple[str, ...]] = ({}, ())
+        self._last_checks: tuple[dict[str, str], tuple[str, ...]] = ({}, ())
+        """The checks of the window being judged and those that decided it, for its :class:`Decision`."""
 
     @property
     def traffic_percent(self) -> int:
@@ -296,7 +297,7 @@ class Analysis:
             raise RuntimeError("the analysis is finished")
         checks = run_checks(m, self.cfg)
         outcome, reasons, decided = summarize(checks)
-        self._checks = ({c.name: c.outcome for c in checks}, decided)
+        self._last_checks = ({c.name: c.outcome for c in checks}, decided)
         if m.problem and self.cfg.on_monitoring_outage == "hold":
             reasons = [*reasons, "on_monitoring_outage=hold: traffic stays, the check is not counted"]
             return self._decision(Verdict.HOLD, Action("stay"), reasons, m, new_window=False)
@@ -343,6 +344,6 @@ class Analysis:
             tuple(reasons),
             new_window,
             m,
-            self._checks[1],
-            self._checks[0],
+            self._last_checks[1],
+            self._last_checks[0],
         )
