@@ -289,8 +289,14 @@ class Runner:
         )
         if self.cfg.dry_run:
             what += " (dry run: nothing was changed)"
+        by = "+".join(decision.decided_by)
         self.log.emit(
-            "result", f"{outcome}: {what} (exit {code})", outcome=outcome, exit_code=code, dry_run=self.cfg.dry_run
+            "result",
+            f"{outcome}: {what}" + (f" (decided by {by})" if by else "") + f" (exit {code})",
+            outcome=outcome,
+            exit_code=code,
+            dry_run=self.cfg.dry_run,
+            decided_by=list(decision.decided_by),
         )
         return code
 

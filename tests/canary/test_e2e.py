@@ -156,5 +156,6 @@ def test_dry_run_prints_the_patches_and_changes_nothing(canary_stack: CanaryStac
     assert lines[-1].endswith(
         "result   promoted: canary "
         + canary_stack.revision("healthy")
-        + " is the stable revision now (dry run: nothing was changed) (exit 0)"
+        + " is the stable revision now (dry run: nothing was changed)"
+        + " (decided by monitoring+http+outside+model+answers) (exit 0)"
     )
