@@ -64,7 +64,6 @@ def base(isvc_file, prometheus_url: str, *extra: str) -> list[str]:
         (["--max-class-divergence", "1.5"], "--max-class-divergence: Input should be less than or equal to 1"),
         (["--canary-url", "canary:8080"], "--canary-url: 'canary:8080' is not an http:// or https:// base URL"),
         (["--reference-labels", "l.csv"], "reference_labels needs reference_dir"),
-        (["--reference-dir", "/nonexistent/ref"], "--reference-dir /nonexistent/ref: not a directory"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(flags, message, isvc_file, bare_prometheus, capsys):
@@ -73,6 +72,14 @@ def test_bad_flags_exit_2_naming_the_flag(flags, message, isvc_file, bare_promet
     assert code == 2
     assert message in err
     assert out == "" and isvc_file.read_bytes() == before
+
+
+def test_unreadable_reference_set_is_bad_input_before_any_patch(isvc_file, bare_prometheus, capsys):
+    before = isvc_file.read_bytes()
+    flags = ["--reference-dir", "/nonexistent/ref"]
+    code, out, err = canary(capsys, *base(isvc_file, bare_prometheus.url), *flags)
+    assert code == 2 and "--reference-dir /nonexistent/ref: not a directory" in err
+    assert " traffic " not in out and isvc_file.read_bytes() == before
 
 
 def test_every_problem_is_listed_at_once(capsys):
