@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from tests.support.prometheus import Prometheus, scrape_job, tool, wait_until
@@ -248,6 +249,16 @@ class CanaryStack:
                 "--fail-every", str(fail_every)]  # fmt: skip
         log = (self.workdir / f"queue-proxy-{target.name}.log").open("wb")
         target.proxy = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        proc, url = target.proxy, target.url
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"queue-proxy stand-in exited with {proc.returncode}")
+            return httpx.get(f"{url}/metrics", timeout=2).status_code == 200
+
+        # Listening before the next free port is chosen: a port picked while this one is not bound yet
+        # could be the same one.
+        wait_until(listening, 120, f"the queue-proxy stand-in of {target.name}")
 
     def stop(self) -> None:
         if self.prometheus is not None:
