@@ -29,8 +29,21 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
     "--max-shed-ratio": ("max_shed_ratio", float, "RATIO"),
     "--max-client-error-increase": ("max_client_error_increase", float, "RATIO"),
     "--max-p95-ratio": ("max_p95_ratio", float, "FACTOR"),
+    "--min-p95-increase": ("min_p95_increase_seconds", parse_duration, "DURATION"),
     "--min-requests": ("min_requests", int, "N"),
     "--max-failed-checks": ("max_failed_checks", int, "N"),
+    "--count-failed-checks": ("count_failed_checks", str, "{consecutive,total}"),
+    "--on-monitoring-outage": ("on_monitoring_outage", str, "{rollback,hold}"),
+    "--max-class-divergence": ("max_class_divergence", float, "JS"),
+    "--max-confidence-shift": ("max_confidence_shift", float, "PROBABILITY"),
+    "--min-quality-predictions": ("min_quality_predictions", int, "N"),
+    "--reference-dir": ("reference_dir", Path, "DIR"),
+    "--reference-labels": ("reference_labels", Path, "CSV"),
+    "--min-reference-agreement": ("min_reference_agreement", float, "RATIO"),
+    "--max-reference-accuracy-drop": ("max_reference_accuracy_drop", float, "RATIO"),
+    "--stable-url": ("stable_url", str, "URL"),
+    "--canary-url": ("canary_url", str, "URL"),
+    "--reference-timeout": ("reference_timeout_seconds", parse_duration, "DURATION"),
     "--max-no-data-checks": ("max_no_data_checks", int, "N"),
     "--expect-version": ("expect_version", str, "VERSION"),
     "--expect-dtype": ("expect_dtype", str, "{float32,bfloat16,float16}"),
@@ -43,7 +56,11 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
     "--context": ("context", str, "NAME"),
     "--crd": ("crd", str, "{auto,cluster,shipped}"),
 }
-SWITCHES = {"--dry-run": "dry_run", "--skip-without-canary": "skip_without_canary"}
+SWITCHES = {
+    "--dry-run": "dry_run",
+    "--skip-without-canary": "skip_without_canary",
+    "--skip-live-quality": "skip_live_quality",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -71,8 +71,65 @@ class CanaryConfig(BaseModel):
         description="Largest amount by which the canary's share of 4xx answers may exceed the stable's.",
     )
     max_p95_ratio: float = Field(1.25, ge=1, le=100, description="Highest canary p95 / stable p95 latency.")
+    min_p95_increase_seconds: float = Field(
+        0.05,
+        ge=0,
+        le=60,
+        description="The p95 check fails only when the canary's p95 also exceeds the stable's by more than this "
+        "(neighbouring histogram buckets, 25 -> 50 ms, are not a regression); 0 = the ratio alone.",
+    )
     min_requests: int = Field(200, ge=1, description="Fewest requests each revision must answer in a window.")
     max_failed_checks: int = Field(2, ge=1, le=100, description="Failed checks that trigger the rollback.")
+    count_failed_checks: Literal["consecutive", "total"] = Field(
+        "consecutive",
+        description="consecutive: max_failed_checks failed checks in a row roll back (a pass starts again from "
+        "0); total: failed checks add up over the whole run (the behaviour before 'consecutive').",
+    )
+    on_monitoring_outage: Literal["rollback", "hold"] = Field(
+        "rollback",
+        description="A check that cannot reach Prometheus (or gets an error from it): rollback counts it as a "
+        "failed check (safe: nobody promotes what nobody watched, but an outage rolls back a healthy canary); "
+        "hold keeps the traffic where it is and checks again, uncounted, until Prometheus answers (a broken "
+        "canary keeps its share unwatched meanwhile).",
+    )
+    skip_live_quality: bool = Field(
+        False,
+        description="Judge without the live answer comparison (a stable older than classifier_predictions_total).",
+    )
+    max_class_divergence: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Highest Jensen-Shannon divergence (base 2, 0..1) of the canary's top-1 class mix from the "
+        "stable's in a window.",
+    )
+    max_confidence_shift: float = Field(
+        0.05, ge=0, le=1, description="Largest difference of the canary's mean top-1 confidence from the stable's."
+    )
+    min_quality_predictions: int = Field(
+        200, ge=1, description="Fewest images each revision must answer in a window for the answer comparison."
+    )
+    reference_dir: Path | None = Field(
+        None,
+        description="Directory of reference images sent to both revisions before the first step and at each "
+        "check (a ConfigMap or PVC mount in the chart's Job).",
+    )
+    reference_labels: Path | None = Field(
+        None, description="CSV of `image,label` lines: the expected top-1 label of reference images."
+    )
+    min_reference_agreement: float = Field(
+        0.95, ge=0, le=1, description="Least share of reference images on which the canary answers as the stable."
+    )
+    max_reference_accuracy_drop: float = Field(
+        0.02, ge=0, le=1, description="Largest amount by which the canary's reference accuracy may trail the stable's."
+    )
+    stable_url: str | None = Field(
+        None, description="The stable revision's own address for the reference set (default: its cluster Service)."
+    )
+    canary_url: str | None = Field(
+        None, description="The canary revision's own address for the reference set (default: its cluster Service)."
+    )
+    reference_timeout_seconds: float = Field(30, gt=0, le=600, description="Timeout of one reference request.")
     max_no_data_checks: int = Field(
         3, ge=1, le=100, description="Consecutive 'not enough data' checks at a step that count as one failed check."
     )
@@ -123,6 +180,17 @@ class CanaryConfig(BaseModel):
         if len(name) > 63 or not re.match(DNS1123_LABEL, name):
             raise ValueError(f"{name!r} is not a Kubernetes name (lower-case letters, digits and '-', at most 63)")
         return name
+
+    @field_validator("stable_url", "canary_url")
+    @classmethod
+    def _revision_url(cls, url: str | None) -> str | None:
+        return None if url is None else cls._url(url)
+
+    @model_validator(mode="after")
+    def _reference(self) -> CanaryConfig:
+        if self.reference_labels is not None and self.reference_dir is None:
+            raise ValueError("reference_labels needs reference_dir (the images the labels are of)")
+        return self
 
     @field_validator("prometheus_url")
     @classmethod

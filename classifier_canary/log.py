@@ -15,7 +15,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from classifier_canary.analysis import Decision, RevisionStats
+from classifier_canary.analysis import Decision, Measurement, RevisionStats
+from classifier_canary.quality import js_divergence
 
 
 def _compact(obj: Any) -> str:
@@ -40,6 +41,37 @@ def _stats_text(role: str, r: RevisionStats, shed: bool) -> str:
     if r.versions:
         parts.append(f"version {','.join(r.versions)} {','.join(r.dtypes)}")
     return ", ".join(parts)
+
+
+def _answers_json(m: Measurement | None) -> dict[str, Any] | None:
+    """The answer comparison's numbers (class counts summed: a model's classes would fill the line)."""
+    if m is None or m.answers is None:
+        return None
+    c, s = m.answers
+    out: dict[str, Any] = {
+        "canary_predictions": c.predictions,
+        "stable_predictions": s.predictions,
+        "canary_confidence": c.mean_confidence,
+        "stable_confidence": s.mean_confidence,
+        "class_divergence": None,
+    }
+    if (c.predictions or 0) > 0 and (s.predictions or 0) > 0:
+        out["class_divergence"] = js_divergence(c.classes, s.classes)
+    return out
+
+
+def _answers_text(m: Measurement) -> str:
+    a = _answers_json(m)
+    parts = []
+    if a is not None:
+        conf = [f"{x:.3f}" if x is not None else "n/a" for x in (a["canary_confidence"], a["stable_confidence"])]
+        js = "n/a" if a["class_divergence"] is None else f"{a['class_divergence']:.3f}"
+        parts.append(f"answers: class mix JS {js}, confidence {conf[0]} vs {conf[1]}")
+    r = m.reference
+    if r is not None:
+        agreement = "n/a" if r.agreement is None else f"{100 * r.agreement:.1f}%"
+        parts.append(f"reference: {r.problem or f'agreement {agreement} of {r.images}, {len(r.changed)} changed'}")
+    return "".join(f" | {p}" for p in parts)
 
 
 class DecisionLog:
@@ -89,19 +121,21 @@ class DecisionLog:
         """One verdict, with the numbers it was made on and the patch it led to."""
         m = d.measurement
         reasons = "; ".join(d.reasons)
+        by = f" [{'+'.join(d.decided_by)}]" if d.decided_by else ""
         verdict = {
-            "pass": f"PASS -> {d.action.percent}%",
-            "fail": f"FAIL ({d.failed_checks}/{max_failed}), stay at {d.traffic_percent}%: {reasons}",
-            "no-data": f"NO-DATA ({d.no_data_checks}), stay at {d.traffic_percent}%: {reasons}",
-            "promote": "PROMOTE",
-            "rollback": f"ROLLBACK: {reasons}" if reasons else "ROLLBACK",
+            "pass": f"PASS{by} -> {d.action.percent}%",
+            "fail": f"FAIL{by} ({d.failed_checks}/{max_failed}), stay at {d.traffic_percent}%: {reasons}",
+            "no-data": f"NO-DATA{by} ({d.no_data_checks}), stay at {d.traffic_percent}%: {reasons}",
+            "hold": f"HOLD{by}, stay at {d.traffic_percent}%: {reasons}",
+            "promote": f"PROMOTE{by}",
+            "rollback": f"ROLLBACK{by}: {reasons}" if reasons else f"ROLLBACK{by}",
         }[d.verdict.value]
         numbers = ""
-        if m is not None:
+        if m is not None and (m.canary.revision or m.stable.revision):
             ratio = "n/a" if m.p95_ratio is None else f"x{m.p95_ratio:.2f}"
             numbers = (
                 f" over {m.window_seconds:.0f}s: {_stats_text('canary', m.canary, True)} | "
-                f"{_stats_text('stable', m.stable, False)} | p95 {ratio}"
+                f"{_stats_text('stable', m.stable, False)} | p95 {ratio}{_answers_text(m)}"
             )
         patch_text = self._patch_text(patch, applied, stay=d.action.kind == "stay", failed=failed)
         text = (
@@ -118,7 +152,11 @@ class DecisionLog:
             canary=None if m is None else asdict(m.canary),
             stable=None if m is None else asdict(m.stable),
             p95_ratio=None if m is None else m.p95_ratio,
+            answers=_answers_json(m),
+            reference=None if m is None or m.reference is None else asdict(m.reference),
             verdict=d.verdict.value,
+            decided_by=list(d.decided_by),
+            checks=d.checks,
             reasons=list(d.reasons),
             next=d.action.kind,
             next_percent=d.action.percent,

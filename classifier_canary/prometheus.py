@@ -9,6 +9,7 @@ import httpx
 
 from classifier_canary.analysis import Measurement, RevisionStats
 from classifier_canary.errors import InvalidInput, PrometheusUnavailable, QueryFailed
+from classifier_canary.quality import AnswerStats
 from classifier_canary.queries import CheckQueries, check_queries
 
 
@@ -82,10 +83,40 @@ def _model_info(result: list[dict[str, Any]], revision: str) -> tuple[tuple[str,
     return tuple(sorted({r.get("version", "") for r in rows})), tuple(sorted({r.get("dtype", "") for r in rows}))
 
 
+def _by_class(result: list[dict[str, Any]], window_s: float) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for series in result:
+        value = float(series["value"][1])
+        if math.isfinite(value):
+            m = series["metric"]
+            out.setdefault(m.get("revision", ""), {})[m.get("class", "")] = value * window_s
+    return out
+
+
+def _answers(prom: PrometheusClient, q: CheckQueries, at: float, window_s: float, revs: tuple[str, str]):
+    """Canary's and stable's top-1 answers (:class:`AnswerStats`) over the window."""
+    classes = _by_class(prom.query(q.predictions_rate, at), window_s)
+    confidence = _by_revision(prom.query(q.confidence_mean, at))
+    return tuple(
+        AnswerStats(sum(classes[r].values()) if r in classes else None, classes.get(r, {}), confidence.get(r))
+        for r in revs
+    )
+
+
 def measure(
-    prom: PrometheusClient, namespace: str, isvc: str, canary: str, stable: str, window_s: float, at: float
+    prom: PrometheusClient,
+    namespace: str,
+    isvc: str,
+    canary: str,
+    stable: str,
+    window_s: float,
+    at: float,
+    *,
+    answers: bool = False,
+    knative: bool = False,
 ) -> Measurement:
-    """Canary and stable revision over the ``window_s`` seconds before ``at``.
+    """Canary and stable revision over the ``window_s`` seconds before ``at``; with ``answers``, their top-1
+    answers too, and with ``knative``, queue-proxy's view of them.
 
     Prometheus being unreachable or refusing a query gives a measurement with ``problem`` set; a revision
     with no request series at all is listed in ``missing``. Both are failed checks, never passes.
@@ -99,6 +130,10 @@ def measure(
         client = _by_revision(prom.query(q.client_error_ratio, at))
         p95 = _by_revision(prom.query(q.p95_seconds, at))
         info = prom.query(q.model_info, at)
+        restarts = _by_revision(prom.query(q.restarts, at))
+        proxy = [_by_revision(prom.query(e, at)) if knative else {} for e in
+                 (q.proxy_requests_rate, q.proxy_error_ratio, q.proxy_p95_seconds)]  # fmt: skip
+        seen = _answers(prom, q, at, window_s, (canary, stable)) if answers else None
     except PrometheusUnavailable as e:
         return Measurement(window_s, RevisionStats(canary), RevisionStats(stable), problem=str(e))
     missing = tuple(
@@ -108,7 +143,7 @@ def measure(
     )
 
     def stats(rev: str) -> RevisionStats:
-        rate = rates.get(rev)
+        rate, proxy_rate = rates.get(rev), proxy[0].get(rev)
         versions, dtypes = _model_info(info, rev)
         return RevisionStats(
             rev,
@@ -119,6 +154,10 @@ def measure(
             versions,
             dtypes,
             client.get(rev),
+            None if proxy_rate is None else proxy_rate * window_s,
+            proxy[1].get(rev),
+            proxy[2].get(rev),
+            restarts.get(rev),
         )
 
-    return Measurement(window_s, stats(canary), stats(stable), missing=missing)
+    return Measurement(window_s, stats(canary), stats(stable), missing=missing, answers=seen)  # type: ignore[arg-type]

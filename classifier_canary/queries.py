@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from classifier_canary.config import format_duration
 
 BY_REVISION = "sum by (namespace, isvc, revision)"
+BY_REVISION_CLASS = "sum by (namespace, isvc, revision, class)"
 
 
 def selector(namespace: str, isvc: str) -> str:
@@ -47,6 +48,30 @@ class RuleNames:
         return f"revision:classifier_request_duration_seconds:p95_{self.window}"
 
     @property
+    def predictions(self) -> str:
+        return f"revision:classifier_predictions:rate{self.window}"
+
+    @property
+    def confidence(self) -> str:
+        return f"revision:classifier_prediction_confidence:mean{self.window}"
+
+    @property
+    def proxy_requests(self) -> str:
+        return f"revision:queue_proxy_requests:rate{self.window}"
+
+    @property
+    def proxy_error_ratio(self) -> str:
+        return f"revision:queue_proxy_request_error_ratio:rate{self.window}"
+
+    @property
+    def proxy_p95(self) -> str:
+        return f"revision:queue_proxy_request_duration_seconds:p95_{self.window}"
+
+    @property
+    def restarts(self) -> str:
+        return f"revision:kube_pod_container_restarts:increase{self.window}"
+
+    @property
     def shed(self) -> str:
         return f"revision:classifier_request_shed:rate{self.window}"
 
@@ -75,6 +100,9 @@ def recording_rules(namespace: str, isvc: str, window_seconds: float) -> dict[st
         n.error_ratio: f"{n.errors}{{{sel}}} / {n.requests}{{{sel}}}",
         n.p95: "histogram_quantile(0.95, sum by (namespace, isvc, revision, le) "
         f"(rate(classifier_request_duration_seconds_bucket{{{sel}}}[{w}])))",
+        n.predictions: f"{BY_REVISION_CLASS} (rate(classifier_predictions_total{{{sel}}}[{w}]))",
+        n.confidence: f"{BY_REVISION} (rate(classifier_prediction_confidence_sum{{{sel}}}[{w}])) / "
+        f"{BY_REVISION} (rate(classifier_prediction_confidence_count{{{sel}}}[{w}]))",
     }
 
 
@@ -118,6 +146,29 @@ def inline(rules: dict[str, str], name: str) -> str:
     return _RECORDED.sub(expand, rules[name])
 
 
+def outside_rules(namespace: str, isvc: str, window_seconds: float) -> dict[str, str]:
+    """The revision seen from outside the predictor process: Knative queue-proxy's request counts and
+    latencies (``revision_request_count``/``revision_request_latencies``, milliseconds; what clients got,
+    proxy failures included), scraped by the chart's PodMonitor with the same labels; and container
+    restarts of the revision's pods (kube-state-metrics, joined to a revision by the pod's
+    ``classifier_model_info``)."""
+    sel = selector(namespace, isvc)
+    w = format_duration(window_seconds)
+    n = RuleNames(w)
+    proxy = n.proxy_requests
+    ns = f'namespace="{namespace}"'
+    return {
+        proxy: f"{BY_REVISION} (rate(revision_request_count{{{sel}}}[{w}]))",
+        n.proxy_error_ratio: f'({BY_REVISION} (rate(revision_request_count{{{sel}, response_code_class="5xx"}}[{w}])) '
+        f"or 0 * {proxy}{{{sel}}}) / {proxy}{{{sel}}}",
+        n.proxy_p95: "histogram_quantile(0.95, sum by (namespace, isvc, revision, le) "
+        f"(rate(revision_request_latencies_bucket{{{sel}}}[{w}]))) / 1000",
+        n.restarts: f"{BY_REVISION} (increase(kube_pod_container_status_restarts_total{{{ns}}}[{w}]) "
+        "* on (namespace, pod) group_left (isvc, revision) "
+        f"max by (namespace, pod, isvc, revision) (classifier_model_info{{{sel}}}))",
+    }
+
+
 @dataclass(frozen=True)
 class CheckQueries:
     """The instant queries of one check, each grouped by revision."""
@@ -129,11 +180,22 @@ class CheckQueries:
     p95_seconds: str
     model_info: str
     names: RuleNames
+    predictions_rate: str = ""
+    """Top-1 answers per second by revision and class."""
+    confidence_mean: str = ""
+    proxy_requests_rate: str = ""
+    proxy_error_ratio: str = ""
+    proxy_p95_seconds: str = ""
+    restarts: str = ""
 
 
 def check_queries(namespace: str, isvc: str, window_seconds: float) -> CheckQueries:
     """Every query one check runs over a window of ``window_seconds``."""
-    rules = recording_rules(namespace, isvc, window_seconds) | tool_rules(namespace, isvc, window_seconds)
+    rules = (
+        recording_rules(namespace, isvc, window_seconds)
+        | tool_rules(namespace, isvc, window_seconds)
+        | outside_rules(namespace, isvc, window_seconds)
+    )
     n = RuleNames(format_duration(window_seconds))
     sel = selector(namespace, isvc)
     return CheckQueries(
@@ -144,4 +206,10 @@ def check_queries(namespace: str, isvc: str, window_seconds: float) -> CheckQuer
         p95_seconds=inline(rules, n.p95),
         model_info=f"max by (namespace, isvc, revision, version, dtype) (classifier_model_info{{{sel}}})",
         names=n,
+        predictions_rate=inline(rules, n.predictions),
+        confidence_mean=inline(rules, n.confidence),
+        proxy_requests_rate=inline(rules, n.proxy_requests),
+        proxy_error_ratio=inline(rules, n.proxy_error_ratio),
+        proxy_p95_seconds=inline(rules, n.proxy_p95),
+        restarts=inline(rules, n.restarts),
     )

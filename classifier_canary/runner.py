@@ -9,6 +9,7 @@ SIGINT or SIGTERM stops the run between checks and leaves the traffic where it i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -31,6 +32,7 @@ from classifier_canary.guard import PatchGuard
 from classifier_canary.isvc import CanaryState, promote_patch, read_state, rollback_patch, traffic_patch
 from classifier_canary.log import DecisionLog
 from classifier_canary.prometheus import PrometheusClient, measure
+from classifier_canary.reference import ReferenceResult, ReferenceSet, revision_urls, run_reference
 from classifier_canary.store import Store
 
 
@@ -76,12 +78,15 @@ class Runner:
         self.state: CanaryState | None = None
         self.expected_traffic: int | None = None
         self.traffic_note = "traffic unchanged: the tool sent no patch"
+        self.reference: ReferenceSet | None = None
 
     # ------------------------------------------------------------------ preflight
 
     def preflight(self) -> CanaryState:
         """Check Prometheus, read the InferenceService, choose the CRD (raises :class:`InvalidInput`)."""
         version = self.prom.check()
+        if self.cfg.reference_dir is not None:
+            self.reference = ReferenceSet.load(self.cfg.reference_dir, self.cfg.reference_labels)
         state = read_state(self.store.get())
         self.guard = self._guard()
         self.log.emit(
@@ -90,8 +95,10 @@ class Runner:
             f"CRD {self.guard.source}; steps {','.join(map(str, self.cfg.steps))} every "
             f"{self.cfg.step_interval_seconds:g}s; max error {self.cfg.max_error_ratio:g}, shed "
             f"{self.cfg.max_shed_ratio:g}, 4xx +{self.cfg.max_client_error_increase:g}, "
-            f"p95 x{self.cfg.max_p95_ratio:g}, min {self.cfg.min_requests} requests, "
-            f"{self.cfg.max_failed_checks} failed checks roll back" + (" [dry run]" if self.cfg.dry_run else ""),
+            f"p95 x{self.cfg.max_p95_ratio:g} and +{self.cfg.min_p95_increase_seconds:g}s, min "
+            f"{self.cfg.min_requests} requests, {self.cfg.max_failed_checks} {self.cfg.count_failed_checks} failed "
+            f"checks roll back; monitoring outage: {self.cfg.on_monitoring_outage}; {self._quality_text()}"
+            + (" [dry run]" if self.cfg.dry_run else ""),
             mode=state.mode,
             store=self.store.description,
             prometheus=self.prom.url,
@@ -100,6 +107,35 @@ class Runner:
             config=self.cfg.model_dump(mode="json"),
         )
         return state
+
+    def _quality_text(self) -> str:
+        c = self.cfg
+        live = (
+            "answers: not compared"
+            if c.skip_live_quality
+            else f"answers: class mix JS <= {c.max_class_divergence:g}, confidence ±{c.max_confidence_shift:g}, "
+            f"min {c.min_quality_predictions} images"
+        )
+        if self.reference is None:
+            return f"{live}; no reference set"
+        labelled = f", {len(self.reference.expected)} labelled" if self.reference.expected else ""
+        return (
+            f"{live}; reference set {c.reference_dir} ({len(self.reference.images)} images{labelled}): agreement >= "
+            f"{c.min_reference_agreement:g}, accuracy drop <= {c.max_reference_accuracy_drop:g}"
+        )
+
+    def _run_reference(self, state: CanaryState, tries: int = 1) -> ReferenceResult | None:
+        """The reference set sent to both revisions (``None`` without one); a revision that did not answer
+        is asked again up to ``tries`` times, ``poll_interval`` apart."""
+        if self.reference is None:
+            return None
+        stable_url, canary_url = revision_urls(self.cfg, state.mode, state.stable_revision, state.canary_revision)
+        for attempt in range(tries):
+            result = run_reference(self.reference, stable_url, canary_url, self.cfg.reference_timeout_seconds)
+            if result.problem is None or attempt == tries - 1 or self.stop.wait(self.cfg.poll_interval_seconds):
+                return result
+            self.log.emit("wait", f"reference set: {result.problem}; asking again", detail=result.problem)
+        return result
 
     def _guard(self) -> PatchGuard:
         if self.cfg.crd == "shipped":
@@ -197,6 +233,13 @@ class Runner:
 
     def _steps(self, state: CanaryState) -> int:
         steps = len(self.cfg.steps)
+        reference = self._run_reference(state, tries=3)  # nothing is at stake yet: a slow start is not a verdict
+        if self.stop.event.is_set():
+            return self._stopped()
+        if reference is not None:
+            refused = self.analysis.before_traffic(reference)
+            if refused is not None:
+                return self._finish(refused, self._do(refused.action))
         first = self.analysis.start()
         patch = self._do(first)
         self.log.traffic(1, steps, first.percent or 0, patch, not self.cfg.dry_run)
@@ -213,7 +256,11 @@ class Runner:
                 state.stable_revision,
                 at - window_start,
                 at,
+                answers=not self.cfg.skip_live_quality,
+                knative=state.mode == "Knative",
             )
+            if not m.problem and self.reference is not None:
+                m = dataclasses.replace(m, reference=self._run_reference(state))
             if self.stop.event.is_set():
                 return self._stopped()
             decision = self.analysis.judge(m)
@@ -242,8 +289,14 @@ class Runner:
         )
         if self.cfg.dry_run:
             what += " (dry run: nothing was changed)"
+        by = "+".join(decision.decided_by)
         self.log.emit(
-            "result", f"{outcome}: {what} (exit {code})", outcome=outcome, exit_code=code, dry_run=self.cfg.dry_run
+            "result",
+            f"{outcome}: {what}" + (f" (decided by {by})" if by else "") + f" (exit {code})",
+            outcome=outcome,
+            exit_code=code,
+            dry_run=self.cfg.dry_run,
+            decided_by=list(decision.decided_by),
         )
         return code
 

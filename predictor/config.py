@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     )
     default_top_k: int = Field(5, ge=1, description="Classes returned per image when top_k is not given.")
     max_top_k: int = Field(100, ge=1, description="Largest top_k a request may ask for.")
+    prediction_metrics_max_classes: int = Field(
+        1000,
+        ge=0,
+        le=10_000,
+        description="Top-1 classes counted one by one in classifier_predictions_total (class ids below this; "
+        'the rest as class="other"): bounds the series per pod. 0 counts every answer as other.',
+    )
 
     # --- server (KServe's flag names) ------------------------------------------------------------
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (REST, /classify, /metrics).")

@@ -29,7 +29,7 @@ from predictor.fair_pool import FairPool
 from predictor.inputs import ImageInput, prepare_input
 from predictor.lifecycle import ModelRuntime, warmup_jpeg
 from predictor.limits import check_image_count, check_top_k
-from predictor.metrics import PredictorMetrics
+from predictor.metrics import PredictorMetrics, class_series_names
 from predictor.postprocess import Prediction, predictions, softmax
 from predictor.preprocess import PreprocessSpec, decode_cost_pixels
 
@@ -70,6 +70,7 @@ class Pipeline:
         self._ready = False
         self._not_ready_since: float | None = None
         """Monotonic time the model last stopped being ready (None while ready, and before the first ready)."""
+        metrics.born_at_zero(self.model_name)
 
     @property
     def ready(self) -> bool:
@@ -171,6 +172,7 @@ class Pipeline:
         m.load_seconds.labels(name).set(self.load_seconds)
         m.queue_capacity.labels(name).set(s.max_queue_images)
         m.batch_cap.labels(name).set(self.batch_cap)
+        m.predictions.set_classes(name, class_series_names(self.labels, s.prediction_metrics_max_classes))
         self._queue_depth_changed(0)
         self._log_loaded()
 
@@ -288,9 +290,15 @@ class Pipeline:
                     raise p
                 else:
                     outcomes[i] = predictions(p, k, self.labels)
+                    self._observe_top1(outcomes[i][0])
             answered = sum(1 for i in good if not isinstance(outcomes[i], BaseException))
             self.metrics.images.labels(self.model_name).inc(answered)
         return outcomes
+
+    def _observe_top1(self, top1: Prediction) -> None:
+        """Count one image's answer: its top-1 class (bounded, see :func:`class_series_names`) and confidence."""
+        self.metrics.predictions.inc(top1.class_id)
+        self.metrics.prediction_confidence.labels(self.model_name).observe(top1.score)
 
     def _prepare(self, img: ImageInput) -> Item:
         """One image input → a batch item (:mod:`predictor.inputs`; runs in the decode pool), timed."""

@@ -34,7 +34,14 @@ from tests.support.canary_stack import KNATIVE_PROFILE, CanaryStack, render, run
 PANELS = ("Success and error rate by revision", "Error ratio (5xx) by revision", "Latency p50 / p95 / p99 by revision")
 RUNS = (("healthy", "promoted"), ("refusing", "rolled back"), ("slow", "rolled back"))
 COLORS = {"stable": "#5794f2", "healthy": "#ff9830", "refusing": "#f2495c", "slow": "#b877d9"}
-SHORT = {"pass": "PASS", "fail": "FAIL", "no-data": "NO DATA", "promote": "PROMOTE", "rollback": "ROLLBACK"}
+SHORT = {
+    "pass": "PASS",
+    "fail": "FAIL",
+    "no-data": "NO DATA",
+    "hold": "HOLD",
+    "promote": "PROMOTE",
+    "rollback": "ROLLBACK",
+}
 
 
 def dashboard_panels() -> list[dict]:

@@ -81,3 +81,25 @@ app.kubernetes.io/component: worker
 {{- define "image-classifier.ec2NodeClassName" -}}
 {{- default (printf "%s-gpu" (include "image-classifier.fullname" .)) .Values.karpenter.ec2NodeClass.name -}}
 {{- end -}}
+
+{{/* The PodMonitor's relabelings, shared by the predictor's and queue-proxy's endpoints. */}}
+{{- define "image-classifier.podMonitorRelabelings" -}}
+# revision: the Knative revision, or in Standard mode the track (stable/canary), so
+# dashboards and alerts split canary from stable in both modes.
+- sourceLabels:
+    - __meta_kubernetes_pod_label_serving_knative_dev_revision
+    - __meta_kubernetes_pod_label_image_classifier_io_track
+  separator: ";"
+  regex: "(.+);.*|;(.*)"
+  replacement: "$1$2"
+  targetLabel: revision
+  action: replace
+- sourceLabels:
+    - __meta_kubernetes_pod_label_image_classifier_io_track
+  targetLabel: track
+  action: replace
+- sourceLabels:
+    - __meta_kubernetes_pod_label_serving_kserve_io_inferenceservice
+  targetLabel: isvc
+  action: replace
+{{- end -}}

@@ -43,6 +43,13 @@ Checks combinations the schema cannot express. Collects every message and fails 
 {{- if or (not $increasing) (ne (int64 $prev) 100) -}}
 {{- $m = append $m (printf "canaryAnalysis.steps must be strictly increasing and end at 100 (the promotion), got %v." $v.canaryAnalysis.steps) -}}
 {{- end -}}
+{{- $ref := $v.canaryAnalysis.reference -}}
+{{- if and $ref.configMap $ref.persistentVolumeClaim -}}
+{{- $m = append $m "canaryAnalysis.reference: set configMap or persistentVolumeClaim, not both (the Job mounts one reference set)." -}}
+{{- end -}}
+{{- if and (or $ref.labelsFile $ref.path) (not (or $ref.configMap $ref.persistentVolumeClaim)) -}}
+{{- $m = append $m "canaryAnalysis.reference.labelsFile and .path need reference.configMap or reference.persistentVolumeClaim (where the images are)." -}}
+{{- end -}}
 {{- end -}}
 {{- if gt (int64 $v.settings.default_top_k) (int64 $v.settings.max_top_k) -}}
 {{- $m = append $m (printf "settings.default_top_k (%d) exceeds settings.max_top_k (%d)." (int64 $v.settings.default_top_k) (int64 $v.settings.max_top_k)) -}}

@@ -45,8 +45,8 @@ def test_healthy_canary_walks_every_step_then_promotes():
         a.judge(healthy())
 
 
-def test_failed_checks_add_up_over_steps_and_roll_back_at_the_limit():
-    a = Analysis(cfg(max_failed_checks=2))
+def test_total_mode_failed_checks_add_up_over_steps_and_roll_back_at_the_limit():
+    a = Analysis(cfg(max_failed_checks=2, count_failed_checks="total"))
     bad = healthy(err=0.02)
     d1 = a.judge(bad)
     assert (d1.verdict, d1.action.kind, d1.failed_checks, d1.traffic_percent) == (Verdict.FAIL, "stay", 1, 10)
@@ -54,17 +54,52 @@ def test_failed_checks_add_up_over_steps_and_roll_back_at_the_limit():
     assert a.judge(healthy()).action.percent == 25  # a pass after a failure moves on ...
     d3 = a.judge(bad)  # ... but the failure still counts
     assert (d3.verdict, d3.action.kind, d3.failed_checks, d3.step) == (Verdict.ROLLBACK, "rollback", 2, 2)
+    assert d3.decided_by == ("http",)
+
+
+def test_consecutive_mode_a_pass_forgives_an_earlier_blip():
+    """The default: two blips far apart never roll back a healthy canary; two in a row do."""
+    a = Analysis(cfg(max_failed_checks=2))
+    bad = healthy(err=0.02)
+    assert a.judge(bad).verdict == Verdict.FAIL
+    assert a.judge(healthy()).action.percent == 25
+    d = a.judge(bad)
+    assert (d.verdict, d.failed_checks) == (Verdict.FAIL, 1)
+    assert a.judge(bad).verdict == Verdict.ROLLBACK
+
+
+def test_p95_fails_only_past_both_the_ratio_and_the_margin():
+    c = cfg(max_p95_ratio=1.25, min_p95_increase_seconds=0.05)
+    # one histogram bucket up (25 -> 50 ms): x2, but +25 ms
+    noisy = Measurement(600, rev("canary", p95=0.050), rev("stable", p95=0.025, versions=("v1",)))
+    assert evaluate(noisy, c) == ("ok", [])
+    slow = Measurement(600, rev("canary", p95=0.489), rev("stable", p95=0.300, versions=("v1",)))
+    outcome, reasons = evaluate(slow, c)
+    assert outcome == "fail" and reasons[0].startswith("canary p95 489ms is x1.63 the stable's 300ms")
+    # 0 margin: the ratio alone, as before
+    assert evaluate(noisy, cfg(max_p95_ratio=1.25, min_p95_increase_seconds=0))[0] == "fail"
+
+
+def test_monitoring_outage_rolls_back_or_holds():
+    down = Measurement(600, RevisionStats("c"), RevisionStats("s"), problem="Prometheus unreachable")
+    a = Analysis(cfg())
+    assert [a.judge(down).verdict for _ in range(2)] == [Verdict.FAIL, Verdict.ROLLBACK]
+    h = Analysis(cfg(on_monitoring_outage="hold"))
+    held = [h.judge(down) for _ in range(5)]
+    assert {d.verdict for d in held} == {Verdict.HOLD} and held[-1].failed_checks == 0
+    assert held[0].decided_by == ("monitoring",) and not held[0].new_window and held[0].action.kind == "stay"
+    assert h.judge(healthy()).action.percent == 25  # Prometheus back: judged as usual
 
 
 def test_thresholds_are_inclusive_limits():
-    c = cfg(max_error_ratio=0.01, max_shed_ratio=0.005, max_p95_ratio=1.25)
+    c = cfg(max_error_ratio=0.01, max_shed_ratio=0.005, max_p95_ratio=1.25, min_p95_increase_seconds=0)
     assert evaluate(healthy(err=0.01, shed=0.005, p95=0.125), c) == ("ok", [])
     outcome, reasons = evaluate(healthy(err=0.0101, shed=0.0051, p95=0.126), c)
     assert outcome == "fail"
     assert reasons == [
         "canary error ratio 1.01% > 1.00%",
         "canary shed (503) ratio 0.51% > 0.50%",
-        "canary p95 126ms is x1.26 the stable's 100ms > x1.25",
+        "canary p95 126ms is x1.26 the stable's 100ms > x1.25 and +26ms > +0ms",
     ]
 
 

@@ -58,6 +58,12 @@ def base(isvc_file, prometheus_url: str, *extra: str) -> list[str]:
         (["--step-interval", "0"], "--step-interval: Input should be greater than or equal to 1 (got 0.0)"),
         (["--expect-dtype", "int8"], "--expect-dtype: Input should be 'float32', 'bfloat16' or 'float16'"),
         (["--log-format", "yaml"], "--log-format: Input should be 'text' or 'json' (got 'yaml')"),
+        (["--on-monitoring-outage", "wait"], "--on-monitoring-outage: Input should be 'rollback' or 'hold'"),
+        (["--count-failed-checks", "all"], "--count-failed-checks: Input should be 'consecutive' or 'total'"),
+        (["--min-p95-increase", "soon"], "--min-p95-increase 'soon': 'soon' is not a duration"),
+        (["--max-class-divergence", "1.5"], "--max-class-divergence: Input should be less than or equal to 1"),
+        (["--canary-url", "canary:8080"], "--canary-url: 'canary:8080' is not an http:// or https:// base URL"),
+        (["--reference-labels", "l.csv"], "reference_labels needs reference_dir"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(flags, message, isvc_file, bare_prometheus, capsys):
@@ -66,6 +72,14 @@ def test_bad_flags_exit_2_naming_the_flag(flags, message, isvc_file, bare_promet
     assert code == 2
     assert message in err
     assert out == "" and isvc_file.read_bytes() == before
+
+
+def test_unreadable_reference_set_is_bad_input_before_any_patch(isvc_file, bare_prometheus, capsys):
+    before = isvc_file.read_bytes()
+    flags = ["--reference-dir", "/nonexistent/ref"]
+    code, out, err = canary(capsys, *base(isvc_file, bare_prometheus.url), *flags)
+    assert code == 2 and "--reference-dir /nonexistent/ref: not a directory" in err
+    assert " traffic " not in out and isvc_file.read_bytes() == before
 
 
 def test_every_problem_is_listed_at_once(capsys):
@@ -151,7 +165,7 @@ def test_canary_never_ready_is_rolled_back(isvc_file, bare_prometheus, capsys):
     )
     assert code == 1
     assert " wait " in out and "latestReadyRevision=" + knative_revision(NAME, 1) in out
-    assert "ROLLBACK: canary not ready after 1s" in out
+    assert "ROLLBACK [ready]: canary not ready after 1s" in out
     assert yaml.safe_load(isvc_file.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 0
 
 

@@ -29,6 +29,8 @@ def test_the_window_follows_the_step_interval():
         "revision:classifier_request_errors:rate1m30s",
         "revision:classifier_request_error_ratio:rate1m30s",
         "revision:classifier_request_duration_seconds:p95_1m30s",
+        "revision:classifier_predictions:rate1m30s",
+        "revision:classifier_prediction_confidence:mean1m30s",
     ]
     assert all("[1m30s]" in e for e in rules.values() if "rate(" in e)
 
@@ -73,3 +75,17 @@ def test_format_duration():
         "1h2m5s",
         "1s",
     ]
+
+
+def test_outside_queries_read_queue_proxy_and_restarts_by_the_charts_labels():
+    q = check_queries("ml", "x", 300)
+    sel = 'namespace="ml", isvc="x"'
+    assert q.proxy_requests_rate == f"sum by (namespace, isvc, revision) (rate(revision_request_count{{{sel}}}[5m]))"
+    assert f'revision_request_count{{{sel}, response_code_class="5xx"}}' in q.proxy_error_ratio
+    assert q.proxy_p95_seconds.endswith(") / 1000")  # queue-proxy's latencies are milliseconds
+    assert "revision_request_latencies_bucket" in q.proxy_p95_seconds
+    # kube-state-metrics' series carry the pod, not the revision: joined through the pod's model info
+    assert 'increase(kube_pod_container_status_restarts_total{namespace="ml"}[5m])' in q.restarts
+    assert f"group_left (isvc, revision) max by (namespace, pod, isvc, revision) (classifier_model_info{{{sel}}})" in (
+        q.restarts
+    )

@@ -93,6 +93,52 @@ def test_job_args_parse_with_the_real_cli_and_carry_the_values(rendered):
     assert cfg.isvc_file is None and not cfg.dry_run
 
 
+def test_quality_latency_and_outage_values_reach_the_cli():
+    objects = render(set_values=[*ON])
+    (c,) = one(objects, "Job")["spec"]["template"]["spec"]["containers"]
+    cfg = config_from_args(build_parser().parse_args(["canary", *c["args"]]))
+    assert (cfg.min_p95_increase_seconds, cfg.count_failed_checks, cfg.on_monitoring_outage) == (
+        0.05,
+        "consecutive",
+        "rollback",
+    )
+    assert (cfg.max_class_divergence, cfg.max_confidence_shift, cfg.min_quality_predictions) == (0.1, 0.05, 200)
+    assert not cfg.skip_live_quality and cfg.reference_dir is None
+    assert "volumes" in one(objects, "Job")["spec"]["template"]["spec"]
+    assert all(v["name"] != "reference" for v in one(objects, "Job")["spec"]["template"]["spec"]["volumes"])
+    sets = [*ON, "canaryAnalysis.liveQuality=false", "canaryAnalysis.onMonitoringOutage=hold",
+            "canaryAnalysis.countFailedChecks=total", "canaryAnalysis.minP95Increase=0s"]  # fmt: skip
+    (c,) = one(render(set_values=sets), "Job")["spec"]["template"]["spec"]["containers"]
+    cfg = config_from_args(build_parser().parse_args(["canary", *c["args"]]))
+    assert cfg.skip_live_quality and cfg.on_monitoring_outage == "hold" and cfg.count_failed_checks == "total"
+    assert cfg.min_p95_increase_seconds == 0
+
+
+@pytest.mark.parametrize("source", ["configMap=ref-images", "persistentVolumeClaim=ref-claim"])
+def test_reference_set_is_mounted_read_only_and_passed(source):
+    ref = "canaryAnalysis.reference"
+    sets = [
+        *ON,
+        f"{ref}.{source}",
+        f"{ref}.path=set1",
+        f"{ref}.labelsFile=labels.csv",
+        f"{ref}.canaryUrl=http://c:8080",
+    ]
+    pod = one(render(set_values=sets), "Job")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    cfg = config_from_args(build_parser().parse_args(["canary", *c["args"]]))
+    assert str(cfg.reference_dir) == "/reference/set1" and str(cfg.reference_labels) == "/reference/set1/labels.csv"
+    assert cfg.canary_url == "http://c:8080" and cfg.stable_url is None
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "reference"]
+    assert mount == {"name": "reference", "mountPath": "/reference", "readOnly": True}
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "reference"]
+    kind, name = source.split("=")
+    if kind == "configMap":
+        assert volume["configMap"] == {"name": name}
+    else:
+        assert volume["persistentVolumeClaim"] == {"claimName": name, "readOnly": True}
+
+
 def test_shipped_crd_without_the_cluster_role():
     objects = render(set_values=[*ON])
     assert by_kind(objects, "ClusterRole") == [] and by_kind(objects, "ClusterRoleBinding") == []
@@ -132,6 +178,12 @@ def test_long_names_fit():
         ([*ON, "canaryAnalysis.stepInterval=ten"], "stepInterval"),
         ([*ON, "canaryAnalysis.prometheusUrl=prom:9090"], "prometheusUrl"),
         ([*ON, "canaryAnalysis.expectDtype=fp8"], "expectDtype"),
+        ([*ON, "canaryAnalysis.onMonitoringOutage=wait"], "onMonitoringOutage"),
+        ([*ON, "canaryAnalysis.countFailedChecks=some"], "countFailedChecks"),
+        ([*ON, "canaryAnalysis.maxClassDivergence=2"], "maxClassDivergence"),
+        ([*ON, "canaryAnalysis.reference.configMap=a", "canaryAnalysis.reference.persistentVolumeClaim=b"], "not both"),
+        ([*ON, "canaryAnalysis.reference.labelsFile=l.csv"], "need reference.configMap or"),
+        ([*ON, "canaryAnalysis.reference.canaryUrl=c:80"], "canaryUrl"),
     ],
 )
 def test_invalid_values_are_refused(sets, message):

@@ -58,7 +58,9 @@ def test_knative_predictor_ingress_only_from_gateway_knative_and_monitoring():
     requests, scrapes = predictor["ingress"]
     assert namespaces(requests) == ["istio-system", "knative-serving"]
     assert ports(requests) == [(8012, "TCP"), (8013, "TCP"), (9090, "TCP")]  # queue-proxy: http1, h2c, autoscaler
-    assert namespaces(scrapes) == ["monitoring"] and ports(scrapes) == [(9095, "TCP")]  # metrics only
+    # the predictor's metrics port and queue-proxy's (its per-revision request metrics, judged by the canary
+    # analysis): metrics only, never the inference port
+    assert namespaces(scrapes) == ["monitoring"] and ports(scrapes) == [(9095, "TCP"), (9091, "TCP")]
 
 
 def test_standard_predictor_ingress_is_on_its_http_port_from_configured_namespaces():
@@ -71,7 +73,7 @@ def test_standard_predictor_ingress_is_on_its_http_port_from_configured_namespac
     )["predictor"]["spec"]
     requests, scrapes = predictor["ingress"]
     assert namespaces(requests) == ["envoy-gateway-system"] and ports(requests) == [(8080, "TCP")]
-    assert namespaces(scrapes) == ["observability"]
+    assert namespaces(scrapes) == ["observability"] and ports(scrapes) == [(8080, "TCP")]  # no queue-proxy
 
 
 def test_worker_egress_only_to_redis_dns_and_the_model_download():

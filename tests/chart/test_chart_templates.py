@@ -406,16 +406,24 @@ def test_podmonitor_scrapes_metrics_and_labels_revision_and_isvc(rendered):
     pm = one(objects, "PodMonitor")
     p = predictor(one(objects, "InferenceService"))
     assert pm["spec"]["selector"]["matchLabels"].items() <= p["labels"].items()
-    (ep,) = pm["spec"]["podMetricsEndpoints"]
+    ep, proxy = pm["spec"]["podMetricsEndpoints"]
     assert ep["path"] == "/metrics" and ep["portNumber"] == 8080
     targets = {r["targetLabel"]: r["sourceLabels"] for r in ep["relabelings"]}
     assert "__meta_kubernetes_pod_label_serving_knative_dev_revision" in targets["revision"]
     assert targets["isvc"] == ["__meta_kubernetes_pod_label_serving_kserve_io_inferenceservice"]
+    # Knative: queue-proxy's per-revision request metrics too, with the same labels
+    assert proxy["path"] == "/metrics" and proxy["portNumber"] == 9091
+    assert proxy["relabelings"] == ep["relabelings"]
+
+
+def test_standard_mode_podmonitor_has_no_queue_proxy_endpoint(rendered):
+    (ep,) = one(rendered["standard-keda"], "PodMonitor")["spec"]["podMetricsEndpoints"]
+    assert ep["portNumber"] == 8080
 
 
 def test_revision_relabel_regex_picks_knative_revision_else_track(rendered):
     """Apply the relabel rule's regex the way Prometheus does (fully anchored, RE2 syntax)."""
-    (ep,) = one(rendered["default"], "PodMonitor")["spec"]["podMetricsEndpoints"]
+    ep = one(rendered["default"], "PodMonitor")["spec"]["podMetricsEndpoints"][0]
     rule = next(r for r in ep["relabelings"] if r["targetLabel"] == "revision")
     regex = re.compile(f"^(?:{rule['regex']})$")
 

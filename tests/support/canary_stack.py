@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from tests.support.prometheus import Prometheus, scrape_job, tool, wait_until
-from tests.support.servers import REPO, ServerProcess, start_server
+from tests.support.servers import REPO, ServerProcess, free_port, start_server
 
 NAMESPACE = "ml"
 CHART = REPO / "chart"
@@ -52,7 +53,20 @@ CANARY_FLAGS: dict[str, dict[str, object]] = {
     # Batches wait 2 s for more images than this load ever sends: every answer takes over 2 s, several
     # times the stable's p95 even on a machine busy with other work.
     "slow": {"max_batch_delay_ms": 2000, "max_batch_size": 64},
+    # Batches wait 40 ms: a healthy canary whose p95 lands a histogram bucket or two above the stable's.
+    "nudged": {"max_batch_delay_ms": 40, "max_batch_size": 64},
 }
+DEFAULT_CANARIES = ("healthy", "refusing", "slow")
+# Canaries serving another model directory than the stable's (built by :func:`model_variant`).
+CANARY_MODELS = {
+    # The same weights with the label map shifted by one class: fast, no errors, every answer wrong.
+    "permuted": "permuted",
+    # The same model saved again (tensors read and written anew): the same answers.
+    "reexported": "reexported",
+}
+# Canaries behind a misbehaving queue-proxy stand-in (delay ms, a 500 every Nth request): the predictor
+# itself is healthy; the stable gets a well-behaved proxy whenever one of these runs.
+CANARY_PROXIES: dict[str, tuple[float, int]] = {"proxied": (300.0, 3)}
 # The same open-loop load on every revision under test: 3 requests/s of 2 small JPEGs each (light enough
 # for a 2-core machine shared with other work).
 LOAD_ARGS = [
@@ -71,6 +85,31 @@ LOAD_ARGS = [
     "--duration",
     "600",
 ]
+
+
+def model_variant(model_dir: Path, kind: str, out: Path) -> Path:
+    """A copy of ``model_dir`` as a canary's model: ``permuted`` (labels shifted by one) or ``reexported``."""
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    for f in model_dir.iterdir():
+        if f.is_file() and f.name != "model.safetensors":
+            shutil.copy(f, out / f.name)
+    if kind == "reexported":
+        save_file(load_file(model_dir / "model.safetensors"), out / "model.safetensors", metadata={"format": "pt"})
+        return out
+    (out / "model.safetensors").symlink_to(model_dir / "model.safetensors")
+    config = json.loads((model_dir / "config.json").read_text())
+    names = config["label_names"]
+    config["label_names"] = names[1:] + names[:1]
+    if "id2label" in config:
+        config["id2label"] = {str(i): n for i, n in enumerate(config["label_names"])}
+        config["label2id"] = {n: i for i, n in enumerate(config["label_names"])}
+    (out / "config.json").write_text(json.dumps(config))
+    return out
 
 
 def render(values: Path, release: str, *sets: str) -> list[dict[str, Any]]:
@@ -126,6 +165,13 @@ class Target:
     name: str
     server: ServerProcess
     identities: list[dict[str, str]] = field(default_factory=list)
+    proxy: subprocess.Popen[bytes] | None = None
+    proxy_port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """Where clients send requests: the queue-proxy stand-in when there is one, else the predictor."""
+        return f"http://127.0.0.1:{self.proxy_port}" if self.proxy_port else self.server.url
 
 
 def pod_labels(isvc: str, revision: str, track: str) -> dict[str, str]:
@@ -143,8 +189,15 @@ def pod_labels(isvc: str, revision: str, track: str) -> dict[str, str]:
 class CanaryStack:
     """Stable + canary predictors, a Prometheus scraping them every second, and the rendered objects."""
 
-    def __init__(self, workdir: Path, model_dir: Path, canaries: tuple[str, ...] = tuple(CANARY_FLAGS)) -> None:
-        self.workdir, self.model_dir, self.canaries = workdir, model_dir, canaries
+    def __init__(
+        self,
+        workdir: Path,
+        model_dir: Path,
+        canaries: tuple[str, ...] = DEFAULT_CANARIES,
+        extra_jobs: tuple[dict, ...] = (),
+    ) -> None:
+        self.workdir, self.model_dir, self.canaries, self.extra_jobs = workdir, model_dir, canaries, extra_jobs
+        workdir.mkdir(parents=True, exist_ok=True)
         self.knative_isvc = rendered_isvc(KNATIVE_PROFILE, "demo")
         self.standard_isvc = rendered_isvc(STANDARD_PROFILE, "std")
         self.kn_name = self.knative_isvc["metadata"]["name"]
@@ -162,9 +215,13 @@ class CanaryStack:
         tool("kubectl")
         for name in ("stable", *self.canaries):
             flags = {**BASE_FLAGS, **CANARY_FLAGS.get(name, {})}
-            server = start_server(self.model_dir, self.workdir, wait=False, **flags)
+            model = self.model_dir
+            if name in CANARY_MODELS:
+                model = model_variant(self.model_dir, CANARY_MODELS[name], self.workdir / f"model-{name}")
+            server = start_server(model, self.workdir, wait=False, **flags)
             self.targets[name] = Target(name, server)
         jobs = []
+        proxied = any(name in CANARY_PROXIES for name in self.canaries)
         for name, target in self.targets.items():
             target.identities.append(
                 pod_labels(self.kn_name, self.revision(name), "stable" if name == "stable" else "canary")
@@ -174,18 +231,43 @@ class CanaryStack:
                 target.identities.append(pod_labels(self.std_name, track, track))
             for i, labels in enumerate(target.identities):
                 jobs.append(scrape_job(f"{name}-{i}", target.server.port, labels))
-        self.prometheus = Prometheus(self.workdir / "prometheus", jobs).start()
+            if name in CANARY_PROXIES or (proxied and name == "stable"):
+                self._start_proxy(target, *CANARY_PROXIES.get(name, (0.0, 0)))
+                labels = {**target.identities[0], "container": "queue-proxy"}
+                jobs.append(scrape_job(f"{name}-queue-proxy", target.proxy_port, labels))
+        self.prometheus = Prometheus(self.workdir / "prometheus", [*jobs, *self.extra_jobs]).start()
         self.prometheus.wait_ready()
         for target in self.targets.values():
-            target.server.wait_ready()
+            target.server.wait_ready(timeout_s=300)  # four model loads on a shared 2-core machine
         wait_until(lambda: set(self.prometheus.targets_up().values()) == {"up"}, 60, "every scrape target up")
         return self
+
+    def _start_proxy(self, target: Target, delay_ms: float, fail_every: int) -> None:
+        target.proxy_port = free_port()
+        args = [sys.executable, "-m", "tests.support.queue_proxy", "--upstream", target.server.url,
+                "--port", str(target.proxy_port), "--delay-ms", str(delay_ms),
+                "--fail-every", str(fail_every)]  # fmt: skip
+        log = (self.workdir / f"queue-proxy-{target.name}.log").open("wb")
+        target.proxy = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        proc, url = target.proxy, target.url
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"queue-proxy stand-in exited with {proc.returncode}")
+            return httpx.get(f"{url}/metrics", timeout=2).status_code == 200
+
+        # Listening before the next free port is chosen: a port picked while this one is not bound yet
+        # could be the same one.
+        wait_until(listening, 120, f"the queue-proxy stand-in of {target.name}")
 
     def stop(self) -> None:
         if self.prometheus is not None:
             self.prometheus.stop()
         for target in self.targets.values():
             target.server.stop()
+            if target.proxy is not None and target.proxy.poll() is None:
+                target.proxy.terminate()
+                target.proxy.wait(20)
 
     def knative_file(self, canary: str, path: Path) -> Path:
         """The default profile's InferenceService with ``canary`` as its ready latest revision."""
@@ -207,7 +289,7 @@ class CanaryStack:
         procs = []
         try:
             for name in names:
-                url = self.targets[name].server.url
+                url = self.targets[name].url
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "bench.loadgen", "--url", url, *LOAD_ARGS],
@@ -245,6 +327,49 @@ class CanaryStack:
             self.prometheus.url,
             *extra,
         ]
+
+
+class RestartingPods:
+    """A kube-state-metrics stand-in (a real HTTP server in a thread): ``pods`` restart every
+    ``every_s`` seconds in ``kube_pod_container_status_restarts_total``, scraped with honor_labels as
+    kube-prometheus-stack scrapes kube-state-metrics (the series' namespace and pod are the subject's)."""
+
+    def __init__(self, pods: list[str], every_s: float = 2.0) -> None:
+        import http.server
+        import threading
+
+        started, body = time.monotonic(), self._body
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                text = body(pods, int((time.monotonic() - started) // every_s)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def _body(pods: list[str], restarts: int) -> str:
+        lines = ["# TYPE kube_pod_container_status_restarts_total counter"]
+        lines += [
+            f'kube_pod_container_status_restarts_total{{namespace="{NAMESPACE}",pod="{p}",container="c"}} {restarts}'
+            for p in pods
+        ]
+        return "\n".join(lines) + "\n"
+
+    def job(self) -> dict:
+        return scrape_job("kube-state-metrics", self.port, honor_labels=True)
+
+    def close(self) -> None:
+        self.server.shutdown()
 
 
 def _positive(prom: Prometheus | None, expr: str) -> bool:
