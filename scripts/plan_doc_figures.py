@@ -116,7 +116,7 @@ def run_agreement() -> dict[str, Any]:
     for name, sc in SCENARIOS.items():
         prof = slow_profile() if sc.slow else CapacityProfile.model_validate(SYNTHETIC)
         with tempfile.TemporaryDirectory() as tmp:
-            s = make_setup(Path(tmp), "helm", sc.values, prof, **sc.assume)
+            s = make_setup(Path(tmp), "helm", sc.values, prof, sc.min_replicas, **sc.assume)
         out[name] = {}
         for engine in ("request", "fluid"):
             summary = simulate.run(s, sc.traffic, sc.slo_ms, engine)[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -73,9 +74,20 @@ def values_file(tmp_path: Path, values: dict[str, Any], name: str = "values.yaml
     return p
 
 
-def make_setup(tmp_path: Path, helm: str, values: dict[str, Any], profile: CapacityProfile, **assume: Any) -> SimSetup:
-    """Render the real chart with ``values`` and build a simulation setup around it."""
+def make_setup(
+    tmp_path: Path,
+    helm: str,
+    values: dict[str, Any],
+    profile: CapacityProfile,
+    min_replicas: int | None = None,
+    **assume: Any,
+) -> SimSetup:
+    """Render the real chart with ``values`` and build a simulation setup around it; ``min_replicas``
+    overrides the rendered one (a floor the chart refuses to render, such as Standard-mode KEDA at zero,
+    whose engines are still cross-checked)."""
     plan, _ = plan_from_values(CHART, [values_file(tmp_path, values)])
+    if min_replicas is not None:
+        plan = dataclasses.replace(plan, min_replicas=min_replicas)
     return SimSetup(plan, profile, load_prices(), Assumptions(**assume))
 
 
