@@ -96,7 +96,7 @@ def test_job_args_parse_with_the_real_cli_and_carry_the_values(rendered):
 def test_quality_latency_and_outage_values_reach_the_cli():
     objects = render(set_values=[*ON])
     (c,) = one(objects, "Job")["spec"]["template"]["spec"]["containers"]
-    cfg = config_from_args(build_parser().parse_args(["canary", *c["args"]]))
+    cfg = config_from_args(build_parser().parse_args(c["args"]))
     assert (cfg.min_p95_increase_seconds, cfg.count_failed_checks, cfg.on_monitoring_outage) == (
         0.05,
         "consecutive",
@@ -109,7 +109,7 @@ def test_quality_latency_and_outage_values_reach_the_cli():
     sets = [*ON, "canaryAnalysis.liveQuality=false", "canaryAnalysis.onMonitoringOutage=hold",
             "canaryAnalysis.countFailedChecks=total", "canaryAnalysis.minP95Increase=0s"]  # fmt: skip
     (c,) = one(render(set_values=sets), "Job")["spec"]["template"]["spec"]["containers"]
-    cfg = config_from_args(build_parser().parse_args(["canary", *c["args"]]))
+    cfg = config_from_args(build_parser().parse_args(c["args"]))
     assert cfg.skip_live_quality and cfg.on_monitoring_outage == "hold" and cfg.count_failed_checks == "total"
     assert cfg.min_p95_increase_seconds == 0
 
@@ -126,7 +126,7 @@ def test_reference_set_is_mounted_read_only_and_passed(source):
     ]
     pod = one(render(set_values=sets), "Job")["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    cfg = config_from_args(build_parser().parse_args(["canary", *c["args"]]))
+    cfg = config_from_args(build_parser().parse_args(c["args"]))
     assert str(cfg.reference_dir) == "/reference/set1" and str(cfg.reference_labels) == "/reference/set1/labels.csv"
     assert cfg.canary_url == "http://c:8080" and cfg.stable_url is None
     (mount,) = [m for m in c["volumeMounts"] if m["name"] == "reference"]

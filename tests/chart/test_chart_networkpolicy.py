@@ -73,7 +73,7 @@ def test_standard_predictor_ingress_is_on_its_http_port_from_configured_namespac
     )["predictor"]["spec"]
     requests, scrapes = predictor["ingress"]
     assert namespaces(requests) == ["envoy-gateway-system"] and ports(requests) == [(8080, "TCP")]
-    assert namespaces(scrapes) == ["observability"] and ports(scrapes) == [(8080, "TCP")]  # no queue-proxy
+    assert namespaces(scrapes) == ["observability"] and ports(scrapes) == [(9095, "TCP")]  # no queue-proxy
 
 
 def test_worker_egress_only_to_redis_dns_and_the_model_download():

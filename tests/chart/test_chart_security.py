@@ -50,7 +50,8 @@ def allowed_from(policy: dict, namespace: str) -> list[int]:
 def test_the_monitoring_namespace_reaches_only_the_metrics_port(mode: str):
     objects = render([NETWORK], [f"deploymentMode={mode}"])
     policy = predictor_policy(objects)
-    assert allowed_from(policy, "monitoring") == [9095]
+    # the predictor's metrics port, and in Knative mode queue-proxy's metrics port (9091): never 8080
+    assert allowed_from(policy, "monitoring") == ([9095, 9091] if mode == "Knative" else [9095])
     assert 8080 not in allowed_from(policy, "monitoring")
     assert flags(predictor_container(objects))["http_metrics_port"] == "9095"
     gateway = allowed_from(policy, "istio-system")
@@ -59,16 +60,16 @@ def test_the_monitoring_namespace_reaches_only_the_metrics_port(mode: str):
 
 def test_a_metrics_port_of_zero_puts_metrics_back_on_the_inference_port():
     objects = render([NETWORK], ["monitoring.metricsPort=0"])
-    assert allowed_from(predictor_policy(objects), "monitoring") == [8080]
+    assert allowed_from(predictor_policy(objects), "monitoring") == [8080, 9091]  # 9091: queue-proxy's metrics
     assert flags(predictor_container(objects))["http_metrics_port"] == "0"
     (pm,) = [p for p in by_kind(objects, "PodMonitor") if p["metadata"]["name"].endswith("-predictor")]
-    (ep,) = pm["spec"]["podMetricsEndpoints"]
+    ep = pm["spec"]["podMetricsEndpoints"][0]
     assert "__address__" not in {r["targetLabel"] for r in ep["relabelings"]}
 
 
 def test_the_podmonitor_scrapes_the_metrics_port_of_the_8080_target():
     """Prometheus applies the rules in order, fully anchored: the pod IP gets the metrics port."""
-    (ep,) = one(render(), "PodMonitor")["spec"]["podMetricsEndpoints"]
+    ep = one(render(), "PodMonitor")["spec"]["podMetricsEndpoints"][0]  # [1]: queue-proxy's (Knative)
     assert ep["portNumber"] == 8080 and ep["path"] == "/metrics"
     rules = [r for r in ep["relabelings"] if r["targetLabel"] == "__address__"]
 

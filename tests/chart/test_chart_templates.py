@@ -411,9 +411,10 @@ def test_podmonitor_scrapes_metrics_and_labels_revision_and_isvc(rendered):
     targets = {r["targetLabel"]: r["sourceLabels"] for r in ep["relabelings"]}
     assert "__meta_kubernetes_pod_label_serving_knative_dev_revision" in targets["revision"]
     assert targets["isvc"] == ["__meta_kubernetes_pod_label_serving_kserve_io_inferenceservice"]
-    # Knative: queue-proxy's per-revision request metrics too, with the same labels
+    # Knative: queue-proxy's per-revision request metrics too, with the same labels (not the predictor's
+    # move of its address to the metrics port)
     assert proxy["path"] == "/metrics" and proxy["portNumber"] == 9091
-    assert proxy["relabelings"] == ep["relabelings"]
+    assert proxy["relabelings"] == [r for r in ep["relabelings"] if r["targetLabel"] != "__address__"]
 
 
 def test_standard_mode_podmonitor_has_no_queue_proxy_endpoint(rendered):
