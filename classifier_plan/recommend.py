@@ -100,10 +100,9 @@ class _Search:
         _, summary = simulate.run(setup, self.inp["traffic"], self.args.slo_p95_ms, self.engine, self.step)  # type: ignore[arg-type]
         self.tried.append((overrides, summary))
         met = "meets" if summary["slo_met"] else "misses"
-        self._tell(
-            overrides,
-            f"{met} the SLO ({100 * summary['slo_attainment']:.2f} %), ${summary['cost_per_month_usd']:,.2f}/month",
-        )
+        monthly = summary["cost_per_month_if_repeated_usd"]
+        attainment = 100 * summary["slo_attainment"]
+        self._tell(overrides, f"{met} the SLO ({attainment:.2f} %), ${monthly:,.2f}/month if repeated")
         return summary
 
     def _tell(self, overrides: dict[str, Any], outcome: str) -> None:
