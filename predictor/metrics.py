@@ -59,7 +59,7 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1
 
 PROTOCOLS = ("classify", "v2", "v1", "jobs", "grpc")
 """Values of the ``protocol`` label (the HTTP middleware's protocols, and gRPC)."""
-RESPONSE_CODES = ("200", "202", "400", "404", "413", "415", "499", "500", "503", "504", "507")
+RESPONSE_CODES = ("200", "202", "400", "401", "403", "404", "408", "413", "415", "499", "500", "503", "504", "507")
 """Status codes the predictor answers with (each :class:`~predictor.errors.PredictorError`'s, 200, 202 for
 a job submission, 499 for a client that left, 500 for an unexpected fault); a test holds it to the errors."""
 REJECTION_REASONS = (
@@ -76,8 +76,15 @@ REJECTION_REASONS = (
     "internal",
     "job_not_found",
     "queue_unavailable",
+    "unauthenticated",
+    "forbidden",
+    "admin_token_unavailable",
+    "body_timeout",
+    "not_live",
 )
 """Values of the ``reason`` label of ``classifier_rejections_total``: every ``PredictorError.reason``."""
+CONNECTION_REJECTION_REASONS = ("header_timeout", "header_too_large", "too_many_connections")
+"""Reasons the HTTP server's connection guard counts (:mod:`predictor.http_guard`), not errors of a request."""
 JPEG_FALLBACK_REASONS = ("device_error", "shape")
 OTHER_CLASS = "other"
 """The ``class`` label of the top-1 answers whose class id is at or past ``prediction_metrics_max_classes``."""
@@ -245,7 +252,7 @@ class PredictorMetrics:
         for protocol in PROTOCOLS:
             for code in RESPONSE_CODES:
                 self.requests.labels(model, protocol, code)
-        for reason in REJECTION_REASONS:
+        for reason in (*REJECTION_REASONS, *CONNECTION_REJECTION_REASONS):
             self.rejections.labels(model, reason)
         for reason in JPEG_FALLBACK_REASONS:
             self.jpeg_device_fallbacks.labels(model, reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+import predictor.admin  # registers the admin routes' errors
 import predictor.errors
 import predictor.queue.jobs  # registers the queue's errors
 from predictor.errors import PredictorError
@@ -32,7 +33,7 @@ def _ours(cls: type) -> bool:
 
 def test_every_error_reason_and_status_is_listed():
     """The lists the counters are born from hold every reason and status an error of ours can carry."""
-    assert predictor.errors and predictor.queue.jobs
+    assert predictor.errors and predictor.queue.jobs and predictor.admin  # every module that defines errors
     errors = {PredictorError} | {c for c in _subclasses(PredictorError) if _ours(c)}
     assert {c.reason for c in errors} == set(REJECTION_REASONS)
     assert {str(c.status_code) for c in errors} | {"200", "202", str(CLIENT_CLOSED_REQUEST)} == set(RESPONSE_CODES)
