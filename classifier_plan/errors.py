@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 from typing import Any
 
 
@@ -93,3 +94,33 @@ def from_validation(source: str, error: Exception, model: Any = None) -> PlanInp
     key, msg = problems[0]
     more = "; ".join(f"{k}: {m}" for k, m in problems[1:])
     return PlanInputError(source, key, msg + (f" (also {more})" if more else ""))
+
+
+M = typing.TypeVar("M")
+
+
+def load_yaml_model(path: Path, model: type[M], what: str, shape: str) -> M:
+    """Read the YAML mapping at ``path`` and validate it as ``model`` (a pydantic model class).
+
+    Args:
+        what: what the file is, for the unreadable-file message ("price file").
+        shape: what it must be when it is not a mapping ("a price file is a mapping with ...").
+
+    Raises:
+        PlanInputError: unreadable, not YAML, not a mapping, or invalid (naming the first bad key).
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise PlanInputError(str(path), "", f"cannot read the {what}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise PlanInputError(str(path), "", f"not YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise PlanInputError(str(path), "", shape)
+    try:
+        return model.model_validate(data)  # type: ignore[attr-defined]
+    except ValidationError as e:
+        raise from_validation(str(path), e, model) from None

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from classifier_plan.errors import PlanInputError, from_validation
+from classifier_plan.errors import load_yaml_model
 
 DEFAULT_PRICES = Path(__file__).parent / "data" / "prices.yaml"
 GIB = 2**30
@@ -86,15 +85,6 @@ def load_prices(path: str | Path | None = None) -> PriceBook:
         PlanInputError: unreadable file, unknown keys, negative prices.
     """
     p = Path(path) if path else DEFAULT_PRICES
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise PlanInputError(str(p), "", f"cannot read the price file: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise PlanInputError(str(p), "", f"not YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise PlanInputError(str(p), "", "a price file is a mapping with source, region, date and instances")
-    try:
-        return PriceBook.model_validate(data)
-    except ValidationError as e:
-        raise from_validation(str(p), e, PriceBook) from None
+    return load_yaml_model(
+        p, PriceBook, "price file", "a price file is a mapping with source, region, date and instances"
+    )

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from classifier_plan.errors import PlanInputError, from_validation
+from classifier_plan.errors import load_yaml_model
 from classifier_plan.units import parse_duration
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
@@ -202,16 +201,6 @@ def load_traffic(path: str | Path) -> TrafficProfile:
     Raises:
         PlanInputError: missing or unreadable file, unknown keys, negative rates, bad durations.
     """
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise PlanInputError(str(p), "", f"cannot read the traffic profile: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise PlanInputError(str(p), "", f"not YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise PlanInputError(str(p), "", "a traffic profile is a mapping with name, duration and segments")
-    try:
-        return TrafficProfile.model_validate(data)
-    except ValidationError as e:
-        raise from_validation(str(p), e, TrafficProfile) from None
+    return load_yaml_model(
+        Path(path), TrafficProfile, "traffic profile", "a traffic profile is a mapping with name, duration and segments"
+    )
