@@ -341,10 +341,13 @@ def test_a_huge_request_does_not_delay_a_small_one(tiny_model_dir: Path, tmp_pat
         small_done = time.monotonic() - huge_started
         answer, huge_took = huge.join()
         assert answer.status_code == 200, answer.text[:300]
-        # In first-in-first-out decoding the small requests would wait for all 32 huge decodes; here each waits
-        # for at most the decodes in progress when it arrives (and shares the cores with the rest).
+        # In first-in-first-out decoding the first small request would wait for all 32 huge decodes (about
+        # huge_took) and the three together at least that; here each waits for the decodes in progress when it
+        # arrives (2 of the 32, about huge_took / 16) and shares the cores with the rest. The bound leaves 4x
+        # room over that for a loaded machine (CI measured 2.9 rounds for the first one) and still fails
+        # for first-in-first-out by 4x.
         assert small_done < huge_took / 2, (small, huge_took)
-        assert max(small) < alone + huge_took / 8, (small, alone, huge_took)
+        assert max(small) < alone + huge_took / 4, (small, alone, huge_took)
         assert server.metric("classifier_queue_depth") == 0
     finally:
         server.stop()
