@@ -13,7 +13,10 @@ subclass of uvicorn's httptools protocol (the one KServe's ``http="auto"`` picks
   did;
 * a head size limit: past it, 431 without reading the rest;
 * a connection cap: a request on a connection beyond ``max_connections`` is answered 503 with
-  ``Retry-After`` and the connection closed.
+  ``Retry-After`` and the connection closed;
+* an answer on the head (``answer_on_head``, :class:`predictor.shed.HeadRefusal`): an inference request that
+  admission refuses whatever its body holds is answered 503 from the protocol's own callback, before any
+  task or app runs, and its body is never read.
 
 Each refusal is a JSON ``{"error": ...}`` naming the limit and its setting, sent with ``Connection: close``;
 the connection is then half-closed and what the client still sends is read and dropped for up to
@@ -23,18 +26,19 @@ Written for uvicorn 0.55.0 (httptools 0.9.0), the versions the lock pins. :func:
 with another version; ``tests/unit/test_http_guard.py`` checks every internal used here against the installed
 package: ``HttpToolsProtocol``'s ``connection_made``, ``data_received``, ``on_message_begin``,
 ``on_headers_complete`` and ``connection_lost``, and its attributes ``app``, ``connections``, ``cycle``,
-``flow``, ``loop``, ``transport`` and ``server_state.default_headers``.
+``flow``, ``headers``, ``loop``, ``parser``, ``transport``, ``url`` and ``server_state.default_headers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
+import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -58,12 +62,16 @@ class ConnectionLimits:
         max_connections: Most connections served at once.
         on_refusal: Called with the reason of every refusal (``header_timeout``, ``header_too_large``,
             ``too_many_connections``): the rejection metrics.
+        answer_on_head: Called with a request's method, raw path and headers once its head has arrived:
+            an answer (status, message, extra headers; counted by the callee) sent at once, the body unread,
+            or None: the request goes to the app.
     """
 
     header_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
     max_connections: int = 1000
     on_refusal: Callable[[str], None] | None = None
+    answer_on_head: Callable[[str, bytes, list[tuple[bytes, bytes]]], Any] | None = None
 
 
 def uvicorn_version() -> str:
@@ -99,12 +107,28 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
 
 
-def refusal(status: int, message: str) -> bytes:
-    """A whole HTTP/1.1 answer ``{"error": message}`` that closes the connection."""
+def refusal(status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole HTTP/1.1 answer ``{"error": message}`` (with ``headers`` too) that closes the connection."""
     body = orjson.dumps({"error": message})
     head = [STATUS_LINE[status], b"content-type: application/json\r\n", b"connection: close\r\n"]
+    head += [b"%s: %s\r\n" % (name, value) for name, value in headers]
     head.append(b"content-length: %d\r\n" % len(body))
     return b"".join(head) + b"\r\n" + body
+
+
+class _AnsweredOnHead:
+    """Stands in for uvicorn's request cycle of a request answered on its head: its body callbacks see the
+    answer complete and drop what comes; nothing waits on its event."""
+
+    response_complete = True
+    keep_alive = False
+    disconnected = False
+
+    class _NoEvent:
+        def set(self) -> None:
+            pass
+
+    message_event = _NoEvent()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -121,6 +145,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._idle_since = 0.0
         self._linger: asyncio.TimerHandle | None = None
         self._refused = False
+        self._head_answer: bytes | None = None  # decided in a parser callback, sent when the bytes are parsed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -143,6 +168,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self.transport.is_closing():
             return
+        if self._head_answer is not None:
+            answer, self._head_answer = self._head_answer, None
+            self._send_and_close(answer)
+            return
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
             limit = self.limits.max_header_bytes
             self._refuse(
@@ -159,6 +188,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._refused:
+            return  # a request pipelined behind a refusal: never started, so no deadline either
         if self._in_head:
             self._begun = True
         else:  # the next request on a kept-alive connection: its head's deadline starts now
@@ -167,7 +198,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._stop_head_timer()
-        super().on_headers_complete()
+        if self._refused:
+            return  # a request pipelined behind an answer on the head, in the same bytes: never started
+        answer = self._answer_on_head() if self._idle() else None
+        if answer is None:
+            super().on_headers_complete()
+            return
+        # Answered on the head: no task; the body that follows is dropped (the cycle says it is answered),
+        # and the answer is written once the parser has returned (data_received).
+        self._refused = True
+        self._head_answer = refusal(answer.status, answer.message, answer.headers)
+        self.cycle = _AnsweredOnHead()  # type: ignore[assignment]
+
+    def _answer_on_head(self) -> Any:
+        hook = self.limits.answer_on_head
+        if hook is None or self.parser.should_upgrade():
+            return None
+        method = self.parser.get_method().decode("ascii", "replace")
+        return hook(method, httptools.parse_url(self.url).path, self.headers)
 
     def on_response_complete(self) -> None:
         self._idle_since = self.loop.time()
@@ -214,7 +262,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
             self.flow.pause_reading()
             return
-        self.transport.write(refusal(status, message))
+        self._send_and_close(refusal(status, message))
+
+    def _send_and_close(self, answer: bytes) -> None:
+        """Write a whole answer, half-close, and drop what the client still sends for :data:`LINGER_S`."""
+        self.transport.write(answer)
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self._linger = self.loop.call_later(LINGER_S, self.transport.close)

@@ -213,7 +213,7 @@ class RequestContextMiddleware:
         send_wrapper = self._sender(send, rid, status, answer_encoding if protocol else None, started)
         body = TimedBody(receive, self.upload_limits)
         try:
-            early = self._early_refusal(headers, limit)
+            early = early_refusal(headers, limit)
             if early is not None:
                 await self._refuse(scope, send_wrapper, early)
             elif protocol in ("classify", "v2", "v1") and self.admission is not None:
@@ -253,18 +253,6 @@ class RequestContextMiddleware:
         """Answer ``exc`` before the body was read, and close the connection (the body stays unread)."""
         record_rejection(self.metrics, self.rejections, self.settings.model_name, exc, scope["method"], scope["path"])
         await send_error(send, exc, close=True)
-
-    @staticmethod
-    def _early_refusal(headers: dict[bytes, bytes], limit: int) -> PredictorError | None:
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return PayloadTooLarge(too_large(int(declared), limit))
-        coding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
-        if coding not in (*ENCODINGS, "identity", ""):
-            return UnsupportedMediaType(
-                f"Content-Encoding {coding!r} is not accepted: send gzip, deflate or an uncompressed body"
-            )
-        return None
 
     async def _call(
         self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send, protocol: str | None, limit: int
@@ -355,6 +343,30 @@ async def send_error(send: Send, exc: PredictorError, close: bool = False) -> No
     await send({"type": "http.response.body", "body": resp.body})
 
 
+def early_refusal(headers: dict[bytes, bytes], limit: int) -> PredictorError | None:
+    """What the head alone says is wrong with a request's body: a declared length over ``limit`` (413) or
+    a content coding not accepted (415); None when neither."""
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return PayloadTooLarge(too_large(int(declared), limit))
+    coding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+    if coding not in (*ENCODINGS, "identity", ""):
+        return UnsupportedMediaType(
+            f"Content-Encoding {coding!r} is not accepted: send gzip, deflate or an uncompressed body"
+        )
+    return None
+
+
+def declared_on_head(protocol: str, headers: dict[bytes, bytes]) -> int | None:
+    """The images a request declares at least, from its head: one for ``/classify`` with an image or
+    multipart body, v1 and v2 (v2 binary may declare more in its JSON header, see :func:`declared_images`);
+    None: not an inference body this route reads (it says so itself)."""
+    if protocol == "classify":
+        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        return 1 if ctype in _CLASSIFY_TYPES or ctype.startswith("image/") else None
+    return 1
+
+
 def record_rejection(
     metrics: PredictorMetrics, log: RejectionLog, model: str, exc: PredictorError, method: str, path: str
 ) -> None:
@@ -374,8 +386,7 @@ async def declared_images(
     None: not an inference body this route reads (it says so itself).
     """
     if protocol == "classify":
-        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        return (1 if ctype in _CLASSIFY_TYPES or ctype.startswith("image/") else None), receive
+        return declared_on_head(protocol, headers), receive
     length = headers.get(b"inference-header-content-length", b"")
     coding = headers.get(b"content-encoding", b"identity").strip().lower()
     if protocol != "v2" or not length.isdigit() or not 0 < int(length) <= PEEK_MAX_BYTES:

@@ -32,6 +32,7 @@ from predictor.metrics import PredictorMetrics
 from predictor.middleware import RequestContextMiddleware, error_response, record_rejection, reservation_of
 from predictor.pipeline import Pipeline
 from predictor.protocol import parse_v1, predictions_json, v2
+from predictor.shed import HeadRefusal
 
 T = TypeVar("T")
 CLIENT_CLOSED_REQUEST = 499
@@ -62,8 +63,9 @@ async def _wait_disconnect(request: Request) -> None:
             return
 
 
-def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: PredictorMetrics) -> None:
-    """Add our middleware, error handler and routes to KServe's app."""
+def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: PredictorMetrics) -> HeadRefusal:
+    """Add our middleware, error handler and routes to KServe's app; returns the refusal on the head that
+    the HTTP server's protocol makes with the same admission, metrics and rejection log."""
     rejections = RejectionLog(logging.getLogger(REJECTIONS_LOGGER), settings.rejection_log_interval_seconds)
     app.add_middleware(
         RequestContextMiddleware,
@@ -155,6 +157,7 @@ def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: Predi
         return Response(orjson.dumps(body), media_type="application/json")
 
     _install_health(app, settings, pipeline, check_model)
+    return HeadRefusal(settings, metrics, pipeline.admission, rejections)
 
 
 def _install_health(app: FastAPI, settings: Settings, pipeline: Pipeline, check_model: Callable[..., None]) -> None:

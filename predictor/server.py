@@ -12,18 +12,21 @@ from predictor.logs import configure_logging
 if TYPE_CHECKING:
     from predictor.http_guard import ConnectionLimits
     from predictor.metrics import PredictorMetrics
+    from predictor.shed import HeadRefusal
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Built:
-    """The parts :func:`serve` runs: our app (KServe serves it), the pipeline, the model, KServe's server."""
+    """The parts :func:`serve` runs: our app (KServe serves it), the pipeline, the model, KServe's server,
+    and the refusal the HTTP server makes on a request's head."""
 
     app: Any
     pipeline: Any
     model: Any
     server: Any
+    head_refusal: Any = None
 
 
 def build(settings: Settings) -> Built:
@@ -51,7 +54,7 @@ def build(settings: Settings) -> Built:
     metrics = PredictorMetrics()
     pipeline = Pipeline(settings, metrics)
     model = ImageClassifierModel(settings, pipeline)
-    routes.install(app, settings, pipeline, metrics)
+    head_refusal = routes.install(app, settings, pipeline, metrics)
     ui.install(app, settings, pipeline)
     if settings.redis_url:
         _install_jobs(app, settings)
@@ -66,7 +69,7 @@ def build(settings: Settings) -> Built:
         timeout_keep_alive=settings.keep_alive_timeout_s,
         grace_period=settings.grace_period_seconds,
     )
-    return Built(app, pipeline, model, server)
+    return Built(app, pipeline, model, server, head_refusal)
 
 
 async def _no_admin() -> None:  # pragma: no cover - never mounted: no admin route exists without a token
@@ -92,7 +95,7 @@ def serve(settings: Settings) -> None:
 
     built = build(settings)
     register_gpu_metrics()
-    limits = _limits(settings, built.pipeline.metrics)
+    limits = _limits(settings, built.pipeline.metrics, built.head_refusal)
     kserve_compat.configure_http_server(lambda config: http_guard.configure(config, limits))
     if settings.enable_grpc:
         from predictor.grpc_guard import CallLimit, server_options
@@ -124,8 +127,9 @@ def route_listing(settings: Settings) -> list[dict[str, Any]]:
     return [r.as_json() for r in mounted_routes(built.app)]
 
 
-def _limits(settings: Settings, metrics: PredictorMetrics) -> ConnectionLimits:
-    """The HTTP server's connection limits; each refusal is counted as a rejection."""
+def _limits(settings: Settings, metrics: PredictorMetrics, head_refusal: HeadRefusal) -> ConnectionLimits:
+    """The HTTP server's connection limits; each refusal is counted as a rejection. Overloaded inference
+    requests are refused on their head (:mod:`predictor.shed`)."""
     from predictor.http_guard import ConnectionLimits
 
     rejections = metrics.rejections
@@ -138,6 +142,7 @@ def _limits(settings: Settings, metrics: PredictorMetrics) -> ConnectionLimits:
         max_header_bytes=settings.max_header_bytes,
         max_connections=settings.max_connections,
         on_refusal=count,
+        answer_on_head=head_refusal.answer,
     )
 
 

@@ -18,16 +18,22 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from predictor import http_guard
 from predictor.http_guard import ConnectionLimits, GuardedHttpToolsProtocol
+from predictor.shed import HeadAnswer
 from tests.support.servers import free_port
 
 HEAD_TIMEOUT_S = 1.0
 KEEP_ALIVE_S = 1.0
 
 
+APP_CALLS: list[str] = []
+"""Paths of the requests the app was called for."""
+
+
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The smallest ASGI app: 200 "hello" to every request (lifespan ignored)."""
     if scope["type"] != "http":
         return
+    APP_CALLS.append(scope["path"])
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
     await send({"type": "http.response.body", "body": b"hello"})
 
@@ -98,6 +104,10 @@ def test_the_uvicorn_internals_it_uses_exist() -> None:
                  "self.timeout_keep_alive_task", "self.timeout_keep_alive"):  # fmt: skip
         assert f"{attr} =" in init or f"{attr}: " in init, attr
     assert "app = self.app" in inspect.getsource(HttpToolsProtocol.on_headers_complete), "the per-connection app"
+    assert "self.url" in inspect.getsource(HttpToolsProtocol.on_url), "the request target, for the head's answer"
+    assert "self.headers.append" in inspect.getsource(HttpToolsProtocol.on_header), "the head's headers"
+    assert "self.cycle.response_complete" in inspect.getsource(HttpToolsProtocol.on_body), "an answered body is dropped"
+    assert "self.cycle.message_event.set()" in inspect.getsource(HttpToolsProtocol.connection_lost)
     params = inspect.signature(uvicorn.Config).parameters
     assert {"http", "timeout_keep_alive", "limit_concurrency", "h11_max_incomplete_event_size"} <= set(params)
 
@@ -213,3 +223,51 @@ def test_a_connection_over_the_cap_is_answered_503_with_retry_after(served: Serv
             assert time.monotonic() < deadline, "a new connection is served once others closed"
             time.sleep(0.05)
     assert served.refusals == ["too_many_connections"]
+
+
+def refuse_busy(method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> HeadAnswer | None:
+    """An ``answer_on_head`` hook: POST /busy is refused on its head, with the request's id echoed."""
+    if method != "POST" or raw_path != b"/busy":
+        return None
+    rid = dict(headers).get(b"x-request-id", b"none")
+    return HeadAnswer(503, "busy: retry in 2 s (Retry-After)", [(b"retry-after", b"2"), (b"x-request-id", rid)])
+
+
+@pytest.mark.parametrize("served", [{"answer_on_head": refuse_busy}], indirect=True)
+def test_a_request_answered_on_its_head_is_answered_before_its_body_is_sent(served: Served) -> None:
+    APP_CALLS.clear()
+    sock = served.connect()
+    sock.sendall(b"POST /busy HTTP/1.1\r\nHost: x\r\nX-Request-ID: r-7\r\nContent-Length: 10000000\r\n\r\n")
+    data, _ = read_until_closed(sock)  # no body byte was sent: the answer cannot have waited for it
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), data
+    assert b"retry-after: 2" in head and b"x-request-id: r-7" in head and b"connection: close" in head
+    assert body == b'{"error":"busy: retry in 2 s (Retry-After)"}'
+    assert APP_CALLS == [], "the app never saw it"
+    assert served.get().status_code == 200 and APP_CALLS == ["/"], "other requests go to the app"
+
+
+@pytest.mark.parametrize("served", [{"answer_on_head": refuse_busy}], indirect=True)
+def test_requests_sent_behind_a_request_answered_on_its_head_are_not_started(served: Served) -> None:
+    APP_CALLS.clear()
+    sock = served.connect()
+    sock.sendall(
+        b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo"  # a whole one and the start of another
+    )
+    data, took = read_until_closed(sock)
+    assert data.count(b"HTTP/1.1 ") == 1 and data.startswith(b"HTTP/1.1 503 "), data
+    assert took < HEAD_TIMEOUT_S + http_guard.LINGER_S + 2, "closed after the linger, not held by a head deadline"
+    assert APP_CALLS == [] and served.refusals == []
+
+
+@pytest.mark.parametrize("served", [{"answer_on_head": refuse_busy}], indirect=True)
+def test_the_next_request_on_a_kept_alive_connection_can_be_answered_on_its_head(served: Served) -> None:
+    APP_CALLS.clear()
+    with httpx.Client(base_url=f"http://127.0.0.1:{served.port}", timeout=10) as kept:
+        assert kept.get("/").status_code == 200
+        r = kept.post("/busy", content=b"x" * 100_000)
+        assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
+        assert r.json() == {"error": "busy: retry in 2 s (Retry-After)"}
+        assert kept.get("/").status_code == 200, "a new connection after the refusal's close"
+    assert APP_CALLS == ["/", "/"]

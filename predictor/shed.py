@@ -1,0 +1,85 @@
+"""Refusing an inference request on its head alone while the pod is overloaded: no task, no app, no body.
+
+Under a spike the pod refuses most requests (503 + ``Retry-After``). Refused in the ASGI middleware, each
+refusal costs a task, the whole middleware stack (uvicorn's proxy headers, FastAPI's, Starlette's, ours)
+and several turns of the event loop; with hundreds of clients that resend at once, those turns queue in
+front of the few accepted requests' own and their CPU is taken from inference (measured in
+``docs/performance.md``, "Front door under a spike"). So the HTTP server's protocol
+(:mod:`predictor.http_guard`) asks :meth:`HeadRefusal.answer` as soon as a request's head has arrived: when
+admission would refuse even a one-image request now, the whole answer is written from the protocol's own
+callback and the connection half-closed; the body is never read.
+
+It is a pre-check, not a second admission: the same :meth:`Admission.reserve
+<predictor.admission.Admission.reserve>` call the middleware makes (which counts nothing when it refuses),
+on the same event loop, moments earlier. A request it lets through is admitted (or refused) by the
+middleware as before; the answer, the metrics (``classifier_requests_total`` with code 503,
+``classifier_rejections_total``) and the rejection log are the ones the middleware gives.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from predictor.admission import Admission
+from predictor.config import Settings
+from predictor.errors import Overloaded
+from predictor.logs import RejectionLog
+from predictor.metrics import PredictorMetrics
+from predictor.middleware import declared_on_head, early_refusal, protocol_of, record_rejection
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class HeadAnswer:
+    """An answer decided on a request's head: status, ``{"error": message}``, extra headers."""
+
+    status: int
+    message: str
+    headers: Headers
+
+
+class HeadRefusal:
+    """Decides, from a request's method, path and headers, whether admission refuses it whatever its body."""
+
+    def __init__(
+        self, settings: Settings, metrics: PredictorMetrics, admission: Admission, rejections: RejectionLog
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.admission = admission
+        self.rejections = rejections
+
+    def answer(self, method: str, raw_path: bytes, headers: Headers) -> HeadAnswer | None:
+        """The refusal of an overloaded inference request (counted and logged as the middleware would), or
+        None: the request goes to the app as usual (not an inference route, a head the middleware answers
+        otherwise, or admission has room)."""
+        started = time.perf_counter()
+        path = raw_path.decode("latin-1")
+        protocol = protocol_of(path, method) if "%" not in path else None  # escaped paths: the app decides
+        if protocol not in ("classify", "v2", "v1"):
+            return None
+        by_name = dict(headers)
+        if early_refusal(by_name, self.settings.max_request_bytes) is not None:
+            return None  # 413/415: the middleware answers those
+        if declared_on_head(protocol, by_name) is None:
+            return None  # not an inference body: the route says what is wrong
+        try:
+            self.admission.reserve(1, on_arrival=True)  # counts nothing: only whether one image fits now
+        except Overloaded as exc:
+            return self._refuse(exc, method, path, protocol, by_name, started)
+        return None
+
+    def _refuse(
+        self, exc: Overloaded, method: str, path: str, protocol: str, headers: dict[bytes, bytes], started: float
+    ) -> HeadAnswer:
+        model = self.settings.model_name
+        record_rejection(self.metrics, self.rejections, model, exc, method, path)
+        took = time.perf_counter() - started
+        self.metrics.observe_request(model, protocol, exc.status_code, took)
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
+        out: Headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers().items()]
+        out += [(b"x-request-id", rid.encode("latin-1")), (b"server-timing", b"total;dur=%.2f" % (took * 1000))]
+        return HeadAnswer(exc.status_code, exc.message, out)
