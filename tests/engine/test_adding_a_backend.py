@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +64,9 @@ def test_a_registered_backend_is_accepted_by_settings_the_cli_and_create(
     built = registry.create("fake", args)
     assert isinstance(built, FakeEngine) and built.labels == 0, "create builds, it does not load"
     with pytest.raises(ValueError, match="backend fake does not run on cuda"):
-        registry.create("fake", registry.BuildArgs(**{**args.__dict__, "device": "cuda"}))
+        registry.create("fake", replace(args, device="cuda"))
     with pytest.raises(ValueError, match="backend fake on cpu runs fp32, not bf16"):
-        registry.create("fake", registry.BuildArgs(**{**args.__dict__, "precision": "bf16"}))
+        registry.create("fake", replace(args, precision="bf16"))
 
     choice = choose(settings, cuda_available=False)
     assert (choice.backend, choice.device, choice.precision, choice.verify_against) == ("fake", "cpu", "fp32", None)
