@@ -21,25 +21,16 @@ from predictor.podinfo import pod_name
 
 Device = Literal["auto", "cpu", "cuda"]
 REGISTERED_FIELDS = ("backend", "precision")
-"""Fields whose values the engine registry names (plus ``auto``): see :func:`registered_values`."""
+"""Fields whose values the backend registry names, not this module: see :func:`registered_values`."""
 
 
 def registered_values(field_name: str) -> tuple[str, ...]:
-    """What the ``backend`` or ``precision`` setting accepts: ``auto`` and what the backend registry names.
-
-    The registry (:mod:`predictor.engine.registry`) is the one list of backends and of the precisions they
-    run, so a new backend is accepted here, listed by ``--help`` and built by the engine choice without
-    this module changing.
-    """
-    # Imported when a value is checked, not with this module: the registry is part of the engine package,
-    # which sits above the settings.
+    """What the ``backend`` or ``precision`` setting accepts: ``auto`` and what the backend registry names
+    (:func:`predictor.engine.registry.setting_values`), so a new backend needs no change here."""
+    # Imported when a value is checked, not with this module: the engine package sits above the settings.
     from predictor.engine import registry
 
-    if field_name == "backend":
-        return ("auto", *registry.names())
-    if field_name == "precision":
-        return ("auto", *registry.precision_names())
-    raise ValueError(f"{field_name!r} is not one of {', '.join(REGISTERED_FIELDS)}")
+    return registry.setting_values(field_name)
 
 
 class Settings(BaseSettings):

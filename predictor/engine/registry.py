@@ -72,6 +72,16 @@ def precision_names() -> tuple[str, ...]:
     return tuple(dict.fromkeys(seen))
 
 
+def setting_values(field_name: str) -> tuple[str, ...]:
+    """What the ``backend`` or ``precision`` setting accepts: ``auto`` and :func:`names` or
+    :func:`precision_names` (what ``Settings`` validates against and ``--help`` lists)."""
+    if field_name == "backend":
+        return ("auto", *names())
+    if field_name == "precision":
+        return ("auto", *precision_names())
+    raise ValueError(f"no setting {field_name!r} is named by the registry: backend or precision")
+
+
 def get(name: str) -> Backend:
     """The backend called ``name``.
 
