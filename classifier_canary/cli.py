@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from classifier_canary.config import CanaryConfig, parse_duration
-from classifier_canary.errors import EXIT_BAD_INPUT, EXIT_PROMOTED, CanaryError, InvalidInput, NoCanary
+from classifier_canary.errors import EXIT_BAD_INPUT, EXIT_PROMOTED, CanaryError, CanaryInputError, NoCanary
 
 # flag -> (config field, converter, metavar); durations go from "10m" to seconds
 FLAGS: dict[str, tuple[str, Any, str]] = {
@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> CanaryConfig:
     """Convert and validate the given flags.
 
     Raises:
-        InvalidInput: a flag is missing, unparsable or out of range; the message names the flag.
+        CanaryInputError: a flag is missing, unparsable or out of range; the message names the flag.
     """
     given = vars(args)
     values: dict[str, Any] = {}
@@ -119,7 +119,7 @@ def config_from_args(args: argparse.Namespace) -> CanaryConfig:
             got = f" (got {err['input']!r})" if err["type"] not in ("missing", "value_error") else ""
             problems.append(f"{by_field.get(field, field)}: {err['msg'].removeprefix('Value error, ')}{got}")
     if problems:
-        raise InvalidInput("; ".join(problems))
+        raise CanaryInputError("; ".join(problems))
     return cfg
 
 
@@ -154,7 +154,7 @@ def run(cfg: CanaryConfig) -> int:
         return code
     except CanaryError as e:
         print(f"error: {e}", file=sys.stderr)
-        outcome = "bad-input" if isinstance(e, InvalidInput) else "error"
+        outcome = "bad-input" if isinstance(e, CanaryInputError) else "error"
         log.emit("result", f"{outcome}: {e} (exit {e.exit_code})", outcome=outcome, exit_code=e.exit_code, error=str(e))
         return e.exit_code
     finally:
@@ -167,7 +167,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Entry point for ``python -m predictor canary`` once argparse has parsed the flags."""
     try:
         cfg = config_from_args(args)
-    except InvalidInput as e:
+    except CanaryInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return run(cfg)

@@ -14,13 +14,13 @@ class CanaryError(Exception):
     exit_code = EXIT_STOPPED_ON_ERROR
 
 
-class InvalidInput(CanaryError):
+class CanaryInputError(CanaryError):
     """A flag, the InferenceService or the Prometheus URL is unusable; nothing was patched (exit 2)."""
 
     exit_code = EXIT_BAD_INPUT
 
 
-class NoCanary(InvalidInput):
+class NoCanary(CanaryInputError):
     """The InferenceService has no canary to analyse (exit 2, or 0 with ``--skip-without-canary``)."""
 
 

@@ -19,7 +19,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from classifier_canary.errors import InvalidInput
+from classifier_canary.errors import CanaryInputError
 from classifier_canary.merge_patch import create_merge_patch
 
 GROUP, VERSION, PLURAL, KIND = "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
@@ -68,15 +68,15 @@ def deployment_mode(obj: dict[str, Any]) -> str:
     """``Knative`` or ``Standard``, from the annotation, else from the status.
 
     Raises:
-        InvalidInput: not an InferenceService, or the mode is unknown.
+        CanaryInputError: not an InferenceService, or the mode is unknown.
     """
     if obj.get("kind") != KIND or not str(obj.get("apiVersion", "")).startswith(f"{GROUP}/"):
-        raise InvalidInput(f"not an InferenceService: apiVersion {obj.get('apiVersion')} kind {obj.get('kind')}")
+        raise CanaryInputError(f"not an InferenceService: apiVersion {obj.get('apiVersion')} kind {obj.get('kind')}")
     raw = (obj.get("metadata", {}).get("annotations") or {}).get(MODE_ANNOTATION) or obj.get("status", {}).get(
         "deploymentMode"
     )
     if raw not in MODES:
-        raise InvalidInput(
+        raise CanaryInputError(
             f"cannot tell the deployment mode of {name_of(obj)}: annotation {MODE_ANNOTATION} is {raw!r}; "
             f"expected one of {', '.join(MODES)}"
         )
@@ -98,7 +98,7 @@ def read_state(obj: dict[str, Any]) -> CanaryState:
     """The canary of ``obj`` in either mode.
 
     Raises:
-        InvalidInput: a canary the tool cannot analyse (several ``spec.canary`` entries, no track labels).
+        CanaryInputError: a canary the tool cannot analyse (several ``spec.canary`` entries, no track labels).
     """
     mode = deployment_mode(obj)
     return _knative_state(obj) if mode == "Knative" else _standard_state(obj)
@@ -131,12 +131,12 @@ def _standard_state(obj: dict[str, Any]) -> CanaryState:
         )
         return CanaryState("Standard", False, False, reconciled, "", "", None, None, f"no spec.canary{note}")
     if len(canaries) > 1:
-        raise InvalidInput(f"{name_of(obj)} has {len(canaries)} spec.canary entries; the tool analyses one")
+        raise CanaryInputError(f"{name_of(obj)} has {len(canaries)} spec.canary entries; the tool analyses one")
     canary = canaries[0]
     stable_track = (spec.get("predictor", {}).get("labels") or {}).get(TRACK_LABEL)
     canary_track = (canary.get("predictor", {}).get("labels") or {}).get(TRACK_LABEL)
     if not stable_track or not canary_track or stable_track == canary_track:
-        raise InvalidInput(
+        raise CanaryInputError(
             f"{name_of(obj)}: spec.predictor and spec.canary[0].predictor need distinct {TRACK_LABEL} labels "
             f"(got {stable_track!r} and {canary_track!r}): the PodMonitor turns them into the revision label "
             "that tells canary from stable"

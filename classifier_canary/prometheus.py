@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from classifier_canary.analysis import Measurement, RevisionStats
-from classifier_canary.errors import InvalidInput, PrometheusUnavailable, QueryFailed
+from classifier_canary.errors import CanaryInputError, PrometheusUnavailable, QueryFailed
 from classifier_canary.quality import AnswerStats
 from classifier_canary.queries import CheckQueries, check_queries
 
@@ -27,20 +27,20 @@ class PrometheusClient:
         """Make sure ``url`` is a Prometheus server; returns its version.
 
         Raises:
-            InvalidInput: unreachable, or something other than Prometheus' HTTP API answered.
+            CanaryInputError: unreachable, or something other than Prometheus' HTTP API answered.
         """
         path = "/api/v1/status/buildinfo"
         try:
             r = self._http.get(path)
         except httpx.HTTPError as e:
-            raise InvalidInput(f"cannot reach Prometheus at {self.url}: {e}") from None
+            raise CanaryInputError(f"cannot reach Prometheus at {self.url}: {e}") from None
         try:
             body = r.json()
         except ValueError:
             body = None
         version = body.get("data", {}).get("version") if isinstance(body, dict) else None
         if r.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success" or not version:
-            raise InvalidInput(
+            raise CanaryInputError(
                 f"{self.url} is not a Prometheus server: GET {path} answered {r.status_code} "
                 f"{r.headers.get('content-type', '')!r} {r.text[:120]!r} (expected Prometheus' HTTP API, "
                 "e.g. http://prometheus-operated.monitoring:9090)"

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from classifier_canary.config import CanaryConfig
-from classifier_canary.errors import InvalidInput
+from classifier_canary.errors import CanaryInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 BATCH_IMAGES = 8
@@ -39,25 +39,25 @@ class ReferenceSet:
         """Read the images of ``directory`` and the ``image,label`` CSV ``labels_file``.
 
         Raises:
-            InvalidInput: no image, an unreadable file, or a label for an image that is not there.
+            CanaryInputError: no image, an unreadable file, or a label for an image that is not there.
         """
         if not directory.is_dir():
-            raise InvalidInput(f"--reference-dir {directory}: not a directory")
+            raise CanaryInputError(f"--reference-dir {directory}: not a directory")
         paths = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
-            raise InvalidInput(f"--reference-dir {directory}: no image ({', '.join(IMAGE_SUFFIXES)})")
+            raise CanaryInputError(f"--reference-dir {directory}: no image ({', '.join(IMAGE_SUFFIXES)})")
         images = {p.name: p.read_bytes() for p in paths}
         expected: dict[str, str] = {}
         if labels_file is not None:
             try:
                 rows = list(csv.reader(labels_file.read_text().splitlines()))
             except OSError as e:
-                raise InvalidInput(f"--reference-labels {labels_file}: {e}") from None
+                raise CanaryInputError(f"--reference-labels {labels_file}: {e}") from None
             for n, row in enumerate(rows, 1):
                 if not row or row[0].startswith("#") or (n == 1 and row[:2] == ["image", "label"]):
                     continue
                 if len(row) != 2 or row[0] not in images:
-                    raise InvalidInput(
+                    raise CanaryInputError(
                         f"--reference-labels {labels_file} line {n}: expected `image,label` naming an image of "
                         f"{directory}, got {row}"
                     )

@@ -24,8 +24,8 @@ from classifier_canary.errors import (
     EXIT_ROLLED_BACK,
     ApplyFailed,
     CanaryError,
+    CanaryInputError,
     ChangedUnderneath,
-    InvalidInput,
     NoCanary,
 )
 from classifier_canary.guard import PatchGuard
@@ -83,7 +83,7 @@ class Runner:
     # ------------------------------------------------------------------ preflight
 
     def preflight(self) -> CanaryState:
-        """Check Prometheus, read the InferenceService, choose the CRD (raises :class:`InvalidInput`)."""
+        """Check Prometheus, read the InferenceService, choose the CRD (raises :class:`CanaryInputError`)."""
         version = self.prom.check()
         if self.cfg.reference_dir is not None:
             self.reference = ReferenceSet.load(self.cfg.reference_dir, self.cfg.reference_labels)
@@ -142,7 +142,7 @@ class Runner:
             return PatchGuard(None)
         crd, why = self.store.cluster_crd()
         if crd is None and self.cfg.crd == "cluster":
-            raise InvalidInput(f"--crd cluster: cannot read the cluster's CRD: {why}")
+            raise CanaryInputError(f"--crd cluster: cannot read the cluster's CRD: {why}")
         guard = PatchGuard(crd)
         if crd is None and why:
             guard.source += f"; the cluster's is not readable: {why}"
@@ -175,7 +175,7 @@ class Runner:
         """Generate a patch from the live object, check it, send it; returns it (``None``: nothing to change)."""
         try:
             obj = self.store.get()
-        except InvalidInput as e:
+        except CanaryInputError as e:
             raise ApplyFailed(str(e)) from None
         now = read_state(obj)
         assert self.state is not None
@@ -226,7 +226,7 @@ class Runner:
             return self._steps(ready)
         except ChangedUnderneath:
             raise  # its message says what the traffic is now
-        except InvalidInput as e:
+        except CanaryInputError as e:
             raise ApplyFailed(f"{e}; {self.traffic_note}") from None
         except CanaryError as e:
             raise type(e)(f"{e}; {self.traffic_note}") from None

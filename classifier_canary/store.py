@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from classifier_canary.errors import ApplyFailed, CanaryError, ChangedUnderneath, InvalidInput
+from classifier_canary.errors import ApplyFailed, CanaryError, CanaryInputError, ChangedUnderneath
 from classifier_canary.guard import ISVC_CRD_NAME
 from classifier_canary.isvc import GROUP, KIND, PLURAL, VERSION
 from classifier_canary.merge_patch import apply_merge_patch
@@ -36,7 +36,7 @@ class Store(Protocol):
     description: str
 
     def get(self) -> dict[str, Any]:
-        """The object as it is now (raises :class:`InvalidInput` when it cannot be read)."""
+        """The object as it is now (raises :class:`CanaryInputError` when it cannot be read)."""
         ...
 
     def patch(self, body: dict[str, Any], resource_version: str | None) -> dict[str, Any]:
@@ -57,7 +57,7 @@ class FileStore:
             (str(d / "kubectl") for d in TOOLS_DIRS if (d / "kubectl").is_file()), None
         )
         if self.kubectl is None:
-            raise InvalidInput(
+            raise CanaryInputError(
                 "--isvc-file needs kubectl (it applies the patches with kubectl patch --local): not on PATH nor "
                 "in .tools/; run `make tools` (puts kubectl into .tools/), or install kubectl"
             )
@@ -67,12 +67,12 @@ class FileStore:
         try:
             obj = yaml.safe_load(self.path.read_text())
         except (OSError, yaml.YAMLError) as e:
-            raise InvalidInput(f"cannot read --isvc-file {self.path}: {e}") from None
+            raise CanaryInputError(f"cannot read --isvc-file {self.path}: {e}") from None
         if not isinstance(obj, dict) or obj.get("kind") != KIND:
-            raise InvalidInput(f"{self.path} holds no InferenceService (one object, kind {KIND})")
+            raise CanaryInputError(f"{self.path} holds no InferenceService (one object, kind {KIND})")
         meta = obj.get("metadata") or {}
         if meta.get("name") != self.name or meta.get("namespace", self.namespace) != self.namespace:
-            raise InvalidInput(
+            raise CanaryInputError(
                 f"InferenceService {self.namespace}/{self.name} not found: {self.path} holds "
                 f"{meta.get('namespace', self.namespace)}/{meta.get('name')}"
             )
@@ -135,7 +135,7 @@ class LiveStore:
     """An InferenceService in a cluster, through the ``kubernetes`` client (in-cluster config or kubeconfig).
 
     Raises:
-        InvalidInput: no usable Kubernetes configuration.
+        CanaryInputError: no usable Kubernetes configuration.
     """
 
     def __init__(
@@ -157,7 +157,7 @@ class LiveStore:
                 config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, context=context)
                 where = f"kubeconfig {kubeconfig or '~/.kube/config'}" + (f" context {context}" if context else "")
         except (config.ConfigException, OSError, TypeError, ValueError) as e:
-            raise InvalidInput(f"no usable Kubernetes configuration: {e}") from None
+            raise CanaryInputError(f"no usable Kubernetes configuration: {e}") from None
         self.api = client.CustomObjectsApi()
         self.host = self.api.api_client.configuration.host
         self.description = f"cluster {self.host} ({where})"
@@ -171,7 +171,7 @@ class LiveStore:
         except ApiException as e:
             raise _api_error(what, e) from None
         except (HTTPError, OSError) as e:
-            raise InvalidInput(f"cannot reach the Kubernetes API at {self.host} to {what}: {e}") from None
+            raise CanaryInputError(f"cannot reach the Kubernetes API at {self.host} to {what}: {e}") from None
 
     def get(self) -> dict[str, Any]:
         return self._call(
@@ -201,7 +201,7 @@ class LiveStore:
                 field_validation="Strict",
                 _content_type="application/merge-patch+json",
             )
-        except InvalidInput as e:  # mid-run: the run stops with traffic where it was
+        except CanaryInputError as e:  # mid-run: the run stops with traffic where it was
             raise ApplyFailed(str(e)) from None
 
     def cluster_crd(self) -> tuple[dict[str, Any] | None, str]:
@@ -214,7 +214,7 @@ class LiveStore:
                 "customresourcedefinitions",
                 ISVC_CRD_NAME,
             )
-        except InvalidInput as e:
+        except CanaryInputError as e:
             return None, str(e)
         return crd, f"customresourcedefinition {ISVC_CRD_NAME} of {self.host}"
 
@@ -229,7 +229,7 @@ def _api_error(what: str, e: Any) -> CanaryError:
     if e.status in (400, 422) and what.startswith("patch"):
         return ApplyFailed(f"{what}: the API server refused the patch ({e.status}): {message}")
     if e.status == 404:
-        return InvalidInput(f"{what}: not found (404): {message}")
+        return CanaryInputError(f"{what}: not found (404): {message}")
     if e.status in (401, 403):
-        return InvalidInput(f"{what}: {e.status} {e.reason}: {message} (check the ServiceAccount's Role)")
-    return InvalidInput(f"{what}: {e.status} {e.reason}: {message}")
+        return CanaryInputError(f"{what}: {e.status} {e.reason}: {message} (check the ServiceAccount's Role)")
+    return CanaryInputError(f"{what}: {e.status} {e.reason}: {message}")

@@ -109,11 +109,6 @@ class DynamicBatcher(Generic[T, R]):
         self._closed = False
 
     @property
-    def depth(self) -> int:
-        """Items submitted and not yet finished (waiting or in the running batch)."""
-        return self._depth
-
-    @property
     def batch_cap(self) -> int:
         """The most items the next batch may hold: ``max_batch_size``, or less while capped."""
         return self._batch_cap

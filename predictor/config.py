@@ -13,14 +13,24 @@ import os
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from predictor.podinfo import pod_name
 
-Backend = Literal["auto", "torch", "openvino", "onnxruntime"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
+REGISTERED_FIELDS = ("backend", "precision")
+"""Fields whose values the backend registry names, not this module: see :func:`registered_values`."""
+
+
+def registered_values(field_name: str) -> tuple[str, ...]:
+    """What the ``backend`` or ``precision`` setting accepts: ``auto`` and what the backend registry names
+    (:func:`predictor.engine.registry.setting_values`), so a new backend needs no change here."""
+    # Imported when a value is checked, not with this module: the engine package sits above the settings.
+    from predictor.engine import registry
+
+    return registry.setting_values(field_name)
 
 
 class Settings(BaseSettings):
@@ -44,12 +54,12 @@ class Settings(BaseSettings):
         "", description="Version reported in responses and metrics; empty = derived from the weights' hash."
     )
     device: Device = Field("auto", description="Inference device: auto picks cuda when present, else cpu.")
-    backend: Backend = Field(
+    backend: str = Field(
         "auto",
-        description="Inference backend; auto = the fixed order of predictor/engine/choice.py for the device "
-        "(CPU: openvino, else onnxruntime; CUDA: torch), decided before ready and never changed while serving.",
+        description="Inference backend, one of those predictor/engine/registry.py registers; auto = the fixed "
+        "order of predictor/engine/choice.py for the device, decided before ready and never changed while serving.",
     )
-    precision: Precision = Field(
+    precision: str = Field(
         "auto",
         description="Numeric precision; auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AMX or "
         "AVX-512 BF16), each only if it keeps this model's answers against fp32 (checked before ready, the "
@@ -302,6 +312,19 @@ class Settings(BaseSettings):
         "RESOURCE_EXHAUSTED with a message and grpc-retry-pushback-ms trailing metadata, without being parsed.",
     )
 
+    @field_validator(*REGISTERED_FIELDS)
+    @classmethod
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        accepted = registered_values(str(info.field_name))
+        if value not in accepted:
+            quoted = [repr(v) for v in accepted]
+            raise PydanticCustomError(
+                "not_registered",
+                "Input should be {expected} (as registered in predictor/engine/registry.py), not {given}",
+                {"expected": ", ".join(quoted[:-1]) + " or " + quoted[-1], "given": repr(value)},
+            )
+        return value
+
     def queue_wait_budget_ms(self) -> int:
         """The queue-wait budget in force: ``max_queue_wait_ms``, at most ``request_timeout_ms``."""
         return min(self.max_queue_wait_ms, self.request_timeout_ms)
@@ -339,7 +362,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     in kebab-case (``--max-batch-size``); :class:`predictor.flags.Parser` accepts the field's own spelling.
     """
     for name, field in Settings.model_fields.items():
-        choices = _choices(field.annotation)
+        choices = list(registered_values(name)) if name in REGISTERED_FIELDS else _choices(field.annotation)
         default = "(the pod name, else the host name)" if field.default_factory else _shown(field.default)
         help_text = f"{field.description} Default: {default}. Env: PREDICTOR_{name.upper()}."
         parser.add_argument(

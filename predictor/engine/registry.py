@@ -1,10 +1,15 @@
 """The one registry of inference backends: name → what it runs (devices, precisions) and how to build it.
 
-Every caller builds engines through :func:`create` (the loader, ``bench/raw_probe.py``, the engine tests),
-so adding a backend is one module with an :class:`~predictor.engine.base.Engine` subclass plus one
-:func:`register` call here. This table is the one statement of which precisions a backend runs on which
-device: :func:`create` refuses anything else, so the engines do not restate it. Factories import their
-backend lazily: OpenVINO or ONNX Runtime are loaded only when used.
+Every caller builds engines through :func:`create` (the engine choice, ``bench/raw_probe.py``, the engine
+tests), and every list of backend or precision names is read from here: the ``backend`` and ``precision``
+settings accept :func:`names` and :func:`precision_names` (plus ``auto``), ``--help`` lists them, and the
+chart schema's enums are held to them by ``tests/chart/test_chart_values.py``. So adding a backend is one
+module with an :class:`~predictor.engine.base.Engine` subclass, one :func:`register` call here and its
+name in the chart schema (docs/architecture.md, "Adding a backend").
+
+This table is the one statement of which precisions a backend runs on which device: :func:`create`
+refuses anything else, so the engines do not restate it. Factories import their backend lazily:
+OpenVINO or ONNX Runtime are loaded only when used.
 """
 
 from __future__ import annotations
@@ -54,6 +59,27 @@ def register(backend: Backend) -> None:
     if backend.name in BACKENDS:
         raise ValueError(f"backend {backend.name!r} is registered already")
     BACKENDS[backend.name] = backend
+
+
+def names() -> tuple[str, ...]:
+    """The registered backends, in the order they were registered (the order ``--help`` lists them)."""
+    return tuple(BACKENDS)
+
+
+def precision_names() -> tuple[str, ...]:
+    """Every precision some registered backend runs on some device, in the order the table first names it."""
+    seen = (p for backend in BACKENDS.values() for on_device in backend.precisions.values() for p in on_device)
+    return tuple(dict.fromkeys(seen))
+
+
+def setting_values(field_name: str) -> tuple[str, ...]:
+    """What the ``backend`` or ``precision`` setting accepts: ``auto`` and :func:`names` or
+    :func:`precision_names` (what ``Settings`` validates against and ``--help`` lists)."""
+    if field_name == "backend":
+        return ("auto", *names())
+    if field_name == "precision":
+        return ("auto", *precision_names())
+    raise ValueError(f"no setting {field_name!r} is named by the registry: backend or precision")
 
 
 def get(name: str) -> Backend:

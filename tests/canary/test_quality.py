@@ -7,7 +7,7 @@ from scipy.spatial.distance import jensenshannon
 
 from classifier_canary.analysis import Analysis, Measurement, RevisionStats, Verdict, evaluate
 from classifier_canary.config import CanaryConfig
-from classifier_canary.errors import InvalidInput
+from classifier_canary.errors import CanaryInputError
 from classifier_canary.quality import AnswerStats, js_divergence, live_quality
 from classifier_canary.reference import ReferenceResult, ReferenceSet, compare, reference_reasons, revision_urls
 
@@ -90,10 +90,10 @@ def test_reference_set_reads_images_and_labels(tmp_path):
     ref = ReferenceSet.load(tmp_path, labels)
     assert list(ref.images) == ["a.png", "b.jpg"] and ref.expected == {"a.png": "tench", "b.jpg": "crane, bird"}
     labels.write_text("c.jpg,tench\n")
-    with pytest.raises(InvalidInput, match="line 1: expected `image,label` naming an image"):
+    with pytest.raises(CanaryInputError, match="line 1: expected `image,label` naming an image"):
         ReferenceSet.load(tmp_path, labels)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InvalidInput, match="no image"):
+    with pytest.raises(CanaryInputError, match="no image"):
         ReferenceSet.load(tmp_path / "empty", None)
 
 

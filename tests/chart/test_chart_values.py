@@ -238,6 +238,26 @@ def test_schema_enums_match_settings_literals():
             assert prop["enum"] == list(typing.get_args(annotation)), key
 
 
+def test_schema_enums_of_backend_and_precision_are_the_registry_s():
+    """The backend registry (predictor/engine/registry.py) is the one list of backends and precisions. The
+    schema repeats it so that helm refuses a typo when the release is installed, not a pod when it starts
+    (CrashLoopBackOff after the model download); this test keeps the two equal."""
+    from predictor.config import REGISTERED_FIELDS, registered_values
+
+    props = SCHEMA["definitions"]["settings"]["properties"]
+    for key in REGISTERED_FIELDS:
+        expected = list(registered_values(key))
+        assert props[key]["enum"] == expected, f"chart/values.schema.json: settings.{key}.enum must be {expected}"
+
+
+@pytest.mark.parametrize(("key", "typo"), [("backend", "onnx"), ("precision", "int8")])
+def test_a_backend_or_precision_typo_fails_at_install_with_the_accepted_names(key: str, typo: str):
+    from predictor.config import registered_values
+
+    err = render_error(set_values=[f"settings.{key}={typo}"])
+    assert f"/settings/{key}" in err and all(f"'{name}'" in err for name in registered_values(key)), err
+
+
 def test_schema_bounds_are_at_least_as_strict_as_settings():
     for key, prop in SCHEMA["definitions"]["settings"]["properties"].items():
         for meta in Settings.model_fields[key].metadata:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from classifier_canary import store
-from classifier_canary.errors import InvalidInput
+from classifier_canary.errors import CanaryInputError
 from classifier_plan.errors import PlanInputError
 
 render = importlib.import_module("classifier_plan.chart.render")  # the package re-exports a function of that name
@@ -49,7 +49,7 @@ def test_canary_rehearsal_finds_kubectl_in_tools_or_says_make_tools(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(store, "TOOLS_DIRS", (tmp_path / ".tools",))
-    with pytest.raises(InvalidInput, match="run `make tools`"):
+    with pytest.raises(CanaryInputError, match="run `make tools`"):
         store.FileStore(tmp_path / "isvc.yaml", "ml", "classifier")
     kubectl = tool(tmp_path / ".tools", "kubectl")
     assert store.FileStore(tmp_path / "isvc.yaml", "ml", "classifier").kubectl == str(kubectl)
