@@ -89,6 +89,7 @@ def _bodyless(server: ServerProcess, small_jpeg: bytes) -> dict[str, RawRequest]
 
 def test_a_full_queue_refuses_before_the_body_is_sent(one_slot: ServerProcess, small_jpeg: bytes):
     before = one_slot.metric("classifier_rejections_total", reason="queue_full")
+    answered_503 = one_slot.metric("classifier_requests_total", code="503")
     holder = Holder(one_slot, small_jpeg)
     head, _, _ = v2_binary([small_jpeg])
     answers = {}
@@ -106,7 +107,10 @@ def test_a_full_queue_refuses_before_the_body_is_sent(one_slot: ServerProcess, s
         assert a.headers["connection"] == "close" and a.closed_by_server, f"{door}: the connection stays open"
         assert a.seconds < HOLD_MS / 1000 / 2, door
         assert "content-encoding" not in a.headers, door
+        assert len(a.headers["x-request-id"]) == 32 and a.headers["server-timing"].startswith("total;dur="), door
+    # Counted once each, by reason and by status, whichever layer answered (the protocol, on the head).
     assert one_slot.metric("classifier_rejections_total", reason="queue_full") == before + len(answers)
+    assert one_slot.metric("classifier_requests_total", code="503") == answered_503 + len(answers)
     assert one_slot.metric("classifier_queue_depth") == 0
     one_slot.assert_healthy(small_jpeg)
 
