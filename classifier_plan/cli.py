@@ -222,8 +222,9 @@ def _run(args: argparse.Namespace) -> int:
     over = summary.get("wake_overshoot") or {}
     if over.get("wakes"):
         print(
-            f"plan: WARNING: {over['wakes']} wakes from zero asked for up to {over['pods_asked_max']} pods where the "
-            f"load after them needs {over['pods_needed_max']}: {over['extra_node_hours']:g} extra node-hours, "
+            f"plan: WARNING: wake overshoot: {over['wakes']} of {over['of_wakes']} wakes from zero asked for up to "
+            f"{over['pods_asked_max']} pods where the load after the wake needs {over['pods_needed_max']}: "
+            f"{over['extra_node_hours']:g} extra node-hours, "
             f"${over['extra_cost_usd']:.2f} this run: see report.md",
             file=sys.stderr,
         )

@@ -274,9 +274,10 @@ def recommend(
     for _round in range(2):
         for key, candidates in space.items():
             for value in candidates:
-                trial = {**best, key: value}
-                if trial == best or (key not in best and value == _get(effective, key)):
-                    continue  # the values already in force
+                # Keys back at the value in force are dropped: the user's own values are not simulated again.
+                trial = {k: v for k, v in {**best, key: value}.items() if v != _get(effective, k)}
+                if trial == best or not trial:
+                    continue
                 s = search.evaluate(trial)
                 if _better(s, best_summary):
                     best, best_summary = trial, s  # type: ignore[assignment]

@@ -108,7 +108,7 @@ def wakes(table: np.ndarray, setup: SimSetup, initial: int, mean_images: float, 
     tl = _Timeline(table, duration_s)
     starts = _starts(tl.desired, initial)
     per_node = _nodes_per_pod_rule(setup)
-    bounds = [*starts[1:], len(table)]
+    bounds = [*starts[1:], len(table)] if starts else []
     return [_one_wake(tl, i, stop, need, per_node) for i, stop in zip(starts, bounds, strict=True)]
 
 
