@@ -65,21 +65,19 @@ class _Timeline:
 
 
 def _one_wake(tl: _Timeline, i: int, stop: int, need: Any, per_node: int) -> dict[str, Any]:
-    """The wake starting at row ``i`` (the next one starts at ``stop``); ``need(rate)`` gives pods for a load."""
+    """The wake starting at row ``i`` (the next one starts at ``stop``); ``need(rates)`` gives pods for loads."""
     ready_rows = np.flatnonzero(tl.ready[i:stop] > 0)
     first_ready = i + int(ready_rows[0]) if len(ready_rows) else stop - 1
-    peak_rate, end = 0.0, stop - 1
-    for j in range(i, stop):
-        peak_rate = max(peak_rate, float(tl.offered[j]))
-        if j > first_ready and (tl.desired[j] <= need(peak_rate) or tl.desired[j] == 0):
-            end = j
-            break
-    pods_needed = need(peak_rate)
+    needed_so_far = need(np.maximum.accumulate(tl.offered[i:stop]))
+    d = tl.desired[i:stop]
+    back = np.flatnonzero((np.arange(i, stop) > first_ready) & ((d <= needed_so_far) | (d == 0)))
+    end = i + int(back[0]) if len(back) else stop - 1
+    pods_needed = int(needed_so_far[end - i])
     nodes_needed = math.ceil(pods_needed / per_node)
-    node_end = end
-    while node_end + 1 < stop and tl.nodes[node_end] > nodes_needed and tl.desired[node_end + 1] <= pods_needed:
-        node_end += 1
-    rows = slice(i, node_end + 1)
+    # the nodes beyond the need stay until they empty and go, unless the load asks for more pods again
+    above = (tl.nodes[end:stop] <= nodes_needed) | (tl.desired[end:stop] > pods_needed)
+    node_end = end + int(np.argmax(above)) if above.any() else stop - 1
+    rows = slice(i, max(end, node_end) + 1)
     extra = np.clip(tl.nodes[rows] - nodes_needed, 0, None)
     share = np.divide(extra, tl.nodes[rows], out=np.zeros_like(extra), where=tl.nodes[rows] > 0)
     return {
@@ -87,7 +85,7 @@ def _one_wake(tl: _Timeline, i: int, stop: int, need: Any, per_node: int) -> dic
         "first_ready_after_s": round(float(tl.t[first_ready] - tl.t[i]), 1) if len(ready_rows) else None,
         "pods_asked": int(tl.desired[i : end + 1].max()),
         "pods_needed": pods_needed,
-        "nodes_asked": int(tl.nodes[i : node_end + 1].max()),
+        "nodes_asked": int(tl.nodes[rows].max()),
         "nodes_needed": nodes_needed,
         "extra_node_hours": round(float((extra * tl.dt[rows]).sum()) / 3600.0, 4),
         "extra_cost_usd": round(float((tl.dcost[rows] * share).sum()), 4),
@@ -101,9 +99,10 @@ def wakes(table: np.ndarray, setup: SimSetup, initial: int, mean_images: float, 
         return []
     plan, st = setup.plan, setup.plan.settings
     capacity = setup.pod_model.capacity(st.max_batch_size, mean_images)
+    floor = max(1, plan.min_replicas)
 
-    def need(rate: float) -> int:
-        return max(1, plan.min_replicas, math.ceil(rate * mean_images / (0.8 * capacity) - 1e-9))
+    def need(rates: np.ndarray) -> np.ndarray:
+        return np.maximum(floor, np.ceil(rates * mean_images / (0.8 * capacity) - 1e-9)).astype(int)
 
     tl = _Timeline(table, duration_s)
     starts = _starts(tl.desired, initial)
