@@ -91,7 +91,9 @@ def _plan_lines(plan: ChartPlan) -> list[str]:
         k = plan.knative
         lines.append(
             f"- KPA: metric {k.metric}, target {k.target}, containerConcurrency {k.container_concurrency}, "
-            f"scale-down-delay {fmt_duration(k.scale_down_delay_s)}, revision timeout {k.revision_timeout_s:g} s"
+            f"scale-down-delay {fmt_duration(k.scale_down_delay_s)}, revision timeout {k.revision_timeout_s:g} s, "
+            f"activation-scale {k.activation_scale or 'none'}, initial-scale "
+            f"{'the cluster default' if k.initial_scale is None else k.initial_scale}"
         )
     for m in plan.hpa_metrics:
         what = f"{m.aggregation}({m.signal})" if m.query else m.signal

@@ -11,6 +11,7 @@ import pytest
 
 from classifier_plan import simulate
 from classifier_plan.control import Controller
+from classifier_plan.report import _plan_lines
 from classifier_plan.results import COLUMNS
 from classifier_plan.traffic import TrafficProfile
 
@@ -42,6 +43,8 @@ def test_activation_scale_and_initial_scale_are_read_from_the_rendered_revision(
     assert plan.knative is not None and plan.knative.activation_scale == 3 and plan.knative.initial_scale is None
     plain = chart_plan(tmp_path, {"autoscaling": {"minReplicas": 0, "knative": {"initialScale": 0}}})
     assert plain.knative is not None and plain.knative.activation_scale is None and plain.knative.initial_scale == 0
+    assert any("activation-scale 3, initial-scale the cluster default" in line for line in _plan_lines(plan))
+    assert any("activation-scale none, initial-scale 0" in line for line in _plan_lines(plain))
 
 
 @pytest.mark.parametrize(("allow", "pods"), [(False, 1), (True, 0)])
