@@ -56,6 +56,9 @@ class Assumptions(BaseModel):
     knative_max_scale_down_rate: float = Field(2.0, gt=1, description="max-scale-down-rate")
     knative_scale_to_zero_grace_s: float = Field(30.0, ge=0, description="scale-to-zero-grace-period")
     knative_initial_scale: int = Field(1, ge=0, description="initial-scale")
+    knative_allow_zero_initial_scale: bool = Field(
+        False, description="allow-zero-initial-scale: whether a revision's initial-scale 0 is honoured (else 1)"
+    )
     hpa_tolerance: float = Field(0.1, ge=0, lt=1, description="--horizontal-pod-autoscaler-tolerance")
     hpa_sync_s: float = Field(15.0, gt=0, description="--horizontal-pod-autoscaler-sync-period")
     scrape_interval_s: float | None = Field(None, gt=0, description="Prometheus scrape; default: the PodMonitor's")

@@ -219,6 +219,15 @@ def _run(args: argparse.Namespace) -> int:
             f"zero, {summary['requests_refused_no_pods']:,} refused while no pod was ready: see report.md",
             file=sys.stderr,
         )
+    over = summary.get("wake_overshoot") or {}
+    if over.get("wakes"):
+        print(
+            f"plan: WARNING: wake overshoot: {over['wakes']} of {over['of_wakes']} wakes from zero asked for up to "
+            f"{over['pods_asked_max']} pods where the load after the wake needs {over['pods_needed_max']}: "
+            f"{over['extra_node_hours']:g} extra node-hours, "
+            f"${over['extra_cost_usd']:.2f} this run: see report.md",
+            file=sys.stderr,
+        )
     print(
         f"plan: {summary['requests_offered']:,} requests, p95 {summary['p95_ms']} ms, SLO "
         f"{'met' if summary['slo_met'] else 'NOT met'} ({100 * summary['slo_attainment']:.2f} %), peak "

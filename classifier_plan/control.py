@@ -89,9 +89,17 @@ class Controller:
             max_scale_up_rate=a.knative_max_scale_up_rate,
             max_scale_down_rate=a.knative_max_scale_down_rate,
             scale_down_delay_s=kn.scale_down_delay_s,
+            activation_scale=kn.activation_scale or 0,
         )
         self.kpa = Kpa(cfg)
         self.scaler = KpaScaler(plan.min_replicas, plan.max_replicas, a.knative_scale_to_zero_grace_s)
+        note = (
+            'initial-scale 0 needs `allow-zero-initial-scale: "true"` in Knative\'s config-autoscaler; without it '
+            f"Knative starts the revision with {a.knative_initial_scale} (simulated so; "
+            "`--assume knative_allow_zero_initial_scale=true` where your cluster has the flag)"
+        )
+        if kn.initial_scale == 0 and not a.knative_allow_zero_initial_scale and note not in self.s.notes:
+            self.s.notes.append(note)
 
     def _init_hpa(self) -> None:
         plan = self.s.plan
@@ -107,12 +115,13 @@ class Controller:
 
     def initial_replicas(self) -> int:
         """Pods running when the simulation starts (the deployed steady state)."""
-        plan = self.s.plan
+        plan, a = self.s.plan, self.s.assumptions
         if self.kind == "kpa":
             kn = plan.knative
-            initial = (
-                kn.initial_scale if kn and kn.initial_scale is not None else self.s.assumptions.knative_initial_scale
-            )
+            initial = a.knative_initial_scale
+            # GetInitialScale: the revision's initial-scale, except 0 where allow-zero-initial-scale is off.
+            if kn and kn.initial_scale is not None and (kn.initial_scale > 0 or a.knative_allow_zero_initial_scale):
+                initial = kn.initial_scale
             return max(plan.min_replicas, initial)
         return max(plan.min_replicas, 1)
 

@@ -8,6 +8,10 @@ a second; :meth:`Kpa.decide` (every ``tick_s``, 2 s in Knative) returns the desi
   ``[floor(ready / max-scale-down-rate), ceil(ready * max-scale-up-rate)]`` with ``ready >= 1``;
 * panic starts when ``dppc / ready >= panic-threshold`` (200 %), is extended while over it, ends one
   stable window after the last over-threshold tick; in panic the count never goes down;
+* ``activation-scale`` (when above 1) is the least non-zero count: a desired stable (panic) count is raised
+  to it whenever the stable (panic) value asks for any pod (``dspc > 0``, ``dppc > 0``), so a wake from
+  zero asks for ``max(activation-scale, computed)``; it never lowers a count, and an idle revision still
+  goes to zero;
 * ``scale-down-delay`` holds the highest desired count of that trailing window;
 * the target is ``max(0.01, total * target-utilization)`` where total is the annotation target (or
   ``containerConcurrency``, or the default 100 / 200 rps), ``min``-ed with ``containerConcurrency``
@@ -35,6 +39,7 @@ class KpaConfig:
     max_scale_down_rate: float = 2.0
     scale_down_delay_s: float = 0.0
     tick_s: float = 2.0
+    activation_scale: int = 0  # autoscaling.knative.dev/activation-scale; 0 or 1 = none (Knative wants >= 2)
 
     @property
     def panic_window_s(self) -> float:
@@ -111,6 +116,9 @@ class Kpa:
         dppc = math.ceil(panic / cfg.target)
         desired_stable = int(min(max(dspc, max_down), max_up))
         desired_panic = int(min(max(dppc, max_down), max_up))
+        # After the rate clamps, as autoscaler.go does: a wake from 0 ready pods asks for it at once.
+        desired_stable = self._activation_floor(dspc, desired_stable)
+        desired_panic = self._activation_floor(dppc, desired_panic)
         over = dppc / ready >= cfg.panic_threshold_pct / 100.0
         if over:
             self.panic_since = now
@@ -126,6 +134,11 @@ class Kpa:
         if cfg.scale_down_delay_s > 0:
             desired = self._delayed(now, desired)
         return desired
+
+    def _activation_floor(self, wanted: float, desired: int) -> int:
+        """``desired`` raised to activation-scale when the metric asks for any pod (``wanted > 0``)."""
+        scale = self.cfg.activation_scale
+        return max(desired, scale) if scale > 1 and wanted > 0 else desired
 
     def _delayed(self, now: float, desired: int) -> int:
         """The highest desired count over the trailing scale-down-delay window (``max.TimeWindow``)."""

@@ -91,7 +91,9 @@ def _plan_lines(plan: ChartPlan) -> list[str]:
         k = plan.knative
         lines.append(
             f"- KPA: metric {k.metric}, target {k.target}, containerConcurrency {k.container_concurrency}, "
-            f"scale-down-delay {fmt_duration(k.scale_down_delay_s)}, revision timeout {k.revision_timeout_s:g} s"
+            f"scale-down-delay {fmt_duration(k.scale_down_delay_s)}, revision timeout {k.revision_timeout_s:g} s, "
+            f"activation-scale {k.activation_scale or 'none'}, initial-scale "
+            f"{'the cluster default' if k.initial_scale is None else k.initial_scale}"
         )
     for m in plan.hpa_metrics:
         what = f"{m.aggregation}({m.signal})" if m.query else m.signal
@@ -175,8 +177,17 @@ def wake_warnings(s: dict[str, Any], plan: ChartPlan) -> list[str]:
             f"**WAKE TIMEOUTS: {s['requests_timed_out_waking']:,} requests timed out at the activator while the "
             f"revision woke from zero** (revision timeout {timeout:g} s; the longest wake took "
             f"{s['time_to_first_ready_s_after_idle']} s: node launch, image pull, model load and cold start). "
-            "Raise the revision timeout above the cold start, keep `autoscaling.minReplicas` >= 1, or keep a "
-            "node warm (a longer `consolidateAfter`)."
+            "Raise `autoscaling.coldStartSeconds` (the chart sizes the revision timeout from it) above the cold "
+            "start, keep `autoscaling.minReplicas` >= 1, or keep a node warm (a longer `consolidateAfter`)."
+        )
+    over = s.get("wake_overshoot") or {}
+    if over.get("wakes"):
+        out.append(
+            f"**WAKE OVERSHOOT: {over['wakes']} of {over['of_wakes']} wakes from zero asked for up to "
+            f"{over['pods_asked_max']} pods ({over['nodes_asked_max']} nodes) where the load after the wake needs "
+            f"{over['pods_needed_max']}: {over['extra_node_hours']:g} extra node-hours, "
+            f"${over['extra_cost_usd']:.2f} of this run (${over['extra_cost_per_month_if_repeated_usd']:,.2f}/month "
+            'if repeated)** (each wake: "Wakes from zero" below). ' + _overshoot_cause(plan)
         )
     if s["requests_refused_no_pods"]:
         out.append(
@@ -185,6 +196,55 @@ def wake_warnings(s: dict[str, Any], plan: ChartPlan) -> list[str]:
             "from the pods). Use Knative mode for scale to zero, or `autoscaling.minReplicas` >= 1."
         )
     return out
+
+
+def _overshoot_cause(plan: ChartPlan) -> str:
+    """Why a wake asks for more than its load, and what caps it, for this chart's KPA settings."""
+    kn = plan.knative
+    if kn is None:
+        return "Cap it with `autoscaling.maxReplicas`."
+    if kn.activation_scale and kn.activation_scale > 1:
+        floor = f" `activation-scale` {kn.activation_scale} keeps at least that many pods while traffic lasts."
+    else:
+        floor = ""
+    if kn.metric == "rps":
+        return "Cap it with `autoscaling.maxReplicas` (Knative's max-scale)." + floor
+    return (
+        "The requests the activator holds during the cold start count as in-flight concurrency, so the KPA "
+        "panics and asks for ceil(held / target) pods, up to `autoscaling.maxReplicas` (Knative's max-scale), "
+        "and panic mode and `scale-down-delay` keep them. A lower `maxReplicas`, `autoscaling.knative.metric: rps` "
+        "(each held request counts once), or `autoscaling.minReplicas: 1` (no wake) stop it; `--recommend` "
+        "tries them." + floor
+    )
+
+
+def _wake_rows(s: dict[str, Any]) -> list[str]:
+    """The table of wakes from zero (``summary.json``'s ``wakes``)."""
+    wakes = s.get("wakes") or []
+    if not wakes:
+        return []
+    rows = [
+        "## Wakes from zero",
+        "",
+        "Pods and nodes each wake asked for against what the offered load after it needs (pods for its peak at "
+        "80 % of a pod's capacity); extra = node-time beyond that until the nodes were back down to it.",
+        "",
+        "| at | first pod ready after | pods asked / needed | nodes asked / needed | extra node-hours | "
+        "extra cost | timed out waiting |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for w in wakes:
+        flag = " **overshoot**" if w["pods_asked"] > w["pods_needed"] else ""
+        ready = "never" if w["first_ready_after_s"] is None else f"{w['first_ready_after_s']:g} s"
+        rows.append(
+            f"| {_clock(w['at_s'])} | {ready} | {w['pods_asked']} / {w['pods_needed']}{flag} | "
+            f"{w['nodes_asked']} / {w['nodes_needed']} | {w['extra_node_hours']:g} | ${w['extra_cost_usd']:.2f} | "
+            f"{w['timed_out']:,} |"
+        )
+    total = (s.get("wake_overshoot") or {}).get("of_wakes", len(wakes))
+    if total > len(wakes):
+        rows.append(f"| ... {total - len(wakes)} more (the totals above count them) | | | | | | |")
+    return [*rows, ""]
 
 
 def write_report(
@@ -215,8 +275,14 @@ def write_report(
         "## Result",
         "",
         *[f"{w}\n" for w in wake_warnings(summary, plan)],
+        *(
+            [f"Flags (`summary.json` `flags`): {', '.join(f'`{f}`' for f in summary['flags'])}", ""]
+            if summary.get("flags")
+            else []
+        ),
         *_totals(summary),
         "",
+        *_wake_rows(summary),
         "## What the chart deploys (read from `helm template`)",
         "",
         *_plan_lines(plan),

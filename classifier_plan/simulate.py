@@ -9,6 +9,7 @@ from classifier_plan.progress import make as make_progress
 from classifier_plan.results import Recorder, summarize
 from classifier_plan.setup import SimSetup
 from classifier_plan.traffic import TrafficProfile
+from classifier_plan.wake import wake_findings
 
 Engine = Literal["request", "fluid"]
 
@@ -40,4 +41,6 @@ def run(
         if bar is not None:
             bar.close()
     summary = summarize(eng.rec, cost, setup.prices.hours_per_month, eng.baseline())
+    initial = eng.ctrl.initial_replicas()
+    summary.update(wake_findings(eng.rec.table(), setup, summary, initial, traffic.mean_images))
     return eng.rec, summary

@@ -50,6 +50,7 @@ KEYS = (
     "peak_nodes",
     "time_to_first_ready_s_after_idle",
     "wakes_from_zero",
+    "wake_overshoot",
     "cost_usd",
     "cost_per_month_if_repeated_usd",
     "baseline_cost_per_month_usd",
@@ -199,11 +200,25 @@ def render_wake_findings(d: dict[str, Any]) -> str:
     )
 
 
+def render_wake_overshoot(d: dict[str, Any]) -> str:
+    a, b = d["runs"]["idle-night-spot-cpu"], d["runs"]["month-spot-cpu"]
+    day, month = a.get("wake_overshoot"), b.get("wake_overshoot")
+    if day is None or month is None:
+        return "figures not produced yet: run scripts/plan_doc_figures.py"
+    return (
+        f"on the idle-night day {day['wakes']} of {day['of_wakes']} wakes overshot (up to {day['pods_asked_max']} "
+        f"pods where {day['pods_needed_max']} were needed: {day['extra_node_hours']:g} extra node-hours, "
+        f"${day['extra_cost_usd']:.2f}); over the month {month['wakes']} of {month['of_wakes']}, "
+        f"${month['extra_cost_usd']:.2f} extra"
+    )
+
+
 BLOCKS = {
     "seed-replay": render_seed_replay,
     "engine-agreement": render_agreement,
     "idle-night": render_idle_night,
     "wake-findings": render_wake_findings,
+    "wake-overshoot": render_wake_overshoot,
 }
 
 

@@ -60,6 +60,10 @@ the activator holds a request within that timeout while the first pod starts.
 {{- $m = append $m (printf "autoscaling.knative.%s (%d) is above autoscaling.maxReplicas (%d): Knative would never run that many pods." $key (int64 $n) (int64 $a.maxReplicas)) -}}
 {{- end -}}
 {{- end -}}
+{{- $act := $a.knative.activationScale -}}
+{{- if and (not (kindIs "invalid" $act)) (lt (int64 $act) (int64 $a.minReplicas)) -}}
+{{- $m = append $m (printf "autoscaling.knative.activationScale (%d) is below autoscaling.minReplicas (%d): Knative rejects the revision (min-scale above activation-scale). Raise activationScale or leave it null." (int64 $act) (int64 $a.minReplicas)) -}}
+{{- end -}}
 {{- end -}}
 {{- if include "image-classifier.httpAddon" . -}}
 {{- $h := $a.standard.httpAddon -}}

@@ -125,6 +125,7 @@ def read_knative(predictor: dict[str, Any]) -> KnativeScaling:
     window = ann.get(KNATIVE_PREFIX + "window")
     tu = _ann_float(ann, "target-utilization-percentage")
     init = ann.get(KNATIVE_PREFIX + "initial-scale")
+    activation = ann.get(KNATIVE_PREFIX + "activation-scale")
     return KnativeScaling(
         metric=str(predictor.get("scaleMetric") or ann.get(KNATIVE_PREFIX + "metric") or "concurrency"),
         target=float(target) if target is not None else _ann_float(ann, "target"),
@@ -136,6 +137,7 @@ def read_knative(predictor: dict[str, Any]) -> KnativeScaling:
         scale_down_delay_s=parse_duration(delay) if delay else 0.0,
         initial_scale=int(init) if init is not None else None,
         revision_timeout_s=float(predictor.get("timeout", 300)),
+        activation_scale=int(activation) if activation is not None else None,
     )
 
 

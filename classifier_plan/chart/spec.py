@@ -41,6 +41,7 @@ class KnativeScaling:
     scale_down_delay_s: float
     initial_scale: int | None
     revision_timeout_s: float
+    activation_scale: int | None = None  # least pods while the revision has traffic (a wake asks for it at once)
 
 
 @dataclass(frozen=True)

@@ -316,3 +316,12 @@ def test_initial_and_activation_scale_are_bounded():
     assert "autoscaling.knative.activationScale (9) is above autoscaling.maxReplicas (4)" in err
     assert "autoscaling.knative.initialScale (5) is above autoscaling.maxReplicas (4)" in err
     assert "/autoscaling/knative/activationScale" in render_error(set_values=["autoscaling.knative.activationScale=0"])
+
+
+def test_activation_scale_is_what_knative_accepts():
+    """Knative's webhook rejects activation-scale 1 and one below min-scale (annotation_validation.go)."""
+    assert "/autoscaling/knative/activationScale" in render_error(set_values=["autoscaling.knative.activationScale=1"])
+    err = render_error(set_values=["autoscaling.minReplicas=3", "autoscaling.knative.activationScale=2"])
+    assert "autoscaling.knative.activationScale (2) is below autoscaling.minReplicas (3)" in err
+    p = predictor(render(set_values=["autoscaling.minReplicas=2", "autoscaling.knative.activationScale=2"]))
+    assert p["annotations"]["autoscaling.knative.dev/activation-scale"] == "2"

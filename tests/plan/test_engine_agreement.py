@@ -209,6 +209,11 @@ def test_fluid_engine_agrees_with_the_request_engine(name: str, step_s: float, r
     assert abs(flu["peak_ready_replicas"] - des["peak_ready_replicas"]) <= PEAK_TOL
     assert abs(flu["peak_nodes"] - des["peak_nodes"]) <= PEAK_TOL
     assert flu["wakes_from_zero"] == des["wakes_from_zero"]
+    assert flu["flags"] == des["flags"]  # wake timeouts, wake overshoot, refused at zero: the same findings
+    assert [w["pods_needed"] for w in flu["wakes"]] == [w["pods_needed"] for w in des["wakes"]]
+    for wf, wd in zip(flu["wakes"], des["wakes"], strict=True):
+        assert abs(wf["pods_asked"] - wd["pods_asked"]) <= PEAK_TOL
+        assert wf["extra_node_hours"] == pytest.approx(wd["extra_node_hours"], rel=POD_SECONDS_TOL, abs=60 / 3600)
     td, tf = per_second(rec_d.table()), per_second(rec_f.table())
     for col in ("ready_replicas",):
         a, b = td[:, COL[col]], tf[:, COL[col]]

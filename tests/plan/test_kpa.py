@@ -128,3 +128,39 @@ def test_a_window_of_zeros_reads_zero_after_float_drift() -> None:
     t = feed(kpa, t + 1, 61, 0.0)
     assert kpa.observed(t) == (0.0, 0.0)
     assert kpa.decide(t, ready_pods=1) == 0
+
+
+# ------------------------------------------------- activation-scale (autoscaler.go: the least non-zero count)
+
+
+def test_activation_scale_is_the_first_step_of_a_wake_from_zero() -> None:
+    # One request held at the activator, 0 ready pods (counted as 1): dspc = ceil(1 / 10) = 1, raised to 3.
+    kpa = Kpa(KpaConfig(target=10.0, activation_scale=3))
+    t = feed(kpa, 0, 2, 1.0)
+    assert kpa.decide(t, ready_pods=0) == 3
+    plain = Kpa(KpaConfig(target=10.0))
+    feed(plain, 0, 2, 1.0)
+    assert plain.decide(t, ready_pods=0) == 1
+
+
+def test_activation_scale_stays_a_floor_while_traffic_lasts_and_never_lowers_a_count() -> None:
+    kpa = Kpa(KpaConfig(target=10.0, activation_scale=3))
+    t = feed(kpa, 0, 120, 0.5)  # half a request in flight: one pod's worth, held at 3
+    assert kpa.decide(t, ready_pods=3) == 3 and not kpa.in_panic
+    t = feed(kpa, t + 1, 120, 70.0)  # load that needs 7 pods: activation-scale does not cap it
+    assert kpa.decide(t, ready_pods=7) == 7
+
+
+def test_activation_scale_lets_an_idle_revision_go_to_zero() -> None:
+    kpa = Kpa(KpaConfig(target=10.0, activation_scale=3))
+    t = feed(kpa, 0, 60, 5.0)
+    t = feed(kpa, t + 1, 61, 0.0)  # a stable window of nothing: dspc = dppc = 0, no floor
+    assert kpa.decide(t, ready_pods=3) == 1  # floor(3 / max-scale-down-rate 2), not activation-scale's 3
+    assert kpa.decide(t + 2, ready_pods=1) == 0
+
+
+@pytest.mark.parametrize("scale", [0, 1])
+def test_activation_scale_below_two_changes_nothing(scale: int) -> None:
+    kpa = Kpa(KpaConfig(target=10.0, activation_scale=scale))
+    t = feed(kpa, 0, 2, 1.0)
+    assert kpa.decide(t, ready_pods=0) == 1
