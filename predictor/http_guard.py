@@ -146,6 +146,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._linger: asyncio.TimerHandle | None = None
         self._refused = False
         self._head_answer: bytes | None = None  # decided in a parser callback, sent when the bytes are parsed
+        self._head_delay_s = 0.0
+        self._paced: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -154,10 +156,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._await_head(begun=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._linger):
+        for timer in (self._head_timer, self._linger, self._paced):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._linger = None
+        self._head_timer = self._linger = self._paced = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -170,7 +172,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._head_answer is not None:
             answer, self._head_answer = self._head_answer, None
-            self._send_and_close(answer)
+            if self._head_delay_s > 0:  # held: nothing more is read (the client's body waits) until it is sent
+                self.transport.pause_reading()
+                self._paced = self.loop.call_later(self._head_delay_s, self._send_paced, answer)
+            else:
+                self._send_and_close(answer)
             return
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
             limit = self.limits.max_header_bytes
@@ -208,6 +214,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # and the answer is written once the parser has returned (data_received).
         self._refused = True
         self._head_answer = refusal(answer.status, answer.message, answer.headers)
+        self._head_delay_s = answer.delay_s
         self.cycle = _AnsweredOnHead()  # type: ignore[assignment]
 
     def _answer_on_head(self) -> Any:
@@ -263,6 +270,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
             return
         self._send_and_close(refusal(status, message))
+
+    def _send_paced(self, answer: bytes) -> None:
+        self._paced = None
+        if self.transport.is_closing():
+            return
+        self.transport.resume_reading()  # what the client still sends is dropped while lingering
+        self._send_and_close(answer)
 
     def _send_and_close(self, answer: bytes) -> None:
         """Write a whole answer, half-close, and drop what the client still sends for :data:`LINGER_S`."""

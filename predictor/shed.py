@@ -18,8 +18,10 @@ middleware as before; the answer, the metrics (``classifier_requests_total`` wit
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from predictor.admission import Admission
@@ -30,15 +32,50 @@ from predictor.metrics import PredictorMetrics
 from predictor.middleware import declared_on_head, early_refusal, protocol_of, record_rejection
 
 Headers = list[tuple[bytes, bytes]]
+REFUSAL_RATE_PER_S = float(os.environ.get("EXPERIMENT_REFUSAL_RATE", "200"))
 
 
 @dataclass(frozen=True)
 class HeadAnswer:
-    """An answer decided on a request's head: status, ``{"error": message}``, extra headers."""
+    """An answer decided on a request's head: status, ``{"error": message}``, extra headers, and how long
+    to hold it first (0: at once)."""
 
     status: int
     message: str
     headers: Headers
+    delay_s: float = 0.0
+
+
+class RefusalPacer:
+    """Answers refusals at most ``rate_per_s`` a second (after a burst of as many), holding the rest in turn,
+    so that clients resending at once cannot take the event loop from the requests it serves.
+
+    A closed-loop client resends the moment its 503 comes: however cheap a refusal is, c such clients
+    answered within W seconds send c / W requests a second (Little's law), and the event loop spends its
+    time refusing them while every accepted request's turns wait behind theirs (measured in
+    ``docs/performance.md``, "Front door under a spike"). A held refusal costs a timer: its connection is
+    not read until its turn, so its client sends nothing new meanwhile.
+
+    Args:
+        rate_per_s: Refusals answered per second in the long run; 0 = all at once (no pacing).
+        clock: Seconds, monotonic (tests pass their own).
+    """
+
+    def __init__(self, rate_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate_per_s = rate_per_s
+        self._clock = clock
+        self._next_s = -math.inf  # when the next refusal's turn comes, burst aside
+
+    def delay_s(self) -> float:
+        """How long to hold the refusal being made now (0: answer it at once)."""
+        if self.rate_per_s <= 0:
+            return 0.0
+        now, interval = self._clock(), 1 / self.rate_per_s
+        # A token bucket as a virtual schedule: turns are an interval apart, and up to a second's worth
+        # of them (the burst) may lie in the past.
+        turn = max(self._next_s, now - 1.0)
+        self._next_s = turn + interval
+        return max(0.0, turn - now)
 
 
 class HeadRefusal:
@@ -51,6 +88,7 @@ class HeadRefusal:
         self.metrics = metrics
         self.admission = admission
         self.rejections = rejections
+        self.pacer = RefusalPacer(REFUSAL_RATE_PER_S)
 
     def answer(self, method: str, raw_path: bytes, headers: Headers) -> HeadAnswer | None:
         """The refusal of an overloaded inference request (counted and logged as the middleware would), or
@@ -82,4 +120,4 @@ class HeadRefusal:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
         out: Headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers().items()]
         out += [(b"x-request-id", rid.encode("latin-1")), (b"server-timing", b"total;dur=%.2f" % (took * 1000))]
-        return HeadAnswer(exc.status_code, exc.message, out)
+        return HeadAnswer(exc.status_code, exc.message, out, self.pacer.delay_s())
