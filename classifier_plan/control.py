@@ -16,6 +16,7 @@ from typing import Protocol
 from classifier_plan import hpa as hpa_mod
 from classifier_plan.chart import HpaMetric
 from classifier_plan.cluster import Cluster, Pod
+from classifier_plan.httpaddon import InterceptorCounts
 from classifier_plan.keda import KedaLoop
 from classifier_plan.kpa import Kpa, KpaConfig, KpaScaler, resolve_target
 from classifier_plan.setup import SimSetup
@@ -63,9 +64,10 @@ class Controller:
         self.kpa: Kpa | None = None
         self.hpa: hpa_mod.Hpa | None = None
         self.keda: KedaLoop | None = None
+        self.interceptor = InterceptorCounts(plan.http_addon) if plan.http_addon else None
         if self.kind == "kpa":
             self._init_kpa()
-        elif self.kind in ("hpa", "keda"):
+        elif self.kind in ("hpa", "keda", "httpAddon"):
             self._init_hpa()
         self.scrape_s = a.scrape_interval_s or plan.scrape_interval_s or 15.0
 
@@ -95,11 +97,12 @@ class Controller:
 
     def _init_hpa(self) -> None:
         plan = self.s.plan
-        if self.kind == "keda":
+        if self.kind in ("keda", "httpAddon"):
             assert plan.keda is not None
             k = plan.keda
             self.keda = KedaLoop(plan.min_replicas, k.polling_s, k.cooldown_s, k.activation_threshold)
-            # KServe's ScaledObject sets no advanced.horizontalPodAutoscalerConfig: KEDA's HPA has no behavior.
+            # Neither KServe's ScaledObject nor the HTTP add-on's sets advanced.horizontalPodAutoscalerConfig:
+            # KEDA's HPA has no behavior.
             self.hpa = hpa_mod.Hpa(self.keda.hpa_min, plan.max_replicas, up=None, down=None)
         else:
             # KServe's own HPA carries an empty behavior: the API server fills in the default rules.
@@ -123,6 +126,8 @@ class Controller:
         if self.kpa is not None:
             self._tick_kpa(now)
             return
+        if self.interceptor is not None:
+            self.interceptor.record(now, self.signals.arrivals(), self.signals.concurrency())
         if now + 1e-9 >= self.next_scrape:
             self.next_scrape = now + self.scrape_s
             self.samples = {p.id: self.signals.scrape(p, now) for p in self.cluster.ready_pods()}
@@ -157,7 +162,10 @@ class Controller:
             self.cluster.set_replicas(now, n)
 
     def _value(self, metric: HpaMetric) -> float:
-        """The chart's PromQL aggregation over the latest scrape of the predictor's pods (0 when empty)."""
+        """The chart's PromQL aggregation over the latest scrape of the predictor's pods (0 when empty), or the
+        HTTP add-on scaler's count at the interceptor (which exists while no pod does)."""
+        if self.interceptor is not None and metric.signal.startswith("http_"):
+            return self.interceptor.value()
         vals = [self._signal(metric.signal, s) for s in self.samples.values()]
         if not vals:
             return 0.0
