@@ -145,30 +145,35 @@ class FluidEngine(EngineBase):
         if routable and not self.waiting:
             return arriving, [], {}
         room = max(0.0, self.holder.queue_depth - sum(w[1] for w in self.waiting))
-        self._refuse(max(0.0, arriving - room))  # the holder's queue is full: 503 at once
+        self._refuse(max(0.0, arriving - room), waking=True)  # the holder's queue is full: 503 at once
         if min(arriving, room) > 0:
             self.waiting.append([now, min(arriving, room)])
         return (0.0, *self._release(routable, dt)) if routable else (0.0, [], {})
 
-    def _refuse(self, requests: float) -> None:
+    def _refuse(self, requests: float, waking: bool = False) -> None:
         self.rec.refused += requests
         self._sec[2] += requests
+        if waking:
+            self.rec.refused_waking += requests
 
     def _release(self, routable: list[PodFlow], dt: float) -> tuple[list[tuple[float, float]], dict[int, float]]:
         """Held requests for the pods, oldest first, and each pod's share: the step's cohorts and {pod id: share}.
 
         With a per-pod limit (the activator) as many as the pods' free slots over the step take (the rest keep
-        waiting); without one (the interceptor) all of them at once, what does not fit the pods' queues refused.
+        waiting); without one (the interceptor), or when a pod's queue fills before its slots do (a request it
+        refuses frees its slot, so the activator sends the next one at once), all of them at once, what does not
+        fit the pods' queues refused.
         """
         limit = self.holder.per_pod if self.holder else 0
-        if limit:  # a pod's free slots now (its batch and backlog take some), and those its service frees
+        queue_img = self.model.backlog_cap + self.model.in_service
+        paced = bool(limit) and limit * self.m <= queue_img + 1e-9
+        if paced:  # a pod's free slots now (its batch and backlog take some), and those its service frees
             room_img = limit * self.m - self.model.in_service
             rooms = {f.pod.id: (max(0.0, room_img - f.queue) + self.mu * dt) / self.m for f in routable}
         else:  # what fits each pod's queue at once
-            queue_img = self.model.backlog_cap + self.model.in_service
             rooms = {f.pod.id: max(0.0, queue_img - self.model.depth(f)) / self.m for f in routable}
         total = sum(rooms.values())
-        out, left = [], total if limit else math.inf
+        out, left = [], total if paced else math.inf
         while self.waiting and left > 1e-9:
             at, r = self.waiting[0]
             take = min(r, left)
@@ -179,10 +184,25 @@ class FluidEngine(EngineBase):
             else:
                 self.waiting[0][1] = r - take
         held = sum(r for _, r in out)
-        if not limit and held > total:  # refused at once by the pods' full queues (503)
-            self._refuse(held - total)
-            out = [(at, r * total / held) for at, r in out]
+        if not paced and held > total:  # refused at once by the pods' full queues (503)
+            self._refuse(held - total, waking=True)
+            out = self._fitting(out, total, fifo=bool(limit))
         return out, {k: v / total if total > 0 else 1.0 / len(rooms) for k, v in rooms.items()}
+
+    @staticmethod
+    def _fitting(cohorts: list[tuple[float, float]], total: float, fifo: bool) -> list[tuple[float, float]]:
+        """The part of ``cohorts`` the pods take: the oldest first (the activator's queue order), or an equal
+        share of each (the interceptor's goroutines race for the pod)."""
+        held = sum(r for _, r in cohorts)
+        if not fifo:
+            return [(at, r * total / held) for at, r in cohorts]
+        out, left = [], total
+        for at, r in cohorts:
+            if left <= 1e-9:
+                break
+            out.append((at, min(r, left)))
+            left -= min(r, left)
+        return out
 
     def _serve(
         self, t0: float, dt: float, requests: float, held: list[tuple[float, float]], shares: dict[int, float]

@@ -33,6 +33,7 @@ class HeldRequests:
         """Queue ``req`` until ``timeout_s`` after its arrival (503 at once when the queue is full)."""
         if len(self.queue) >= self.h.queue_depth:
             self.tally.outcome(req, "refused")
+            self.rec.refused_waking += 1
             return
         req.deadline = now + self.h.timeout_s
         self.queue.append(req)
@@ -54,7 +55,10 @@ class HeldRequests:
             q = self._pick(pods)
             if q is None:
                 return  # every pod is at its limit: the rest wait for a slot or a new pod
-            q.admit(self.queue.popleft())
+            req = self.queue.popleft()
+            q.admit(req)
+            if req.outcome == "refused":  # the pod's queue is full
+                self.rec.refused_waking += 1
 
     def _pick(self, pods: list[PodQueue]) -> PodQueue | None:
         """The next pod with room: round-robin, or the first one where the limit is 3 or less."""
