@@ -170,3 +170,31 @@ def test_knatives_activator_keeps_each_pod_within_container_concurrency_through_
     assert max(most) == 8  # the limit binds, and is never passed
     assert rec.served == rec.offered > 6000 and rec.refused == rec.timed_out == 0
     assert rec.wake_waits_s and rec.wake_waits_s[0] > 150.0  # a new node
+
+
+def test_requests_the_interceptor_holds_and_the_woken_pod_refuses_are_flagged(tmp_path: Path, synthetic_path) -> None:
+    """4 requests/s after an idle period on the HTTP add-on profile: ~700 wait for a new node, all reach the
+    first pod at once, and its 256-image queue refuses the rest. The report says so in bold, names the
+    interceptor, and `plan` warns on stderr."""
+    import json
+
+    from .test_cli import plan, traffic_file
+
+    t = traffic_file(
+        tmp_path,
+        {
+            "name": "burst-after-idle",
+            "duration": "26m",
+            "segments": [{"kind": "points", "interpolation": "step", "points": [[0, 0], ["18m", 240], ["22m", 0]]}],
+        },
+    )
+    out = tmp_path / "plan"
+    r = plan("--values", HTTP_PROFILE, "--traffic", t, "--capacity", synthetic_path, "--out", out, "--no-plots")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["wakes_from_zero"] == 1 and s["requests_refused_no_pods"] == 0
+    # nearly every refusal is of a held request (a few arrive while the woken pod's queue is still full)
+    assert 300 <= s["requests_refused_waking"] <= s["requests_refused"] <= s["requests_refused_waking"] + 20
+    assert "refused after being held" in r.stderr
+    report = (out / "report.md").read_text()
+    assert "REFUSED ON WAKE" in report and "the interceptor sends every held request at once" in report
