@@ -100,19 +100,7 @@ def _plan_lines(plan: ChartPlan) -> list[str]:
         lines.append(
             f"- HPA metric {what}, target {m.target:g} ({m.target_type})" + (f": `{m.query}`" if m.query else "")
         )
-    if plan.http_addon:
-        h = plan.http_addon
-        lines.append(
-            f"- KEDA HTTP add-on: {h.metric} at the interceptor, target {h.target:g} per pod"
-            + (f" over {fmt_duration(h.window_s)}" if h.metric == "requestRate" else "")
-            + f"; the interceptor holds requests up to {h.condition_wait_s:g} s for a ready pod, then sends them all "
-            f"at once; KEDA wakes the Deployment as soon as the metric is above 0 and takes it to zero "
-            f"{h.scaledown_s:g} s after"
-        )
-    elif plan.keda:
-        lines.append(
-            f"- KEDA: polling {plan.keda.polling_s:g} s, cooldown {plan.keda.cooldown_s:g} s (KServe sets neither)"
-        )
+    lines += _keda_lines(plan)
     if plan.nodepool:
         n = plan.nodepool
         lines.append(
@@ -120,6 +108,22 @@ def _plan_lines(plan: ChartPlan) -> list[str]:
             f"{dict(n.limits)}, consolidateAfter {fmt_duration(n.consolidate_after_s)}"
         )
     return lines
+
+
+def _keda_lines(plan: ChartPlan) -> list[str]:
+    """KEDA's part: the HTTP add-on's interceptor and scaler, or the ScaledObject KServe makes."""
+    if plan.http_addon:
+        h = plan.http_addon
+        return [
+            f"- KEDA HTTP add-on: {h.metric} at the interceptor, target {h.target:g} per pod"
+            + (f" over {fmt_duration(h.window_s)}" if h.metric == "requestRate" else "")
+            + f"; the interceptor holds requests up to {h.condition_wait_s:g} s for a ready pod, then sends them all "
+            f"at once; KEDA wakes the Deployment as soon as the metric is above 0 and takes it to zero "
+            f"{h.scaledown_s:g} s after"
+        ]
+    if plan.keda:
+        return [f"- KEDA: polling {plan.keda.polling_s:g} s, cooldown {plan.keda.cooldown_s:g} s (KServe sets neither)"]
+    return []
 
 
 def _assumption_rows(a: Assumptions) -> list[str]:
