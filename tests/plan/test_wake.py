@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import simpy
+import yaml
 
 from classifier_plan import simulate
 from classifier_plan.assumptions import Assumptions
@@ -198,3 +199,25 @@ def test_requests_the_interceptor_holds_and_the_woken_pod_refuses_are_flagged(tm
     assert "refused after being held" in r.stderr
     report = (out / "report.md").read_text()
     assert "REFUSED ON WAKE" in report and "the interceptor sends every held request at once" in report
+
+
+def test_auto_keeps_the_request_engine_where_the_interceptor_gives_up_within_a_few_steps(
+    tmp_path: Path, helm: str, profile
+) -> None:
+    """A conditionWait under ten one-second steps is not what the cross-check holds the fluid engine to."""
+    from classifier_plan.fidelity import REQUEST_ENGINE_MAX, choose_engine
+
+    values = yaml.safe_load(HTTP_PROFILE.read_text())
+    values["autoscaling"]["coldStartSeconds"] = 5  # the chart's conditionWait
+    s = make_setup(tmp_path, helm, values, profile)
+    big = TrafficProfile.model_validate(
+        {
+            "name": "big",
+            "duration": "1d",
+            "segments": [{"kind": "points", "points": [[0, 2 * REQUEST_ENGINE_MAX / 1440.0]]}],
+        }
+    )
+    choice = choose_engine(s, big, "auto", None)
+    assert choice.engine == "request" and "conditionWait (5 s) is under 10 one-second steps" in choice.notes[0]
+    default = make_setup(tmp_path, helm, yaml.safe_load(HTTP_PROFILE.read_text()), profile)
+    assert choose_engine(default, big, "auto", None).engine == "fluid"
