@@ -131,14 +131,26 @@ class Controller:
         if now + 1e-9 >= self.next_scrape:
             self.next_scrape = now + self.scrape_s
             self.samples = {p.id: self.signals.scrape(p, now) for p in self.cluster.ready_pods()}
-        if self.keda is not None and self.keda.due(now):
-            values = [self._value(m) for m in self.s.plan.hpa_metrics]
-            n = self.keda.poll(now, values, self.cluster.replicas)
-            if n is not None and n != self.cluster.replicas:
-                self.cluster.set_replicas(now, n)
+        if self.keda is not None:
+            self._tick_keda(now)
         if self.hpa is not None and now + 1e-9 >= self.next_sync:
             self.next_sync = now + self.s.assumptions.hpa_sync_s
             self._sync_hpa(now)
+
+    def _tick_keda(self, now: float) -> None:
+        """KEDA's poll of the triggers every ``pollingInterval``; the HTTP add-on's scaler also pushes its
+        activity (an ``external-push`` trigger), which KEDA acts on at once: a wake, and the last active time
+        its cooldown counts from."""
+        assert self.keda is not None
+        due = self.keda.due(now)
+        if not due and self.interceptor is None:
+            return
+        values = [self._value(m) for m in self.s.plan.hpa_metrics]
+        if not due and not any(v > self.keda.activation_threshold for v in values):
+            return  # the scaler pushes only activity; going idle is seen on the next poll
+        n = self.keda.poll(now, values, self.cluster.replicas)
+        if n is not None and n != self.cluster.replicas:
+            self.cluster.set_replicas(now, n)
 
     def _tick_kpa(self, now: float) -> None:
         assert self.kpa is not None

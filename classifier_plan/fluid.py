@@ -59,7 +59,11 @@ class FluidEngine(EngineBase):
         ok = counts <= st.max_images_per_request
         self.too_large = float(p[~ok].sum())  # share of requests refused (400) for their image count
         self.m = float((counts[ok] * p[ok]).sum() / p[ok].sum()) if ok.any() else 1.0
-        self.model = FlowModel(self.mu, st.max_queue_images, st.max_batch_size, st.request_timeout_ms / 1000.0)
+        h = self.holder
+        answer_s = h.timeout_s if h is not None and h.bounds_answer else math.inf
+        self.model = FlowModel(
+            self.mu, st.max_queue_images, st.max_batch_size, st.request_timeout_ms / 1000.0, answer_s
+        )
         self.flows: dict[int, PodFlow] = {}
         self.waiting: deque[list[float]] = deque()  # [arrived at, requests] held (activator or interceptor)
         self._conc = 0.0

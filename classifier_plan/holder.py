@@ -16,6 +16,9 @@ mode with an ``HTTPScaledObject``). Elsewhere nothing does, and a request that f
   then 504), then goes straight to the Service; the interceptor has no per-pod limit, so every held request
   reaches the first ready pod's queue at once (what does not fit is refused there, 503).
 
+A request the activator passed on is still bound by the revision timeout from its arrival (it covers the
+whole request); one the interceptor passed on has only the predictor's own deadline.
+
 The engines apply this: ``des/engine.py`` request by request, ``fluid.py`` as flows.
 """
 
@@ -39,13 +42,15 @@ class Holder:
     per_pod: int  # most requests in one pod at once, sent by the holder (0: no limit)
     queue_depth: float  # most requests waiting; beyond it, 503 at once
     first_available: bool = False  # load balancing: the first pod with room (else round-robin)
+    bounds_answer: bool = False  # the timeout counts to the answer too (Knative's revision timeout), not only
+    # to the pod (the interceptor's conditionWait)
 
 
 def holder_of(plan: ChartPlan) -> Holder | None:
     """The holder of the chart's requests, or None where nothing holds them (they are refused at zero)."""
     if plan.mode == "knative" and plan.knative is not None:
         cc = plan.knative.container_concurrency
-        return Holder("activator", plan.knative.revision_timeout_s, cc, ACTIVATOR_QUEUE_DEPTH, 0 < cc <= 3)
+        return Holder("activator", plan.knative.revision_timeout_s, cc, ACTIVATOR_QUEUE_DEPTH, 0 < cc <= 3, True)
     if plan.http_addon is not None:
         return Holder("interceptor", plan.http_addon.condition_wait_s, 0, math.inf)
     return None

@@ -224,7 +224,7 @@ def _http_addon(objects: list[dict[str, Any]], isvc: dict[str, Any]) -> dict[str
         return {
             "autoscaler": "httpAddon",
             "http_addon": addon,
-            "keda": KedaScaling(polling_s=1.0, cooldown_s=addon.scaledown_s),
+            "keda": KedaScaling(polling_s=15.0, cooldown_s=addon.scaledown_s),  # the add-on's pollingInterval
             "hpa_metrics": (HpaMetric(signal, addon.target, "sum", "AverageValue", f"{metric} at the interceptor"),),
             "unmodelled": (),
         }

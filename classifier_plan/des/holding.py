@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 
@@ -56,6 +57,8 @@ class HeldRequests:
             if q is None:
                 return  # every pod is at its limit: the rest wait for a slot or a new pod
             req = self.queue.popleft()
+            if not self.h.bounds_answer:
+                req.deadline = math.inf  # from here the pod's own deadline alone
             q.admit(req)
             if req.outcome == "refused":  # the pod's queue is full
                 self.rec.refused_waking += 1

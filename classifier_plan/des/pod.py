@@ -110,7 +110,7 @@ class PodQueue:
         self.depth += k
         self.admitted += k
         self.inflight += 1
-        req.deadline = now + st.request_timeout_ms / 1000.0
+        req.deadline = min(req.deadline, now + st.request_timeout_ms / 1000.0)  # and a holder's, if it binds
         pre = self.service.pre_inference_s(k, self.rate)
         if self.service.frontend_s > 0:
             self.front = max(now, self.front) + self.service.frontend_s

@@ -142,7 +142,7 @@ def test_the_http_add_on_profile_is_read_as_the_scaledobject_and_interceptor_the
     plan, _ = plan_from_values(CHART, [CHART / "ci" / "standard-keda-http-values.yaml"])
     assert (plan.mode, plan.autoscaler, plan.min_replicas, plan.max_replicas) == ("standard", "httpAddon", 0, 6)
     assert plan.http_addon == HttpAddonScaling("requestRate", 50.0, 60.0, 300.0, 210.0, 40.0)
-    assert plan.keda == KedaScaling(polling_s=1.0, cooldown_s=300.0)
+    assert plan.keda == KedaScaling(polling_s=15.0, cooldown_s=300.0)
     (metric,) = plan.hpa_metrics
     assert metric == HpaMetric("http_request_rate", 50.0, "sum", "AverageValue", metric.query)
     assert plan.unmodelled == ()

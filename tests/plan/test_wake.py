@@ -61,10 +61,11 @@ def held(holder: Holder, n: int) -> tuple[HeldRequests, Tally, Recorder, list[Re
 
 
 def test_the_activator_hands_each_pod_at_most_its_container_concurrency_oldest_first() -> None:
-    h, _, _, reqs = held(Holder("activator", 300.0, 3, ACTIVATOR_QUEUE_DEPTH), 10)
+    h, _, _, reqs = held(Holder("activator", 300.0, 3, ACTIVATOR_QUEUE_DEPTH, bounds_answer=True), 10)
     a, b = CountingPod(h.tally), CountingPod(h.tally)
     h.release([a], now=10.0)  # the first pod is ready: 3 go, 7 wait
     assert (a.inflight, len(h)) == (3, 7) and a.got == reqs[:3]
+    assert [r.deadline for r in a.got] == [300.0, 301.0, 302.0]  # the revision timeout still runs
     h.release([a, b], now=11.0)  # a second pod: 3 more
     assert (a.inflight, b.inflight, len(h)) == (3, 3, 4) and b.got == reqs[3:6]
     a.inflight -= 1  # one answered: its slot takes the oldest still waiting
@@ -102,6 +103,7 @@ def test_the_interceptor_sends_every_held_request_at_once_and_the_pod_refuses_wh
     assert (pod.inflight, len(h), tally.outcomes["refused"], rec.refused_waking) == (4, 0, 6, 6)
     # the interceptor's waiting goroutines race for the pod: not the oldest four (as the activator would send)
     assert {r.t0 for r in pod.got} != {0.0, 1.0, 2.0, 3.0}
+    assert all(r.deadline == math.inf for r in pod.got)  # conditionWait is over: the pod's own deadline only
 
 
 def test_the_holder_is_read_from_the_rendered_chart(tmp_path: Path, helm: str) -> None:
@@ -109,7 +111,7 @@ def test_the_holder_is_read_from_the_rendered_chart(tmp_path: Path, helm: str) -
         chart_plan(tmp_path, {"autoscaling": {"minReplicas": 0, "knative": {"containerConcurrency": 2, "target": 2}}})
     )
     # minReplicas 0: the revision timeout covers coldStartSeconds 210 + request deadline 30 + margin 10
-    assert kn == Holder("activator", 250.0, 2, ACTIVATOR_QUEUE_DEPTH, first_available=True)
+    assert kn == Holder("activator", 250.0, 2, ACTIVATOR_QUEUE_DEPTH, first_available=True, bounds_answer=True)
     plan, _ = plan_from_values(CHART, [HTTP_PROFILE])
     assert holder_of(plan) == Holder("interceptor", 210.0, 0, math.inf)  # conditionWait = coldStartSeconds
     assert holder_of(chart_plan(tmp_path, {"deploymentMode": "Standard"})) is None
