@@ -225,7 +225,7 @@ def _http_addon(objects: list[dict[str, Any]], isvc: dict[str, Any]) -> dict[str
             "autoscaler": "httpAddon",
             "http_addon": addon,
             "keda": KedaScaling(polling_s=15.0, cooldown_s=addon.scaledown_s),  # the add-on's pollingInterval
-            "hpa_metrics": (HpaMetric(signal, addon.target, "sum", "AverageValue", f"{metric} at the interceptor"),),
+            "hpa_metrics": (HpaMetric(signal, addon.target, "sum", "AverageValue"),),  # the scaler's, not PromQL
             "unmodelled": (),
         }
     return None

@@ -144,7 +144,7 @@ def test_the_http_add_on_profile_is_read_as_the_scaledobject_and_interceptor_the
     assert plan.http_addon == HttpAddonScaling("requestRate", 50.0, 60.0, 300.0, 210.0, 40.0)
     assert plan.keda == KedaScaling(polling_s=15.0, cooldown_s=300.0)
     (metric,) = plan.hpa_metrics
-    assert metric == HpaMetric("http_request_rate", 50.0, "sum", "AverageValue", metric.query)
+    assert metric == HpaMetric("http_request_rate", 50.0, "sum", "AverageValue")
     assert plan.unmodelled == ()
     lines = _plan_lines(plan)
     assert any("KEDA HTTP add-on: requestRate at the interceptor, target 50 per pod" in line for line in lines)
