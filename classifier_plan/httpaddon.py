@@ -37,4 +37,6 @@ class InterceptorCounts:
         if self.addon.metric == "requestRate":
             rate = max(0.0, self.total) / max(1.0, self.addon.window_s)
             return float(math.ceil(rate - 1e-9))
-        return float(round(self.concurrency))
+        # The average over the step: above 0 whenever a request was in flight in it, as the scaler's frequent
+        # samples of the interceptor's count would see.
+        return float(self.concurrency)

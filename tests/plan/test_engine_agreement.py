@@ -7,10 +7,12 @@ requests served, refused and timed out, p95, SLO attainment, the ready-replica a
 cost. The scenarios are small (seconds of request-level simulation each) but reach every regime: steady
 load, a spike that overloads while pods start, overload against the queue limit on slow pods, idle to zero
 and a wake under Knative (node still there; onto a new node with the chart's cold-start budget, where the
-activator hands each pod at most containerConcurrency held requests; a burst beyond the activator's queue; a
-budget too small, where held requests time out), Standard-mode KEDA scale to zero (it reaches zero and, with
+activator hands each pod at most containerConcurrency held requests; a burst beyond the activator's queue;
+requests of several images, whose pod queue fills before its slots; a containerConcurrency of 8; a budget
+too small, where held requests time out), Standard-mode KEDA scale to zero (it reaches zero and, with
 no pod to read metrics from, never wakes), the KEDA HTTP add-on's scale to zero and wake onto a new node (its
-interceptor holds requests and sends them all at once) and its request-rate scaling under a spike, and spot
+interceptor holds requests and sends them all at once), on its request rate and on its concurrency (the held
+requests count), and its request-rate scaling under a spike, and spot
 reclaims.
 """
 
@@ -192,6 +194,23 @@ SCENARIOS = {
     # node and all reach the first pod at once (what does not fit its queue is refused).
     "http-addon-idle-zero-wake": Scenario(
         HTTP_ADDON,
+        traffic("http-wake", "26m", [[0, 0], ["18m", 240], ["22m", 0]], step=True),
+        slo_ms=60_000.0,
+        assume={"seed": 4},
+    ),
+    # Scaling on the interceptor's concurrency (4 per pod): the held requests count, so the wake asks for
+    # maxReplicas at once.
+    "http-addon-concurrency-wake": Scenario(
+        {
+            **HTTP_ADDON,
+            "autoscaling": {
+                **HTTP_ADDON["autoscaling"],
+                "standard": {
+                    "autoscaler": "httpAddon",
+                    "httpAddon": {"hosts": ["classifier.example.com"], "metric": "concurrency", "target": 4},
+                },
+            },
+        },
         traffic("http-wake", "26m", [[0, 0], ["18m", 240], ["22m", 0]], step=True),
         slo_ms=60_000.0,
         assume={"seed": 4},
