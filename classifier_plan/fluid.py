@@ -6,8 +6,10 @@ separate); what it cannot serve waits in a first-in-first-out backlog bounded by
 rest is refused at once, 503), and what reaches the front ``request_timeout_ms`` after it was admitted is
 dropped (504) (:mod:`classifier_plan.fluidpod`). Latency, busy share, queue depth and in-flight requests of a
 pod below capacity come from the pod curve (the request-level engine run once per load level,
-:mod:`classifier_plan.podcurve`; an idle pod is idle); a request that waited (in a backlog, or at Knative's
-activator while no pod was ready) is answered after its wait plus a full pod's service time. Pods, nodes,
+:mod:`classifier_plan.podcurve`; an idle pod is idle); a request that waited (in a backlog, or held at
+Knative's activator or the HTTP add-on's interceptor while no pod was ready) is answered after its wait plus a
+full pod's service time. Held requests reach the pods as their holder sends them (:mod:`classifier_plan.holder`:
+paced by the pods' free slots, or all at once), one-second steps while any wait. Pods, nodes,
 autoscalers and costs are the same code as the request-level engine's. ``tests/plan/test_engine_agreement.py``
 holds the two engines to each other.
 """
