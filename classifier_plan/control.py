@@ -5,7 +5,9 @@ runs every 2 s, and the activator's buffered requests wake a revision at zero at
 Prometheus scrapes every pod each scrape interval (the PodMonitor's); the HPA syncs every 15 s on those
 samples (KEDA's external metrics are the chart's PromQL query evaluated over them; CPU is the pod's
 usage over the interval against its request); KEDA itself polls every ``pollingInterval`` for
-activation and cooldown.
+activation and cooldown. The KEDA HTTP add-on's ScaledObject works the same way on the add-on scaler's
+count at the interceptor (:mod:`classifier_plan.httpaddon`), which exists while no pod does, and whose
+activity KEDA acts on at once (it is pushed).
 """
 
 from __future__ import annotations
