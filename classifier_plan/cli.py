@@ -212,11 +212,12 @@ def _run(args: argparse.Namespace) -> int:
         _write_out(args, inp, setup, summary, out_table, checks, recommendation, extra_files)
     finally:
         shutil.rmtree(inp["tmp"], ignore_errors=True)
-    lost = summary["requests_timed_out_waking"] + summary["requests_refused_no_pods"]
+    lost = sum(summary[k] for k in ("requests_timed_out_waking", "requests_refused_waking", "requests_refused_no_pods"))
     if lost:
         print(
             f"plan: WARNING: {summary['requests_timed_out_waking']:,} requests timed out waiting for a wake from "
-            f"zero, {summary['requests_refused_no_pods']:,} refused while no pod was ready: see report.md",
+            f"zero, {summary['requests_refused_waking']:,} refused after being held for it, "
+            f"{summary['requests_refused_no_pods']:,} refused while no pod was ready: see report.md",
             file=sys.stderr,
         )
     over = summary.get("wake_overshoot") or {}

@@ -5,7 +5,9 @@ runs every 2 s, and the activator's buffered requests wake a revision at zero at
 Prometheus scrapes every pod each scrape interval (the PodMonitor's); the HPA syncs every 15 s on those
 samples (KEDA's external metrics are the chart's PromQL query evaluated over them; CPU is the pod's
 usage over the interval against its request); KEDA itself polls every ``pollingInterval`` for
-activation and cooldown.
+activation and cooldown. The KEDA HTTP add-on's ScaledObject works the same way on the add-on scaler's
+count at the interceptor (:mod:`classifier_plan.httpaddon`), which exists while no pod does, and whose
+activity KEDA acts on at once (it is pushed).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Protocol
 from classifier_plan import hpa as hpa_mod
 from classifier_plan.chart import HpaMetric
 from classifier_plan.cluster import Cluster, Pod
+from classifier_plan.httpaddon import InterceptorCounts
 from classifier_plan.keda import KedaLoop
 from classifier_plan.kpa import Kpa, KpaConfig, KpaScaler, resolve_target
 from classifier_plan.setup import SimSetup
@@ -63,9 +66,10 @@ class Controller:
         self.kpa: Kpa | None = None
         self.hpa: hpa_mod.Hpa | None = None
         self.keda: KedaLoop | None = None
+        self.interceptor = InterceptorCounts(plan.http_addon) if plan.http_addon else None
         if self.kind == "kpa":
             self._init_kpa()
-        elif self.kind in ("hpa", "keda"):
+        elif self.kind in ("hpa", "keda", "httpAddon"):
             self._init_hpa()
         self.scrape_s = a.scrape_interval_s or plan.scrape_interval_s or 15.0
 
@@ -103,11 +107,12 @@ class Controller:
 
     def _init_hpa(self) -> None:
         plan = self.s.plan
-        if self.kind == "keda":
+        if self.kind in ("keda", "httpAddon"):
             assert plan.keda is not None
             k = plan.keda
             self.keda = KedaLoop(plan.min_replicas, k.polling_s, k.cooldown_s, k.activation_threshold)
-            # KServe's ScaledObject sets no advanced.horizontalPodAutoscalerConfig: KEDA's HPA has no behavior.
+            # Neither KServe's ScaledObject nor the HTTP add-on's sets advanced.horizontalPodAutoscalerConfig:
+            # KEDA's HPA has no behavior.
             self.hpa = hpa_mod.Hpa(self.keda.hpa_min, plan.max_replicas, up=None, down=None)
         else:
             # KServe's own HPA carries an empty behavior: the API server fills in the default rules.
@@ -132,17 +137,31 @@ class Controller:
         if self.kpa is not None:
             self._tick_kpa(now)
             return
+        if self.interceptor is not None:
+            self.interceptor.record(now, self.signals.arrivals(), self.signals.concurrency())
         if now + 1e-9 >= self.next_scrape:
             self.next_scrape = now + self.scrape_s
             self.samples = {p.id: self.signals.scrape(p, now) for p in self.cluster.ready_pods()}
-        if self.keda is not None and self.keda.due(now):
-            values = [self._value(m) for m in self.s.plan.hpa_metrics]
-            n = self.keda.poll(now, values, self.cluster.replicas)
-            if n is not None and n != self.cluster.replicas:
-                self.cluster.set_replicas(now, n)
+        if self.keda is not None:
+            self._tick_keda(now)
         if self.hpa is not None and now + 1e-9 >= self.next_sync:
             self.next_sync = now + self.s.assumptions.hpa_sync_s
             self._sync_hpa(now)
+
+    def _tick_keda(self, now: float) -> None:
+        """KEDA's poll of the triggers every ``pollingInterval``; the HTTP add-on's scaler also pushes its
+        activity (an ``external-push`` trigger), which KEDA acts on at once: a wake, and the last active time
+        its cooldown counts from."""
+        assert self.keda is not None
+        due = self.keda.due(now)
+        if not due and self.interceptor is None:
+            return
+        values = [self._value(m) for m in self.s.plan.hpa_metrics]
+        if not due and not any(v > self.keda.activation_threshold for v in values):
+            return  # the scaler pushes only activity; going idle is seen on the next poll
+        n = self.keda.poll(now, values, self.cluster.replicas)
+        if n is not None and n != self.cluster.replicas:
+            self.cluster.set_replicas(now, n)
 
     def _tick_kpa(self, now: float) -> None:
         assert self.kpa is not None
@@ -166,7 +185,10 @@ class Controller:
             self.cluster.set_replicas(now, n)
 
     def _value(self, metric: HpaMetric) -> float:
-        """The chart's PromQL aggregation over the latest scrape of the predictor's pods (0 when empty)."""
+        """The chart's PromQL aggregation over the latest scrape of the predictor's pods (0 when empty), or the
+        HTTP add-on scaler's count at the interceptor (which exists while no pod does)."""
+        if self.interceptor is not None and metric.signal.startswith("http_"):
+            return self.interceptor.value()
         vals = [self._signal(metric.signal, s) for s in self.samples.values()]
         if not vals:
             return 0.0

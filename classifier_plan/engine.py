@@ -11,6 +11,7 @@ from typing import Any
 
 from classifier_plan.cluster import Cluster
 from classifier_plan.control import Controller
+from classifier_plan.holder import holder_of
 from classifier_plan.results import Recorder
 from classifier_plan.setup import SimSetup
 from classifier_plan.traffic import TrafficProfile
@@ -26,11 +27,8 @@ class EngineBase:
         self.cluster = Cluster(setup, self)  # type: ignore[arg-type]
         self.ctrl = Controller(setup, self.cluster, self)  # type: ignore[arg-type]
         self.idle_since: float | None = None  # first arrival while no pod was ready
-        self.activator = setup.plan.mode == "knative"
-        a = setup.assumptions
-        kn = setup.plan.knative
-        self.activator_timeout_s = kn.revision_timeout_s if kn else math.inf
-        self.seed = a.seed
+        self.holder = holder_of(setup.plan)  # Knative's activator, the HTTP add-on's interceptor, or None
+        self.seed = setup.assumptions.seed
 
     # -- hooks for the engines
     def note_arrival_without_pods(self, now: float) -> None:

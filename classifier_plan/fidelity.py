@@ -2,12 +2,13 @@
 
 The request-level engine is the reference; the fluid engine is held to it by
 ``tests/plan/test_engine_agreement.py`` (steady load, overload while pods start, a full queue on slow pods,
-Knative's scale to zero and wake, a wake onto a new node past the revision timeout, Standard-mode KEDA at
-zero, spot reclaims) at 1 s and 5 s steps (the fluid engine takes one-second steps by itself while requests
-wait for a pod or a pod holds a backlog): served, refused and timed out within 2 points of the offered
-requests, p95 within 25 %, SLO attainment within 4 points, replicas, nodes and cost within 10 %. What that
-check does not cover is not chosen by ``--engine auto``: a step longer than 5 s, or one that is a large
-share of a timeout.
+Knative's scale to zero and wake: onto a new node within the chart's cold-start budget, with the activator's
+per-pod containerConcurrency, a burst past its queue, multi-image requests, and past the revision timeout;
+Standard-mode KEDA at zero; the KEDA HTTP add-on's wake and spike; spot reclaims) at 1 s and 5 s steps
+(the fluid engine takes one-second steps by itself while requests wait for a pod or a pod holds a
+backlog): served, refused and timed out within 2 points of the offered requests, p95 within 25 %, SLO
+attainment within 4 points, replicas, nodes and cost within 10 %. What that check does not cover is not
+chosen by ``--engine auto``: a step longer than 5 s, or one that is a large share of a timeout.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def fluid_caveats(setup: SimSetup, step_s: float) -> list[str]:
     if plan.knative and plan.knative.revision_timeout_s < TIMEOUT_STEPS:
         out.append(
             f"the revision timeout ({plan.knative.revision_timeout_s:g} s) is under {TIMEOUT_STEPS} one-second steps"
+        )
+    if plan.http_addon and plan.http_addon.condition_wait_s < TIMEOUT_STEPS:
+        out.append(
+            f"the interceptor's conditionWait ({plan.http_addon.condition_wait_s:g} s) is under {TIMEOUT_STEPS} "
+            "one-second steps"
         )
     return out
 

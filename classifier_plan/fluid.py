@@ -6,8 +6,10 @@ separate); what it cannot serve waits in a first-in-first-out backlog bounded by
 rest is refused at once, 503), and what reaches the front ``request_timeout_ms`` after it was admitted is
 dropped (504) (:mod:`classifier_plan.fluidpod`). Latency, busy share, queue depth and in-flight requests of a
 pod below capacity come from the pod curve (the request-level engine run once per load level,
-:mod:`classifier_plan.podcurve`; an idle pod is idle); a request that waited (in a backlog, or at Knative's
-activator while no pod was ready) is answered after its wait plus a full pod's service time. Pods, nodes,
+:mod:`classifier_plan.podcurve`; an idle pod is idle); a request that waited (in a backlog, or held at
+Knative's activator or the HTTP add-on's interceptor while no pod was ready) is answered after its wait plus a
+full pod's service time. Held requests reach the pods as their holder sends them (:mod:`classifier_plan.holder`:
+paced by the pods' free slots, or all at once), one-second steps while any wait. Pods, nodes,
 autoscalers and costs are the same code as the request-level engine's. ``tests/plan/test_engine_agreement.py``
 holds the two engines to each other.
 """
@@ -59,9 +61,13 @@ class FluidEngine(EngineBase):
         ok = counts <= st.max_images_per_request
         self.too_large = float(p[~ok].sum())  # share of requests refused (400) for their image count
         self.m = float((counts[ok] * p[ok]).sum() / p[ok].sum()) if ok.any() else 1.0
-        self.model = FlowModel(self.mu, st.max_queue_images, st.max_batch_size, st.request_timeout_ms / 1000.0)
+        h = self.holder
+        answer_s = h.timeout_s if h is not None and h.bounds_answer else math.inf
+        self.model = FlowModel(
+            self.mu, st.max_queue_images, st.max_batch_size, st.request_timeout_ms / 1000.0, answer_s
+        )
         self.flows: dict[int, PodFlow] = {}
-        self.waiting: deque[list[float]] = deque()  # [arrived at, requests] at the activator
+        self.waiting: deque[list[float]] = deque()  # [arrived at, requests] held (activator or interceptor)
         self._conc = 0.0
         self._arr = 0.0
         # Expected arrivals up to each whole second (the per-second rates, linear inside a second).
@@ -123,34 +129,95 @@ class FluidEngine(EngineBase):
         return s
 
     # ------------------------------------------------------------------ one step
-    def _activator(self, now: float, arriving: float) -> tuple[float, list[tuple[float, float]]]:
-        """Arrivals to send to pods now and the held cohorts released (arrived at, requests), or hold them."""
-        while self.waiting and now - self.waiting[0][0] >= self.activator_timeout_s:
+    def _activator(
+        self, now: float, dt: float, arriving: float
+    ) -> tuple[float, list[tuple[float, float]], dict[int, float]]:
+        """Arrivals sent straight to pods; held cohorts released now (arrived at, requests) and each pod's share
+        of them. Requests wait while no pod is ready, and behind those still waiting (:mod:`classifier_plan.holder`)."""
+        routable = [f for f in self.flows.values() if not f.draining]
+        if not routable and arriving > 0:
+            self.note_arrival_without_pods(now)
+        if self.holder is None:
+            if not routable:
+                self._refuse(arriving)
+                self.rec.refused_no_pods += arriving
+                return 0.0, [], {}
+            return arriving, [], {}
+        while self.waiting and now - self.waiting[0][0] >= self.holder.timeout_s:
             late = self.waiting.popleft()[1]
             self.rec.timed_out += late
             self._sec[3] += late
             self.rec.timed_out_waking += late
-        if any(not f.draining for f in self.flows.values()):
-            released = [(w[0], w[1]) for w in self.waiting]
-            self.waiting.clear()
-            return arriving, released
-        if arriving > 0:
-            self.note_arrival_without_pods(now)
-        if self.activator:
-            if arriving > 0:
-                self.waiting.append([now, arriving])
-        else:
-            self.rec.refused += arriving
-            self.rec.refused_no_pods += arriving
-            self._sec[2] += arriving
-        return 0.0, []
+        if routable and not self.waiting:
+            return arriving, [], {}
+        room = max(0.0, self.holder.queue_depth - sum(w[1] for w in self.waiting))
+        self._refuse(max(0.0, arriving - room), waking=True)  # the holder's queue is full: 503 at once
+        if min(arriving, room) > 0:
+            self.waiting.append([now, min(arriving, room)])
+        return (0.0, *self._release(routable, dt)) if routable else (0.0, [], {})
 
-    def _serve(self, t0: float, dt: float, requests: float, held: list[tuple[float, float]]) -> tuple[float, float]:
-        """Move the flows one step; returns (p95 ms of what was served, queued images)."""
+    def _refuse(self, requests: float, waking: bool = False) -> None:
+        self.rec.refused += requests
+        self._sec[2] += requests
+        if waking:
+            self.rec.refused_waking += requests
+
+    def _release(self, routable: list[PodFlow], dt: float) -> tuple[list[tuple[float, float]], dict[int, float]]:
+        """Held requests for the pods, oldest first, and each pod's share: the step's cohorts and {pod id: share}.
+
+        With a per-pod limit (the activator) as many as the pods' free slots over the step take (the rest keep
+        waiting); without one (the interceptor), or when a pod's queue fills before its slots do (a request it
+        refuses frees its slot, so the activator sends the next one at once), all of them at once, what does not
+        fit the pods' queues refused.
+        """
+        limit = self.holder.per_pod if self.holder else 0
+        queue_img = self.model.backlog_cap + self.model.in_service
+        paced = bool(limit) and limit * self.m <= queue_img + 1e-9
+        if paced:  # a pod's free slots now (its batch and backlog take some), and those its service frees
+            room_img = limit * self.m - self.model.in_service
+            rooms = {f.pod.id: (max(0.0, room_img - f.queue) + self.mu * dt) / self.m for f in routable}
+        else:  # what fits each pod's queue at once
+            rooms = {f.pod.id: max(0.0, queue_img - self.model.depth(f)) / self.m for f in routable}
+        total = sum(rooms.values())
+        out, left = [], total if paced else math.inf
+        while self.waiting and left > 1e-9:
+            at, r = self.waiting[0]
+            take = min(r, left)
+            out.append((at, take))
+            left -= take
+            if take >= r - 1e-9:
+                self.waiting.popleft()
+            else:
+                self.waiting[0][1] = r - take
+        held = sum(r for _, r in out)
+        if not paced and held > total:  # refused at once by the pods' full queues (503)
+            self._refuse(held - total, waking=True)
+            out = self._fitting(out, total, fifo=bool(limit))
+        return out, {k: v / total if total > 0 else 1.0 / len(rooms) for k, v in rooms.items()}
+
+    @staticmethod
+    def _fitting(cohorts: list[tuple[float, float]], total: float, fifo: bool) -> list[tuple[float, float]]:
+        """The part of ``cohorts`` the pods take: the oldest first (the activator's queue order), or an equal
+        share of each (the interceptor's goroutines race for the pod)."""
+        held = sum(r for _, r in cohorts)
+        if not fifo:
+            return [(at, r * total / held) for at, r in cohorts]
+        out, left = [], total
+        for at, r in cohorts:
+            if left <= 1e-9:
+                break
+            out.append((at, min(r, left)))
+            left -= min(r, left)
+        return out
+
+    def _serve(
+        self, t0: float, dt: float, requests: float, held: list[tuple[float, float]], shares: dict[int, float]
+    ) -> tuple[float, float]:
+        """Move the flows one step (``held`` split by ``shares``); returns (p95 ms of what was served, queued
+        images)."""
         routable = [f for f in self.flows.values() if not f.draining]
         n = self._pods = max(1, len(routable))
         new = requests * self.m / n if routable else 0.0
-        held_img = [(at, r * self.m / n) for at, r in held] if routable else []
         parts: list[tuple[np.ndarray, np.ndarray]] = []
         direct: dict[float, float] = {}
         conc = queue = 0.0
@@ -159,7 +226,8 @@ class FluidEngine(EngineBase):
             if f.draining and f.drain_at is not None and t0 + dt - f.drain_at >= grace and f.queue > 0:
                 self.on_kill(f.pod, t0 + dt)  # the grace period ran out with requests inside
                 continue
-            out = self.model.step(f, t0, dt, 0.0 if f.draining else new, [] if f.draining else held_img)
+            mine = [(at, r * self.m * shares.get(f.pod.id, 0.0)) for at, r in held] if not f.draining else []
+            out = self.model.step(f, t0, dt, 0.0 if f.draining else new, mine)
             masses, mean, busy, depth, _ = self._curve(f.rho, n)
             self._count(out)
             served = out.direct + sum(w[1] for w in out.waited)
@@ -229,8 +297,8 @@ class FluidEngine(EngineBase):
             too_large = arriving * self.too_large
             self.rec.refused += too_large
             self._sec[2] += too_large
-            requests, held = self._activator(t0, arriving - too_large)
-            p95, queue = self._serve(t0, t1 - t0, requests, held)
+            requests, held, shares = self._activator(t0, t1 - t0, arriving - too_large)
+            p95, queue = self._serve(t0, t1 - t0, requests, held, shares)
             queue += sum(w[1] for w in self.waiting) * self.m
             self.control_step(t1)
             self.record_row(t0, t1 - t0, tuple(self._sec), queue, p95)  # type: ignore[arg-type]

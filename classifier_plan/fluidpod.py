@@ -10,6 +10,7 @@ activator), so the requests it holds are answered with the wait they really had.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -50,12 +51,20 @@ class StepOut:
 class FlowModel:
     """The limits every pod of a run shares: capacity, queue limit, deadline."""
 
-    def __init__(self, capacity_img_per_s: float, max_queue_images: int, max_batch_size: int, timeout_s: float):
+    def __init__(
+        self,
+        capacity_img_per_s: float,
+        max_queue_images: int,
+        max_batch_size: int,
+        timeout_s: float,
+        answer_timeout_s: float = math.inf,
+    ):
         self.mu = max(1e-9, capacity_img_per_s)
         # The batch on the inference thread counts in the queue depth too: a full pod has it and the backlog.
         self.in_service = float(min(max_batch_size, max_queue_images))
         self.backlog_cap = float(max_queue_images) - self.in_service
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # from admission to the pod (request_timeout_ms)
+        self.answer_timeout_s = answer_timeout_s  # from arrival (Knative's revision timeout, for held requests)
 
     def depth(self, f: PodFlow) -> float:
         """Images admitted and not through the forward pass, beyond the steady state's (0 with no backlog)."""
@@ -120,7 +129,7 @@ class FlowModel:
         while f.backlog and used < cap:
             arrived, admitted, images, wait_s = f.backlog[0]
             at = t0 + used / self.mu
-            if at - admitted >= self.timeout_s:
+            if at - admitted >= self.timeout_s or at - arrived >= self.answer_timeout_s:
                 out.timed_out += images
                 f.queue -= images
                 f.backlog.popleft()

@@ -22,7 +22,9 @@ NOT_MODELLED_ALWAYS = (
     "canary traffic splits (all traffic is simulated on the stable predictor; a Standard-mode canary's fixed "
     "replicas are not counted)",
     "the Redis queue worker (queue mode) and its KEDA ScaledObject",
-    "Knative's queue-proxy limits (containerConcurrency > 0) and target-burst-capacity routing through the activator",
+    "Knative's queue-proxy limit (containerConcurrency > 0) on requests routed straight to a pod, and "
+    "target-burst-capacity keeping the activator in the path once it holds no request (the activator's "
+    "per-pod limit is simulated while it holds requests: during and after a wake from zero)",
     "memory-based HPA metrics (memory does not follow load in this model)",
     "Karpenter consolidation of under-utilised nodes that still run pods (only empty nodes are removed), drift and "
     "expireAfter",
@@ -100,10 +102,7 @@ def _plan_lines(plan: ChartPlan) -> list[str]:
         lines.append(
             f"- HPA metric {what}, target {m.target:g} ({m.target_type})" + (f": `{m.query}`" if m.query else "")
         )
-    if plan.keda:
-        lines.append(
-            f"- KEDA: polling {plan.keda.polling_s:g} s, cooldown {plan.keda.cooldown_s:g} s (KServe sets neither)"
-        )
+    lines += _keda_lines(plan)
     if plan.nodepool:
         n = plan.nodepool
         lines.append(
@@ -111,6 +110,22 @@ def _plan_lines(plan: ChartPlan) -> list[str]:
             f"{dict(n.limits)}, consolidateAfter {fmt_duration(n.consolidate_after_s)}"
         )
     return lines
+
+
+def _keda_lines(plan: ChartPlan) -> list[str]:
+    """KEDA's part: the HTTP add-on's interceptor and scaler, or the ScaledObject KServe makes."""
+    if plan.http_addon:
+        h = plan.http_addon
+        return [
+            f"- KEDA HTTP add-on: {h.metric} at the interceptor, target {h.target:g} per pod"
+            + (f" over {fmt_duration(h.window_s)}" if h.metric == "requestRate" else "")
+            + f"; the interceptor holds requests up to {h.condition_wait_s:g} s for a ready pod, then sends them all "
+            f"at once; KEDA wakes the Deployment as soon as the metric is above 0 and takes it to zero "
+            f"{h.scaledown_s:g} s after"
+        ]
+    if plan.keda:
+        return [f"- KEDA: polling {plan.keda.polling_s:g} s, cooldown {plan.keda.cooldown_s:g} s (KServe sets neither)"]
+    return []
 
 
 def _assumption_rows(a: Assumptions) -> list[str]:
@@ -136,8 +151,8 @@ def _totals(s: dict[str, Any]) -> list[str]:
         f"| peak ready replicas / nodes | {s['peak_ready_replicas']} / {s['peak_nodes']} |",
         f"| longest wait for a first pod after idle | {s['time_to_first_ready_s_after_idle']} s "
         f"({s['wakes_from_zero']} wake-ups) |",
-        f"| while no pod was ready: timed out at the activator / refused | {s['requests_timed_out_waking']:,} / "
-        f"{s['requests_refused_no_pods']:,} |",
+        f"| waiting for a pod: timed out / refused after being held / refused (nothing held them) | "
+        f"{s['requests_timed_out_waking']:,} / {s['requests_refused_waking']:,} / {s['requests_refused_no_pods']:,} |",
         f"| cost of this run | ${s['cost_usd']:.2f} (spot range ${s['cost_usd_range'][0]:.2f}-"
         f"${s['cost_usd_range'][1]:.2f}) |",
         f"| per month if this {fmt_duration(s['duration_s'])} scenario repeated back to back | "
@@ -168,17 +183,21 @@ def _cost_arithmetic(s: dict[str, Any], hours_per_month: float) -> list[str]:
 
 
 def wake_warnings(s: dict[str, Any], plan: ChartPlan) -> list[str]:
-    """Loud lines for requests lost while no pod was ready (a wake from zero that took too long, or nothing
-    that holds requests at zero)."""
+    """Loud lines for requests lost while no pod was ready (a wake from zero that took too long, a burst its
+    holder could not pass on, or nothing that holds requests at zero)."""
     out = []
+    holder = "the interceptor" if plan.http_addon else "the activator"
     if s["requests_timed_out_waking"]:
-        timeout = plan.knative.revision_timeout_s if plan.knative else math.nan
+        if plan.http_addon:
+            timeout = f"the HTTPScaledObject's conditionWait {plan.http_addon.condition_wait_s:g} s"
+        else:
+            timeout = f"revision timeout {plan.knative.revision_timeout_s if plan.knative else math.nan:g} s"
         out.append(
-            f"**WAKE TIMEOUTS: {s['requests_timed_out_waking']:,} requests timed out at the activator while the "
-            f"revision woke from zero** (revision timeout {timeout:g} s; the longest wake took "
+            f"**WAKE TIMEOUTS: {s['requests_timed_out_waking']:,} requests timed out at {holder} while the "
+            f"predictor woke from zero** ({timeout}; the longest wake took "
             f"{s['time_to_first_ready_s_after_idle']} s: node launch, image pull, model load and cold start). "
-            "Raise `autoscaling.coldStartSeconds` (the chart sizes the revision timeout from it) above the cold "
-            "start, keep `autoscaling.minReplicas` >= 1, or keep a node warm (a longer `consolidateAfter`)."
+            "Raise `autoscaling.coldStartSeconds` above the cold start (the chart sizes the holder's timeout "
+            "from it), keep `autoscaling.minReplicas` >= 1, or keep a node warm (a longer `consolidateAfter`)."
         )
     over = s.get("wake_overshoot") or {}
     if over.get("wakes"):
@@ -189,11 +208,26 @@ def wake_warnings(s: dict[str, Any], plan: ChartPlan) -> list[str]:
             f"${over['extra_cost_usd']:.2f} of this run (${over['extra_cost_per_month_if_repeated_usd']:,.2f}/month "
             'if repeated)** (each wake: "Wakes from zero" below). ' + _overshoot_cause(plan)
         )
+    if s.get("requests_refused_waking"):
+        why = (
+            "the interceptor sends every held request at once when the first pod is ready, and that pod's queue "
+            "(`settings.max_queue_images`) refuses what does not fit; Knative's activator would pace them by "
+            "containerConcurrency"
+            if plan.http_addon
+            else "beyond 10,000 waiting requests the activator answers 503 at once, and a pod's queue refuses "
+            "what its containerConcurrency lets through but its `settings.max_queue_images` cannot hold"
+        )
+        out.append(
+            f"**REFUSED ON WAKE: {s['requests_refused_waking']:,} requests held during a wake were refused (503)**: "
+            f"{why}. Keep `autoscaling.minReplicas` >= 1 for traffic that arrives in bursts after idle periods, "
+            "or shorten the wake."
+        )
     if s["requests_refused_no_pods"]:
         out.append(
             f"**REFUSED AT ZERO: {s['requests_refused_no_pods']:,} requests were refused (503) while no pod was "
             "ready**: in Standard mode nothing holds requests or wakes the Deployment from zero (its metrics come "
-            "from the pods). Use Knative mode for scale to zero, or `autoscaling.minReplicas` >= 1."
+            "from the pods). Use Knative mode or the KEDA HTTP add-on (`autoscaling.standard.autoscaler: "
+            "httpAddon`) for scale to zero, or `autoscaling.minReplicas` >= 1."
         )
     return out
 

@@ -99,7 +99,8 @@ class Recorder:
     timed_out: float = 0.0
     failed: float = 0.0
     wake_waits_s: list[float] = field(default_factory=list)
-    timed_out_waking: float = 0.0  # held at Knative's activator for a pod, past the revision timeout
+    timed_out_waking: float = 0.0  # held for a pod (activator, interceptor) past the holder's timeout
+    refused_waking: float = 0.0  # held for a pod, then refused (the holder's queue full, or the pod's queue)
     refused_no_pods: float = 0.0  # arrived while no pod was ready and nothing held them (503)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -157,6 +158,7 @@ def summarize(
         "wakes_from_zero": len(rec.wake_waits_s),
         "requests_timed_out_waking": round(rec.timed_out_waking),
         "requests_refused_no_pods": round(rec.refused_no_pods),
+        "requests_refused_waking": round(rec.refused_waking),
         "cost_usd": round(cost["typical"], 4),
         "cost_usd_range": [round(cost["high"], 4), round(cost["low"], 4)],  # high spot discount = low cost
         "cost_per_month_if_repeated_usd": round(per_month, 2),

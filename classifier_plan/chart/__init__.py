@@ -18,6 +18,7 @@ from classifier_plan.chart.render import helm_binary, parse_objects, render
 from classifier_plan.chart.spec import (
     ChartPlan,
     HpaMetric,
+    HttpAddonScaling,
     KedaScaling,
     KnativeScaling,
     NodePoolSpec,
@@ -29,6 +30,7 @@ __all__ = [
     "KNATIVE_PREFIX",
     "ChartPlan",
     "HpaMetric",
+    "HttpAddonScaling",
     "KedaScaling",
     "KnativeScaling",
     "NodePoolSpec",

@@ -1,14 +1,15 @@
 """The rendered objects read into a :class:`~classifier_plan.chart.spec.ChartPlan` (never the values' key names).
 
 Deployment mode, autoscaler and its settings (the InferenceService's fields and annotations, KServe's
-defaults for what it creates: HPA or KEDA ScaledObject; a KEDA HTTP add-on HTTPScaledObject is read and
-reported as not simulated), the predictor's own settings (the
+defaults for what it creates: HPA or KEDA ScaledObject; or the ScaledObject and interceptor a KEDA HTTP add-on
+HTTPScaledObject makes), the predictor's own settings (the
 ``kserve-container`` args, parsed exactly as the server parses them), resources, probes, drain times, the
 Karpenter NodePool and the scrape interval.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from classifier_plan.chart.render import parse_objects, render
 from classifier_plan.chart.spec import (
     ChartPlan,
     HpaMetric,
+    HttpAddonScaling,
     KedaScaling,
     KnativeScaling,
     NodePoolSpec,
@@ -195,8 +197,10 @@ def _http_addon(objects: list[dict[str, Any]], isvc: dict[str, Any]) -> dict[str
     """The :class:`ChartPlan` fields of a KEDA HTTP add-on ``HTTPScaledObject`` scaling this predictor's
     Deployment (KServe names it ``<isvc>-predictor``), or None when there is none.
 
-    Its interceptor holds requests at zero replicas and its request-rate (or concurrency) scaling has no
-    model in the engines yet: the plan says so and simulates fixed replicas instead of guessing.
+    The add-on's operator makes a ScaledObject of it (``cooldownPeriod`` = ``scaledownPeriod``, an
+    ``external-push`` trigger on its scaler, no HPA behavior); the scaler's metric is an AverageValue of
+    ``targetValue`` per pod (kedacore/http-add-on ``operator/controllers/http/scaled_object.go``,
+    ``scaler/handlers.go``). Unset fields take the CRD's defaults.
     """
     target = f"{isvc['metadata']['name']}-predictor"
     for o in objects:
@@ -205,15 +209,27 @@ def _http_addon(objects: list[dict[str, Any]], isvc: dict[str, Any]) -> dict[str
         spec = o.get("spec", {})
         if (spec.get("scaleTargetRef") or {}).get("name") != target:
             continue
-        metric = next(iter(spec.get("scalingMetric") or {"concurrency": {}}), "concurrency")
-        goal = ((spec.get("scalingMetric") or {}).get(metric) or {}).get("targetValue", 100)
-        wait = (spec.get("timeouts") or {}).get("conditionWait", "the interceptor's default")
-        note = (
-            f"KEDA HTTP add-on (HTTPScaledObject {o['metadata']['name']}: {metric} {goal} per pod, replicas "
-            f"{(spec.get('replicas') or {}).get('min', 0)}..{(spec.get('replicas') or {}).get('max', 100)}, "
-            f"interceptor waits {wait} for a pod): not simulated; the plan keeps max(1, minReplicas) pods"
+        scaling = spec.get("scalingMetric") or {"concurrency": {}}
+        metric = "requestRate" if "requestRate" in scaling else "concurrency"
+        m = scaling.get(metric) or {}
+        timeouts = spec.get("timeouts") or {}
+        wait = timeouts.get("conditionWait")
+        addon = HttpAddonScaling(
+            metric=metric,
+            target=float(m.get("targetValue", 100)),
+            window_s=parse_duration(m.get("window", "1m")),
+            scaledown_s=float(spec.get("scaledownPeriod", 300)),
+            condition_wait_s=parse_duration(wait) if wait else math.inf,
+            response_header_s=parse_duration(timeouts.get("responseHeader", "300s")),
         )
-        return {"autoscaler": "httpAddon", "unmodelled": (note,)}
+        signal = "http_request_rate" if metric == "requestRate" else "http_concurrency"
+        return {
+            "autoscaler": "httpAddon",
+            "http_addon": addon,
+            "keda": KedaScaling(polling_s=15.0, cooldown_s=addon.scaledown_s),  # the add-on's pollingInterval
+            "hpa_metrics": (HpaMetric(signal, addon.target, "sum", "AverageValue"),),  # the scaler's, not PromQL
+            "unmodelled": (),
+        }
     return None
 
 

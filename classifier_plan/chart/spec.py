@@ -65,6 +65,26 @@ class KedaScaling:
 
 
 @dataclass(frozen=True)
+class HttpAddonScaling:
+    """The KEDA HTTP add-on's ``HTTPScaledObject``: what its interceptor and scaler do for this predictor.
+
+    The interceptor proxies every request; while the Deployment has no ready pod it holds each one up to
+    ``condition_wait_s`` (then 504), and sends them all on once a pod is ready. The scaler reports the
+    requests in flight at the interceptor (``concurrency``) or their rate over ``window_s``
+    (``requestRate``, rounded up); KEDA wakes the Deployment as soon as that is above 0 (the add-on's trigger
+    is ``external-push``) and takes it to zero ``scaledown_s`` after it was last above 0; in between, KEDA's
+    HPA aims at ``target`` per pod (an AverageValue).
+    """
+
+    metric: str  # concurrency | requestRate
+    target: float
+    window_s: float
+    scaledown_s: float
+    condition_wait_s: float  # inf: the interceptor's default (no readiness deadline of its own)
+    response_header_s: float = field(compare=False)
+
+
+@dataclass(frozen=True)
 class PodSpec:
     """Scheduling and lifecycle facts of one predictor pod."""
 
@@ -97,7 +117,7 @@ class ChartPlan:
     """Everything the simulator reads from the rendered chart (names excluded, so equality means "same model")."""
 
     mode: str  # knative | standard
-    autoscaler: str  # kpa | hpa | keda | none
+    autoscaler: str  # kpa | hpa | keda | httpAddon | none
     min_replicas: int
     max_replicas: int
     settings: PredictorSettings
@@ -107,5 +127,6 @@ class ChartPlan:
     keda: KedaScaling | None = None
     nodepool: NodePoolSpec | None = None
     scrape_interval_s: float | None = None
+    http_addon: HttpAddonScaling | None = None
     canary: tuple[tuple[str, Any], ...] = field(default=(), compare=False)  # listed, not simulated
     unmodelled: tuple[str, ...] = field(default=(), compare=False)

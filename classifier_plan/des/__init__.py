@@ -4,11 +4,13 @@ Each pod is the predictor as measured: admission against ``max_queue_images`` (5
 pre-inference overhead (parsing, decoding), the batcher (a batch starts when ``max_batch_size`` images
 wait or ``max_batch_delay_ms`` after its first image, one batch at a time on the inference thread,
 items past ``request_timeout_ms`` dropped with 504), the forward time of the batch from the capacity
-profile, then the response. Requests reach pods round-robin; in Knative mode they wait at the activator
-while no pod is ready (504 after the revision timeout); in Standard mode they are refused (503).
+profile, then the response. Requests reach pods round-robin; while no pod is ready they wait at Knative's
+activator or the KEDA HTTP add-on's interceptor, which pass them on as :mod:`classifier_plan.holder` says
+(``holding``); with neither (Standard mode) they are refused (503).
 
-Modules: ``engine`` (:class:`DesEngine`: arrivals, routing, the activator, the control loop), ``pod`` (one
-pod's data plane), ``service`` (the per-pod service times), ``tally`` (requests and what became of them).
+Modules: ``engine`` (:class:`DesEngine`: arrivals, routing, the control loop), ``holding`` (held
+requests), ``pod`` (one pod's data plane), ``service`` (the per-pod service times), ``tally`` (requests
+and what became of them).
 """
 
 from classifier_plan.des.engine import DesEngine

@@ -1,11 +1,11 @@
-"""The request-level engine: arrivals, round-robin routing, Knative's activator and the control loop, over
-one :class:`~classifier_plan.des.pod.PodQueue` per ready pod."""
+"""The request-level engine: arrivals, round-robin routing, the requests held while no pod is ready (Knative's
+activator, the HTTP add-on's interceptor) and the control loop, over one
+:class:`~classifier_plan.des.pod.PodQueue` per ready pod."""
 
 from __future__ import annotations
 
 import math
 import random
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ import simpy
 
 from classifier_plan.cluster import Pod
 from classifier_plan.control import PodSample
+from classifier_plan.des.holding import HeldRequests
 from classifier_plan.des.pod import PodQueue
 from classifier_plan.des.service import ServiceModel
 from classifier_plan.des.tally import Request, Tally
@@ -30,7 +31,8 @@ class DesEngine(EngineBase):
         self.pq: dict[int, PodQueue] = {}
         self.routable: list[PodQueue] = []
         self.rr = 0
-        self.waiting: deque[Request] = deque()  # at the activator
+        rng = random.Random(self.seed + 3)  # the order an interceptor's held requests reach the pods
+        self.held = HeldRequests(self.holder, self.tally, self.rec, rng) if self.holder else None
         self.on_second: Any = None  # called at the end of each simulated second (fixed-pod runs sample there)
         self._last_concurrency, self._last_arrivals = 0.0, 0
 
@@ -41,8 +43,14 @@ class DesEngine(EngineBase):
         self.routable.append(q)
         self.env.process(q.serve())
         self.note_ready(now)
-        while self.waiting and self.routable:
-            self._route(self.waiting.popleft())
+        if self.held is not None:
+            q.on_slot = self._release
+            self._release()
+
+    def _release(self) -> None:
+        """Held requests to pods with room (on a new pod, and whenever requests leave one)."""
+        if self.held is not None and len(self.held):
+            self.held.release(self.routable, self.env.now)
 
     def on_drain(self, pod: Pod, now: float) -> None:
         q = self.pq[pod.id]
@@ -71,7 +79,7 @@ class DesEngine(EngineBase):
         return float(self._last_arrivals)
 
     def waiting_at_activator(self) -> int:
-        return len(self.waiting)
+        return len(self.held) if self.held is not None else 0
 
     def scrape(self, pod: Pod, now: float) -> PodSample:
         q = self.pq.get(pod.id)
@@ -87,20 +95,17 @@ class DesEngine(EngineBase):
             return
         if not self.routable:
             self.note_arrival_without_pods(now)
-            if self.activator:
-                req.deadline = now + self.activator_timeout_s
-                self.waiting.append(req)
-            else:
-                self.tally.outcome(req, "refused")  # no endpoints: the gateway answers 503
-                self.rec.refused_no_pods += 1
+        if self.held is not None and (len(self.held) or not self.routable):
+            self.held.hold(req, now)  # held while no pod is ready, and behind those still held after
+            self._release()
+            return
+        if not self.routable:
+            self.tally.outcome(req, "refused")  # no endpoints and nothing holds requests: 503
+            self.rec.refused_no_pods += 1
             return
         self._route(req)
 
     def _route(self, req: Request) -> None:
-        if req.deadline <= self.env.now:
-            self.tally.outcome(req, "timed_out")  # the activator gave up
-            self.rec.timed_out_waking += 1
-            return
         self.rr = (self.rr + 1) % len(self.routable)
         self.routable[self.rr].admit(req)
 
@@ -120,9 +125,8 @@ class DesEngine(EngineBase):
             yield env.timeout(1.0)
             now = env.now
             self._last_concurrency, self._last_arrivals = self.tally.take_signals()
-            while self.waiting and self.waiting[0].deadline <= now:
-                self.tally.outcome(self.waiting.popleft(), "timed_out")
-                self.rec.timed_out_waking += 1
+            if self.held is not None:
+                self.held.expire(now)
             for q in self.pq.values():
                 q.new_second()
             self.control_step(now)
@@ -138,7 +142,7 @@ class DesEngine(EngineBase):
         lat = sorted(latencies)
         p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else math.nan
         self.rec.latency.add(np.asarray(lat))
-        queue = sum(q.depth for q in self.pq.values()) + sum(r.images for r in self.waiting)
+        queue = sum(q.depth for q in self.pq.values()) + (self.held.images if self.held is not None else 0)
         self.record_row(now - 1.0, 1.0, counts, queue, p95)
 
     def run(self, progress: Any = None) -> dict[str, float]:

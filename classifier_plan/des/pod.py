@@ -33,6 +33,7 @@ class PodQueue:
         "killed",
         "last",
         "on_empty",
+        "on_slot",
         "pod",
         "queue",
         "queued",
@@ -56,6 +57,7 @@ class PodQueue:
     ) -> None:
         self.pod, self.env, self.settings, self.service, self.tally = pod, env, settings, service, tally
         self.on_empty = on_empty  # called once a draining pod has nothing left
+        self.on_slot: Callable[[], None] | None = None  # called when requests leave (a holder may send more)
         self.depth = 0  # images admitted and not through the forward pass (classifier_queue_depth)
         self.queue: deque[list[Any]] = deque()  # [request, images, enqueued at]
         self.queued = 0  # images in the batcher's queue
@@ -108,7 +110,7 @@ class PodQueue:
         self.depth += k
         self.admitted += k
         self.inflight += 1
-        req.deadline = now + st.request_timeout_ms / 1000.0
+        req.deadline = min(req.deadline, now + st.request_timeout_ms / 1000.0)  # and a holder's, if it binds
         pre = self.service.pre_inference_s(k, self.rate)
         if self.service.frontend_s > 0:
             self.front = max(now, self.front) + self.service.frontend_s
@@ -140,6 +142,7 @@ class PodQueue:
                 if req.outcome is None:
                     self.tally.outcome(req, "timed_out")
                     self.inflight -= 1
+                    self._slot()
                 continue
             take = min(left, cap - n)
             batch.append([req, take])
@@ -191,3 +194,8 @@ class PodQueue:
             if req.left == 0 and req.outcome is None:
                 self.inflight -= 1
                 self.tally.outcome(req, "served", done - req.t0)
+        self._slot()
+
+    def _slot(self) -> None:
+        if self.on_slot is not None and not self.draining:
+            self.on_slot()

@@ -133,12 +133,18 @@ def test_a_gpu_share_is_read_as_a_gpu_and_the_report_says_how_it_is_simulated(
     assert not any("GPU share" in line for line in _plan_lines(default))
 
 
-def test_the_http_add_on_profile_is_read_and_reported_as_not_simulated(helm: str) -> None:
-    """The HTTPScaledObject (Standard mode that scales to zero) is named in the plan, never silently
-    simulated as something else: its interceptor's hold and request-rate scaling have no model yet."""
+def test_the_http_add_on_profile_is_read_as_the_scaledobject_and_interceptor_the_add_on_makes(helm: str) -> None:
+    """The HTTPScaledObject (Standard mode that scales to zero) is simulated as the add-on behaves: KEDA's
+    cooldown is its scaledownPeriod, the HPA aims at its targetValue per pod of the interceptor's request rate,
+    and the interceptor holds requests for conditionWait (the chart's cold-start budget)."""
+    from classifier_plan.chart import HpaMetric, HttpAddonScaling, KedaScaling
+
     plan, _ = plan_from_values(CHART, [CHART / "ci" / "standard-keda-http-values.yaml"])
-    assert (plan.mode, plan.autoscaler, plan.min_replicas) == ("standard", "httpAddon", 0)
-    assert plan.keda is None and plan.hpa_metrics == ()
-    (note,) = plan.unmodelled
-    assert "HTTPScaledObject classifier: requestRate 50 per pod, replicas 0..6" in note
-    assert "interceptor waits 210s" in note and "not simulated" in note  # the report lists plan.unmodelled
+    assert (plan.mode, plan.autoscaler, plan.min_replicas, plan.max_replicas) == ("standard", "httpAddon", 0, 6)
+    assert plan.http_addon == HttpAddonScaling("requestRate", 50.0, 60.0, 300.0, 210.0, 40.0)
+    assert plan.keda == KedaScaling(polling_s=15.0, cooldown_s=300.0)
+    (metric,) = plan.hpa_metrics
+    assert metric == HpaMetric("http_request_rate", 50.0, "sum", "AverageValue")
+    assert plan.unmodelled == ()
+    lines = _plan_lines(plan)
+    assert any("KEDA HTTP add-on: requestRate at the interceptor, target 50 per pod" in line for line in lines)

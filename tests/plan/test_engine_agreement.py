@@ -6,9 +6,14 @@ plans. Each scenario runs both ways and compares, within the tolerances below, w
 requests served, refused and timed out, p95, SLO attainment, the ready-replica and node trajectories, and
 cost. The scenarios are small (seconds of request-level simulation each) but reach every regime: steady
 load, a spike that overloads while pods start, overload against the queue limit on slow pods, idle to zero
-and a wake under Knative (node still there, and onto a new node that outlasts the revision timeout),
-Standard-mode KEDA scale to zero (it reaches zero and, with no pod to read metrics from, never wakes), and
-spot reclaims.
+and a wake under Knative (node still there; onto a new node with the chart's cold-start budget, where the
+activator hands each pod at most containerConcurrency held requests; a burst beyond the activator's queue;
+requests of several images, whose pod queue fills before its slots; a containerConcurrency of 8; a budget
+too small, where held requests time out), Standard-mode KEDA scale to zero (it reaches zero and, with
+no pod to read metrics from, never wakes), the KEDA HTTP add-on's scale to zero and wake onto a new node (its
+interceptor holds requests and sends them all at once), on its request rate and on its concurrency (the held
+requests count), and its request-rate scaling under a spike, and spot
+reclaims.
 """
 
 from __future__ import annotations
@@ -52,11 +57,20 @@ def slow_profile() -> CapacityProfile:
     return CapacityProfile.model_validate(p)
 
 
-def traffic(name: str, duration: str, points: list[list[Any]], step: bool = False, **kw: Any) -> TrafficProfile:
+def traffic(
+    name: str, duration: str, points: list[list[Any]], step: bool = False, images: Any = 1, **kw: Any
+) -> TrafficProfile:
     seg: dict[str, Any] = {"kind": "points", "points": points}
     if step:
         seg["interpolation"] = "step"
-    return TrafficProfile.model_validate({"name": name, "duration": duration, "segments": [seg, *kw.pop("more", [])]})
+    return TrafficProfile.model_validate(
+        {
+            "name": name,
+            "duration": duration,
+            "images_per_request": images,
+            "segments": [seg, *kw.pop("more", [])],
+        }
+    )
 
 
 KPA = {"autoscaling": {"minReplicas": 1, "maxReplicas": 6, "knative": {"target": 2}}}
@@ -86,6 +100,17 @@ KEDA_ZERO = {
     },
 }
 KN_ZERO = {"autoscaling": {"minReplicas": 0, "maxReplicas": 2, "knative": {"scaleDownDelay": "0s"}}}
+HTTP_ADDON = {
+    "deploymentMode": "Standard",
+    "autoscaling": {
+        "minReplicas": 0,
+        "maxReplicas": 6,
+        "standard": {
+            "autoscaler": "httpAddon",
+            "httpAddon": {"hosts": ["classifier.example.com"], "metric": "requestRate", "target": 50},
+        },
+    },
+}
 SPOT = {
     "knative": {"features": ["kubernetes.podspec-affinity", "kubernetes.podspec-tolerations"]},
     "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "knative": {"target": 2}},
@@ -120,16 +145,84 @@ SCENARIOS = {
     "knative-idle-zero-wake": Scenario(
         KN_ZERO, traffic("wake", "14m", [[0, 0], ["10m", 240], ["12m", 0]], step=True), assume={"seed": 4}
     ),
-    # The chart sizes the revision timeout from autoscaling.coldStartSeconds (210 s: a wake onto a new node
-    # fits); with a budget set too small, held requests time out at the activator during the wake, which
-    # both engines must count alike. (With the default budget the request engine hands every held request
-    # to the first ready pod's queue at once, ignoring Knative's per-pod concurrency, and refuses what does
-    # not fit: a known gap of the request engine, not cross-checked here.)
+    # The chart's cold-start budget (autoscaling.coldStartSeconds, 210 s) covers a wake onto a new node (~176 s
+    # here): ~700 requests wait at the activator, which hands each ready pod at most containerConcurrency (256)
+    # and the rest as slots free, so none is refused or times out.
     "knative-wake-onto-new-node": Scenario(
+        KN_ZERO,
+        traffic("wake-new-node", "18m", [[0, 0], ["13m", 240], ["16m", 0]], step=True),
+        slo_ms=60_000.0,
+        assume={"seed": 4},
+    ),
+    # 100 requests/s during that wake: beyond 10,000 waiting the activator answers 503 at once; the rest drain
+    # through the pods' slots.
+    "knative-wake-burst": Scenario(
+        KN_ZERO,
+        traffic("wake-burst", "18m", [[0, 0], ["13m", 6000], ["16m", 0]], step=True),
+        slo_ms=60_000.0,
+        assume={"seed": 4},
+    ),
+    # Half the requests carry 4 images: containerConcurrency (256) lets more images through than a pod's queue
+    # (256) holds, a refused request frees its slot at once, and every held request beyond the queue is refused.
+    "knative-wake-multi-image": Scenario(
+        KN_ZERO,
+        traffic("wake-multi", "18m", [[0, 0], ["13m", 240], ["16m", 0]], step=True, images={1: 0.5, 4: 0.5}),
+        slo_ms=60_000.0,
+        assume={"seed": 4},
+    ),
+    # containerConcurrency 8: the ~7,000 held requests reach the pods 8 at a time, as slots free.
+    "knative-wake-small-concurrency": Scenario(
+        {
+            "autoscaling": {
+                **KN_ZERO["autoscaling"],
+                "knative": {"scaleDownDelay": "0s", "containerConcurrency": 8, "target": 4},
+            }
+        },
+        traffic("wake-cc8", "18m", [[0, 0], ["13m", 2400], ["16m", 0]], step=True, images={1: 0.5, 4: 0.5}),
+        slo_ms=60_000.0,
+        assume={"seed": 4},
+    ),
+    # A budget set too small: held requests time out at the activator during the wake.
+    "knative-wake-past-timeout": Scenario(
         {**KN_ZERO, "autoscaling": {**KN_ZERO["autoscaling"], "coldStartSeconds": 20}},
         traffic("wake-new-node", "18m", [[0, 0], ["13m", 240], ["16m", 0]], step=True),
         slo_ms=60_000.0,
         assume={"seed": 4},
+    ),
+    # The HTTP add-on: the last pod goes scaledownPeriod (300 s) after the last request, its node 600 s later
+    # (no NodePool: cluster-autoscaler's default); the requests of minute 18 wait at the interceptor for a new
+    # node and all reach the first pod at once (what does not fit its queue is refused).
+    "http-addon-idle-zero-wake": Scenario(
+        HTTP_ADDON,
+        traffic("http-wake", "26m", [[0, 0], ["18m", 240], ["22m", 0]], step=True),
+        slo_ms=60_000.0,
+        assume={"seed": 4},
+    ),
+    # Scaling on the interceptor's concurrency (4 per pod): the held requests count, so the wake asks for
+    # maxReplicas at once.
+    "http-addon-concurrency-wake": Scenario(
+        {
+            **HTTP_ADDON,
+            "autoscaling": {
+                **HTTP_ADDON["autoscaling"],
+                "standard": {
+                    "autoscaler": "httpAddon",
+                    "httpAddon": {"hosts": ["classifier.example.com"], "metric": "concurrency", "target": 4},
+                },
+            },
+        },
+        traffic("http-wake", "26m", [[0, 0], ["18m", 240], ["22m", 0]], step=True),
+        slo_ms=60_000.0,
+        assume={"seed": 4},
+    ),
+    "http-addon-spike": Scenario(
+        HTTP_ADDON,
+        traffic(
+            "http-spike",
+            "10m",
+            [[0, 1200]],
+            more=[{"kind": "spike", "at": "2m", "duration": "4m", "ramp": "20s", "rate_per_min": 36000, "mode": "set"}],
+        ),
     ),
     "standard-keda-zero": Scenario(
         KEDA_ZERO,
