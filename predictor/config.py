@@ -291,6 +291,13 @@ class Settings(BaseSettings):
         "queue empty is always admitted; before any rate is measured (cold start) at most max_batch_size images "
         "are admitted. max_queue_images stays the memory bound.",
     )
+    paced_refusals_per_s: float = Field(
+        200.0,
+        ge=0,
+        description="Overloaded requests refused (503) at once per second, after a burst of as many; beyond it "
+        "each refusal is held (its connection not read) until its turn, so that clients resending at once cannot "
+        "take the event loop from the requests it serves. 0 = every refusal at once.",
+    )
     max_queue_pixels: int = Field(
         1_000_000_000,
         ge=1,

@@ -32,7 +32,6 @@ from predictor.metrics import PredictorMetrics
 from predictor.middleware import declared_on_head, early_refusal, protocol_of, record_rejection
 
 Headers = list[tuple[bytes, bytes]]
-REFUSAL_RATE_PER_S = float(os.environ.get("EXPERIMENT_REFUSAL_RATE", "200"))
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class HeadRefusal:
         self.metrics = metrics
         self.admission = admission
         self.rejections = rejections
-        self.pacer = RefusalPacer(REFUSAL_RATE_PER_S)
+        self.pacer = RefusalPacer(settings.paced_refusals_per_s)
 
     def answer(self, method: str, raw_path: bytes, headers: Headers) -> HeadAnswer | None:
         """The refusal of an overloaded inference request (counted and logged as the middleware would), or

@@ -115,6 +115,43 @@ def test_a_full_queue_refuses_before_the_body_is_sent(one_slot: ServerProcess, s
     one_slot.assert_healthy(small_jpeg)
 
 
+def test_a_flood_of_refusals_is_answered_in_turn_at_the_paced_rate(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
+):
+    """Clients that resend at once are answered at ``paced_refusals_per_s`` after a second's burst: each
+    refusal is held (its body unread) until its turn, while other requests are served."""
+    server = start_server(
+        tiny_model_dir, tmp_path, max_queue_images=1, max_batch_size=64, max_batch_delay_ms=HOLD_MS,
+        paced_refusals_per_s=4,
+    )  # fmt: skip
+    try:
+        before = server.metric("classifier_rejections_total", reason="queue_full")
+        holder = Holder(server, small_jpeg)
+        flood = [
+            RawRequest(server.port, "/classify", {"Content-Type": "image/jpeg"}, 5 * 1024 * 1024) for _ in range(13)
+        ]
+        for req in flood:
+            req.send(b"\xff\xd8")  # the head and two bytes of a 5 MB body that never comes
+        with httpx.Client(timeout=10) as c:  # others are served meanwhile
+            started = time.monotonic()
+            assert c.get(f"{server.url}/v2/health/ready").status_code == 200
+            assert time.monotonic() - started < 1.0
+        answers = [req.answer(timeout_s=HOLD_MS / 1000) for req in flood]
+        for req in flood:
+            req.close()
+        assert [a.status for a in answers] == [503] * 13, answers
+        assert all("inference queue is full" in a.json()["error"] and a.closed_by_server for a in answers)
+        times = sorted(a.seconds for a in answers)
+        # 4 a second after a burst of 4 (plus the current turn): the first 5 at once, then one each 0.25 s.
+        assert times[4] < 0.8, times
+        assert times[-1] > 1.5, f"the last of 13 answered by {times[-1]:.2f} s: not paced"
+        assert server.metric("classifier_rejections_total", reason="queue_full") == before + 13
+        assert holder.join().status_code == 200, "the admitted request is served"
+        server.assert_healthy(small_jpeg)
+    finally:
+        server.stop()
+
+
 def test_a_v2_request_declaring_more_than_the_queue_holds_is_refused_from_its_header(one_slot, small_jpeg):
     head, tail, headers = v2_binary([small_jpeg, small_jpeg])  # two images; the queue never holds more than one
     req = RawRequest(one_slot.port, f"/v2/models/{one_slot.model_name}/infer", headers, len(head) + len(tail))
