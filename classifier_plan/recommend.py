@@ -27,13 +27,22 @@ from classifier_plan.values import deep_merge, write_values
 Say = Callable[[str], None]
 
 
-def _get(values: dict[str, Any], key: str) -> Any:
+_MISSING = object()
+
+
+def _lookup(values: dict[str, Any], key: str) -> Any:
+    """The value at dotted ``key``, or ``_MISSING``."""
     node: Any = values
     for k in key.split("."):
         if not isinstance(node, dict) or k not in node:
-            return None
+            return _MISSING
         node = node[k]
     return node
+
+
+def _get(values: dict[str, Any], key: str) -> Any:
+    value = _lookup(values, key)
+    return None if value is _MISSING else value
 
 
 def _nested(key: str, value: Any) -> dict[str, Any]:
@@ -48,12 +57,7 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
 
 def _has(values: dict[str, Any], key: str) -> bool:
     """Whether ``key`` (dotted) is a value of ``values``, null included."""
-    node: Any = values
-    for k in key.split("."):
-        if not isinstance(node, dict) or k not in node:
-            return False
-        node = node[k]
-    return True
+    return _lookup(values, key) is not _MISSING
 
 
 def _max_replicas(eff: dict[str, Any], needed: int, wake_needed: int) -> list[int]:
