@@ -6,9 +6,8 @@ is the queue-depth gauge the autoscaler reads. A request is refused at once with
 
 * its images would take the count over ``max_queue_images`` (the memory bound), or
 * its *expected wait* would exceed the queue-wait budget (``max_queue_wait_ms``, capped at
-  ``request_timeout_ms``): the images ahead of it plus its own, divided by the measured drain rate, plus
-  the time one batch takes to run (images leave a batch at a time), is the time until its last image has
-  left the queue. Decoding and batching take turns by request, so each
+  ``request_timeout_ms``): the images ahead of it plus its own, divided by the measured drain rate, is
+  the time until its last image has left the queue. Decoding and batching take turns by request, so each
   request ahead counts for at most as many images as the newcomer has (:meth:`Admission.ahead_of`): a
   small request is not refused for a huge one's backlog. So accepted latency stays near the budget however
   fast or slow the model is, and the queue holds only what the pod drains in that time. A request that
@@ -235,9 +234,6 @@ class Admission:
         self._on_change = on_change
         self._busy_from_depth = busy_from_depth
         self.rate = DrainRate(window_s, clock)
-        self.batch_s = 0.0
-        """How long one batch takes to run (a moving average, :meth:`batch_ran`): images leave the queue a
-        batch at a time, so a request's last image may leave up to a batch later than the drain rate says."""
 
     @property
     def depth(self) -> int:
@@ -310,21 +306,16 @@ class Admission:
                 f"no drain rate measured yet, and {self._depth} images are already waiting (at most "
                 f"{self.cold_start_images} are admitted until the first have been answered)"
             )
-        elif expected + self.batch_s <= self.max_wait_s:
+        elif expected <= self.max_wait_s:
             return
         else:
-            batch = f" and {self.batch_s * 1000:.0f} ms for its batch to run" if self.batch_s else ""
             why = (
-                f"{ahead} images ahead of its {size} would take about {(expected + self.batch_s) * 1000:.0f} ms at "
-                f"the measured {self.rate.images_per_s():.1f} images/s{batch}, over the queue-wait budget of "
-                f"{budget_ms} ms (max_queue_wait_ms)"
+                f"{ahead} images ahead of its {size} would take about {expected * 1000:.0f} ms at the measured "
+                f"{self.rate.images_per_s():.1f} images/s, over the queue-wait budget of {budget_ms} ms "
+                "(max_queue_wait_ms)"
             )
         wait = self.retry_after_s()
         raise Overloaded(f"inference queue is busy: {why}; retry in {wait} s (Retry-After)", retry_after_seconds=wait)
-
-    def batch_ran(self, run_s: float) -> None:
-        """A batch ran for ``run_s`` seconds (from the batcher): the batch term of the expected wait."""
-        self.batch_s = run_s if self.batch_s == 0 else 0.8 * self.batch_s + 0.2 * run_s
 
     def release(self, n: int) -> None:
         """Count ``n`` admitted images out: they left the queue (answered, failed or cancelled)."""

@@ -335,4 +335,3 @@ class Pipeline:
 
     def _on_batch(self, stats: BatchStats) -> None:
         self.metrics.observe_batch(self.model_name, stats.size, stats.run_s, stats.queue_waits_s)
-        self.admission.batch_ran(stats.run_s)

@@ -255,8 +255,6 @@ def test_a_reservation_whose_body_never_came_gives_nothing_back() -> None:
         pass
     assert a.depth == 0
     a.admit(4)  # nothing was counted twice or given back twice
-
-
 # ---------------------------------------------------------------- latency-bounded admission
 
 
@@ -296,27 +294,6 @@ def test_a_request_that_would_wait_past_the_budget_is_refused_at_once_with_retry
     for r in held:
         r.end()
     assert a.depth == 0
-
-
-def test_the_batch_a_request_leaves_with_counts_in_its_expected_wait() -> None:
-    """Images leave a batch at a time: a request's last image may leave a whole batch's run after the drain
-    rate says, so the budget keeps room for one batch (a moving average of their run times)."""
-    a, _ = _measured(images_per_s=100.0, max_wait_s=1.0)
-    held = [a.reserve(1) for _ in range(60)]  # 0.61 s by the drain rate alone: fits
-    a.reserve(1).end()
-    for run_s in (0.5, 0.5, 0.5):
-        a.batch_ran(run_s)
-    assert a.batch_s == pytest.approx(0.5)
-    with pytest.raises(Overloaded) as exc:
-        a.reserve(1)  # 0.61 s + 0.5 s for its batch to run: past the 1 s budget
-    assert re.search(
-        r"60 images ahead of its 1 would take about 11\d\d ms .* and 500 ms for its batch", exc.value.message
-    )
-    for r in held[:20]:
-        r.end()
-    a.reserve(1).end()  # 0.41 + 0.5 s: fits again
-    for r in held[20:]:
-        r.end()
 
 
 def test_a_small_request_waits_for_its_share_of_a_big_one_not_for_all_of_it() -> None:
