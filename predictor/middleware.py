@@ -203,7 +203,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
+        rid = request_id(headers)
         token = request_id_var.set(rid)
         protocol = protocol_of(scope["path"], scope["method"])
         model, limit = self.settings.model_name, self.settings.max_request_bytes
@@ -297,7 +297,7 @@ class RequestContextMiddleware:
                 status["code"] = message["status"]
                 out = message.setdefault("headers", [])
                 out.append((b"x-request-id", rid.encode("latin-1")))
-                out.append((b"server-timing", b"total;dur=%.2f" % ((time.perf_counter() - started) * 1000)))
+                out.append(server_timing(time.perf_counter() - started))
                 if message["status"] >= 400:
                     coding[0] = None
                 if message["status"] == 408 and all(k.lower() != b"connection" for k, _ in out):
@@ -341,6 +341,16 @@ async def send_error(send: Send, exc: PredictorError, close: bool = False) -> No
     headers = resp.raw_headers + ([(b"connection", b"close")] if close else [])
     await send({"type": "http.response.start", "status": resp.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": resp.body})
+
+
+def request_id(headers: dict[bytes, bytes]) -> str:
+    """The request's ``X-Request-ID`` (at most 128 characters), or a new random one."""
+    return headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
+
+
+def server_timing(seconds: float) -> tuple[bytes, bytes]:
+    """The ``Server-Timing`` header of an answer started ``seconds`` after the request arrived."""
+    return b"server-timing", b"total;dur=%.2f" % (seconds * 1000)
 
 
 def early_refusal(headers: dict[bytes, bytes], limit: int) -> PredictorError | None:

@@ -19,7 +19,6 @@ middleware as before; the answer, the metrics (``classifier_requests_total`` wit
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +28,14 @@ from predictor.config import Settings
 from predictor.errors import Overloaded
 from predictor.logs import RejectionLog
 from predictor.metrics import PredictorMetrics
-from predictor.middleware import declared_on_head, early_refusal, protocol_of, record_rejection
+from predictor.middleware import (
+    declared_on_head,
+    early_refusal,
+    protocol_of,
+    record_rejection,
+    request_id,
+    server_timing,
+)
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -98,16 +104,18 @@ class HeadRefusal:
         protocol = protocol_of(path, method) if "%" not in path else None  # escaped paths: the app decides
         if protocol not in ("classify", "v2", "v1"):
             return None
+        try:
+            self.admission.reserve(1, on_arrival=True)  # counts nothing: only whether one image fits now
+        except Overloaded as exc:
+            refused = exc
+        else:
+            return None  # the common case: admitted by the middleware, which reads the headers itself
         by_name = dict(headers)
         if early_refusal(by_name, self.settings.max_request_bytes) is not None:
             return None  # 413/415: the middleware answers those
         if declared_on_head(protocol, by_name) is None:
             return None  # not an inference body: the route says what is wrong
-        try:
-            self.admission.reserve(1, on_arrival=True)  # counts nothing: only whether one image fits now
-        except Overloaded as exc:
-            return self._refuse(exc, method, path, protocol, by_name, started)
-        return None
+        return self._refuse(refused, method, path, protocol, by_name, started)
 
     def _refuse(
         self, exc: Overloaded, method: str, path: str, protocol: str, headers: dict[bytes, bytes], started: float
@@ -116,7 +124,6 @@ class HeadRefusal:
         record_rejection(self.metrics, self.rejections, model, exc, method, path)
         took = time.perf_counter() - started
         self.metrics.observe_request(model, protocol, exc.status_code, took)
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
         out: Headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers().items()]
-        out += [(b"x-request-id", rid.encode("latin-1")), (b"server-timing", b"total;dur=%.2f" % (took * 1000))]
+        out += [(b"x-request-id", request_id(headers).encode("latin-1")), server_timing(took)]
         return HeadAnswer(exc.status_code, exc.message, out, self.pacer.delay_s())
