@@ -78,6 +78,7 @@ class LoadConfig:
 @dataclass
 class _Stats:
     ok_latencies_s: list[float] = field(default_factory=list)
+    ok_server_s: list[float] = field(default_factory=list)  # the server's own time (Server-Timing), where sent
     rejected_latencies_s: list[float] = field(default_factory=list)
     retry_after_s: list[float] = field(default_factory=list)
     status_counts: dict[str, int] = field(default_factory=dict)
@@ -88,6 +89,23 @@ class _Stats:
     connection_errors: int = 0
     invalid_responses: int = 0
     sample_error: str = ""
+
+
+def server_timing_s(header: str | None) -> float | None:
+    """Seconds of a ``Server-Timing: total;dur=<ms>`` header, or None."""
+    if not header:
+        return None
+    for metric in header.split(","):
+        name, _, params = metric.strip().partition(";")
+        if name == "total":
+            for param in params.split(";"):
+                key, _, value = param.strip().partition("=")
+                if key == "dur":
+                    try:
+                        return float(value) / 1000
+                    except ValueError:
+                        return None
+    return None
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -150,10 +168,12 @@ class _Runner:
         s = self.stats
         status: str | None = None
         retry_after: float | None = None
+        server_s: float | None = None
         try:
             async with session.post(self.base + req.path, data=req.body, headers=req.headers) as resp:
                 body = await resp.read()
                 status = str(resp.status)
+                server_s = server_timing_s(resp.headers.get("Server-Timing"))
                 if resp.status == 503:
                     retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
                 if resp.status == 200 and self.cfg.validate and not is_bad:
@@ -178,6 +198,8 @@ class _Runner:
         s.status_counts[status] = s.status_counts.get(status, 0) + 1
         if status == "200":
             s.ok_latencies_s.append(latency)
+            if server_s is not None:
+                s.ok_server_s.append(server_s)
             s.ok_images += req.n_images
         elif status == "503":
             s.rejected_latencies_s.append(latency)
@@ -266,6 +288,10 @@ class _Runner:
                 "p99": _ms(percentile(s.ok_latencies_s, 99)),
                 "mean": _ms(sum(s.ok_latencies_s) / ok if ok else None),
                 "max": _ms(max(s.ok_latencies_s, default=None)),
+            },
+            "server_timing_ms": {  # arrival at the server's app to its answer's start, as the server says
+                "p50": _ms(percentile(s.ok_server_s, 50)),
+                "p99": _ms(percentile(s.ok_server_s, 99)),
             },
             "errors": errors,
             "error_count": sum(errors.values()),

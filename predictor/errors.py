@@ -63,6 +63,8 @@ class UploadTooSlow(PredictorError):
 
     status_code = 408
     reason = "body_timeout"
+
+
 class Unauthenticated(PredictorError):
     """An admin route was called without a bearer token (``Authorization: Bearer <token>``)."""
 

@@ -22,6 +22,15 @@ Each refusal is a JSON ``{"error": ...}`` naming the limit and its setting, sent
 the connection is then half-closed and what the client still sends is read and dropped for up to
 :data:`LINGER_S` (a close with unread data would reset the connection and lose the answer).
 
+An answer on the head is the exception when the connection can be kept cheaply: an HTTP/1.1 keep-alive
+request declaring a ``Content-Length`` of at most :data:`DRAIN_MAX_BYTES`, without ``Transfer-Encoding`` or
+``Expect``. Its answer does not close the connection; the body is read and dropped as it comes (the
+keep-alive limit, ``timeout_keep_alive``, bounds how long that may take) and the connection then serves the
+next request. A client that resends at once (an overloaded pod's usual caller) reuses its connection instead
+of opening a new one: half the server's CPU per refusal under a spike (``docs/performance.md``, "Front door
+under a spike"). A request sent behind it in the same bytes, before the answer was written, is not started:
+the answer then closes the connection after all.
+
 Written for uvicorn 0.55.0 (httptools 0.9.0), the versions the lock pins. :func:`check_version` logs a warning
 with another version; ``tests/unit/test_http_guard.py`` checks every internal used here against the installed
 package: ``HttpToolsProtocol``'s ``connection_made``, ``data_received``, ``on_message_begin``,
@@ -50,6 +59,8 @@ LINGER_S = 2.0
 """After a refusal, how long what the client still sends is read and dropped before the connection closes."""
 RETRY_AFTER_S = 1
 """``Retry-After`` of the connection-cap 503: connections come and go quickly."""
+DRAIN_MAX_BYTES = 1 << 20
+"""Largest declared body an answer on the head reads and drops to keep its connection open."""
 
 
 @dataclass(frozen=True)
@@ -107,10 +118,12 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
 
 
-def refusal(status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
-    """A whole HTTP/1.1 answer ``{"error": message}`` (with ``headers`` too) that closes the connection."""
+def refusal(status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = (), *, close: bool = True) -> bytes:
+    """A whole HTTP/1.1 answer ``{"error": message}`` (with ``headers`` too); ``close``: it closes the connection."""
     body = orjson.dumps({"error": message})
-    head = [STATUS_LINE[status], b"content-type: application/json\r\n", b"connection: close\r\n"]
+    head = [STATUS_LINE[status], b"content-type: application/json\r\n"]
+    if close:
+        head.append(b"connection: close\r\n")
     head += [b"%s: %s\r\n" % (name, value) for name, value in headers]
     head.append(b"content-length: %d\r\n" % len(body))
     return b"".join(head) + b"\r\n" + body
@@ -145,8 +158,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._idle_since = 0.0
         self._linger: asyncio.TimerHandle | None = None
         self._refused = False
-        self._head_answer: bytes | None = None  # decided in a parser callback, sent when the bytes are parsed
-        self._head_delay_s = 0.0
+        self._head_answer: Any = None  # decided in a parser callback, sent when the bytes are parsed
+        self._keep_open = False  # the answer on the head keeps the connection (its body is read and dropped)
         self._paced: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -172,11 +185,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._head_answer is not None:
             answer, self._head_answer = self._head_answer, None
-            if self._head_delay_s > 0:  # held: nothing more is read (the client's body waits) until it is sent
+            if answer.delay_s > 0:  # held: nothing more is read (the client's body waits) until it is sent
                 self.transport.pause_reading()
-                self._paced = self.loop.call_later(self._head_delay_s, self._send_paced, answer)
+                self._paced = self.loop.call_later(answer.delay_s, self._send_head_answer, answer, True)
             else:
-                self._send_and_close(answer)
+                self._send_head_answer(answer, False)
             return
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
             limit = self.limits.max_header_bytes
@@ -206,16 +219,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         if self._refused:
             return  # a request pipelined behind an answer on the head, in the same bytes: never started
+        if self._head_answer is not None or self._paced is not None:
+            self._refused = True  # ... behind one not written yet, that keeps its connection: it closes it instead
+            return
         answer = self._answer_on_head() if self._idle() else None
         if answer is None:
             super().on_headers_complete()
             return
         # Answered on the head: no task; the body that follows is dropped (the cycle says it is answered),
         # and the answer is written once the parser has returned (data_received).
-        self._refused = True
-        self._head_answer = refusal(answer.status, answer.message, answer.headers)
-        self._head_delay_s = answer.delay_s
+        self._keep_open = self._body_is_cheap_to_drop()
+        self._refused = not self._keep_open
+        self._head_answer = answer
         self.cycle = _AnsweredOnHead()  # type: ignore[assignment]
+
+    def _body_is_cheap_to_drop(self) -> bool:
+        """Whether the request being answered on its head may keep its connection: HTTP/1.1 keep-alive, a
+        declared body of at most :data:`DRAIN_MAX_BYTES`, no ``Transfer-Encoding`` and no ``Expect``."""
+        if self.parser.get_http_version() != "1.1" or not self.parser.should_keep_alive():
+            return False
+        headers = dict(self.headers)  # names lowercased by uvicorn
+        if b"transfer-encoding" in headers or b"expect" in headers:
+            return False
+        length = headers.get(b"content-length", b"").strip()
+        return length.isdigit() and int(length) <= DRAIN_MAX_BYTES
 
     def _answer_on_head(self) -> Any:
         hook = self.limits.answer_on_head
@@ -271,12 +298,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._send_and_close(refusal(status, message))
 
-    def _send_paced(self, answer: bytes) -> None:
+    def _send_head_answer(self, answer: Any, held: bool) -> None:
+        """Write an answer on the head (``held``: after its turn came, reading paused meanwhile); keep the
+        connection when it may be kept and nothing was sent behind it, else close it."""
         self._paced = None
         if self.transport.is_closing():
             return
-        self.transport.resume_reading()  # what the client still sends is dropped while lingering
-        self._send_and_close(answer)
+        keep = self._keep_open and not self._refused
+        self._refused = not keep  # closing: what the client still sends is dropped while lingering
+        if held:
+            self.transport.resume_reading()
+        data = refusal(answer.status, answer.message, answer.headers, close=not keep)
+        if not keep:
+            self._send_and_close(data)
+            return
+        self.transport.write(data)
+        self.on_response_complete()  # idle from now: the keep-alive limit bounds the rest of the body
 
     def _send_and_close(self, answer: bytes) -> None:
         """Write a whole answer, half-close, and drop what the client still sends for :data:`LINGER_S`."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import run_load
+from bench.loadgen import run_load, server_timing_s
 from bench.procs import ServerProcess, free_port, naive_argv
 from tests.support.servers import REPO, start_server
 
@@ -112,3 +112,9 @@ def test_polite_clients_wait_for_retry_after(tiny_model_dir: Path, tmp_path: Pat
 def test_honouring_retry_after_is_a_closed_loop_option() -> None:
     with pytest.raises(ValueError, match="closed loop"):
         run_load("http://127.0.0.1:9", rate_per_s=5.0, honor_retry_after=True, duration_s=1)
+
+
+def test_the_servers_own_time_is_read_from_server_timing() -> None:
+    assert server_timing_s("total;dur=12.5") == pytest.approx(0.0125)
+    assert server_timing_s("db;dur=1, total;desc=x;dur=3") == pytest.approx(0.003)
+    assert server_timing_s(None) is None and server_timing_s("total") is None and server_timing_s("total;dur=x") is None

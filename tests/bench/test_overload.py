@@ -30,6 +30,8 @@ def test_a_short_sweep_writes_every_step_and_the_probe(tiny_model_dir: Path, tmp
     for r in res["steps"]:
         assert r["server"] == "after" and r["timeouts"] == 0, r
         assert r["img_per_s"] > 0 and r["log_lines_per_s"] >= 0 and r["goodput_vs_base"] is not None
+        own, seen = r["server_timing_ms"], r["latency_ms"]
+        assert 0 < own["p50"] <= seen["p50"] and own["p99"] <= seen["p99"], r  # the server's own part of it
     for proto in ("classify", "v2-binary"):
         p = res["probe"]["after"][proto]
         assert p["rejections"] > 0 and p["other"] == {}, p  # only refusals while the queue is held full

@@ -151,6 +151,8 @@ def test_a_gpu_attached_but_unusable_is_logged_with_the_driver_it_needs(monkeypa
     with caplog.at_level(logging.WARNING, logger="predictor.engine.choice"):
         assert policy._cuda_available() is False
     assert caplog.text == ""
+
+
 @pytest.mark.parametrize(
     ("backend", "device", "precision", "message"),
     [

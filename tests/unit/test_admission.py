@@ -255,6 +255,8 @@ def test_a_reservation_whose_body_never_came_gives_nothing_back() -> None:
         pass
     assert a.depth == 0
     a.admit(4)  # nothing was counted twice or given back twice
+
+
 # ---------------------------------------------------------------- latency-bounded admission
 
 

@@ -269,5 +269,88 @@ def test_the_next_request_on_a_kept_alive_connection_can_be_answered_on_its_head
         r = kept.post("/busy", content=b"x" * 100_000)
         assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
         assert r.json() == {"error": "busy: retry in 2 s (Retry-After)"}
-        assert kept.get("/").status_code == 200, "a new connection after the refusal's close"
+        assert kept.get("/").status_code == 200
     assert APP_CALLS == ["/", "/"]
+
+
+def read_answer(sock: socket.socket, timeout_s: float = 10) -> tuple[bytes, bytes]:
+    """One whole answer (head, body) from a connection that stays open: the body by its Content-Length."""
+    sock.settimeout(timeout_s)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the whole body"
+        body += chunk
+    assert len(body) == length, "nothing beyond the answer"
+    return head, body
+
+
+def refuse_busy_held(method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> HeadAnswer | None:
+    """``refuse_busy``, each answer held 0.3 s (a paced refusal)."""
+    answer = refuse_busy(method, raw_path, headers)
+    return None if answer is None else HeadAnswer(answer.status, answer.message, answer.headers, delay_s=0.3)
+
+
+@pytest.mark.parametrize(
+    "served", [{"answer_on_head": refuse_busy}, {"answer_on_head": refuse_busy_held}], indirect=True
+)
+def test_an_answer_on_the_head_keeps_the_connection_when_the_body_is_small_and_declared(served: Served) -> None:
+    APP_CALLS.clear()
+    sock = served.connect()
+    started = time.monotonic()
+    sock.sendall(b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+    head, body = read_answer(sock)  # before any body byte was sent
+    held = served.server.config.http.limits.answer_on_head is refuse_busy_held  # type: ignore[union-attr]
+    assert time.monotonic() - started >= (0.3 if held else 0.0)
+    assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 2" in head, head
+    assert b"connection: close" not in head.lower(), "kept open"
+    assert body == b'{"error":"busy: retry in 2 s (Retry-After)"}'
+    sock.sendall(b"x" * 150_000)
+    sock.sendall(b"x" * 50_000 + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the rest of the body, then the next
+    head, body = read_answer(sock)
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"hello", "the dropped body was not taken for a request"
+    sock.sendall(b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")  # and again
+    head, _ = read_answer(sock)
+    assert head.startswith(b"HTTP/1.1 503 "), head
+    sock.close()
+    assert APP_CALLS == ["/"] and served.refusals == []
+
+
+@pytest.mark.parametrize("served", [{"answer_on_head": refuse_busy}], indirect=True)
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (http_guard.DRAIN_MAX_BYTES + 1),
+        b"POST /busy HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+        b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n",
+        b"POST /busy HTTP/1.0\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+    ],
+    ids=["large", "chunked", "expect", "close-asked", "http-1.0"],
+)
+def test_an_answer_on_the_head_closes_when_the_body_is_large_unknown_or_not_coming(served: Served, head: bytes) -> None:
+    sock = served.connect()
+    sock.sendall(head)
+    data, took = read_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 503 ") and b"connection: close" in data, data
+    assert took < http_guard.LINGER_S + 2, "closed after the linger"
+
+
+@pytest.mark.parametrize("served", [{"answer_on_head": refuse_busy}], indirect=True)
+def test_a_kept_connection_whose_dropped_body_stalls_is_closed_at_the_keep_alive_limit(served: Served) -> None:
+    sock = served.connect()
+    sock.sendall(b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    head, _ = read_answer(sock)
+    assert b"connection: close" not in head.lower()
+    sock.sendall(b"x" * 10)  # ... and the rest never comes
+    assert served.get().status_code == 200, "others are served meanwhile"
+    data, took = read_until_closed(sock)
+    assert data == b"" and took < KEEP_ALIVE_S + 2, f"closed after the keep-alive limit, not held ({took:.1f} s)"

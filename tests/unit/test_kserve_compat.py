@@ -197,6 +197,8 @@ def test_configure_http_server_hands_kserves_uvicorn_config_to_us_and_can_be_und
     assert issubclass(server.config.http, GuardedHttpToolsProtocol)
     assert server.config.timeout_keep_alive == 7, "KServe's own keep-alive option reaches uvicorn"
     assert RESTServer.__init__ is original
+
+
 def test_grpc_server_options_and_interceptors_reach_kserves_grpc_server() -> None:
     """KServe's GRPCServer.start builds its server with the module's ``aio.server(...)``: the shim adds our
     options (ours win over KServe's message limits) and appends our interceptors after KServe's."""
