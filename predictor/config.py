@@ -295,8 +295,8 @@ class Settings(BaseSettings):
         200.0,
         ge=0,
         description="Overloaded requests refused (503) at once per second, after a burst of as many; beyond it "
-        "each refusal is held (its connection not read) until its turn, so that clients resending at once cannot "
-        "take the event loop from the requests it serves. 0 = every refusal at once.",
+        "each refusal is held until its turn (its client, waiting for it, sends nothing new), so that clients "
+        "resending at once cannot take the event loop from the requests it serves. 0 = every refusal at once.",
     )
     max_queue_pixels: int = Field(
         1_000_000_000,

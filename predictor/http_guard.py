@@ -185,9 +185,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._head_answer is not None:
             answer, self._head_answer = self._head_answer, None
-            if answer.delay_s > 0:  # held: nothing more is read (the client's body waits) until it is sent
-                self.transport.pause_reading()
-                self._paced = self.loop.call_later(answer.delay_s, self._send_head_answer, answer, True)
+            if answer.delay_s > 0:
+                # Held until its turn. A body that will be dropped anyway is read (and dropped) meanwhile; one
+                # that would not be (the connection closes) waits unread: nothing more is read until then.
+                paused = not self._keep_open
+                if paused:
+                    self.transport.pause_reading()
+                self._paced = self.loop.call_later(answer.delay_s, self._send_head_answer, answer, paused)
             else:
                 self._send_head_answer(answer, False)
             return
@@ -199,7 +203,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 f"request head (request line and headers) is over the limit of {limit} bytes (max_header_bytes): "
                 "send smaller headers",
             )
-        elif not self._in_head and self._idle() and self.timeout_keep_alive_task is None:
+        elif not self._in_head and self._idle() and self.timeout_keep_alive_task is None and self._paced is None:
             # Bytes that began no request (blank lines, the unread rest of an answered body) cancelled
             # uvicorn's keep-alive timer: they do not extend the idle limit.
             remaining = self._idle_since + self.timeout_keep_alive - self.loop.time()
@@ -298,15 +302,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._send_and_close(refusal(status, message))
 
-    def _send_head_answer(self, answer: Any, held: bool) -> None:
-        """Write an answer on the head (``held``: after its turn came, reading paused meanwhile); keep the
-        connection when it may be kept and nothing was sent behind it, else close it."""
+    def _send_head_answer(self, answer: Any, paused: bool) -> None:
+        """Write an answer on the head (``paused``: reading was paused while it was held); keep the connection
+        when it may be kept and nothing was sent behind it, else close it."""
         self._paced = None
         if self.transport.is_closing():
             return
         keep = self._keep_open and not self._refused
         self._refused = not keep  # closing: what the client still sends is dropped while lingering
-        if held:
+        if paused:
             self.transport.resume_reading()
         data = refusal(answer.status, answer.message, answer.headers, close=not keep)
         if not keep:

@@ -58,8 +58,9 @@ class RefusalPacer:
     A closed-loop client resends the moment its 503 comes: however cheap a refusal is, c such clients
     answered within W seconds send c / W requests a second (Little's law), and the event loop spends its
     time refusing them while every accepted request's turns wait behind theirs (measured in
-    ``docs/performance.md``, "Front door under a spike"). A held refusal costs a timer: its connection is
-    not read until its turn, so its client sends nothing new meanwhile.
+    ``docs/performance.md``, "Front door under a spike"). A held refusal costs a timer: its client, waiting
+    for the answer, sends nothing new until its turn (the body of a refusal that keeps its connection is read
+    and dropped meanwhile; any other is left unread, see :mod:`predictor.http_guard`).
 
     Args:
         rate_per_s: Refusals answered per second in the long run; 0 = all at once (no pacing).

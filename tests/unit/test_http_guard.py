@@ -354,3 +354,25 @@ def test_a_kept_connection_whose_dropped_body_stalls_is_closed_at_the_keep_alive
     assert served.get().status_code == 200, "others are served meanwhile"
     data, took = read_until_closed(sock)
     assert data == b"" and took < KEEP_ALIVE_S + 2, f"closed after the keep-alive limit, not held ({took:.1f} s)"
+
+
+def refuse_busy_held_long(method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> HeadAnswer | None:
+    """``refuse_busy``, each answer held 1.5 s: longer than the idle keep-alive limit."""
+    answer = refuse_busy(method, raw_path, headers)
+    return None if answer is None else HeadAnswer(answer.status, answer.message, answer.headers, delay_s=1.5)
+
+
+@pytest.mark.parametrize("served", [{"answer_on_head": refuse_busy_held_long}], indirect=True)
+def test_a_held_answer_that_keeps_its_connection_reads_and_drops_the_body_meanwhile(served: Served) -> None:
+    APP_CALLS.clear()
+    sock = served.connect()
+    started = time.monotonic()
+    sock.sendall(b"POST /busy HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300_000)
+    head, _ = read_answer(sock)  # the whole body was taken while it was held, and the idle limit did not cut it
+    assert time.monotonic() - started >= 1.5 and head.startswith(b"HTTP/1.1 503 "), head
+    assert b"connection: close" not in head.lower()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = read_answer(sock)
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"hello"
+    sock.close()
+    assert APP_CALLS == ["/"]
