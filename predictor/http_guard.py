@@ -34,8 +34,10 @@ the answer then closes the connection after all.
 Written for uvicorn 0.55.0 (httptools 0.9.0), the versions the lock pins. :func:`check_version` logs a warning
 with another version; ``tests/unit/test_http_guard.py`` checks every internal used here against the installed
 package: ``HttpToolsProtocol``'s ``connection_made``, ``data_received``, ``on_message_begin``,
-``on_headers_complete`` and ``connection_lost``, and its attributes ``app``, ``connections``, ``cycle``,
-``flow``, ``headers``, ``loop``, ``parser``, ``transport``, ``url`` and ``server_state.default_headers``.
+``on_headers_complete``, ``on_response_complete`` (which arms the keep-alive limit), ``on_body`` and
+``on_message_complete`` (which drop the body of an answered cycle) and ``connection_lost``, and its
+attributes ``app``, ``connections``, ``cycle``, ``flow``, ``headers``, ``loop``, ``parser``, ``transport``,
+``url``, ``timeout_keep_alive``, ``timeout_keep_alive_task`` and ``server_state.default_headers``.
 """
 
 from __future__ import annotations

@@ -107,6 +107,8 @@ def test_the_uvicorn_internals_it_uses_exist() -> None:
     assert "self.url" in inspect.getsource(HttpToolsProtocol.on_url), "the request target, for the head's answer"
     assert "self.headers.append" in inspect.getsource(HttpToolsProtocol.on_header), "the head's headers"
     assert "self.cycle.response_complete" in inspect.getsource(HttpToolsProtocol.on_body), "an answered body is dropped"
+    assert "self.cycle.response_complete" in inspect.getsource(HttpToolsProtocol.on_message_complete), "... its end too"
+    assert "self.timeout_keep_alive_task = " in inspect.getsource(HttpToolsProtocol.on_response_complete), "idle"
     assert "self.cycle.message_event.set()" in inspect.getsource(HttpToolsProtocol.connection_lost)
     params = inspect.signature(uvicorn.Config).parameters
     assert {"http", "timeout_keep_alive", "limit_concurrency", "h11_max_incomplete_event_size"} <= set(params)
