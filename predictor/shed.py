@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from predictor.admission import Admission
 from predictor.config import Settings
 from predictor.errors import Overloaded
-from predictor.logs import RejectionLog
+from predictor.logs import RejectionLog, request_id_var
 from predictor.metrics import PredictorMetrics
 from predictor.middleware import (
     declared_on_head,
@@ -122,9 +122,14 @@ class HeadRefusal:
         self, exc: Overloaded, method: str, path: str, protocol: str, headers: dict[bytes, bytes], started: float
     ) -> HeadAnswer:
         model = self.settings.model_name
-        record_rejection(self.metrics, self.rejections, model, exc, method, path)
+        rid = request_id(headers)
+        token = request_id_var.set(rid)  # its log line, if any, is under the id its answer carries
+        try:
+            record_rejection(self.metrics, self.rejections, model, exc, method, path)
+        finally:
+            request_id_var.reset(token)
         took = time.perf_counter() - started
         self.metrics.observe_request(model, protocol, exc.status_code, took)
         out: Headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers().items()]
-        out += [(b"x-request-id", request_id(headers).encode("latin-1")), server_timing(took)]
+        out += [(b"x-request-id", rid.encode("latin-1")), server_timing(took)]
         return HeadAnswer(exc.status_code, exc.message, out, self.pacer.delay_s())

@@ -115,6 +115,47 @@ def test_a_full_queue_refuses_before_the_body_is_sent(one_slot: ServerProcess, s
     one_slot.assert_healthy(small_jpeg)
 
 
+def test_a_refusal_on_the_head_is_logged_under_the_request_id_its_answer_carries(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
+):
+    """The first refusal of an interval is logged in full, and a refusal decided on the request's head (the
+    queue has no room even for one image) is logged under the id it answers with in ``X-Request-Id``: the
+    one the client sent, or the one the server made."""
+    server = start_server(
+        tiny_model_dir, tmp_path, max_queue_images=1, max_batch_size=64, max_batch_delay_ms=HOLD_MS,
+        log_format="json", rejection_log_interval_seconds=1,
+    )  # fmt: skip
+    try:
+        holder = Holder(server, small_jpeg)
+        sent = "client-chosen-" + str(time.monotonic_ns())
+        ids = []
+        for extra in ({}, {"X-Request-Id": sent}):
+            req = RawRequest(server.port, "/classify", {"Content-Type": "image/jpeg", **extra}, 5 * 1024 * 1024)
+            a = req.send(b"\xff\xd8").answer(timeout_s=HOLD_MS / 1000 / 2)  # the body never comes
+            req.close()
+            assert a.status == 503 and a.closed_by_server, a
+            ids.append(a.headers["x-request-id"])
+            time.sleep(1.2)  # a new interval: the next refusal is the first of its kind again
+        assert ids[1] == sent and len(ids[0]) == 32
+        assert holder.join().status_code == 200
+
+        def full_lines() -> list[dict]:
+            out = []
+            for line in server.log().splitlines():
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(doc, dict) and "POST /classify -> 503:" in doc.get("message", ""):
+                    out.append(doc)
+            return out
+
+        _wait_for(lambda: len(full_lines()) >= 2, 10, "the two refusals' log lines")
+        assert [d["request_id"] for d in full_lines()] == ids
+    finally:
+        server.stop()
+
+
 def test_a_flood_of_refusals_is_answered_in_turn_at_the_paced_rate(
     tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
 ):
