@@ -3,7 +3,8 @@
 * :class:`CallLimit`, a server interceptor, counts the calls in progress (all connections) and refuses a
   call past ``grpc_max_pending_rpcs`` at once with RESOURCE_EXHAUSTED, a message that names the limit and
   ``grpc-retry-pushback-ms`` trailing metadata (gRPC's retry pushback: how long a client should wait).
-  The refused call's message is not parsed (a raw-bytes handler).
+  The refused call's message is not parsed (a raw-bytes handler); each refusal is counted
+  (``classifier_rejections_total{reason="too_many_calls"}`` and a gRPC 503, see ``predictor.server``).
 * Every refusal of ours that asks the client to come back (queue full or over the queue-wait budget:
   UNAVAILABLE; out of device memory: RESOURCE_EXHAUSTED) carries the same trailing metadata, from the
   error's ``Retry-After`` (:func:`predictor.protocol.status.grpc_error` attaches it).
@@ -57,13 +58,17 @@ class CallLimit(aio.ServerInterceptor):
     Args:
         max_pending: Most calls in progress at once (``grpc_max_pending_rpcs``).
         retry_after_s: Seconds a refused client should wait (the admission's ``Retry-After``).
+        on_refusal: Called for each call refused at the limit (the rejection and request metrics).
     """
 
-    def __init__(self, max_pending: int, retry_after_s: Callable[[], float]) -> None:
+    def __init__(
+        self, max_pending: int, retry_after_s: Callable[[], float], on_refusal: Callable[[], None] | None = None
+    ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.max_pending = max_pending
         self._retry_after_s = retry_after_s
+        self._on_refusal = on_refusal
         self.pending = 0
         self.refused = 0
 
@@ -77,6 +82,8 @@ class CallLimit(aio.ServerInterceptor):
             return handler  # streaming methods: not served by this predictor's data plane
         if self.pending >= self.max_pending:
             self.refused += 1
+            if self._on_refusal is not None:
+                self._on_refusal()
             return grpc.unary_unary_rpc_method_handler(self._refuse)  # raw bytes: the message is not parsed
         behavior = handler.unary_unary
 

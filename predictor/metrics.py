@@ -83,8 +83,9 @@ REJECTION_REASONS = (
     "not_live",
 )
 """Values of the ``reason`` label of ``classifier_rejections_total``: every ``PredictorError.reason``."""
-CONNECTION_REJECTION_REASONS = ("header_timeout", "header_too_large", "too_many_connections")
-"""Reasons the HTTP server's connection guard counts (:mod:`predictor.http_guard`), not errors of a request."""
+CONNECTION_REJECTION_REASONS = ("header_timeout", "header_too_large", "too_many_connections", "too_many_calls")
+"""Reasons the servers' guards count, not errors of a request: the HTTP server's connection guard
+(:mod:`predictor.http_guard`) and the gRPC server's call limit (``too_many_calls``, :mod:`predictor.grpc_guard`)."""
 JPEG_FALLBACK_REASONS = ("device_error", "shape")
 OTHER_CLASS = "other"
 """The ``class`` label of the top-1 answers whose class id is at or past ``prediction_metrics_max_classes``."""

@@ -8,6 +8,7 @@ over gRPC (an ``InferRequest`` built from the ``ModelInferRequest``). REST v2 is
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -15,6 +16,8 @@ from kserve import InferRequest, Model
 
 from predictor.config import Settings
 from predictor.errors import InvalidInput, PredictorError
+from predictor.logs import REJECTIONS_LOGGER, RejectionLog, request_id_var
+from predictor.middleware import record_rejection
 from predictor.pipeline import Pipeline
 from predictor.protocol import grpc_error, parse_v1, predictions_json, v2
 
@@ -22,12 +25,22 @@ logger = logging.getLogger(__name__)
 
 
 class ImageClassifierModel(Model):
-    """KServe model serving one image classifier through a :class:`Pipeline`."""
+    """KServe model serving one image classifier through a :class:`Pipeline`.
 
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    Args:
+        settings: The server's settings.
+        pipeline: What classifies.
+        rejections: Where refused gRPC calls are logged (per interval, with the HTTP server's refusals);
+            a log of its own when omitted.
+    """
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, rejections: RejectionLog | None = None) -> None:
         super().__init__(settings.model_name)
         self.settings = settings
         self.pipeline = pipeline
+        self.rejections = rejections or RejectionLog(
+            logging.getLogger(REJECTIONS_LOGGER), settings.rejection_log_interval_seconds
+        )
 
     @property
     def ready(self) -> bool:
@@ -56,7 +69,7 @@ class ImageClassifierModel(Model):
         if isinstance(payload, InferRequest):
             if not payload.from_grpc:  # REST v2 has its own routes (predictor.routes); this is not reached
                 raise InvalidInput(f"send v2 REST requests to /v2/models/{self.name}/infer")
-            return await self._grpc(payload)
+            return await self._grpc(payload, headers or {})
         parsed = parse_v1(payload)
         results = await self.pipeline.classify(parsed.images, parsed.top_k)
         return {
@@ -65,8 +78,9 @@ class ImageClassifierModel(Model):
             "model_version": self.pipeline.model_version,
         }
 
-    async def _grpc(self, request: InferRequest) -> Any:
-        """v2 over gRPC, counted with protocol="grpc" (gRPC calls bypass the HTTP middleware)."""
+    async def _grpc(self, request: InferRequest, metadata: dict[str, str]) -> Any:
+        """v2 over gRPC, counted with protocol="grpc" (gRPC calls bypass the HTTP middleware); a refused call
+        is counted and logged as the middleware does, under the call's request id (:func:`grpc_request_id`)."""
         m, started, code = self.pipeline.metrics, time.perf_counter(), 200
         try:
             parsed = v2.parse_grpc(request)
@@ -74,7 +88,11 @@ class ImageClassifierModel(Model):
             return v2.encode_grpc(results, parsed, self.name, self.pipeline.model_version)
         except PredictorError as e:
             code = e.status_code
-            m.rejections.labels(self.name, e.reason).inc()
+            token = request_id_var.set(grpc_request_id(metadata, request))
+            try:
+                record_rejection(m, self.rejections, self.name, e, "gRPC", "ModelInfer")
+            finally:
+                request_id_var.reset(token)
             raise grpc_error(e) from None
         except Exception:
             code = 500
@@ -94,3 +112,10 @@ class ImageClassifierModel(Model):
         spec = self.pipeline.spec
         hw = spec.crop_hw if spec is not None else (-1, -1)
         return v2.metadata(self.name, self.pipeline.model_version, hw)
+
+
+def grpc_request_id(metadata: dict[str, str], request: InferRequest) -> str:
+    """A gRPC call's request id: its ``x-request-id`` metadata (at most 128 characters), else the
+    ``ModelInferRequest``'s ``id``, else a new random one."""
+    sent = metadata.get("x-request-id") or request.id or ""
+    return str(sent)[:128] or os.urandom(16).hex()

@@ -63,10 +63,18 @@ async def _wait_disconnect(request: Request) -> None:
             return
 
 
-def install(app: FastAPI, settings: Settings, pipeline: Pipeline, metrics: PredictorMetrics) -> HeadRefusal:
+def install(
+    app: FastAPI,
+    settings: Settings,
+    pipeline: Pipeline,
+    metrics: PredictorMetrics,
+    rejections: RejectionLog | None = None,
+) -> HeadRefusal:
     """Add our middleware, error handler and routes to KServe's app; returns the refusal on the head that
-    the HTTP server's protocol makes with the same admission, metrics and rejection log."""
-    rejections = RejectionLog(logging.getLogger(REJECTIONS_LOGGER), settings.rejection_log_interval_seconds)
+    the HTTP server's protocol makes with the same admission, metrics and rejection log (``rejections``: the
+    server's, shared with gRPC; a new one when omitted)."""
+    if rejections is None:
+        rejections = RejectionLog(logging.getLogger(REJECTIONS_LOGGER), settings.rejection_log_interval_seconds)
     app.add_middleware(
         RequestContextMiddleware,
         settings=settings,

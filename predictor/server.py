@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from predictor.config import Settings
-from predictor.logs import configure_logging
+from predictor.logs import REJECTIONS_LOGGER, RejectionLog, configure_logging
 
 if TYPE_CHECKING:
     from predictor.http_guard import ConnectionLimits
@@ -53,8 +54,10 @@ def build(settings: Settings) -> Built:
     kserve_compat.guard_grpc_repository(refuse_grpc_repository)
     metrics = PredictorMetrics()
     pipeline = Pipeline(settings, metrics)
-    model = ImageClassifierModel(settings, pipeline)
-    head_refusal = routes.install(app, settings, pipeline, metrics)
+    # One rejection log: a flood is a few lines per interval whichever protocol it comes by.
+    rejections = RejectionLog(logging.getLogger(REJECTIONS_LOGGER), settings.rejection_log_interval_seconds)
+    model = ImageClassifierModel(settings, pipeline, rejections)
+    head_refusal = routes.install(app, settings, pipeline, metrics, rejections)
     ui.install(app, settings, pipeline)
     if settings.redis_url:
         _install_jobs(app, settings)
@@ -100,7 +103,11 @@ def serve(settings: Settings) -> None:
     if settings.enable_grpc:
         from predictor.grpc_guard import CallLimit, server_options
 
-        call_limit = CallLimit(settings.grpc_max_pending_rpcs, built.pipeline.admission.retry_after_s)
+        call_limit = CallLimit(
+            settings.grpc_max_pending_rpcs,
+            built.pipeline.admission.retry_after_s,
+            on_refusal=_call_refused(settings, built.pipeline.metrics),
+        )
         kserve_compat.configure_grpc_server(server_options(settings), [call_limit])
     try:
         built.model.load()
@@ -125,6 +132,17 @@ def route_listing(settings: Settings) -> list[dict[str, Any]]:
     built = build(settings)
     kserve_compat.register_kserve_routes(built.server, settings.http_port)
     return [r.as_json() for r in mounted_routes(built.app)]
+
+
+def _call_refused(settings: Settings, metrics: PredictorMetrics) -> Callable[[], None]:
+    """What a gRPC call refused at ``grpc_max_pending_rpcs`` counts: a rejection (``too_many_calls``) and an
+    answered gRPC request with the HTTP status of a busy server (503)."""
+
+    def count() -> None:
+        metrics.rejections.labels(settings.model_name, "too_many_calls").inc()
+        metrics.observe_request(settings.model_name, "grpc", 503, 0.0)
+
+    return count
 
 
 def _limits(settings: Settings, metrics: PredictorMetrics, head_refusal: HeadRefusal) -> ConnectionLimits:

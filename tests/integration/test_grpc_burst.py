@@ -5,6 +5,7 @@ REST's; a valid client is served while the burst runs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 import threading
 import time
@@ -83,6 +84,8 @@ async def _burst(port: int, image: bytes) -> list[dict]:
 
 def test_a_burst_is_answered_with_statuses_that_say_why_and_when(burst_server, small_jpeg: bytes) -> None:
     server, port = burst_server
+    too_many = server.metric("classifier_rejections_total", reason="too_many_calls")
+    answered_503 = server.metric("classifier_requests_total", protocol="grpc", code="503")
     beside: list[tuple[int, float]] = []
     stop = threading.Event()
 
@@ -116,6 +119,9 @@ def test_a_burst_is_answered_with_statuses_that_say_why_and_when(burst_server, s
     queue = [r for r in refused if r["code"] == grpc.StatusCode.UNAVAILABLE]
     assert all("inference queue" in r["details"] and "Retry-After" in r["details"] for r in queue), queue[:3]
     assert any(code == 200 for code, _ in beside), beside
+    # Every refusal is in the metrics: those at the call limit under their own reason, all as gRPC 503s.
+    assert server.metric("classifier_rejections_total", reason="too_many_calls") == too_many + len(busy)
+    assert server.metric("classifier_requests_total", protocol="grpc", code="503") == answered_503 + len(refused)
     # A valid gRPC client after the burst is served.
     again = asyncio.run(_burst_one(port, small_jpeg))
     assert again["code"] == grpc.StatusCode.OK, again
@@ -133,3 +139,52 @@ def test_grpc_message_limits_equal_rests(burst_server, small_jpeg: bytes) -> Non
     assert within["code"] != grpc.StatusCode.RESOURCE_EXHAUSTED, within  # read and classified (or refused as an image)
     over = asyncio.run(_burst_one(port, b"\0" * (MAX_REQUEST_BYTES + 1024)))
     assert over["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED and str(MAX_REQUEST_BYTES) in over["details"], over
+
+
+def test_a_refused_call_is_logged_under_its_request_id(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A gRPC call refused by the predictor (here: not an image) is counted and logged as an HTTP refusal is,
+    under the call's ``x-request-id`` metadata, or else the ``ModelInferRequest`` id."""
+    grpc_port = free_port()
+    server = start_server(
+        tiny_model_dir, tmp_path, enable_grpc="true", grpc_port=grpc_port, log_format="json",
+        rejection_log_interval_seconds=1,
+    )  # fmt: skip
+    try:
+        before = server.metric("classifier_rejections_total", reason="invalid_input")
+
+        async def refused(metadata: tuple[tuple[str, str], ...], request_id: str) -> grpc.StatusCode:
+            request = _request(b"not an image")
+            request.id = request_id
+            async with aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                call = GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=metadata, timeout=30)
+                try:
+                    await call
+                except aio.AioRpcError:
+                    pass
+                return await call.code()
+
+        assert (
+            asyncio.run(refused((("x-request-id", "grpc-meta-1"),), "infer-id-1")) == grpc.StatusCode.INVALID_ARGUMENT
+        )
+        time.sleep(1.2)  # a new interval: the next refusal is the first of its kind again
+        assert asyncio.run(refused((), "infer-id-2")) == grpc.StatusCode.INVALID_ARGUMENT
+        assert server.metric("classifier_rejections_total", reason="invalid_input") == before + 2
+
+        def lines() -> list[dict]:
+            out = []
+            for line in server.log().splitlines():
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(doc, dict) and doc.get("message", "").startswith("gRPC ModelInfer -> 400:"):
+                    out.append(doc)
+            return out
+
+        deadline = time.monotonic() + 10
+        while len(lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [d["request_id"] for d in lines()] == ["grpc-meta-1", "infer-id-2"], lines()
+        assert server.proc.poll() is None
+    finally:
+        server.stop()
