@@ -79,6 +79,7 @@ class LoadConfig:
 class _Stats:
     ok_latencies_s: list[float] = field(default_factory=list)
     ok_server_s: list[float] = field(default_factory=list)  # the server's own time (Server-Timing), where sent
+    ok_queue_s: list[float] = field(default_factory=list)  # of which in the server's queue (Server-Timing), where sent
     rejected_latencies_s: list[float] = field(default_factory=list)
     retry_after_s: list[float] = field(default_factory=list)
     status_counts: dict[str, int] = field(default_factory=dict)
@@ -91,13 +92,14 @@ class _Stats:
     sample_error: str = ""
 
 
-def server_timing_s(header: str | None) -> float | None:
-    """Seconds of a ``Server-Timing: total;dur=<ms>`` header, or None."""
+def server_timing_s(header: str | None, metric_name: str = "total") -> float | None:
+    """Seconds of the ``metric_name`` entry of a ``Server-Timing`` header (``total;dur=<ms>``: the server's own
+    time; ``queue``: the time the request's images were counted in its queue), or None."""
     if not header:
         return None
     for metric in header.split(","):
         name, _, params = metric.strip().partition(";")
-        if name == "total":
+        if name == metric_name:
             for param in params.split(";"):
                 key, _, value = param.strip().partition("=")
                 if key == "dur":
@@ -169,11 +171,13 @@ class _Runner:
         status: str | None = None
         retry_after: float | None = None
         server_s: float | None = None
+        queue_s: float | None = None
         try:
             async with session.post(self.base + req.path, data=req.body, headers=req.headers) as resp:
                 body = await resp.read()
                 status = str(resp.status)
                 server_s = server_timing_s(resp.headers.get("Server-Timing"))
+                queue_s = server_timing_s(resp.headers.get("Server-Timing"), "queue")
                 if resp.status == 503:
                     retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
                 if resp.status == 200 and self.cfg.validate and not is_bad:
@@ -200,6 +204,8 @@ class _Runner:
             s.ok_latencies_s.append(latency)
             if server_s is not None:
                 s.ok_server_s.append(server_s)
+            if queue_s is not None:
+                s.ok_queue_s.append(queue_s)
             s.ok_images += req.n_images
         elif status == "503":
             s.rejected_latencies_s.append(latency)
@@ -292,6 +298,10 @@ class _Runner:
             "server_timing_ms": {  # arrival at the server's app to its answer's start, as the server says
                 "p50": _ms(percentile(s.ok_server_s, 50)),
                 "p99": _ms(percentile(s.ok_server_s, 99)),
+            },
+            "server_queue_ms": {  # of which its images were counted in the server's queue (admitted to inferred)
+                "p50": _ms(percentile(s.ok_queue_s, 50)),
+                "p99": _ms(percentile(s.ok_queue_s, 99)),
             },
             "errors": errors,
             "error_count": sum(errors.values()),

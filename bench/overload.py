@@ -14,7 +14,8 @@ JPEGs):
   a 503, as ``python -m predictor.client`` does.
 
 Each step reports goodput (images answered 200 per second), accepted p50/p99 (as the client saw them, and
-the server's own part of them: its ``Server-Timing``, from the app's start to the answer's), the 503 share and its
+the server's own part of them: its ``Server-Timing``, from the app's start to the answer's, and of that the time
+its images were counted in the queue, admitted to inferred: what the queue-wait budget bounds), the 503 share and its
 p50/p99, the median ``Retry-After``, timeouts and other errors, the server's cores, an estimate of its CPU
 per rejection (its CPU beyond what the step's answered images cost at the smallest c, per 503), and the
 lines its log got per second. A probe measures the CPU of one rejection directly: a server whose one-image
@@ -283,19 +284,21 @@ def render(res: dict[str, Any]) -> str:
     out += _render_targets(res)
     head = (
         "| server | loop | load | goodput img/s | vs c16 | accepted p50 / p99 ms | server's own p50 / p99 ms "
-        "| 503 share | 503 p50 / p99 ms "
+        "| in its queue p50 / p99 ms | 503 share | 503 p50 / p99 ms "
         "| Retry-After p50 s | timeouts | other errors | server cores | CPU ms / 503 (est.) | log lines/s "
         "| others' cores |"
     )
     for proto in dict.fromkeys(r["protocol"] for r in res["steps"]):
-        out += [f"## {proto}", "", head, "|" + "---|" * 16]
+        out += [f"## {proto}", "", head, "|" + "---|" * 17]
         for r in (r for r in res["steps"] if r["protocol"] == proto):
             rej, lat = r["rejected_503"], r["latency_ms"]
             own = r.get("server_timing_ms") or {"p50": None, "p99": None}
+            queued = r.get("server_queue_ms") or {"p50": None, "p99": None}
             other = {k: v for k, v in r["errors"].items() if k not in ("503", "timeout")}
             out.append(
                 f"| {r['server']} | {r['loop']} | {r['load']} | {r['img_per_s']} | {r['goodput_vs_base']} | "
-                f"{lat['p50']} / {lat['p99']} | {own['p50']} / {own['p99']} | {rej['share']:.2f} | "
+                f"{lat['p50']} / {lat['p99']} | {own['p50']} / {own['p99']} | {queued['p50']} / {queued['p99']} | "
+                f"{rej['share']:.2f} | "
                 f"{rej['p50_ms']} / {rej['p99_ms']} | "
                 f"{rej['retry_after_s']['p50']} | {r['timeouts']} | {other or '-'} | {r['server_cores']} | "
                 f"{r['cpu_ms_per_rejection_est']} | {r['log_lines_per_s']} | {r['others_cores_busy']} |"

@@ -83,6 +83,10 @@ class Reservation:
         """Declared images not counted in yet (the body is on its way): :meth:`arrived` counts them in."""
         self._taken = False
         self._ended = False
+        self._counted_at: float | None = None if due else admission.clock()
+        self.queue_s: float | None = None
+        """Seconds its images were counted in the queue (from being counted in to the end of their forward
+        pass: the time the queue-wait budget bounds); None until they have left it."""
 
     def arrived(self) -> None:
         """The request's body has arrived: count its declared images in now (all or none).
@@ -94,6 +98,12 @@ class Reservation:
             self.admission.admit(self.due)
             self.admission.count_request(self.declared)
             self._images, self.due = self._images + self.due, 0
+            self._counted_at = self.admission.clock()
+
+    def left(self) -> None:
+        """The request's images have left the queue (:meth:`Admission.slots` ends): :attr:`queue_s` is set."""
+        if self._counted_at is not None and self.queue_s is None:
+            self.queue_s = self.admission.clock() - self._counted_at
 
     @property
     def images(self) -> int:
@@ -233,6 +243,7 @@ class Admission:
         self._requests: Counter[int] = Counter()  # requests admitted, by size (images)
         self._on_change = on_change
         self._busy_from_depth = busy_from_depth
+        self.clock = clock
         self.rate = DrainRate(window_s, clock)
 
     @property
@@ -391,6 +402,8 @@ class Admission:
             self._pixels -= pixels
             self._leave(n)
             self.release(n)
+            if reservation is not None:
+                reservation.left()
 
     def _leave(self, size: int) -> None:
         self._requests[size] -= 1

@@ -210,7 +210,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = {"code": 500}
         answer_encoding = response_encoding(headers.get(b"accept-encoding", b"").decode("latin-1"))
-        send_wrapper = self._sender(send, rid, status, answer_encoding if protocol else None, started)
+        send_wrapper = self._sender(send, rid, status, answer_encoding if protocol else None, started, scope)
         body = TimedBody(receive, self.upload_limits)
         try:
             early = early_refusal(headers, limit)
@@ -285,9 +285,12 @@ class RequestContextMiddleware:
                 self.metrics.inflight.labels(self.settings.model_name).dec()
 
     @staticmethod
-    def _sender(send: Send, rid: str, status: dict[str, int], encoding: str | None, started: float) -> Send:
+    def _sender(
+        send: Send, rid: str, status: dict[str, int], encoding: str | None, started: float, scope: Scope
+    ) -> Send:
         """Records the status, adds the request id and ``Server-Timing`` (time from arrival to the answer's
-        start, which the try-it page shows), and compresses the answer when asked to."""
+        start, which the try-it page shows, and the time in the queue of a request admitted by its
+        reservation), and compresses the answer when asked to."""
         start: list[Message] = []
         chunks: list[bytes] = []
         coding = [encoding]  # an error answer (a few dozen bytes of JSON) is never worth compressing
@@ -297,7 +300,9 @@ class RequestContextMiddleware:
                 status["code"] = message["status"]
                 out = message.setdefault("headers", [])
                 out.append((b"x-request-id", rid.encode("latin-1")))
-                out.append(server_timing(time.perf_counter() - started))
+                reservation = scope.get("state", {}).get(RESERVATION_STATE)
+                queue_s = reservation.queue_s if reservation is not None else None
+                out.append(server_timing(time.perf_counter() - started, queue_s))
                 if message["status"] >= 400:
                     coding[0] = None
                 if message["status"] == 408 and all(k.lower() != b"connection" for k, _ in out):
@@ -348,9 +353,14 @@ def request_id(headers: dict[bytes, bytes]) -> str:
     return headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
 
 
-def server_timing(seconds: float) -> tuple[bytes, bytes]:
-    """The ``Server-Timing`` header of an answer started ``seconds`` after the request arrived."""
-    return b"server-timing", b"total;dur=%.2f" % (seconds * 1000)
+def server_timing(seconds: float, queue_s: float | None = None) -> tuple[bytes, bytes]:
+    """The ``Server-Timing`` header of an answer started ``seconds`` after the request arrived (``total``),
+    with ``queue``: the seconds its images were counted in the queue (admitted to the end of their forward
+    pass: waiting, decoding, inference), where it has them."""
+    total = b"total;dur=%.2f" % (seconds * 1000)
+    if queue_s is None:
+        return b"server-timing", total
+    return b"server-timing", b'queue;desc="admitted to inferred";dur=%.2f, %s' % (queue_s * 1000, total)
 
 
 def early_refusal(headers: dict[bytes, bytes], limit: int) -> PredictorError | None:

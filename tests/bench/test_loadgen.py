@@ -118,3 +118,6 @@ def test_the_servers_own_time_is_read_from_server_timing() -> None:
     assert server_timing_s("total;dur=12.5") == pytest.approx(0.0125)
     assert server_timing_s("db;dur=1, total;desc=x;dur=3") == pytest.approx(0.003)
     assert server_timing_s(None) is None and server_timing_s("total") is None and server_timing_s("total;dur=x") is None
+    both = 'queue;desc="admitted to inferred";dur=900.5, total;dur=950.25'
+    assert server_timing_s(both) == pytest.approx(0.95025) and server_timing_s(both, "queue") == pytest.approx(0.9005)
+    assert server_timing_s("total;dur=3", "queue") is None

@@ -257,6 +257,29 @@ def test_a_reservation_whose_body_never_came_gives_nothing_back() -> None:
     a.admit(4)  # nothing was counted twice or given back twice
 
 
+def test_a_reservation_knows_how_long_its_images_were_counted_in_the_queue() -> None:
+    """From being counted in (the body came) to the end of the pipeline's block: what the budget bounds."""
+    now = [100.0]
+    a = Admission(4, clock=lambda: now[0])
+    with a.reserve(2, on_arrival=True) as reservation:
+        now[0] += 5.0  # the body on its way: not in the queue
+        reservation.arrived()
+        now[0] += 0.25
+        with a.slots(2, reservation):
+            assert reservation.queue_s is None, "still in the queue"
+            now[0] += 0.5
+        now[0] += 9.0  # answering: out of the queue
+    assert reservation.queue_s == pytest.approx(0.75)
+    with a.reserve(1) as counted_at_once:  # counted in when reserved
+        now[0] += 0.1
+        with a.slots(1, counted_at_once):
+            now[0] += 0.2
+    assert counted_at_once.queue_s == pytest.approx(0.3)
+    with a.reserve(1, on_arrival=True) as never_came:
+        pass
+    assert never_came.queue_s is None
+
+
 # ---------------------------------------------------------------- latency-bounded admission
 
 
