@@ -5,7 +5,6 @@ REST's; a valid client is served while the burst runs."""
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import threading
 import time
@@ -171,15 +170,7 @@ def test_a_refused_call_is_logged_under_its_request_id(tiny_model_dir: Path, tmp
         assert server.metric("classifier_rejections_total", reason="invalid_input") == before + 2
 
         def lines() -> list[dict]:
-            out = []
-            for line in server.log().splitlines():
-                try:
-                    doc = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(doc, dict) and doc.get("message", "").startswith("gRPC ModelInfer -> 400:"):
-                    out.append(doc)
-            return out
+            return server.log_records("gRPC ModelInfer -> 400:")
 
         deadline = time.monotonic() + 10
         while len(lines()) < 2 and time.monotonic() < deadline:

@@ -139,19 +139,8 @@ def test_a_refusal_on_the_head_is_logged_under_the_request_id_its_answer_carries
         assert ids[1] == sent and len(ids[0]) == 32
         assert holder.join().status_code == 200
 
-        def full_lines() -> list[dict]:
-            out = []
-            for line in server.log().splitlines():
-                try:
-                    doc = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(doc, dict) and "POST /classify -> 503:" in doc.get("message", ""):
-                    out.append(doc)
-            return out
-
-        _wait_for(lambda: len(full_lines()) >= 2, 10, "the two refusals' log lines")
-        assert [d["request_id"] for d in full_lines()] == ids
+        _wait_for(lambda: len(server.log_records("POST /classify -> 503:")) >= 2, 10, "the two refusals' log lines")
+        assert [d["request_id"] for d in server.log_records("POST /classify -> 503:")] == ids
     finally:
         server.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -56,6 +57,18 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_records(self, containing: str = "") -> list[dict]:
+        """The log's JSON objects (a server run with ``--log_format json``) whose message contains ``containing``."""
+        out = []
+        for line in self.log().splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and containing in str(doc.get("message", "")):
+                out.append(doc)
+        return out
 
     def metrics(self) -> str:
         return self.client.get("/metrics").text
