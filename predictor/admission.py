@@ -6,13 +6,16 @@ is the queue-depth gauge the autoscaler reads. A request is refused at once with
 
 * its images would take the count over ``max_queue_images`` (the memory bound), or
 * its *expected wait* would exceed the queue-wait budget (``max_queue_wait_ms``, capped at
-  ``request_timeout_ms``): the images ahead of it plus its own, divided by the measured drain rate, is
-  the time until its last image has left the queue. Decoding and batching take turns by request, so each
-  request ahead counts for at most as many images as the newcomer has (:meth:`Admission.ahead_of`): a
+  ``request_timeout_ms``): the images ahead of it plus its own, divided by the measured drain rate, is the
+  time until its last image has left the queue, corrected by how much longer than that recent requests near
+  the budget took until their answer (:class:`WaitCalibration`: images leave a batch at a time, decoding
+  shares the cores, the answer is built after the queue). Decoding and batching take turns by request, so
+  each request ahead counts for at most as many images as the newcomer has (:meth:`Admission.ahead_of`): a
   small request is not refused for a huge one's backlog. So accepted latency stays near the budget however
-  fast or slow the model is, and the queue holds only what the pod drains in that time. A request that
-  finds the queue empty is always admitted (waiting cannot make it fit better). Cold start (no drain
-  rate measured yet, i.e. nothing answered since start): at most ``cold_start_images`` (one batch) are
+  fast or slow the model is, and the queue holds only what the pod drains in that time (the pipeline also
+  keeps each forward pass within an eighth of the budget: :class:`~predictor.batching.LatencyCap`). A
+  request that finds the queue empty is always admitted (waiting cannot make it fit better). Cold start (no
+  drain rate measured yet, i.e. nothing answered since start): at most ``cold_start_images`` (one batch) are
   admitted, until the first images have drained and a rate exists.
 * its images' decoded pixels (:func:`~predictor.preprocess.decode_cost_pixels`) would take the pixels
   admitted over ``max_queue_pixels``: decoding costs by pixels, not by image count, so a few huge
@@ -74,7 +77,7 @@ class Reservation:
     first; on exit, whatever was not taken is given back.
     """
 
-    def __init__(self, admission: Admission, images: int, due: int = 0) -> None:
+    def __init__(self, admission: Admission, images: int, due: int = 0, expected_s: float | None = None) -> None:
         self.admission = admission
         self.declared = images + due
         """Images the request declared (what was reserved)."""
@@ -84,6 +87,7 @@ class Reservation:
         self._taken = False
         self._ended = False
         self._counted_at: float | None = None if due else admission.clock()
+        self._expected_s = expected_s  # the expected wait when counted in (the calibration's denominator)
         self.queue_s: float | None = None
         """Seconds its images were counted in the queue (from being counted in to the end of their forward
         pass: the time the queue-wait budget bounds); None until they have left it."""
@@ -95,15 +99,23 @@ class Reservation:
             Overloaded: they do not fit any more (the queue filled while the body was on its way).
         """
         if self.due:
+            expected = self.admission.expected_wait_s(self.due)
             self.admission.admit(self.due)
             self.admission.count_request(self.declared)
             self._images, self.due = self._images + self.due, 0
-            self._counted_at = self.admission.clock()
+            self._counted_at, self._expected_s = self.admission.clock(), expected
 
     def left(self) -> None:
         """The request's images have left the queue (:meth:`Admission.slots` ends): :attr:`queue_s` is set."""
         if self._counted_at is not None and self.queue_s is None:
             self.queue_s = self.admission.clock() - self._counted_at
+
+    def answering(self) -> None:
+        """The answer starts: how long it took since its images were counted in, against the wait expected
+        then, calibrates the admission's estimate (:class:`WaitCalibration`)."""
+        if self.queue_s is None or self._counted_at is None:
+            return
+        self.admission.calibrate(self.admission.clock() - self._counted_at, self._expected_s)
 
     @property
     def images(self) -> int:
@@ -200,6 +212,49 @@ class DrainRate:
             self._samples.popleft()
 
 
+class WaitCalibration:
+    """How much longer than expected recent requests waited: the estimate's correction.
+
+    The expected wait is the images ahead at the measured drain rate, a straight line; images leave a batch
+    at a time, their decoding shares the cores with the forward pass, and the answer is built after the
+    queue, so a request near the budget waits longer, by a share that depends on the model, the device and
+    the load. Each answered request whose expected wait was at least a quarter of the budget (below that,
+    the batch a request joins, not the queue, decides its time) reports its time from being counted in to
+    its answer's start, divided by its expected wait; the ``quantile`` of the last ``window`` of those
+    ratios (1 until ``least`` were seen, at most ``most``: the queue keeps at least half the budget) is the
+    factor the expected wait is multiplied by before it is compared with the budget.
+
+    Args:
+        window: How many recent ratios.
+        quantile: Which quantile of them.
+        least: Ratios seen before any correction.
+        most: The largest correction.
+    """
+
+    def __init__(self, window: int = 256, quantile: float = 0.9, least: int = 32, most: float = 2.0) -> None:
+        self._ratios: deque[float] = deque(maxlen=window)
+        self._quantile = quantile
+        self._least = least
+        self._most = most
+        self._since = 0
+        self._factor = 1.0
+
+    def observe(self, ratio: float) -> None:
+        """One request took ``ratio`` times its expected wait."""
+        if not math.isfinite(ratio) or ratio <= 0:
+            return
+        self._ratios.append(ratio)
+        self._since += 1
+        if len(self._ratios) >= self._least and self._since >= 16:  # sorted again every 16 requests
+            self._since = 0
+            ordered = sorted(self._ratios)
+            self._factor = min(self._most, max(1.0, ordered[int(self._quantile * (len(ordered) - 1))]))
+
+    def factor(self) -> float:
+        """What the expected wait is multiplied by: 1 to ``most``."""
+        return self._factor
+
+
 class Admission:
     """Bounded count of admitted images (and of their decoded pixels), refusing what would wait too long.
 
@@ -245,6 +300,7 @@ class Admission:
         self._busy_from_depth = busy_from_depth
         self.clock = clock
         self.rate = DrainRate(window_s, clock)
+        self.calibration = WaitCalibration()
 
     @property
     def depth(self) -> int:
@@ -317,13 +373,15 @@ class Admission:
                 f"no drain rate measured yet, and {self._depth} images are already waiting (at most "
                 f"{self.cold_start_images} are admitted until the first have been answered)"
             )
-        elif expected <= self.max_wait_s:
+        elif expected * self.calibration.factor() <= self.max_wait_s:
             return
         else:
+            factor = self.calibration.factor()
+            longer = f" (x {factor:.2f}: recent requests waited that much longer than expected)" if factor > 1 else ""
             why = (
-                f"{ahead} images ahead of its {size} would take about {expected * 1000:.0f} ms at the measured "
-                f"{self.rate.images_per_s():.1f} images/s, over the queue-wait budget of {budget_ms} ms "
-                "(max_queue_wait_ms)"
+                f"{ahead} images ahead of its {size} would take about {expected * factor * 1000:.0f} ms at the "
+                f"measured {self.rate.images_per_s():.1f} images/s{longer}, over the queue-wait budget of "
+                f"{budget_ms} ms (max_queue_wait_ms)"
             )
         wait = self.retry_after_s()
         raise Overloaded(f"inference queue is busy: {why}; retry in {wait} s (Retry-After)", retry_after_seconds=wait)
@@ -355,9 +413,18 @@ class Admission:
                 raise self._overloaded(n)
             self._check_wait(n, 0)
             return Reservation(self, 0, due=n)
+        expected = self.expected_wait_s(n)
         self.admit(n)
         self.count_request(n)
-        return Reservation(self, n)
+        return Reservation(self, n, expected_s=expected)
+
+    def calibrate(self, took_s: float, expected_s: float | None) -> None:
+        """A request took ``took_s`` from being counted in to its answer, where ``expected_s`` was expected:
+        requests expected to wait at least a quarter of the budget correct the estimate
+        (:class:`WaitCalibration`)."""
+        if self.max_wait_s is None or expected_s is None or not expected_s >= self.max_wait_s / 4:
+            return
+        self.calibration.observe(took_s / expected_s)
 
     def count_request(self, size: int) -> None:
         """A request of ``size`` declared images entered the queue (what :meth:`ahead_of` weighs)."""

@@ -26,7 +26,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +58,45 @@ class BatchStats:
     size: int
     queue_waits_s: list[float]
     run_s: float
+
+
+BATCH_SHARE_OF_BUDGET = 0.125
+"""The longest a forward pass may take, as a share of the queue-wait budget (:class:`LatencyCap`)."""
+
+
+class LatencyCap:
+    """The most images per forward pass such that one pass takes at most ``share`` of the queue-wait budget.
+
+    Images leave the queue a batch at a time: an image that just misses a batch waits for a whole pass more,
+    so a pass that takes half the budget (32 images at 67 images/s on one CPU core: 0.48 s of a 1-s budget)
+    makes the budget a coin toss. The time per image is the median over the last ``samples`` passes
+    (``run_s / size``); on a fast device the cap stays at ``max_batch_size``.
+
+    Args:
+        max_batch_size: The configured most images per forward pass.
+        budget_s: The queue-wait budget; None: no cap.
+        share: The share of it one pass may take.
+        samples: How many recent passes the time per image is the median of.
+    """
+
+    def __init__(
+        self, max_batch_size: int, budget_s: float | None, share: float = BATCH_SHARE_OF_BUDGET, samples: int = 9
+    ) -> None:
+        self.max_batch_size = max_batch_size
+        self.budget_s = budget_s
+        self.share = share
+        self._per_image_s: deque[float] = deque(maxlen=samples)
+        self.value = max_batch_size
+
+    def observe(self, size: int, run_s: float) -> bool:
+        """One forward pass of ``size`` images took ``run_s``; True when the cap changed."""
+        if self.budget_s is None or size < 1 or run_s <= 0:
+            return False
+        self._per_image_s.append(run_s / size)
+        per_image = statistics.median(self._per_image_s)
+        new = max(1, min(self.max_batch_size, int(self.budget_s * self.share / per_image)))
+        changed, self.value = new != self.value, new
+        return changed
 
 
 class BatcherClosed(RuntimeError):

@@ -286,10 +286,11 @@ class Settings(BaseSettings):
         1000,
         ge=1,
         description="Queue-wait budget: a request is admitted only if the images queued ahead of it and its own "
-        "are expected to leave the queue within this time at the measured drain rate (images per busy second); "
-        "otherwise it gets 503 with Retry-After at once. Capped at request_timeout_ms. A request finding the "
-        "queue empty is always admitted; before any rate is measured (cold start) at most max_batch_size images "
-        "are admitted. max_queue_images stays the memory bound.",
+        "are expected to leave the queue within this time at the measured drain rate (images per busy second), "
+        "corrected by how much longer recent requests took until their answer; otherwise it gets 503 with "
+        "Retry-After at once. Each forward pass is kept within an eighth of it (smaller batches). Capped at "
+        "request_timeout_ms. A request finding the queue empty is always admitted; before any rate is measured "
+        "(cold start) at most max_batch_size images are admitted. max_queue_images stays the memory bound.",
     )
     paced_refusals_per_s: float = Field(
         200.0,

@@ -224,7 +224,8 @@ class PredictorMetrics:
         self.batch_cap = Gauge(
             f"{PREFIX}_batch_cap",
             "Most images the next forward pass may hold: max_batch_size, or less while device memory is short "
-            "(lowered to the largest batch that fit after an out-of-memory error, raised back step by step).",
+            "(lowered to the largest batch that fit after an out-of-memory error, raised back step by step), "
+            "or so that one pass takes at most 1/8 of the queue-wait budget (max_queue_wait_ms).",
             ["model"],
             registry=r,
         )

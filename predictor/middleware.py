@@ -302,6 +302,8 @@ class RequestContextMiddleware:
                 out.append((b"x-request-id", rid.encode("latin-1")))
                 reservation = scope.get("state", {}).get(RESERVATION_STATE)
                 queue_s = reservation.queue_s if reservation is not None else None
+                if reservation is not None:
+                    reservation.answering()
                 out.append(server_timing(time.perf_counter() - started, queue_s))
                 if message["status"] >= 400:
                     coding[0] = None

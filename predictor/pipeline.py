@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from predictor.admission import Admission, Reservation
-from predictor.batching import BatchStats, DynamicBatcher
+from predictor.batching import BatchStats, DynamicBatcher, LatencyCap
 from predictor.config import Settings
 from predictor.engine import Engine, EngineInfo
 from predictor.engine.base import Item
@@ -64,6 +64,8 @@ class Pipeline:
             busy_from_depth=False,  # busy while the batcher has images: see load()
         )
         self._batcher: DynamicBatcher[Item, np.ndarray] | None = None
+        self._memory_cap = settings.max_batch_size
+        self._latency_cap = LatencyCap(settings.max_batch_size, self.admission.max_wait_s)
         self._guard: DeviceGuard | None = None
         self._decode_pool: FairPool | None = None
         self.load_seconds = 0.0
@@ -131,7 +133,8 @@ class Pipeline:
 
     @property
     def batch_cap(self) -> int:
-        """The most images the next forward pass may hold (``max_batch_size`` unless memory ran short)."""
+        """The most images the next forward pass may hold (``max_batch_size`` unless memory ran short, or a
+        pass of that many would take more than 1/8 of the queue-wait budget)."""
         return self._batcher.batch_cap if self._batcher is not None else self.settings.max_batch_size
 
     @property
@@ -325,13 +328,21 @@ class Pipeline:
         return rows
 
     def _batch_cap_changed(self, new: int, old: int) -> None:
-        """The batch cap moved (on the inference thread; :class:`BatchCap` logs it): tell the batcher and the gauge."""
-        if self._batcher is not None:
-            self._batcher.set_batch_cap(new)
-        self.metrics.batch_cap.labels(self.model_name).set(new)
+        """The memory's batch cap moved (on the inference thread; :class:`BatchCap` logs it)."""
+        self._memory_cap = new
+        self._apply_batch_cap()
+
+    def _apply_batch_cap(self) -> None:
+        """Tell the batcher and the gauge the cap: the lower of the memory's and the latency's."""
+        cap = min(self._memory_cap, self._latency_cap.value)
+        if self._batcher is not None and self._batcher.batch_cap != cap:
+            self._batcher.set_batch_cap(cap)
+        self.metrics.batch_cap.labels(self.model_name).set(cap)
 
     def _queue_depth_changed(self, depth: int) -> None:
         self.metrics.queue_depth.labels(self.model_name).set(depth)
 
     def _on_batch(self, stats: BatchStats) -> None:
         self.metrics.observe_batch(self.model_name, stats.size, stats.run_s, stats.queue_waits_s)
+        if self._latency_cap.observe(stats.size, stats.run_s):  # a pass takes at most 1/8 of the budget
+            self._apply_batch_cap()

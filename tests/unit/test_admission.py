@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from predictor.admission import Admission, ReservationMisuse
+from predictor.admission import Admission, ReservationMisuse, WaitCalibration
 from predictor.errors import InvalidInput, Overloaded, PayloadTooLarge
 
 
@@ -319,6 +319,82 @@ def test_a_request_that_would_wait_past_the_budget_is_refused_at_once_with_retry
     for r in held:
         r.end()
     assert a.depth == 0
+
+
+def test_the_expected_wait_is_corrected_by_how_much_longer_recent_requests_took() -> None:
+    """Requests expected to wait at least a quarter of the budget report how long they took, from being
+    counted in to their answer; the p90 of took / expected (1 to 2) multiplies the expected wait."""
+    a, _ = _measured(images_per_s=100.0, max_wait_s=1.0)
+    held = [a.reserve(1) for _ in range(79)]
+    a.reserve(1).end()  # 80 images would leave the queue in 0.8 s: within the budget, uncorrected
+    for _ in range(40):  # requests expected to wait 0.5 s took 0.75 s until their answer
+        a.calibrate(0.75, 0.5)
+    assert a.calibration.factor() == pytest.approx(1.5)
+    with pytest.raises(Overloaded) as exc:
+        a.reserve(1)  # 0.8 s x 1.5: over 1 s
+    message = exc.value.message
+    assert re.search(
+        r"would take about 1[12]\d\d ms at the measured 10\d\.\d images/s \(x 1\.50: recent requests", message
+    )
+    assert "over the queue-wait budget of 1000 ms (max_queue_wait_ms)" in message, message
+    for r in held[60:]:
+        r.end()
+    a.reserve(1).end()  # 0.6 s x 1.5 fits
+    for r in held[:60]:
+        r.end()
+    assert a.depth == 0
+
+
+def test_only_requests_near_the_budget_calibrate_and_the_correction_is_bounded() -> None:
+    a, _ = _measured(images_per_s=100.0, max_wait_s=1.0)
+    for _ in range(200):  # a request expected to wait 0.1 s waits for its batch, not the queue: ignored
+        a.calibrate(1.0, 0.1)
+    a.calibrate(1.0, None)  # nothing was expected (no rate yet): ignored
+    assert a.calibration.factor() == 1.0
+    for _ in range(200):
+        a.calibrate(5.0, 0.5)  # ten times as long: the queue still keeps half the budget
+    assert a.calibration.factor() == 2.0
+    for _ in range(300):
+        a.calibrate(0.3, 0.5)  # faster than expected: never below the estimate
+    assert a.calibration.factor() == 1.0
+
+
+def test_the_calibration_waits_for_enough_requests_and_takes_their_p90() -> None:
+    cal = WaitCalibration(window=64, quantile=0.9, least=32)
+    for _ in range(31):
+        cal.observe(1.8)
+    assert cal.factor() == 1.0, "31 requests are too few"
+    cal.observe(1.8)
+    assert cal.factor() == pytest.approx(1.8)
+    for _ in range(64):  # the window (64) holds only these now (the quantile is taken again every 16)
+        cal.observe(1.2)
+    assert cal.factor() == pytest.approx(1.2)
+    cal.observe(float("nan"))
+    cal.observe(-1.0)
+    assert cal.factor() == pytest.approx(1.2)
+
+
+def test_a_reservation_reports_its_time_to_the_answer_against_the_wait_expected_when_counted_in() -> None:
+    now = [0.0]
+    a = Admission(100, clock=lambda: now[0], max_wait_s=1.0)
+    seen: list[tuple[float, float | None]] = []
+    a.calibrate = lambda took, expected: seen.append((took, expected))  # type: ignore[method-assign]
+    with a.reserve(1) as first:  # nothing ahead: nothing expected yet (no rate)
+        with a.slots(1, first):
+            now[0] += 0.5
+        now[0] += 0.1
+        first.answering()
+    assert seen == [(pytest.approx(0.6), None)]
+    with a.reserve(1, on_arrival=True) as r:
+        now[0] += 3.0  # the body on its way: not counted
+        r.arrived()
+        with a.slots(1, r):
+            now[0] += 0.2
+        r.answering()
+    assert seen[1][0] == pytest.approx(0.2)
+    with a.reserve(1, on_arrival=True) as never_came:
+        never_came.answering()  # never counted in: reports nothing
+    assert len(seen) == 2
 
 
 def test_a_small_request_waits_for_its_share_of_a_big_one_not_for_all_of_it() -> None:

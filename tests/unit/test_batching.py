@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from predictor.batching import BatcherClosed, BatchStats, DynamicBatcher
+from predictor.batching import BatcherClosed, BatchStats, DynamicBatcher, LatencyCap
 from predictor.errors import DeadlineExceeded
 
 
@@ -284,3 +284,37 @@ async def test_requests_take_turns_in_batches_instead_of_waiting_behind_a_backlo
     batches = [sorted(batch) for batch in model.batches[1:]]
     assert 7 in batches[0], f"the small request rides in the next batch, not after the backlog: {batches}"
     await b.close()
+
+
+# ---------------------------------------------------------------- latency cap
+
+
+def test_a_pass_is_kept_within_an_eighth_of_the_budget() -> None:
+    cap = LatencyCap(32, budget_s=1.0)
+    assert cap.value == 32, "nothing measured yet"
+    assert cap.observe(32, 0.48)  # 15 ms an image: 0.125 s holds 8
+    assert cap.value == 8
+    assert not cap.observe(8, 0.12)
+    fast = LatencyCap(32, budget_s=1.0)
+    assert not fast.observe(32, 0.01) and fast.value == 32, "a fast device keeps max_batch_size"
+    slow = LatencyCap(32, budget_s=1.0)
+    slow.observe(1, 0.5)
+    assert slow.value == 1, "never below one image"
+
+
+def test_the_cap_follows_the_median_pass_not_one_slow_one() -> None:
+    cap = LatencyCap(32, budget_s=1.0, samples=5)
+    for _ in range(4):
+        cap.observe(8, 0.04)  # 5 ms an image: 25 images
+    assert cap.value == 25
+    cap.observe(8, 4.0)  # one pass 100 times as slow (a pause, a neighbour)
+    assert cap.value == 25
+    for _ in range(3):
+        cap.observe(8, 0.16)  # the model really got slower: 20 ms an image
+    assert cap.value == 6
+
+
+def test_without_a_budget_there_is_no_latency_cap() -> None:
+    cap = LatencyCap(16, budget_s=None)
+    assert not cap.observe(16, 10.0) and cap.value == 16
+    assert not LatencyCap(16, 1.0).observe(0, 1.0), "an empty pass says nothing"
