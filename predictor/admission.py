@@ -231,7 +231,7 @@ class WaitCalibration:
         most: The largest correction.
     """
 
-    def __init__(self, window: int = 256, quantile: float = 0.9, least: int = 32, most: float = 2.0) -> None:
+    def __init__(self, window: int = 256, quantile: float = 0.95, least: int = 32, most: float = 2.0) -> None:
         self._ratios: deque[float] = deque(maxlen=window)
         self._quantile = quantile
         self._least = least
