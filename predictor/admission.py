@@ -99,8 +99,7 @@ class Reservation:
             Overloaded: they do not fit any more (the queue filled while the body was on its way).
         """
         if self.due:
-            expected = self.admission.expected_wait_s(self.due)
-            self.admission.admit(self.due)
+            expected = self.admission.admit(self.due)
             self.admission.count_request(self.declared)
             self._images, self.due = self._images + self.due, 0
             self._counted_at, self._expected_s = self.admission.clock(), expected
@@ -336,9 +335,10 @@ class Admission:
             return None
         return (self.ahead_of(n, own) + n) / rate if rate > 0 else math.inf
 
-    def admit(self, n: int, *, own: int = 0) -> None:
+    def admit(self, n: int, *, own: int = 0) -> float | None:
         """Count ``n`` images in, all or none; ``own``: images of the same request admitted already (its
-        reservation), which are not "ahead" of it.
+        reservation), which are not "ahead" of it. Returns the expected wait they were admitted with (None
+        before a rate was measured).
 
         Raises:
             InvalidInput: more images than the queue ever holds: retrying cannot help.
@@ -348,8 +348,9 @@ class Admission:
         self._check_fits(n)
         if self._depth + n > self.capacity:
             raise self._overloaded(n)
-        self._check_wait(n, own)
+        expected = self._check_wait(n, own)
         self._change(n)
+        return expected
 
     def _overloaded(self, n: int) -> Overloaded:
         wait = self.retry_after_s()
@@ -359,28 +360,30 @@ class Admission:
             retry_after_seconds=wait,
         )
 
-    def _check_wait(self, n: int, own: int) -> None:
+    def _check_wait(self, n: int, own: int) -> float | None:
+        """The expected wait of ``n`` more images (``own`` admitted already), if it fits the budget."""
         size = n + own
         ahead = self.ahead_of(size, own)
+        rate = self.rate.images_per_s()
+        expected = None if rate is None else (ahead + size) / rate if rate > 0 else math.inf
         if self.max_wait_s is None or ahead <= 0:
-            return  # nothing ahead: admitted whatever its own size
+            return expected  # nothing ahead: admitted whatever its own size
         budget_ms = round(self.max_wait_s * 1000)
-        expected = self.expected_wait_s(size, own)
         if expected is None:
             if self._depth + n <= self.cold_start_images:
-                return
+                return None
             why = (
                 f"no drain rate measured yet, and {self._depth} images are already waiting (at most "
                 f"{self.cold_start_images} are admitted until the first have been answered)"
             )
         elif expected * self.calibration.factor() <= self.max_wait_s:
-            return
+            return expected
         else:
             factor = self.calibration.factor()
             longer = f" (x {factor:.2f}: recent requests waited that much longer than expected)" if factor > 1 else ""
             why = (
                 f"{ahead} images ahead of its {size} would take about {expected * factor * 1000:.0f} ms at the "
-                f"measured {self.rate.images_per_s():.1f} images/s{longer}, over the queue-wait budget of "
+                f"measured {rate:.1f} images/s{longer}, over the queue-wait budget of "
                 f"{budget_ms} ms (max_queue_wait_ms)"
             )
         wait = self.retry_after_s()
@@ -413,8 +416,7 @@ class Admission:
                 raise self._overloaded(n)
             self._check_wait(n, 0)
             return Reservation(self, 0, due=n)
-        expected = self.expected_wait_s(n)
-        self.admit(n)
+        expected = self.admit(n)
         self.count_request(n)
         return Reservation(self, n, expected_s=expected)
 

@@ -66,6 +66,11 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
 
 
+def rejection_log(interval_s: float) -> RejectionLog:
+    """A :class:`RejectionLog` on :data:`REJECTIONS_LOGGER` (``rejection_log_interval_seconds``)."""
+    return RejectionLog(logging.getLogger(REJECTIONS_LOGGER), interval_s)
+
+
 class RejectionLog:
     """Rejected requests in the log without a line per request: one line per interval for a flood.
 

@@ -16,7 +16,7 @@ from kserve import InferRequest, Model
 
 from predictor.config import Settings
 from predictor.errors import InvalidInput, PredictorError
-from predictor.logs import REJECTIONS_LOGGER, RejectionLog, request_id_var
+from predictor.logs import RejectionLog, rejection_log, request_id_var
 from predictor.middleware import record_rejection
 from predictor.pipeline import Pipeline
 from predictor.protocol import grpc_error, parse_v1, predictions_json, v2
@@ -38,9 +38,7 @@ class ImageClassifierModel(Model):
         super().__init__(settings.model_name)
         self.settings = settings
         self.pipeline = pipeline
-        self.rejections = rejections or RejectionLog(
-            logging.getLogger(REJECTIONS_LOGGER), settings.rejection_log_interval_seconds
-        )
+        self.rejections = rejections or rejection_log(settings.rejection_log_interval_seconds)
 
     @property
     def ready(self) -> bool:

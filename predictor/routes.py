@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from predictor.errors import (
     UnsupportedMediaType,
 )
 from predictor.limits import check_image_count
-from predictor.logs import REJECTIONS_LOGGER, RejectionLog
+from predictor.logs import RejectionLog, rejection_log
 from predictor.metrics import PredictorMetrics
 from predictor.middleware import RequestContextMiddleware, error_response, record_rejection, reservation_of
 from predictor.pipeline import Pipeline
@@ -74,7 +73,7 @@ def install(
     the HTTP server's protocol makes with the same admission, metrics and rejection log (``rejections``: the
     server's, shared with gRPC; a new one when omitted)."""
     if rejections is None:
-        rejections = RejectionLog(logging.getLogger(REJECTIONS_LOGGER), settings.rejection_log_interval_seconds)
+        rejections = rejection_log(settings.rejection_log_interval_seconds)
     app.add_middleware(
         RequestContextMiddleware,
         settings=settings,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from predictor.config import Settings
-from predictor.logs import REJECTIONS_LOGGER, RejectionLog, configure_logging
+from predictor.logs import configure_logging, rejection_log
 
 if TYPE_CHECKING:
     from predictor.http_guard import ConnectionLimits
@@ -55,7 +55,7 @@ def build(settings: Settings) -> Built:
     metrics = PredictorMetrics()
     pipeline = Pipeline(settings, metrics)
     # One rejection log: a flood is a few lines per interval whichever protocol it comes by.
-    rejections = RejectionLog(logging.getLogger(REJECTIONS_LOGGER), settings.rejection_log_interval_seconds)
+    rejections = rejection_log(settings.rejection_log_interval_seconds)
     model = ImageClassifierModel(settings, pipeline, rejections)
     head_refusal = routes.install(app, settings, pipeline, metrics, rejections)
     ui.install(app, settings, pipeline)
