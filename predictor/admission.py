@@ -14,9 +14,11 @@ is the queue-depth gauge the autoscaler reads. A request is refused at once with
   small request is not refused for a huge one's backlog. So accepted latency stays near the budget however
   fast or slow the model is, and the queue holds only what the pod drains in that time (the pipeline also
   keeps each forward pass within an eighth of the budget: :class:`~predictor.batching.LatencyCap`). A
-  request that finds the queue empty is always admitted (waiting cannot make it fit better). Cold start (no
-  drain rate measured yet, i.e. nothing answered since start): at most ``cold_start_images`` (one batch) are
-  admitted, until the first images have drained and a rate exists.
+  request that finds the queue empty is always admitted (waiting cannot make it fit better). Cold start
+  (nothing drained since start): the rate is the start's estimate (:meth:`DrainRate.estimate`, which the
+  pipeline takes from a pass timed after the warm-up, batch delay included), so a wake's held requests are
+  admitted by what the pod can drain; without an estimate at most ``cold_start_images`` (one batch) are
+  admitted until the first images have drained.
 * its images' decoded pixels (:func:`~predictor.preprocess.decode_cost_pixels`) would take the pixels
   admitted over ``max_queue_pixels``: decoding costs by pixels, not by image count, so a few huge
   images cannot fill the pod with work that the image count does not see. A request that alone decodes
@@ -39,7 +41,7 @@ Two steps, one count:
 ``Retry-After`` is the time the queue ahead needs to drain at the measured drain rate (images leaving
 the queue per second of busy time, over the last ``window_s`` busy seconds; the pipeline counts as busy
 the time its batcher has images, see ``busy_from_depth``), so it grows with the queue
-and shrinks with a faster model; 1 s until a rate has been measured, 60 s at most.
+and shrinks with a faster model; 1 s until a rate has been measured or estimated, 60 s at most.
 """
 
 from __future__ import annotations
@@ -173,6 +175,20 @@ class DrainRate:
         self._drained = 0
         self._last_sample_at = clock()
         self._samples: deque[tuple[int, float]] = deque([(0, 0.0)])  # (images drained, busy seconds)
+        self._estimate: float | None = None
+
+    def estimate(self, images: int, busy_s: float) -> None:
+        """Until the first images drain, the rate is ``images`` per ``busy_s`` (e.g. a warm-up pass): a pod
+        that has just started admits a burst (a wake's held requests) by what it can drain, not one batch.
+        The first drained images replace it (it is never mixed with what was measured)."""
+        if images < 1 or busy_s <= 0:
+            raise ValueError(f"an estimate needs images >= 1 and busy_s > 0, got {images}, {busy_s}")
+        self._estimate = images / busy_s
+
+    @property
+    def measured(self) -> bool:
+        """Whether images have drained (the rate is measured, not the start's estimate)."""
+        return self._drained > 0
 
     def depth_changed(self, old: int, new: int) -> None:
         """Account busy time: called with the depth before and after every change."""
@@ -191,10 +207,10 @@ class DrainRate:
             self._prune(self._busy_now(now))
 
     def images_per_s(self) -> float | None:
-        """The drain rate; None before anything drained, 0 when the queue was busy a whole window
-        without draining anything."""
+        """The drain rate; before anything drained, the start's estimate (None without one); 0 when the queue
+        was busy a whole window without draining anything."""
         if self._drained == 0:
-            return None
+            return self._estimate
         busy = self._busy_now(self._clock())
         self._prune(busy)
         drained0, busy0 = self._samples[0]
@@ -381,9 +397,10 @@ class Admission:
         else:
             factor = self.calibration.factor()
             longer = f" (x {factor:.2f}: recent requests waited that much longer than expected)" if factor > 1 else ""
+            how = "measured" if self.rate.measured else "estimated (nothing has drained since start)"
             why = (
                 f"{ahead} images ahead of its {size} would take about {expected * factor * 1000:.0f} ms at the "
-                f"measured {rate:.1f} images/s{longer}, over the queue-wait budget of "
+                f"{how} {rate:.1f} images/s{longer}, over the queue-wait budget of "
                 f"{budget_ms} ms (max_queue_wait_ms)"
             )
         wait = self.retry_after_s()

@@ -289,8 +289,9 @@ class Settings(BaseSettings):
         "are expected to leave the queue within this time at the measured drain rate (images per busy second), "
         "corrected by how much longer recent requests took until their answer; otherwise it gets 503 with "
         "Retry-After at once. Each forward pass is kept within an eighth of it (smaller batches). Capped at "
-        "request_timeout_ms. A request finding the queue empty is always admitted; before any rate is measured "
-        "(cold start) at most max_batch_size images are admitted. max_queue_images stays the memory bound.",
+        "request_timeout_ms. A request finding the queue empty is always admitted; until images have drained (a "
+        "cold or woken pod) the rate is estimated from a forward pass timed at start. max_queue_images stays the "
+        "memory bound.",
     )
     paced_refusals_per_s: float = Field(
         200.0,

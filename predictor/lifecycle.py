@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -90,6 +91,8 @@ class ModelRuntime:
         self.spec: PreprocessSpec | None = None
         self.labels: list[str] = []
         self.model_version = settings.model_version
+        self.warm_pass: tuple[int, float] | None = None
+        """A forward pass timed once everything was warm: (images, seconds); None until loaded."""
         self.choice: ServingChoice | None = None
         """What the engine serves and why (None for an engine given by a test)."""
         self.precision_verdict: PrecisionVerdict | None = None
@@ -153,8 +156,19 @@ class ModelRuntime:
                 )
                 if self._on_warmup_capped is not None:
                     self._on_warmup_capped(largest)
-                return
+                break
             largest = size
+        self.warm_pass = (largest, self._timed_pass(engine, largest))
+
+    def _timed_pass(self, engine: Engine, size: int) -> float:
+        """Seconds one more (warm) pass of ``size`` images takes: the drain rate's estimate until one is measured."""
+
+        def timed() -> float:
+            started = time.perf_counter()
+            engine.warmup([size])
+            return time.perf_counter() - started
+
+        return self._run(timed)
 
     def _warm_up_device_decode(self, engine: Engine) -> None:
         """Decode the warm-up JPEG on the device; fail the load if the device decoder could not."""

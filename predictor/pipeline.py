@@ -165,6 +165,7 @@ class Pipeline:
             s, self.metrics, self._batcher.run_on_handler_thread, self._given_engine, on_warmup_capped=cap.lower
         )
         self.runtime.load()
+        self._start_from_warm_pass()
         # Decoding takes turns by request (fair by decoded pixels): no request waits behind another's backlog.
         self._decode_pool = FairPool(s.decode_threads or s.usable_cores(), thread_name_prefix="decode")
         # Decode one sample too, so the first request does not pay the decode path's lazy imports.
@@ -178,6 +179,25 @@ class Pipeline:
         m.predictions.set_classes(name, class_series_names(self.labels, s.prediction_metrics_max_classes))
         self._queue_depth_changed(0)
         self._log_loaded()
+
+    def _start_from_warm_pass(self) -> None:
+        """Until passes are measured, size batches and admit by the warm pass: the latency cap takes its
+        time per image as a first sample, and the drain rate is a full (capped) batch at that time per image
+        after the batch delay (a batch may wait that long for company). Conservative for a GPU, whose larger
+        batches run faster per image; the first drained image replaces the rate."""
+        warm = self.runtime.warm_pass if self.runtime is not None else None
+        if warm is None or warm[0] < 1:
+            return
+        size, seconds = warm[0], max(warm[1], 1e-6)
+        if self._latency_cap.observe(size, seconds):
+            self._apply_batch_cap()
+        batch = self.batch_cap
+        busy_s = self.settings.max_batch_delay_ms / 1000 + batch * seconds / size
+        self.admission.rate.estimate(batch, busy_s)
+        logger.info(
+            "until measured: batches of at most %d, a drain rate of %.1f images/s (a warm pass of %d took %.1f ms)",
+            batch, batch / busy_s, size, seconds * 1000,
+        )  # fmt: skip
 
     def _log_loaded(self) -> None:
         s, info, spec = self.settings, self.engine_info, self.spec

@@ -356,11 +356,16 @@ def test_admission_is_bounded_by_the_expected_wait_not_only_by_the_image_count(
         max_queue_images=256,
     )  # fmt: skip
     try:
-        # Cold start: no drain rate yet, so one batch (16 images) is admitted and no more.
+        # Cold start: nothing drained yet, so the rate is the start's estimate: a batch of 16 per 2 s of
+        # batch delay plus 16 warm passes' time per image (about 8 images/s): 8 + 20 images is over 3 s.
         a, b = Sent(server, small_jpeg, 4, depth_after=4), Sent(server, small_jpeg, 4, depth_after=8)
-        refused, took = _classify_n(server.url, small_jpeg, 9)
+        refused, took = _classify_n(server.url, small_jpeg, 20)
         assert refused.status_code == 503 and took < 1.5, (refused.text, took)
-        assert "no drain rate measured yet" in refused.json()["error"] and int(refused.headers["retry-after"]) >= 1
+        error = refused.json()["error"]
+        assert re.search(
+            r"8 images ahead of its 20 would take about \d+ ms at the estimated \(nothing has drained", error
+        )
+        assert int(refused.headers["retry-after"]) >= 1
         assert [s.join()[0].status_code for s in (a, b)] == [200, 200]
         # Measured now: 8 images drained in a little over 2 busy seconds (under 4 images/s).
         a, b = Sent(server, small_jpeg, 2, depth_after=2), Sent(server, small_jpeg, 2, depth_after=4)  # 4 images: ~1 s
@@ -394,6 +399,26 @@ def huge_png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", compress_level=9)
     return buf.getvalue()
+
+
+def test_a_pod_that_has_just_started_admits_what_it_can_drain_not_one_batch(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
+):
+    """A wake: the requests held while no pod ran arrive together at a pod that has drained nothing yet. The
+    pod admits them by the rate of its warm pass (here a batch of 8 per 1 s of batch delay), not by one
+    batch of 8 images: 6 + 4 images are expected to take about 1.3 s, within the 5-s budget."""
+    server = start_server(
+        tiny_model_dir, tmp_path, max_batch_size=8, max_batch_delay_ms=1000, max_queue_wait_ms=5000,
+        max_queue_images=256,
+    )  # fmt: skip
+    try:
+        first = Sent(server, small_jpeg, 6, depth_after=6)  # waits up to 1 s for company
+        second, _ = _classify_n(server.url, small_jpeg, 4)
+        assert second.status_code == 200, second.text
+        assert first.join()[0].status_code == 200
+        assert "until measured: batches of at most 8, a drain rate of" in server.log()
+    finally:
+        server.stop()
 
 
 def test_a_huge_request_does_not_delay_a_small_one(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes, huge_png):

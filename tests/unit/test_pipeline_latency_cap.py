@@ -46,14 +46,33 @@ async def test_slow_passes_lower_the_batch_cap_to_an_eighth_of_the_budget(tiny_m
     p.load()
     await p.start()
     try:
-        assert p.batch_cap == 16, "nothing measured before the first pass"
-        cat = jpeg_bytes(photos["chelsea"])
-        first = await p.classify([cat] * 16, top_k=1)  # one pass of 16: 0.32 s, a third of the budget
+        # The pass timed after the warm-up (20 ms an image) sets the cap before any request.
         assert p.batch_cap == 4 and _cap_gauge(p) == 4
         engine.calls.clear()
-        again = await p.classify([cat] * 16, top_k=1)
+        cat = jpeg_bytes(photos["chelsea"])
+        first = await p.classify([cat] * 16, top_k=1)
         assert engine.calls and max(engine.calls) <= 4, engine.calls
+        assert p.batch_cap == 4 and _cap_gauge(p) == 4
+        again = await p.classify([cat] * 16, top_k=1)
         assert [r[0].class_id for r in again] == [r[0].class_id for r in first]
+    finally:
+        await p.close()
+
+
+async def test_until_images_drain_the_drain_rate_is_the_warm_pass_not_none(tiny_model_dir: Path, photos) -> None:
+    """A pod that has just started (a wake) admits by what it can drain: a capped batch of 4 at 20 ms an
+    image after the 1-ms batch delay, about 49 images/s; the first drained images replace the estimate."""
+    p, _ = _pipeline(tiny_model_dir, fits=1_000_000, budget_ms=800)
+    p.load()
+    await p.start()
+    try:
+        rate = p.admission.rate
+        assert not rate.measured
+        estimate = rate.images_per_s()
+        assert estimate is not None and 25 < estimate <= 4 / (0.001 + 4 * PER_IMAGE_S), estimate
+        assert p.admission.expected_wait_s(8) == 8 / estimate
+        await p.classify([jpeg_bytes(photos["chelsea"])] * 4, top_k=1)
+        assert rate.measured and rate.images_per_s() != estimate
     finally:
         await p.close()
 
