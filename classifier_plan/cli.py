@@ -256,7 +256,6 @@ def _write_out(args, inp, setup, summary, table, checks, recommendation, extra_f
         write_summary(summary, tmp / "summary.json")
         for name, text in extra_files.items():
             (tmp / name).write_text(text)
-        st = setup.plan.settings
         ctx = {
             "command": "python -m predictor plan " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2
@@ -267,7 +266,7 @@ def _write_out(args, inp, setup, summary, table, checks, recommendation, extra_f
             "values": [str(v) for v in args.values],
             "chart": str(inp["chart"]),
             "capacity": str(args.capacity),
-            "pod_capacity": setup.pod_model.capacity(st.max_batch_size, inp["traffic"].mean_images),
+            "pod_capacity": setup.capacity(inp["traffic"].mean_images),
         }
         write_report(tmp / "report.md", ctx, setup, summary, table, checks, plots, recommendation)
         _replace_dir(tmp, out)

@@ -74,7 +74,7 @@ class EngineBase:
         """Static provisioning: enough pods for the peak offered load at 80 % of a pod's capacity (at least
         ``minReplicas``), on on-demand nodes all month."""
         s, t = self.s, self.traffic
-        capacity = s.pod_model.capacity(self.settings.max_batch_size, t.mean_images)
+        capacity = s.capacity(t.mean_images)
         peak_img = float(t.per_second().max()) * t.mean_images
         pods = max(1, s.plan.min_replicas, math.ceil(peak_img / (0.8 * capacity)))
         best = min(s.candidates, key=lambda c: s.prices.instances[c].on_demand_usd_per_h / s.pods_per_node[c])

@@ -1,18 +1,16 @@
 """Aggregated (fluid) engine: flows instead of requests, for internet-scale traffic and long horizons.
 
-Each step of ``step_s``, the expected arrivals are split evenly over the ready pods. A pod serves at most
-its capacity (the forward pass at ``max_batch_size``, and the event loop / decode pool where those are
-separate); what it cannot serve waits in a first-in-first-out backlog bounded by ``max_queue_images`` (the
-rest is refused at once, 503), and what reaches the front ``request_timeout_ms`` after it was admitted is
-dropped (504) (:mod:`classifier_plan.fluidpod`). Latency, busy share, queue depth and in-flight requests of a
-pod below capacity come from the pod curve (the request-level engine run once per load level,
-:mod:`classifier_plan.podcurve`; an idle pod is idle); a request that waited (in a backlog, or held at
-Knative's activator or the HTTP add-on's interceptor while no pod was ready) is answered after its wait plus a
-full pod's service time. Held requests reach the pods as their holder sends them (:mod:`classifier_plan.holder`:
-paced by the pods' free slots, or all at once), one-second steps while any wait. Pods, nodes,
-autoscalers and costs are the same code as the request-level engine's. ``tests/plan/test_engine_agreement.py``
-holds the two engines to each other.
-"""
+Each step of ``step_s``, the expected arrivals are split evenly over the ready pods. A pod serves at most its capacity
+(the forward pass at the latency-capped batch size, and the event loop / decode pool where those are separate); what
+it cannot serve waits in a first-in-first-out backlog bounded by ``max_queue_images`` and by what the pod drains
+within the queue-wait budget (the rest is refused at once, 503), and what reaches the front ``request_timeout_ms``
+after it was admitted is dropped (504) (:mod:`classifier_plan.fluidpod`). Latency, busy share, queue depth and
+in-flight requests of a pod below capacity come from the pod curve (the request-level engine run once per load level,
+:mod:`classifier_plan.podcurve`; an idle pod is idle); a request that waited (in a backlog, or held at Knative's
+activator or the HTTP add-on's interceptor while no pod was ready) is answered after its wait plus a full pod's
+service time. Held requests reach the pods as their holder sends them (:mod:`classifier_plan.holder`: paced by the
+pods' free slots, or all at once), one-second steps while any wait. Pods, nodes, autoscalers and costs are the same
+code as the request-level engine's. ``tests/plan/test_engine_agreement.py`` holds the two engines to each other."""
 
 from __future__ import annotations
 
@@ -64,7 +62,7 @@ class FluidEngine(EngineBase):
         h = self.holder
         answer_s = h.timeout_s if h is not None and h.bounds_answer else math.inf
         self.model = FlowModel(
-            self.mu, st.max_queue_images, st.max_batch_size, st.request_timeout_ms / 1000.0, answer_s
+            self.mu, self.s.queue_limit_images(self.m), self.s.batch_cap, st.request_timeout_ms / 1000.0, answer_s
         )
         self.flows: dict[int, PodFlow] = {}
         self.waiting: deque[list[float]] = deque()  # [arrived at, requests] held (activator or interceptor)

@@ -1,7 +1,8 @@
 """One pod as a flow, the way the request-level engine's pod behaves when it is full.
 
 A pod admits images while its ``classifier_queue_depth`` (the batch on the inference thread plus what waits)
-stays within ``max_queue_images`` and refuses the rest at once (503), like ``des/pod.py``'s admission. What
+stays within its queue limit (``max_queue_images``, and what it drains within the queue-wait budget) and
+refuses the rest at once (503), like ``des/pod.py``'s admission. What
 it cannot serve at once waits in a first-in-first-out backlog of cohorts; a cohort that reaches the front
 ``request_timeout_ms`` after it was admitted is dropped (504) without using the pod, like the batcher's
 deadline check. Each cohort keeps the time its requests arrived (at the pod, or earlier at Knative's
@@ -54,15 +55,15 @@ class FlowModel:
     def __init__(
         self,
         capacity_img_per_s: float,
-        max_queue_images: int,
-        max_batch_size: int,
+        queue_limit_images: float,
+        batch_cap: int,
         timeout_s: float,
         answer_timeout_s: float = math.inf,
     ):
         self.mu = max(1e-9, capacity_img_per_s)
         # The batch on the inference thread counts in the queue depth too: a full pod has it and the backlog.
-        self.in_service = float(min(max_batch_size, max_queue_images))
-        self.backlog_cap = float(max_queue_images) - self.in_service
+        self.in_service = float(min(batch_cap, queue_limit_images))
+        self.backlog_cap = max(0.0, float(queue_limit_images) - self.in_service)
         self.timeout_s = timeout_s  # from admission to the pod (request_timeout_ms)
         self.answer_timeout_s = answer_timeout_s  # from arrival (Knative's revision timeout, for held requests)
 

@@ -179,8 +179,7 @@ def pod_curve(setup: SimSetup, traffic: TrafficProfile, requests_per_point: int 
 def _curve(
     setup: SimSetup, traffic: TrafficProfile, arrivals: Literal["poisson", "uniform"], requests_per_point: int
 ) -> PodCurve:
-    pm, st = setup.pod_model, setup.plan.settings
-    cap = pm.capacity(st.max_batch_size, traffic.mean_images)
+    cap = setup.capacity(traffic.mean_images)
     rows = []
     for f in FRACTIONS:
         rate = f * cap / traffic.mean_images

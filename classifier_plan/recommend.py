@@ -186,9 +186,9 @@ def _better(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
 def _needed_pods(inp: dict[str, Any]) -> int:
     """Pods for the traffic's peak at 80 % of a pod's capacity (the baseline's rule)."""
     setup = SimSetup(inp["plan"], inp["profile"], inp["prices"], inp["assumptions"])
-    st, traffic = inp["plan"].settings, inp["traffic"]
+    traffic = inp["traffic"]
     peak_img = float(traffic.per_second().max()) * traffic.mean_images
-    return max(1, math.ceil(peak_img / (0.8 * setup.pod_model.capacity(st.max_batch_size, traffic.mean_images))))
+    return max(1, math.ceil(peak_img / (0.8 * setup.capacity(traffic.mean_images))))
 
 
 def _wake(s: dict[str, Any]) -> str:

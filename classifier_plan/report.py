@@ -80,7 +80,8 @@ def _plan_lines(plan: ChartPlan) -> list[str]:
     lines = [
         f"- mode **{plan.mode}**, autoscaler **{plan.autoscaler}**, replicas {plan.min_replicas}..{plan.max_replicas}",
         f"- predictor: max_batch_size {st.max_batch_size}, max_batch_delay_ms {st.max_batch_delay_ms:g}, "
-        f"max_queue_images {st.max_queue_images}, request_timeout_ms {st.request_timeout_ms}",
+        f"max_queue_images {st.max_queue_images}, max_queue_wait_ms {st.max_queue_wait_ms}, "
+        f"request_timeout_ms {st.request_timeout_ms}",
         f"- pod: {p.gpus} GPU, {p.cpu_request:g} CPU, {p.memory_request / 2**30:.1f} GiB requested; model from "
         f"`{p.storage_uri or 'the image'}`; grace {p.termination_grace_s:g} s",
     ]
@@ -211,16 +212,30 @@ def wake_warnings(s: dict[str, Any], plan: ChartPlan) -> list[str]:
     if s.get("requests_refused_waking"):
         why = (
             "the interceptor sends every held request at once when the first pod is ready, and that pod's queue "
-            "(`settings.max_queue_images`) refuses what does not fit; Knative's activator would pace them by "
+            "(`settings.max_queue_images`, and what drains within `settings.max_queue_wait_ms`) refuses what does "
+            "not fit; Knative's activator would pace them by "
             "containerConcurrency"
             if plan.http_addon
             else "beyond 10,000 waiting requests the activator answers 503 at once, and a pod's queue refuses "
-            "what its containerConcurrency lets through but its `settings.max_queue_images` cannot hold"
+            "what its containerConcurrency lets through but its queue (`settings.max_queue_images`, and what drains "
+            "within `settings.max_queue_wait_ms`) cannot hold"
         )
         out.append(
             f"**REFUSED ON WAKE: {s['requests_refused_waking']:,} requests held during a wake were refused (503)**: "
             f"{why}. Keep `autoscaling.minReplicas` >= 1 for traffic that arrives in bursts after idle periods, "
             "or shorten the wake."
+        )
+    if s.get("scaling_blind"):
+        seen = "; ".join(
+            f"{b['signal']}: at most {b['most_per_pod']:g} per pod, target {b['target_per_pod']:g}"
+            for b in s["scaling_blind"]
+        )
+        out.append(
+            f"**SCALING BLIND: {s['requests_refused']:,} requests were refused (503), and the autoscaler could not "
+            f"see it** ({seen}): a pod admits only what drains within `settings.max_queue_wait_ms`, so the signal "
+            "it is scaled on never exceeds its target and an overload is refused instead of scaled out. Set the "
+            "target below what a pod admits, or scale on what grows with the offered load (`metric: rps`, CPU or "
+            "GPU utilisation, the HTTP add-on's `requestRate`)."
         )
     if s["requests_refused_no_pods"]:
         out.append(
@@ -301,7 +316,9 @@ def write_report(
         f"- traffic: `{ctx['traffic']}` ({ctx['traffic_description']}), {fmt_duration(summary['duration_s'])}",
         f"- values: {', '.join(f'`{v}`' for v in ctx['values']) or '(chart defaults)'}; chart `{ctx['chart']}`",
         f"- capacity: `{ctx['capacity']}` ({setup.profile.label}); one pod serves "
-        f"{ctx['pod_capacity']:.1f} img/s at max_batch_size {plan.settings.max_batch_size}",
+        f"{ctx['pod_capacity']:.1f} img/s at batches of {setup.batch_cap} (max_batch_size "
+        f"{plan.settings.max_batch_size}; a pass within an eighth of the queue-wait budget) and admits up to "
+        f"{setup.queue_limit_images():.0f} images (the queue-wait budget at that rate, at most max_queue_images)",
         f"- prices: {setup.prices.source}, {setup.prices.region}, {setup.prices.date}",
         f"- engine: {summary['engine']}"
         + (f", step {summary.get('fluid_step_s')} s" if summary["engine"] == "fluid" else ""),

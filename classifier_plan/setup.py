@@ -15,6 +15,7 @@ from classifier_plan.capacity import CapacityProfile, PodModel
 from classifier_plan.chart import ChartPlan
 from classifier_plan.errors import PlanInputError
 from classifier_plan.prices import PriceBook
+from predictor.batching import BATCH_SHARE_OF_BUDGET
 
 CLUSTER_AUTOSCALER_SCALE_DOWN_S = 600.0
 """Without a NodePool the report assumes a node autoscaler removing empty nodes after 10 minutes
@@ -67,6 +68,32 @@ class SimSetup:
     @property
     def pod_model(self) -> PodModel:
         return self.profile.pod_model
+
+    @property
+    def batch_cap(self) -> int:
+        """The most images one forward pass holds: ``max_batch_size``, or fewer where a pass of that many
+        would take more than an eighth of the queue-wait budget (the server's ``LatencyCap``: the time per
+        image at the current cap sets the next cap, until it settles)."""
+        st, pm = self.plan.settings, self.pod_model
+        share_s = st.queue_wait_budget_s * BATCH_SHARE_OF_BUDGET
+        n = st.max_batch_size
+        for _ in range(32):
+            nxt = max(1, min(st.max_batch_size, int(share_s * 1000.0 * n / pm.batch_ms(n))))
+            if nxt == n:
+                break
+            n = nxt
+        return n
+
+    def capacity(self, images_per_request: float = 1.0) -> float:
+        """Saturated img/s of one pod: full batches of :attr:`batch_cap` (or what its front end allows)."""
+        return self.pod_model.capacity(self.batch_cap, images_per_request)
+
+    def queue_limit_images(self, images_per_request: float = 1.0) -> float:
+        """The most images a pod holds admitted: ``max_queue_images``, and no more than it drains within the
+        queue-wait budget at its saturated rate (the server admits by that expected wait; its drain rate
+        under a full queue is the saturated one)."""
+        st = self.plan.settings
+        return min(float(st.max_queue_images), self.capacity(images_per_request) * st.queue_wait_budget_s)
 
     def price_of(self, itype: str, discount: str = "typical") -> float:
         return self.prices.instances[itype].price(self.capacity_type, discount)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from classifier_plan.blindspot import blind_targets
 from classifier_plan.progress import Mode
 from classifier_plan.progress import make as make_progress
 from classifier_plan.results import Recorder, summarize
@@ -43,4 +44,11 @@ def run(
     summary = summarize(eng.rec, cost, setup.prices.hours_per_month, eng.baseline())
     initial = eng.ctrl.initial_replicas()
     summary.update(wake_findings(eng.rec.table(), setup, summary, initial, traffic.mean_images))
+    blind = blind_targets(setup, traffic.mean_images) if summary["requests_refused"] else []
+    if blind:
+        summary["flags"].append("scaling_blind")
+        summary["scaling_blind"] = [
+            {"signal": b.signal, "target_per_pod": round(b.target, 2), "most_per_pod": round(b.ceiling, 2)}
+            for b in blind
+        ]
     return eng.rec, summary

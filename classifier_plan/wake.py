@@ -97,8 +97,8 @@ def wakes(table: np.ndarray, setup: SimSetup, initial: int, mean_images: float, 
     """Every wake from zero of the run whose timeline is ``table`` (``initial`` pods at its start)."""
     if len(table) == 0:
         return []
-    plan, st = setup.plan, setup.plan.settings
-    capacity = setup.pod_model.capacity(st.max_batch_size, mean_images)
+    plan = setup.plan
+    capacity = setup.capacity(mean_images)
     floor = max(1, plan.min_replicas)
 
     def need(rates: np.ndarray) -> np.ndarray:

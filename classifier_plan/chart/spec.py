@@ -19,12 +19,18 @@ class PredictorSettings:
     max_queue_images: int
     request_timeout_ms: int
     max_images_per_request: int
+    max_queue_wait_ms: int
     # Below: read for the report; the capacity profile, not these, sets the pod's speed.
     grace_period_seconds: int = field(compare=False)
     device: str = field(compare=False)
     precision: str = field(compare=False)
     backend: str = field(compare=False)
     jpeg_decode: str = field(compare=False)
+
+    @property
+    def queue_wait_budget_s(self) -> float:
+        """The queue-wait budget in force (``max_queue_wait_ms``, at most ``request_timeout_ms``), seconds."""
+        return min(self.max_queue_wait_ms, self.request_timeout_ms) / 1000.0
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""One ready pod's data plane: admission against ``max_queue_images``, the pre-inference stage, the batcher
-(a batch starts at ``max_batch_size`` images or ``max_batch_delay_ms`` after its first, one at a time on the
-inference thread, items past their deadline dropped with 504), the forward pass and the response."""
+"""One ready pod's data plane: admission against ``max_queue_images`` and the queue-wait budget (503 when
+the images ahead and its own would not drain within ``max_queue_wait_ms`` at the saturated rate; a request
+finding the pod empty is always admitted), the pre-inference stage, the batcher (a batch starts at the
+latency-capped batch size or ``max_batch_delay_ms`` after its first, one at a time on the inference thread,
+items past their deadline dropped with 504), the forward pass and the response."""
 
 from __future__ import annotations
 
@@ -102,9 +104,10 @@ class PodQueue:
 
     # ------------------------------------------------------------------ requests
     def admit(self, req: Request) -> None:
-        """Admit ``req`` (503 when its images do not fit the queue) and start its pre-inference work."""
+        """Admit ``req`` (503 when its images do not fit the queue or its budget) and start its pre-inference
+        work."""
         now, k, st = self.env.now, req.images, self.settings
-        if self.depth + k > st.max_queue_images:
+        if self.depth + k > st.max_queue_images or (self.depth and self.depth + k > self.service.wait_limit_images):
             self.tally.outcome(req, "refused")
             return
         self.depth += k
@@ -124,12 +127,12 @@ class PodQueue:
         self.queued += req.images
         if self.wake is not None and not self.wake.triggered:
             self.wake.succeed()
-        elif self.full is not None and not self.full.triggered and self.queued >= self.settings.max_batch_size:
+        elif self.full is not None and not self.full.triggered and self.queued >= self.service.batch_cap:
             self.full.succeed()
 
     def _take(self) -> list[list[Any]]:
-        """Up to ``max_batch_size`` images from the front; requests past their deadline get 504."""
-        cap, now = self.settings.max_batch_size, self.env.now
+        """Up to the batch cap of images from the front; requests past their deadline get 504."""
+        cap, now = self.service.batch_cap, self.env.now
         batch: list[list[Any]] = []
         n = 0
         while self.queue and n < cap:
@@ -156,7 +159,8 @@ class PodQueue:
 
     def serve(self) -> Generator[simpy.Event, Any, None]:
         """The batcher and the inference thread (a simpy process, for as long as the pod lives)."""
-        env, cap, svc = self.env, self.settings.max_batch_size, self.service
+        env, svc = self.env, self.service
+        cap = svc.batch_cap
         while not self.killed:
             if not self.queue:
                 if self.draining and self.depth == 0:

@@ -1,6 +1,7 @@
 """One pod's service times, from the capacity profile's pod model and the predictor's settings: the work
 before the batcher (parsing, decoding, a jitter that grows with the pod's load, the event loop where it has
-its own core), the forward pass per batch size, and the response."""
+its own core), the forward pass per batch size (at most the latency-capped batch), and the response; and
+the most images the pod admits within its queue-wait budget."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ class ServiceModel:
         self.pm, self.rng = pm, rng
         self.jitter_s = min(pm.overhead_jitter_ms, pm.overhead_ms) / 1000.0
         self.jitter_u_s = pm.jitter_per_utilization_ms / 1000.0
-        self.cap_img = max(1e-9, pm.capacity(st.max_batch_size, mean_images))
+        self.batch_cap = setup.batch_cap  # the server's latency cap: a pass within an eighth of the budget
+        self.cap_img = max(1e-9, setup.capacity(mean_images))
+        # Admission by expected wait: the images admitted ahead plus the newcomer's, at the saturated drain
+        # rate (what the server measures while its queue is full), within the queue-wait budget.
+        self.wait_limit_images = self.cap_img * st.queue_wait_budget_s
         self.pre_s = (pm.overhead_ms - self.jitter_s * 1000.0) * (1 - POST_SHARE) / 1000.0
         self.post_s = (pm.overhead_ms - self.jitter_s * 1000.0) * POST_SHARE / 1000.0
         self.delay_s = st.max_batch_delay_ms / 1000.0

@@ -42,11 +42,39 @@ def test_overload_fills_the_queue_and_sheds_the_excess(tmp_path: Path, helm: str
     assert r.busy_fraction == pytest.approx(1.0, abs=0.02)
 
 
-def test_deadline_turns_long_waits_into_504(tmp_path: Path, helm: str, profile) -> None:
+def test_the_queue_wait_budget_refuses_at_once_what_would_wait_past_it(tmp_path: Path, helm: str, profile) -> None:
+    """As the server: a request is admitted only if the images ahead and its own drain within
+    max_queue_wait_ms at the saturated rate, not whenever 256 fit. A 300-ms budget lets a pass take 37.5 ms:
+    batches of 10 (S(10) = 36.1 ms), 277 img/s, so 83 images are admitted (hand-computed)."""
+    s = make_setup(tmp_path, helm, {"settings": {"max_queue_wait_ms": 300}}, profile)
+    rate = 10 / batch_ms(10) * 1000
+    assert s.batch_cap == 10 and s.queue_limit_images() == pytest.approx(0.3 * rate)
+    r = simulate_fixed(s, rate_per_s=800, duration_s=20, arrivals="uniform", warmup_s=2)
+    assert r.refused_share == pytest.approx(1 - rate / 800, abs=0.03) and r.timed_out == 0
+    assert r.mean_depth <= 0.3 * rate
+    # The wait admitted (0.3 s) plus the pass the last image rides in and the overhead, not 256 images' 0.8 s.
+    assert q(r, 0.999) <= 300 + batch_ms(10) + 5 + 1e-6
+    unbounded = make_setup(tmp_path, helm, {"settings": {"max_queue_wait_ms": 30000}}, profile)
+    r = simulate_fixed(unbounded, rate_per_s=800, duration_s=20, arrivals="uniform", warmup_s=2)
+    assert q(r, 0.5) >= 700  # a full queue of 256 images ahead
+
+
+def test_the_budget_is_capped_at_the_deadline_so_nothing_waits_into_504(tmp_path: Path, helm: str, profile) -> None:
     s = make_setup(tmp_path, helm, {"settings": {"request_timeout_ms": 300}}, profile)
     r = simulate_fixed(s, rate_per_s=800, duration_s=20, arrivals="uniform", warmup_s=2)
-    assert r.timed_out > 0
-    assert q(r, 0.999) <= 300 + batch_ms(32) + 1 + 1e-6  # answered: never more than the deadline + a batch
+    assert r.timed_out == 0 and r.refused_share > 0.5
+    assert q(r, 0.999) <= 300 + batch_ms(32) + 5 + 1e-6
+
+
+def test_a_pass_is_kept_within_an_eighth_of_the_budget(tmp_path: Path, helm: str, profile) -> None:
+    """The server's latency cap: a 400-ms budget lets a pass take 50 ms; S(16) = 53.5 ms is too long,
+    S(14) = 47.7 ms fits (hand-computed from the synthetic profile)."""
+    s = make_setup(tmp_path, helm, {"settings": {"max_queue_wait_ms": 400}}, profile)
+    assert s.batch_cap == 14 and batch_ms(14) <= 50 < batch_ms(15)
+    assert s.capacity() == pytest.approx(14 / batch_ms(14) * 1000)
+    r = simulate_fixed(s, rate_per_s=600, duration_s=20, arrivals="uniform", warmup_s=2)
+    assert r.served / 20 == pytest.approx(14 / batch_ms(14) * 1000, rel=0.05)  # full capped batches
+    assert make_setup(tmp_path, helm, {}, profile).batch_cap == 32  # 1 s: S(32) = 100 ms fits
 
 
 def spike(duration: str = "20m", base: float = 1200, peak: float = 18000, seed: int = 0) -> TrafficProfile:
