@@ -16,8 +16,9 @@ is the queue-depth gauge the autoscaler reads. A request is refused at once with
   keeps each forward pass within an eighth of the budget: :class:`~predictor.batching.LatencyCap`). A
   request that finds the queue empty is always admitted (waiting cannot make it fit better). Cold start
   (nothing drained since start): the rate is the start's estimate (:meth:`DrainRate.estimate`, which the
-  pipeline takes from a pass timed after the warm-up, batch delay included), so a wake's held requests are
-  admitted by what the pod can drain; without an estimate at most ``cold_start_images`` (one batch) are
+  pipeline takes from a pass timed after the warm-up, batch delay included), corrected by the calibration's
+  largest factor (the pass leaves out decoding and answering), so a wake's held requests are admitted by
+  what the pod can drain; without an estimate at most ``cold_start_images`` (one batch) are
   admitted until the first images have drained.
 * its images' decoded pixels (:func:`~predictor.preprocess.decode_cost_pixels`) would take the pixels
   admitted over ``max_queue_pixels``: decoding costs by pixels, not by image count, so a few huge
@@ -269,6 +270,11 @@ class WaitCalibration:
         """What the expected wait is multiplied by: 1 to ``most``."""
         return self._factor
 
+    @property
+    def most(self) -> float:
+        """The largest correction (what an estimated rate is corrected by: nothing has been seen yet)."""
+        return self._most
+
 
 class Admission:
     """Bounded count of admitted images (and of their decoded pixels), refusing what would wait too long.
@@ -392,12 +398,20 @@ class Admission:
                 f"no drain rate measured yet, and {self._depth} images are already waiting (at most "
                 f"{self.cold_start_images} are admitted until the first have been answered)"
             )
-        elif expected * self.calibration.factor() <= self.max_wait_s:
+        elif expected * self._factor() <= self.max_wait_s:
             return expected
         else:
-            factor = self.calibration.factor()
-            longer = f" (x {factor:.2f}: recent requests waited that much longer than expected)" if factor > 1 else ""
-            how = "measured" if self.rate.measured else "estimated (nothing has drained since start)"
+            factor = self._factor()
+            if not self.rate.measured:
+                how, longer = (
+                    "estimated (nothing has drained since start)",
+                    f" (x {factor:.2f}, the most, until it has)",
+                )
+            else:
+                how = "measured"
+                longer = (
+                    f" (x {factor:.2f}: recent requests waited that much longer than expected)" if factor > 1 else ""
+                )
             why = (
                 f"{ahead} images ahead of its {size} would take about {expected * factor * 1000:.0f} ms at the "
                 f"{how} {rate:.1f} images/s{longer}, over the queue-wait budget of "
@@ -405,6 +419,11 @@ class Admission:
             )
         wait = self.retry_after_s()
         raise Overloaded(f"inference queue is busy: {why}; retry in {wait} s (Retry-After)", retry_after_seconds=wait)
+
+    def _factor(self) -> float:
+        """The expected wait's correction: the calibration's, or its largest while the rate is only the start's
+        estimate (a warm pass leaves out decoding, parsing and answering, which share the pod's cores)."""
+        return self.calibration.factor() if self.rate.measured else self.calibration.most
 
     def release(self, n: int) -> None:
         """Count ``n`` admitted images out: they left the queue (answered, failed or cancelled)."""

@@ -445,17 +445,20 @@ def test_with_an_estimate_a_pod_that_has_drained_nothing_admits_what_it_can_drai
     a = Admission(1000, clock=clock, max_wait_s=1.0, cold_start_images=8)
     a.rate.estimate(32, 0.5)  # 64 images/s
     assert not a.rate.measured and a.rate.images_per_s() == 64.0
-    held = [a.reserve(1) for _ in range(64)]  # a wake's burst: 64 images, 1 s at 64 images/s, not one batch of 8
+    # A wake's burst: the estimate counts double (the calibration's most) until images drain: 32 images
+    # of 1 s at 64 images/s, not one batch of 8.
+    held = [a.reserve(1) for _ in range(32)]
     with pytest.raises(Overloaded) as exc:
         a.reserve(1)
-    assert "64 images ahead of its 1 would take about 1016 ms at the estimated (nothing has drained since start) " in (
-        exc.value.message
+    assert (
+        "32 images ahead of its 1 would take about 1031 ms at the estimated (nothing has drained since start) "
+        "64.0 images/s (x 2.00, the most, until it has)" in exc.value.message
     )
-    assert exc.value.retry_after_seconds == 1  # 64 images at 64 images/s
+    assert exc.value.retry_after_seconds == 1  # 32 images at 64 images/s
     with held[0], held[1], a.slots(1, held[0]), a.slots(1, held[1]):
         clock.now += 0.5  # the first answers: 2 images in 0.5 busy seconds, 4 images/s measured
     assert a.rate.measured and a.rate.images_per_s() == pytest.approx(4.0)
-    assert a.retry_after_s() == 16  # 62 images at the measured 4 a second
+    assert a.retry_after_s() == 8  # 30 images at the measured 4 a second
 
 
 @pytest.mark.parametrize(("images", "busy_s"), [(0, 1.0), (8, 0.0), (8, -1.0)])
