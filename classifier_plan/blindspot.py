@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from classifier_plan.kpa import resolve_target
+from classifier_plan.kpa import revision_target
 from classifier_plan.setup import SimSetup
 
 
@@ -40,22 +40,14 @@ def ceiling(setup: SimSetup, signal: str, mean_images: float) -> float | None:
 
 def blind_targets(setup: SimSetup, mean_images: float) -> list[BlindTarget]:
     """The targets out of reach; empty when the autoscaler can see an overload (or there is none)."""
-    plan, a = setup.plan, setup.assumptions
+    plan = setup.plan
     if plan.max_replicas <= max(1, plan.min_replicas):
         return []  # nothing to scale out to
     if plan.autoscaler == "kpa" and plan.knative is not None:
         kn = plan.knative
         if kn.metric == "rps":
             return []
-        target = resolve_target(
-            kn.metric,
-            kn.target,
-            kn.container_concurrency,
-            kn.target_utilization,
-            a.knative_concurrency_target_default,
-            a.knative_rps_target_default,
-            a.knative_target_utilization,
-        )
+        target = revision_target(kn, setup.assumptions)
         top = ceiling(setup, "concurrency", mean_images)
         return [BlindTarget("kpa concurrency", target, top)] if top is not None and top <= target else []
     if plan.autoscaler in ("hpa", "keda", "httpAddon") and plan.hpa_metrics:

@@ -20,7 +20,7 @@ from classifier_plan.chart import HpaMetric
 from classifier_plan.cluster import Cluster, Pod
 from classifier_plan.httpaddon import InterceptorCounts
 from classifier_plan.keda import KedaLoop
-from classifier_plan.kpa import Kpa, KpaConfig, KpaScaler, resolve_target
+from classifier_plan.kpa import Kpa, KpaConfig, KpaScaler, revision_target
 from classifier_plan.setup import SimSetup
 
 
@@ -76,15 +76,7 @@ class Controller:
     def _init_kpa(self) -> None:
         kn, a, plan = self.s.plan.knative, self.s.assumptions, self.s.plan
         assert kn is not None
-        target = resolve_target(
-            kn.metric,
-            kn.target,
-            kn.container_concurrency,
-            kn.target_utilization,
-            a.knative_concurrency_target_default,
-            a.knative_rps_target_default,
-            a.knative_target_utilization,
-        )
+        target = revision_target(kn, a)
         cfg = KpaConfig(
             target=target,
             stable_window_s=kn.window_s or a.knative_stable_window_s,

@@ -25,6 +25,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from classifier_plan.assumptions import Assumptions
+    from classifier_plan.chart import KnativeScaling
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,19 @@ def resolve_target(
             total = min(annotation_target, float(container_concurrency))
     tu = utilization_default if target_utilization is None else target_utilization
     return max(0.01, total * tu)
+
+
+def revision_target(kn: KnativeScaling, a: Assumptions) -> float:
+    """The per-pod target of the chart's revision, with the cluster's config-autoscaler defaults."""
+    return resolve_target(
+        kn.metric,
+        kn.target,
+        kn.container_concurrency,
+        kn.target_utilization,
+        a.knative_concurrency_target_default,
+        a.knative_rps_target_default,
+        a.knative_target_utilization,
+    )
 
 
 class Kpa:
