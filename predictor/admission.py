@@ -276,6 +276,30 @@ class WaitCalibration:
         return self._most
 
 
+class RefusalRate:
+    """Refusals a second over the last ``window_s`` seconds (what stretches ``Retry-After`` under pressure)."""
+
+    def __init__(self, window_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._at: deque[float] = deque()
+
+    def record(self) -> None:
+        """One request refused now."""
+        now = self._clock()
+        self._at.append(now)
+        self._prune(now)
+
+    def per_s(self) -> float:
+        """Refusals a second over the window."""
+        self._prune(self._clock())
+        return len(self._at) / self.window_s
+
+    def _prune(self, now: float) -> None:
+        while self._at and self._at[0] <= now - self.window_s:
+            self._at.popleft()
+
+
 class Admission:
     """Bounded count of admitted images (and of their decoded pixels), refusing what would wait too long.
 
@@ -290,6 +314,9 @@ class Admission:
         busy_from_depth: Whether the drain rate's busy time is the time this count is above zero (True), or
             told by the caller through ``rate.depth_changed`` (the pipeline: the time the batcher has images
             to infer, so that a request whose images take long to decode, alone, does not read as a slow pod).
+        refusals_per_s: The refusal rate above which ``Retry-After`` is stretched in proportion (None: never):
+            clients that honour it then come back spread over a longer time, so that the refusals they cause
+            stay near this rate instead of all coming back within the queue's drain time.
     """
 
     def __init__(
@@ -303,6 +330,7 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
         window_s: float = RATE_WINDOW_S,
         busy_from_depth: bool = True,
+        refusals_per_s: float | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
@@ -322,6 +350,8 @@ class Admission:
         self.clock = clock
         self.rate = DrainRate(window_s, clock)
         self.calibration = WaitCalibration()
+        self.refusals = RefusalRate(clock=clock)
+        self.refusals_per_s = refusals_per_s
 
     @property
     def depth(self) -> int:
@@ -334,13 +364,19 @@ class Admission:
         return self._pixels
 
     def retry_after_s(self) -> int:
-        """Seconds until the images queued now have drained at the measured rate, in whole seconds."""
+        """Seconds until the images queued now have drained at the measured rate, in whole seconds; stretched
+        by how far the refusals of the last seconds exceed ``refusals_per_s`` (the queue holds at most the
+        budget's worth, so without that every refused client would come back within a second or two)."""
         rate = self.rate.images_per_s()
         if rate is None:
-            return RETRY_AFTER_MIN_S
-        if rate <= 0:
+            wait = float(RETRY_AFTER_MIN_S)
+        elif rate <= 0:
             return RETRY_AFTER_MAX_S
-        return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, math.ceil(self._depth / rate)))
+        else:
+            wait = self._depth / rate
+        if self.refusals_per_s:
+            wait *= max(1.0, self.refusals.per_s() / self.refusals_per_s)
+        return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, math.ceil(wait)))
 
     def ahead_of(self, size: int, own: int = 0) -> int:
         """Images a request of ``size`` images waits for: each request admitted counts up to ``size`` of its
@@ -375,6 +411,7 @@ class Admission:
         return expected
 
     def _overloaded(self, n: int) -> Overloaded:
+        self.refusals.record()
         wait = self.retry_after_s()
         return Overloaded(
             f"inference queue is full ({self._depth} of {self.capacity} images waiting, {n} more asked "
@@ -417,6 +454,7 @@ class Admission:
                 f"{how} {rate:.1f} images/s{longer}, over the queue-wait budget of "
                 f"{budget_ms} ms (max_queue_wait_ms)"
             )
+        self.refusals.record()
         wait = self.retry_after_s()
         raise Overloaded(f"inference queue is busy: {why}; retry in {wait} s (Retry-After)", retry_after_seconds=wait)
 

@@ -298,7 +298,9 @@ class Settings(BaseSettings):
         ge=0,
         description="Overloaded requests refused (503) at once per second, after a burst of as many; beyond it "
         "each refusal is held until its turn (its client, waiting for it, sends nothing new), so that clients "
-        "resending at once cannot take the event loop from the requests it serves. 0 = every refusal at once.",
+        "resending at once cannot take the event loop from the requests it serves; refusals past half of it (over the "
+        "last 2 s) stretch Retry-After in proportion, so that clients honouring it come back spread out. 0 = every "
+        "refusal at once, Retry-After the drain time.",
     )
     max_queue_pixels: int = Field(
         1_000_000_000,

@@ -62,6 +62,9 @@ class Pipeline:
             cold_start_images=min(settings.max_batch_size, settings.max_queue_images),
             pixel_capacity=settings.max_queue_pixels,
             busy_from_depth=False,  # busy while the batcher has images: see load()
+            # Refusals past half the paced rate stretch Retry-After: clients that honour it then keep their
+            # refusals under the rate answered at once (docs/performance.md, "Retry-After under pressure").
+            refusals_per_s=settings.paced_refusals_per_s / 2 or None,
         )
         self._batcher: DynamicBatcher[Item, np.ndarray] | None = None
         self._memory_cap = settings.max_batch_size

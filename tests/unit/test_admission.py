@@ -525,3 +525,33 @@ def test_busy_time_may_come_from_the_batcher_instead_of_the_count() -> None:
         clock.now += 0.5  # then half a second of forward passes
         a.rate.depth_changed(32, 0)
     assert a.rate.images_per_s() == pytest.approx(64.0)
+
+
+def test_retry_after_stretches_with_the_refusals_past_their_rate() -> None:
+    """20 images at 40 images/s drain in 0.5 s: Retry-After 1. Refusals past 10 a second (over the last 2 s)
+    stretch the drain time in proportion, so that clients honouring it come back spread out instead of all
+    within the second: 100 refusals in 0.1 s are 50 a second, 5x: 2.5 s, Retry-After 3."""
+    a, clock = _measured(images_per_s=40.0, max_wait_s=0.5)
+    a.refusals_per_s = 10.0
+    held = [a.reserve(1) for _ in range(20)]
+    assert a.retry_after_s() == 1
+    answers = []
+    for _ in range(100):
+        with pytest.raises(Overloaded) as exc:
+            a.reserve(1)
+        answers.append(exc.value.retry_after_seconds)
+        clock.now += 0.001
+    assert answers[0] == 1 and answers[-1] == 3 and answers == sorted(answers)
+    clock.now += 2.0  # the window has passed with no refusal: back to the drain time
+    assert a.retry_after_s() == 1
+    assert len(held) == 20
+
+
+def test_without_a_refusal_rate_retry_after_is_the_drain_time_whatever_the_refusals() -> None:
+    a, clock = _measured(images_per_s=40.0, max_wait_s=0.5)
+    held = [a.reserve(1) for _ in range(20)]
+    for _ in range(100):
+        with pytest.raises(Overloaded) as exc:
+            a.reserve(1)
+        clock.now += 0.001
+    assert exc.value.retry_after_seconds == 1 and len(held) == 20
