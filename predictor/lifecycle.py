@@ -8,6 +8,7 @@ all before the pod reports ready. The engine it loads serves until the process e
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -30,6 +31,22 @@ R = TypeVar("R")
 Run = Callable[[Callable[[], R]], R]
 Loader = Callable[[PreprocessSpec, Run], LoadedEngine]
 """Chooses, checks and loads the engine for a model (default: :func:`~predictor.engine.load_engine`)."""
+
+
+def freeze_startup_heap() -> int:
+    """Take every object alive now out of the cyclic garbage collector's view; returns how many it froze.
+
+    Call once, when the model is loaded and warmed up and before serving. What start-up leaves (the imported
+    libraries, the engine, the model: about 490,000 tracked objects for EfficientNet-Lite0 on OpenVINO) lives as
+    long as the process, yet each full collection scans it all: 320 ms every 15-30 s at 400 clients, on whichever
+    thread allocates (mostly the event loop), holding the GIL, so that no request is parsed or answered and no
+    batch is assembled meanwhile. Frozen, a full collection scans only what serving allocated since (25 ms,
+    docs/performance.md, "The event loop and the garbage collector"). Frozen objects are still freed when their
+    last reference goes; only cycles among them would stay, and start-up's objects are never dropped.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def warmup_jpeg() -> bytes:

@@ -114,12 +114,16 @@ def serve(settings: Settings) -> None:
     except (FileNotFoundError, ValueError, OSError) as e:
         logger.error("cannot load the model from %s: %s", settings.model_dir, e)
         raise SystemExit(1) from None
+    from predictor.lifecycle import freeze_startup_heap
+
+    logger.info("start-up objects frozen out of garbage collection: %d", freeze_startup_heap())
     if settings.http_metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.http_metrics_port)
         logger.info("metrics on :%d (and not on :%d)", settings.http_metrics_port, settings.http_port)
-    logger.info("serving %s on :%d", settings.model_name, settings.http_port)
+    loop = kserve_compat.serve_on_uvloop()
+    logger.info("serving %s on :%d (event loop: %s)", settings.model_name, settings.http_port, loop)
     built.server.start([built.model])
 
 

@@ -47,6 +47,16 @@ def test_concurrent_requests_form_batches_larger_than_one(default_server: Server
     assert default_server.metric("classifier_queue_depth") == 0
 
 
+def test_the_server_runs_on_uvloop_with_its_start_up_heap_frozen(default_server: ServerProcess):
+    # KServe's start would run asyncio's loop (tests/unit/test_kserve_compat.py); the server says which it got.
+    log = default_server.log()
+    assert "(event loop: uvloop)" in log
+    # After the model loaded: the libraries, the engine and the model (hundreds of thousands of objects) are
+    # out of the full collections' way; a count this size can only come after the heavy imports and the load.
+    frozen = re.search(r"start-up objects frozen out of garbage collection: (\d+)", log)
+    assert frozen and int(frozen.group(1)) > 100_000, log[-2000:]
+
+
 def test_queue_full_answers_503_with_retry_after_at_once(tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes):
     server = start_server(tiny_model_dir, tmp_path, max_queue_images=2, max_batch_size=64, max_batch_delay_ms=1500)
     try:

@@ -231,3 +231,25 @@ def test_grpc_server_options_and_interceptors_reach_kserves_grpc_server() -> Non
         assert grpc_server.aio is FakeAio
     finally:
         grpc_server.aio = real
+
+
+def test_kserve_runs_on_asyncios_own_loop_unless_serve_on_uvloop_sets_uvloop() -> None:
+    # In a fresh interpreter: the policy is process-wide. KServe's start runs asyncio.run itself and its
+    # RESTServer never sets up uvicorn's loop (what makes the workaround needed); after it, asyncio.run
+    # builds a uvloop loop.
+    code = """
+import asyncio, inspect
+from predictor import kserve_compat
+ms = kserve_compat.import_model_server()
+from kserve.protocol.rest.server import RESTServer
+assert "asyncio.run(" in inspect.getsource(ms.ModelServer.start)
+assert "setup_event_loop" not in inspect.getsource(RESTServer)
+async def which():
+    return type(asyncio.get_running_loop()).__module__
+print(asyncio.run(which()), kserve_compat.serve_on_uvloop(), asyncio.run(which()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, chosen, after = out.stdout.split()
+    assert before.startswith("asyncio"), before
+    assert (chosen, after) == ("uvloop", "uvloop"), out.stdout

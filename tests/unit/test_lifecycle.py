@@ -9,6 +9,8 @@ support. The runtime runs every engine call on a real batcher's inference thread
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from predictor.engine.torch_engine import TorchEngine
 from predictor.lifecycle import ModelRuntime
 from predictor.metrics import PredictorMetrics
 from predictor.preprocess import PreprocessSpec
+from tests.support.servers import REPO
 
 INFERENCE_THREAD = "inference"
 
@@ -178,3 +181,22 @@ async def test_a_failing_load_closes_what_it_built(settings) -> None:
     with pytest.raises(RuntimeError, match="no bf16 kernels"):
         await _load(settings, built)
     assert built.engines["fp32"].closed and built.engines["bf16"].closed
+
+
+def test_freezing_the_start_up_heap_collects_its_garbage_first_and_keeps_the_rest_out_of_full_collections() -> None:
+    # In a fresh interpreter: freezing is process-wide.
+    code = """
+import gc, weakref
+from predictor.lifecycle import freeze_startup_heap
+class Node:
+    pass
+garbage = Node(); garbage.self = garbage; ref = weakref.ref(garbage); del garbage
+keep = [[i] for i in range(50_000)]
+frozen = freeze_startup_heap()
+assert ref() is None, "start-up's garbage cycles are collected before the freeze"
+assert frozen >= 50_000 and gc.get_freeze_count() == frozen, frozen
+assert len(gc.get_objects(2)) < 1_000, "a full collection would scan the start-up heap"
+print(frozen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
