@@ -294,7 +294,7 @@ class Settings(BaseSettings):
         "memory bound.",
     )
     paced_refusals_per_s: float = Field(
-        200.0,
+        400.0,
         ge=0,
         description="Overloaded requests refused (503) at once per second, after a burst of as many; beyond it "
         "each refusal is held until its turn (its client, waiting for it, sends nothing new), so that clients "
