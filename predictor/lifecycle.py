@@ -46,7 +46,9 @@ def freeze_startup_heap() -> int:
     """
     gc.collect()
     gc.freeze()
-    return gc.get_freeze_count()
+    frozen = gc.get_freeze_count()
+    logger.info("start-up objects frozen out of garbage collection: %d", frozen)
+    return frozen
 
 
 def warmup_jpeg() -> bytes:

@@ -116,7 +116,7 @@ def serve(settings: Settings) -> None:
         raise SystemExit(1) from None
     from predictor.lifecycle import freeze_startup_heap
 
-    logger.info("start-up objects frozen out of garbage collection: %d", freeze_startup_heap())
+    freeze_startup_heap()
     if settings.http_metrics_port:
         from prometheus_client import start_http_server
 

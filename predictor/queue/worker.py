@@ -339,7 +339,7 @@ async def run_worker(settings: Settings, pipeline: Pipeline | None = None) -> in
             raise WorkerStartError(f"cannot load the model from {settings.model_dir}: {e}") from None
         from predictor.lifecycle import freeze_startup_heap
 
-        logger.info("start-up objects frozen out of garbage collection: %d", freeze_startup_heap())
+        freeze_startup_heap()
     await pipeline.start()
     worker = Worker(settings, pipeline, queue, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
