@@ -11,9 +11,12 @@ subclass of uvicorn's httptools protocol (the one KServe's ``http="auto"`` picks
 * a head deadline, from the connection's start (or from the first byte of the next request on a kept-alive
   connection) to the end of the head: past it, 408 when part of a head came, a silent close when nothing
   did;
-* a head size limit: past it, 431 without reading the rest;
-* a connection cap: a request on a connection beyond ``max_connections`` is answered 503 with
-  ``Retry-After`` and the connection closed;
+* a head size limit: past it, 431 without reading the rest (a head that came whole in one read is measured
+  once parsed, and its body never reaches the app);
+* a connection cap: at ``max_connections`` a new connection closes the one that has waited longest for its
+  client (silent since it opened, or kept alive between requests), so that idle connections, however many
+  one client opens, never keep another out; only when every other connection is busy is a request on the
+  new connection answered 503 with ``Retry-After`` and the connection closed;
 * an answer on the head (``answer_on_head``, :class:`predictor.shed.HeadRefusal`): an inference request that
   admission refuses whatever its body holds is answered 503 from the protocol's own callback, before any
   task or app runs, and its body is never read.
@@ -164,12 +167,35 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_answer: Any = None  # decided in a parser callback, sent when the bytes are parsed
         self._keep_open = False  # the answer on the head keeps the connection (its body is read and dropped)
         self._paced: asyncio.TimerHandle | None = None
+        self._skip_message = False  # the request being parsed was refused on its head: its body is dropped
+        self._evicted = False  # closed to make room at the connection cap
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        self._idle_since = self.loop.time()
+        if len(self.connections) > self.limits.max_connections and not self._close_longest_idle():
             self.app = self._over_capacity  # this connection's requests are refused; the others go on
         self._await_head(begun=False)
+
+    def _waiting(self) -> bool:
+        """Whether this connection waits for its client with nothing under way: no request yet and no byte
+        of one, or kept alive between requests. Not while a head is arriving (the head deadline bounds that),
+        nor while a request is being served or a refusal held."""
+        if self._evicted or self.transport.is_closing() or self._paced is not None or not self._idle():
+            return False
+        return not self._in_head or (not self._begun and self._head_bytes == 0)
+
+    def _close_longest_idle(self) -> bool:
+        """At the connection cap: close the connection that has waited longest for its client (see
+        :meth:`_waiting`), so that idle connections, however many a client opens, never keep a new client
+        out; False when every other connection is busy (this one is then refused)."""
+        waiting = [c for c in self.connections if c is not self and isinstance(c, GuardedHttpToolsProtocol)]
+        oldest = min((c for c in waiting if c._waiting()), key=lambda c: c._idle_since, default=None)
+        if oldest is None:
+            return False
+        oldest._evicted = True
+        oldest.transport.close()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._head_timer, self._linger, self._paced):
@@ -199,13 +225,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._send_head_answer(answer, False)
             return
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
-            limit = self.limits.max_header_bytes
-            self._refuse(
-                "header_too_large",
-                431,
-                f"request head (request line and headers) is over the limit of {limit} bytes (max_header_bytes): "
-                "send smaller headers",
-            )
+            self._head_too_large()
         elif not self._in_head and self._idle() and self.timeout_keep_alive_task is None and self._paced is None:
             # Bytes that began no request (blank lines, the unread rest of an answered body) cancelled
             # uvicorn's keep-alive timer: they do not extend the idle limit.
@@ -214,6 +234,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._skip_message = False
         if self._refused:
             return  # a request pipelined behind a refusal: never started, so no deadline either
         if self._in_head:
@@ -225,8 +246,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._stop_head_timer()
         if self._refused:
+            self._skip_message = True
             return  # a request pipelined behind an answer on the head, in the same bytes: never started
+        if self._parsed_head_bytes() > self.limits.max_header_bytes:
+            # A head that came whole in one read (data_received counts only heads spread over several).
+            self._skip_message = True  # its body, in the same bytes, is dropped; the app never sees it
+            self._head_too_large()
+            return
         if self._head_answer is not None or self._paced is not None:
+            self._skip_message = True
             self._refused = True  # ... behind one not written yet, that keeps its connection: it closes it instead
             return
         answer = self._answer_on_head() if self._idle() else None
@@ -239,6 +267,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = not self._keep_open
         self._head_answer = answer
         self.cycle = _AnsweredOnHead()  # type: ignore[assignment]
+
+    def on_body(self, body: bytes) -> None:
+        if not self._skip_message:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._skip_message:
+            super().on_message_complete()
+
+    def _parsed_head_bytes(self) -> int:
+        """The size of the head just parsed: its URL and headers, with their separators and the request line's
+        method and version (whitespace the parser trims is not counted)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) + 16
+
+    def _head_too_large(self) -> None:
+        limit = self.limits.max_header_bytes
+        self._refuse(
+            "header_too_large",
+            431,
+            f"request head (request line and headers) is over the limit of {limit} bytes (max_header_bytes): "
+            "send smaller headers",
+        )
 
     def _body_is_cheap_to_drop(self) -> bool:
         """Whether the request being answered on its head may keep its connection: HTTP/1.1 keep-alive, a

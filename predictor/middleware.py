@@ -257,7 +257,7 @@ class RequestContextMiddleware:
     async def _call(
         self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send, protocol: str | None, limit: int
     ) -> None:
-        coding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+        coding = request_coding(headers)
         inflater = Inflater(coding, limit) if coding in ENCODINGS else None
         if inflater is not None:  # the app sees the inflated body, without the coding's headers
             drop = (b"content-encoding", b"content-length")
@@ -371,12 +371,27 @@ def early_refusal(headers: dict[bytes, bytes], limit: int) -> PredictorError | N
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return PayloadTooLarge(too_large(int(declared), limit))
-    coding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+    coding = request_coding(headers)
     if coding not in (*ENCODINGS, "identity", ""):
-        return UnsupportedMediaType(
-            f"Content-Encoding {coding!r} is not accepted: send gzip, deflate or an uncompressed body"
+        return UnsupportedEncoding(
+            f"Content-Encoding {coding[:60]!r} is not accepted: send gzip, deflate or an uncompressed body "
+            "(one coding; Accept-Encoding)"
         )
     return None
+
+
+def request_coding(headers: dict[bytes, bytes]) -> str:
+    """A request's content coding, lowercased: ``x-gzip`` is gzip (RFC 9110, 8.4.1.3); "identity" when none."""
+    coding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+    return "gzip" if coding == "x-gzip" else coding
+
+
+class UnsupportedEncoding(UnsupportedMediaType):
+    """A request body in a content coding not accepted: 415 with ``Accept-Encoding`` naming those that are
+    (RFC 9110, 15.5.16)."""
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "Accept-Encoding": ", ".join(ENCODINGS)}
 
 
 def declared_on_head(protocol: str, headers: dict[bytes, bytes]) -> int | None:

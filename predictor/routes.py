@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from predictor.config import Settings
@@ -91,8 +92,17 @@ def install(
         # The client left while its body was being read: nobody reads an answer, nothing was wrong here.
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
+    async def handle_http_error(request: Request, exc: Exception) -> Response:
+        # Routing's own 404 and 405 (FastAPI would answer {"detail": "Not Found"}): {"error": ...} as every
+        # other refusal, saying what is served.
+        assert isinstance(exc, HTTPException)
+        return error_json(
+            exc.status_code, http_error_message(request.method, request.url.path, exc, settings), exc.headers
+        )
+
     app.add_exception_handler(PredictorError, handle_predictor_error)
     app.add_exception_handler(ClientDisconnect, handle_client_gone)
+    app.add_exception_handler(HTTPException, handle_http_error)
 
     def check_model(name: str, version: str | None = None) -> None:
         if name != settings.model_name:
@@ -217,6 +227,29 @@ def query_int(request: Request, name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise InvalidInput(f"query parameter {name} must be an integer, got {raw!r}") from None
+
+
+def http_error_message(method: str, path: str, exc: HTTPException, settings: Settings) -> str:
+    """What a routing 404 or 405 says: what was asked for, and what is served instead."""
+    asked = f"{method} {path[:200]}{'...' if len(path) > 200 else ''}"
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        model = settings.model_name
+        return (
+            f"no route {asked}: inference is POST /classify, POST /v2/models/{model}/infer or "
+            f"POST /v1/models/{model}:predict; health is GET /v2/health/live and /v2/health/ready "
+            "(docs/security.md lists every route)"
+        )
+    allowed = (exc.headers or {}).get("Allow")
+    if exc.status_code == 405 and allowed:
+        return f"method {asked} is not allowed: this path takes {allowed} (Allow)"
+    return str(exc.detail)
+
+
+def error_json(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A ``{"error": message}`` answer."""
+    return Response(
+        orjson.dumps({"error": message}), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 async def read_multipart_images(request: Request, settings: Settings) -> list[bytes]:

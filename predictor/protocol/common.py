@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,23 @@ class ParsedRequest:
     """v2: per output, whether it is sent as binary data (REST extension) rather than JSON."""
     requested_outputs: list[str] = field(default_factory=list)
     """v2: the outputs asked for, in order; empty = all."""
+
+
+def _shown_repr() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 2, 60, 60, 40
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 4
+    return r
+
+
+_SHOWN = _shown_repr()
+
+
+def shown(value: Any) -> str:
+    """A client's value as an error message quotes it: its ``repr`` cut short (two levels of nesting, four
+    items a level, 60 characters a string), so that no value a client sends, however deep or long, makes the
+    message deep or long (``repr`` of a list nested 1,000 levels raises ``RecursionError``)."""
+    return _SHOWN.repr(value)
 
 
 def b64decode(text: Any, where: str) -> bytes:
@@ -61,7 +79,7 @@ def top_k_param(params: Any) -> int | None:
         return None
     k = params["top_k"]
     if isinstance(k, bool) or not isinstance(k, int):
-        raise InvalidInput(f"parameter top_k must be an integer, got {k!r}")
+        raise InvalidInput(f"parameter top_k must be an integer, got {shown(k)}")
     return k
 
 

@@ -29,7 +29,7 @@ import orjson
 
 from predictor.errors import InvalidInput
 from predictor.postprocess import Prediction
-from predictor.protocol.common import ParsedRequest, b64decode, loads, top_k_param
+from predictor.protocol.common import ParsedRequest, b64decode, loads, shown, top_k_param
 
 INPUT_BYTES, INPUT_UINT8, INPUT_FP32 = "image", "image_uint8", "image_fp32"
 OUTPUTS = ("label", "score", "class_id")
@@ -68,7 +68,7 @@ def declared_images(header: Any) -> int | None:
     dtype = inp.get("datatype")  # type: ignore[union-attr]
     if dtype == "BYTES":
         return math.prod(shape)
-    if dtype in _NP_DTYPES and len(shape) == 4:
+    if isinstance(dtype, str) and dtype in _NP_DTYPES and len(shape) == 4:
         return shape[0]
     return None
 
@@ -100,7 +100,7 @@ def _pack_contents(datatype: str, data: list, name: str) -> bytes:
     if datatype == "BYTES":
         return pack_bytes([x if isinstance(x, bytes) else str(x).encode() for x in data])
     if datatype not in _NP_DTYPES:
-        raise InvalidInput(f"input {name!r} has datatype {datatype!r}; accepted: BYTES, UINT8, FP32")
+        raise InvalidInput(f"input {shown(name)} has datatype {shown(datatype)}; accepted: BYTES, UINT8, FP32")
     return np.asarray(data, dtype=np.dtype(_NP_DTYPES[datatype]).newbyteorder("<")).tobytes()
 
 
@@ -118,8 +118,7 @@ def parse_request(req: Any, binary: bytes) -> ParsedRequest:
         )
     params = req.get("parameters") or {}
     parsed = ParsedRequest(images=_parse_input(inputs[0], binary), top_k=top_k_param(params))
-    rid = req.get("id")
-    parsed.request_id = str(rid) if rid is not None else None
+    parsed.request_id = _request_id(req.get("id"))
     default_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
     outputs = req.get("outputs")
     if outputs is None:
@@ -130,42 +129,51 @@ def parse_request(req: Any, binary: bytes) -> ParsedRequest:
     for out in outputs:
         name = out.get("name") if isinstance(out, dict) else None
         if name not in OUTPUTS:
-            raise InvalidInput(f"unknown output {name!r}: this model has outputs {', '.join(OUTPUTS)}")
+            raise InvalidInput(f"unknown output {shown(name)}: this model has outputs {', '.join(OUTPUTS)}")
         parsed.requested_outputs.append(name)
         p = out.get("parameters") or {}
         parsed.binary_outputs[name] = bool(p.get("binary_data", default_binary))
     return parsed
 
 
+def _request_id(rid: Any) -> str | None:
+    """The request's ``id`` (a string in the v2 protocol; a number is taken as its text), echoed in the answer."""
+    if rid is None or isinstance(rid, str):
+        return rid
+    if isinstance(rid, int | float) and not isinstance(rid, bool):
+        return str(rid)
+    raise InvalidInput(f"'id' must be a string (the request's id, echoed in the answer), got {type(rid).__name__}")
+
+
 def _parse_input(inp: Any, binary: bytes) -> list[bytes | np.ndarray]:
     if not isinstance(inp, dict):
         raise InvalidInput("each input must be an object with name, datatype, shape, data")
     name, dtype, shape = inp.get("name"), inp.get("datatype"), inp.get("shape")
-    if dtype not in _INPUT_NAMES:
-        raise InvalidInput(f"input {name!r} has datatype {dtype!r}; accepted: BYTES, UINT8, FP32")
+    if not isinstance(dtype, str) or dtype not in _INPUT_NAMES:
+        raise InvalidInput(f"input {shown(name)} has datatype {shown(dtype)}; accepted: BYTES, UINT8, FP32")
     if name not in (_INPUT_NAMES[dtype], INPUT_BYTES):
-        raise InvalidInput(f"input {name!r} is unknown: a {dtype} image tensor is named {_INPUT_NAMES[dtype]!r}")
+        raise InvalidInput(f"input {shown(name)} is unknown: a {dtype} image tensor is named {_INPUT_NAMES[dtype]!r}")
     if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidInput(f"input {name!r} needs 'shape', a list of non-negative integers")
+        raise InvalidInput(f"input {shown(name)} needs 'shape', a list of non-negative integers")
     params = inp.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(binary):
-            raise InvalidInput(f"binary_data_size {size!r} of input {name!r} exceeds the binary data sent")
+            raise InvalidInput(f"binary_data_size {shown(size)} of input {shown(name)} exceeds the binary data sent")
         raw = binary[:size]
         if dtype == "BYTES":
             return _check_count(split_bytes(raw), shape)
         return _tensor_images(np.frombuffer(raw, dtype=np.dtype(_NP_DTYPES[dtype]).newbyteorder("<")), dtype, shape)
     data = inp.get("data")
     if not isinstance(data, list):
-        raise InvalidInput(f"input {name!r} needs 'data' (a list) or binary_data_size")
+        raise InvalidInput(f"input {shown(name)} needs 'data' (a list) or binary_data_size")
     flat = _flatten(data, name)
     if dtype == "BYTES":
-        return _check_count([b64decode(s, f"input {name!r} element {i}") for i, s in enumerate(flat)], shape)
+        return _check_count([b64decode(s, f"input {shown(name)} element {i}") for i, s in enumerate(flat)], shape)
     try:
         arr = np.asarray(flat, dtype=_NP_DTYPES[dtype])
     except (ValueError, TypeError, OverflowError):
-        raise InvalidInput(f"input {name!r}: data is not a list of {dtype} numbers") from None
+        raise InvalidInput(f"input {shown(name)}: data is not a list of {dtype} numbers") from None
     return _tensor_images(arr, dtype, shape)
 
 
@@ -177,11 +185,11 @@ def _flatten(data: list, name: Any) -> list:
         depth += 1
         if depth > MAX_DATA_DEPTH:
             raise InvalidInput(
-                f"input {name!r}: data is nested more than {MAX_DATA_DEPTH} levels deep (the limit); send a flat "
+                f"input {shown(name)}: data is nested more than {MAX_DATA_DEPTH} levels deep (the limit); send a flat "
                 "list, or lists nested one level per dimension of its shape"
             )
         if not all(isinstance(row, list) for row in level):
-            raise InvalidInput(f"input {name!r}: data mixes lists and values on one level: nest it evenly")
+            raise InvalidInput(f"input {shown(name)}: data mixes lists and values on one level: nest it evenly")
         level = [x for row in level for x in row]
     return level
 

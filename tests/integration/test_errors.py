@@ -219,3 +219,34 @@ def test_client_errors_are_counted_by_reason_and_code(default_server: ServerProc
     assert default_server.metric("classifier_request_duration_seconds_count", protocol="classify") == timed_before
     assert default_server.metric("classifier_requests_total", protocol="classify", code="400") >= 1
     assert "Traceback" not in default_server.log(), "a client mistake must never produce a traceback"
+
+
+def test_unknown_routes_and_methods_answer_json_saying_what_is_served(default_server: ServerProcess, cat_jpeg: bytes):
+    r = default_server.client.post("/predict", content=b"x")
+    assert r.status_code == 404, r.text
+    err = r.json()["error"]
+    assert "no route POST /predict" in err and "POST /classify" in err and "/v2/models/classifier/infer" in err
+    r = default_server.client.get("/classify")
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == "POST"
+    assert r.json()["error"] == "method GET /classify is not allowed: this path takes POST (Allow)"
+    long = "/x" * 5000
+    assert len(default_server.client.get(long).json()["error"]) < 600, "the path is quoted cut short"
+    default_server.assert_healthy(cat_jpeg)
+
+
+def test_x_gzip_is_gzip_and_other_codings_are_415_with_accept_encoding(
+    default_server: ServerProcess, cat_jpeg: bytes
+):
+    import gzip
+
+    body = orjson.dumps(_v2([base64.b64encode(cat_jpeg).decode()]))
+    url = "/v2/models/classifier/infer"
+    r = default_server.client.post(url, content=gzip.compress(body), headers={"Content-Encoding": "x-gzip"})
+    assert r.status_code == 200, r.text
+    for coding in ("br", "gzip, gzip", "zstd"):
+        r = default_server.client.post(url, content=body, headers={"Content-Encoding": coding})
+        assert r.status_code == 415, r.text
+        assert r.headers["accept-encoding"] == "gzip, deflate"
+        assert "send gzip, deflate or an uncompressed body" in r.json()["error"]
+    default_server.assert_healthy(cat_jpeg)

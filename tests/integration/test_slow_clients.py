@@ -204,6 +204,48 @@ def test_a_64_mib_header_is_refused_431_quickly_without_its_memory(server: Serve
     assert _rss_bytes(server.proc.pid) - rss_before < 32 * 1024 * 1024, "the header was not held in memory"
 
 
+def _one_write(server: ServerProcess, data: bytes) -> bytes:
+    """Send ``data`` in one write and read the answer until the server closes or 10 s pass."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(data)
+    sock.settimeout(10)
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and not answer.startswith(b"HTTP/1.1 431 "):
+                break  # a kept-alive 200: its head is enough
+    except OSError:
+        pass
+    sock.close()
+    return answer
+
+
+@pytest.mark.parametrize("head_bytes", [66_000, 100_000, 120_000])
+def test_a_head_over_the_limit_in_one_write_is_refused_431(
+    server: ServerProcess, small_jpeg: bytes, head_bytes: int
+) -> None:
+    """The limit holds whether the head comes in pieces or whole in the first read (as a client writing it at
+    once sends it), with or without a body behind it in the same bytes."""
+    filler = b"a" * (head_bytes - 80)
+    get = b"GET /v2/health/ready HTTP/1.1\r\nHost: test\r\nX-Big: " + filler + b"\r\n\r\n"
+    body = b"{}"
+    post = (
+        b"POST /v2/models/" + server.model_name.encode() + b"/infer HTTP/1.1\r\nHost: test\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\nX-Big: " + filler + b"\r\n\r\n" + body
+    )
+    with ValidClient(server, small_jpeg) as valid:
+        started = time.monotonic()
+        answers = [_one_write(server, get), _one_write(server, post)]
+        valid.assert_served_between(started, time.monotonic())
+    for data in answers:
+        assert data.startswith(b"HTTP/1.1 431 "), data[:200]
+        assert b"over the limit of 65536 bytes (max_header_bytes)" in data
+    small = b"GET /v2/health/ready HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 60_000 + b"\r\n\r\n"
+    assert _one_write(server, small).startswith(b"HTTP/1.1 200 "), "a head under the limit is served"
+    assert "Traceback" not in server.log()
+
+
 def test_an_idle_kept_alive_connection_is_closed_at_its_limit(server: ServerProcess, small_jpeg: bytes) -> None:
     with ValidClient(server, small_jpeg) as valid:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
@@ -230,14 +272,17 @@ def test_the_connection_cap_answers_503_with_retry_after(
     server = start_server(tiny_model_dir, tmp_path, max_connections=20, header_timeout_s=60)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as kept:
-            assert kept.get("/v2/health/ready").status_code == 200  # a connection opened before the flood
-            flood = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(25)]
+            assert kept.get("/v2/health/ready").status_code == 200  # idle at the flood: closed to make room
+            flood = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(20)]
+            for s in flood:  # heads under way: busy connections, which the cap never closes to make room
+                s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.5)
             r = httpx.get(f"{server.url}/v2/health/ready", timeout=30)
             assert r.status_code == 503, r.text
             assert "over the limit of 20 (max_connections)" in r.json()["error"]
             assert r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
-            ok = kept.post("/classify", files={"image": ("x.jpg", small_jpeg, "image/jpeg")})
-            assert ok.status_code == 200, "a connection within the cap is served"
+            flood[0].sendall(b"\r\n")  # one of the busy connections, within the cap, ends its head
+            assert flood[0].recv(65536).startswith(b"HTTP/1.1 200 "), "a connection within the cap is served"
             for s in flood:
                 s.close()
             deadline = time.monotonic() + SLACK_S
@@ -245,6 +290,40 @@ def test_the_connection_cap_answers_503_with_retry_after(
                 assert time.monotonic() < deadline, "new connections are served again once the flood left"
                 time.sleep(0.1)
         assert server.metric("classifier_rejections_total", reason="too_many_connections") >= 1
+    finally:
+        server.stop()
+
+
+def test_idle_connections_at_the_cap_never_keep_a_new_client_out(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
+) -> None:
+    """A client holding the cap with idle connections (silent ones, and kept-alive ones that made one request
+    each and then wait) does not lock others out: at the cap the connection idle longest is closed instead."""
+    server = start_server(tiny_model_dir, tmp_path, max_connections=20, header_timeout_s=60)
+    try:
+        flood = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(15)]
+        for _ in range(15):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            flood.append(sock)  # kept alive, idle for the keep-alive limit
+        with ValidClient(server, small_jpeg) as valid:
+            started = time.monotonic()
+            for _ in range(10):
+                image = {"image": ("x.jpg", small_jpeg, "image/jpeg")}
+                r = httpx.post(f"{server.url}/classify", files=image, timeout=30)
+                assert r.status_code == 200, r.text  # a new connection each time
+            valid.assert_served_between(started, time.monotonic())
+        closed = 0
+        for sock in flood:
+            sock.settimeout(0.01)
+            try:
+                closed += sock.recv(1) == b""
+            except (TimeoutError, ConnectionResetError):
+                pass
+            sock.close()
+        assert closed >= 10, "idle connections were closed to make room"
+        assert server.metric("classifier_rejections_total", reason="too_many_connections") == 0
     finally:
         server.stop()
 
@@ -272,6 +351,46 @@ def test_json_nested_past_the_limit_is_a_400_without_a_traceback(
         error = r.json()["error"]
         assert "nested more than 8 levels deep" in error or "more than 1024 levels deep" in error, error
         assert "send" in error, "it says what is accepted"
+    log = server.log()
+    assert "Traceback" not in log and "RecursionError" not in log
+
+
+def _nested_elsewhere(field: str, depth: int) -> bytes:
+    """A valid v2 JSON request but for one field (not ``data``) nested ``depth`` levels deep."""
+    deep = "[" * depth + '"x"' + "]" * depth
+    fields = {
+        "id": f'"id":{deep},',
+        "name": "",
+        "datatype": "",
+        "top_k": f'"parameters":{{"top_k":{deep}}},',
+        "outputs": f'"outputs":[{{"name":{deep}}}],',
+    }
+    name = deep if field == "name" else '"image"'
+    datatype = deep if field == "datatype" else '"BYTES"'
+    return (
+        f'{{{fields[field]}"inputs":[{{"name":{name},"datatype":{datatype},"shape":[1],"data":["eA=="]}}]}}'
+    ).encode()
+
+
+@pytest.mark.parametrize("field", ["id", "name", "datatype", "top_k", "outputs"])
+def test_json_nested_in_any_field_is_a_400_without_a_traceback(
+    server: ServerProcess, small_jpeg: bytes, field: str
+) -> None:
+    """Nesting under the parser's limit in a field other than ``data``: every field a client sends is checked
+    or quoted without recursing into it (``repr`` of a list 1,000 levels deep raises ``RecursionError``)."""
+    infer = f"{server.url}/v2/models/{server.model_name}/infer"
+    with ValidClient(server, small_jpeg) as valid:
+        started = time.monotonic()
+        answers = []
+        for depth in (900, 1000, 1020):
+            body = _nested_elsewhere(field, depth)
+            answers.append(httpx.post(infer, content=body, headers={"Content-Type": "application/json"}, timeout=30))
+            binary = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(body))}
+            answers.append(httpx.post(infer, content=body, headers=binary, timeout=30))
+        valid.assert_served_between(started, time.monotonic())
+    for r in answers:
+        assert r.status_code == 400, r.text
+        assert len(r.json()["error"]) < 400, "a client's value is quoted cut short"
     log = server.log()
     assert "Traceback" not in log and "RecursionError" not in log
 

@@ -209,22 +209,51 @@ def test_the_next_request_on_a_kept_alive_connection_has_its_own_head_deadline(s
 
 @pytest.mark.parametrize("served", [{"max_connections": 3, "header_timeout_s": 30}], indirect=True)
 def test_a_connection_over_the_cap_is_answered_503_with_retry_after(served: Served) -> None:
-    with httpx.Client(base_url=f"http://127.0.0.1:{served.port}", timeout=10) as kept:
-        assert kept.get("/").status_code == 200  # one kept-alive connection, opened before the flood
-        idle = [served.connect() for _ in range(2)]
-        over = served.connect()
-        over.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        data, _ = read_until_closed(over)
-        assert data.startswith(b"HTTP/1.1 503 "), data
-        assert b"retry-after: 1" in data.lower() and b"over the limit of 3 (max_connections)" in data
-        assert kept.get("/").status_code == 200, "connections within the cap are served"
-        for s in idle:
-            s.close()
-        deadline = time.monotonic() + 10
-        while served.get().status_code != 200:
-            assert time.monotonic() < deadline, "a new connection is served once others closed"
-            time.sleep(0.05)
+    """Over the cap with every connection busy (here: heads under way), a new connection is refused."""
+    busy = [served.connect() for _ in range(3)]
+    for s in busy:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(0.3)
+    over = served.connect()
+    over.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    data, _ = read_until_closed(over)
+    assert data.startswith(b"HTTP/1.1 503 "), data
+    assert b"retry-after: 1" in data.lower() and b"over the limit of 3 (max_connections)" in data
+    busy[0].sendall(b"\r\n")
+    assert busy[0].recv(65536).startswith(b"HTTP/1.1 200 "), "connections within the cap are served"
+    for s in busy:
+        s.close()
+    deadline = time.monotonic() + 10
+    while served.get().status_code != 200:
+        assert time.monotonic() < deadline, "a new connection is served once others closed"
+        time.sleep(0.05)
     assert served.refusals == ["too_many_connections"]
+
+
+@pytest.mark.parametrize("served", [{"max_connections": 4, "header_timeout_s": 30}], indirect=True)
+def test_at_the_cap_the_connection_idle_longest_is_closed_to_let_a_new_one_in(served: Served) -> None:
+    """Idle connections (silent since opened, or kept alive between requests) never keep a new client out:
+    at the cap the one that waited longest is closed; one whose head is arriving is not."""
+    silent = served.connect()  # idle longest
+    time.sleep(0.05)
+    kept = served.connect()
+    kept.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert kept.recv(65536).startswith(b"HTTP/1.1 200 ")  # then idle, kept alive
+    time.sleep(0.05)
+    busy = served.connect()
+    busy.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a head under way
+    time.sleep(0.05)
+    late = served.connect()  # the 4th: at the cap, not over it
+    time.sleep(0.2)
+    for expected_closed in (silent, kept, late):
+        r = served.get()  # a new client, over the cap: served, on a fresh connection each time
+        assert r.status_code == 200, r.text
+        data, _ = read_until_closed(expected_closed, timeout_s=5)
+        assert data == b"", "an idle connection is closed without an answer"
+    busy.sendall(b"\r\n")
+    assert busy.recv(65536).startswith(b"HTTP/1.1 200 "), "the connection with a head under way was kept"
+    assert served.refusals == []
+    busy.close()
 
 
 def refuse_busy(method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> HeadAnswer | None:

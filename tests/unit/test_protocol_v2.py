@@ -214,3 +214,52 @@ def test_ragged_data_and_json_past_the_parsers_depth_are_400s() -> None:
     deep = b'{"inputs": ' + b"[" * 2000 + b"]" * 2000 + b"}"
     with pytest.raises(InvalidInput, match="more than 1024 levels deep"):
         v2.parse_rest(deep, None)
+
+
+def _deep(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda deep: {"id": deep, "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["eA=="]}]},
+        lambda deep: {"inputs": [{"name": deep, "datatype": "BYTES", "shape": [1], "data": ["eA=="]}]},
+        lambda deep: {"inputs": [{"name": "image", "datatype": deep, "shape": [1], "data": ["eA=="]}]},
+        lambda deep: {"inputs": [{"name": "image", "datatype": "BYTES", "shape": deep, "data": ["eA=="]}]},
+        lambda deep: {
+            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["eA=="]}],
+            "parameters": {"top_k": deep},
+        },
+        lambda deep: {
+            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["eA=="]}],
+            "outputs": [{"name": deep}],
+        },
+        lambda deep: {
+            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": deep}}]
+        },
+    ],
+    ids=["id", "name", "datatype", "shape", "top_k", "outputs", "binary_data_size"],
+)
+def test_a_field_nested_under_the_parsers_limit_is_a_short_400_not_a_recursion(build) -> None:
+    header = build(_deep(1000))
+    with pytest.raises(InvalidInput) as e:
+        v2.parse_request(header, b"")
+    assert len(str(e.value)) < 400, "the client's value is quoted cut short"
+    assert v2.declared_images(header) is None or isinstance(v2.declared_images(header), int)
+
+
+def test_an_id_is_a_string_or_a_number() -> None:
+    inputs = [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["eA=="]}]
+    assert v2.parse_request({"id": "abc", "inputs": inputs}, b"").request_id == "abc"
+    assert v2.parse_request({"id": 7, "inputs": inputs}, b"").request_id == "7"
+    assert v2.parse_request({"inputs": inputs}, b"").request_id is None
+    with pytest.raises(InvalidInput, match="'id' must be a string"):
+        v2.parse_request({"id": {"a": 1}, "inputs": inputs}, b"")
+
+
+def test_an_unhashable_datatype_declares_nothing() -> None:
+    assert v2.declared_images({"inputs": [{"shape": [1, 3, 2, 2], "datatype": ["FP32"]}]}) is None
