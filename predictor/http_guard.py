@@ -14,9 +14,10 @@ subclass of uvicorn's httptools protocol (the one KServe's ``http="auto"`` picks
 * a head size limit: past it, 431 without reading the rest (a head that came whole in one read is measured
   once parsed, and its body never reaches the app);
 * a connection cap: at ``max_connections`` a new connection closes the one that has waited longest for its
-  client (silent since it opened, or kept alive between requests), so that idle connections, however many
-  one client opens, never keep another out; only when every other connection is busy is a request on the
-  new connection answered 503 with ``Retry-After`` and the connection closed;
+  client (silent since it opened, or kept alive between requests), or failing one, the one whose head has
+  been arriving longest, if for :data:`SLOW_HEAD_S` or more; so that idle connections and slowloris heads,
+  however many one client opens, never keep another out. Only when every other connection is busy is a
+  request on the new connection answered 503 with ``Retry-After`` and the connection closed;
 * an answer on the head (``answer_on_head``, :class:`predictor.shed.HeadRefusal`): an inference request that
   admission refuses whatever its body holds is answered 503 from the protocol's own callback, before any
   task or app runs, and its body is never read.
@@ -67,6 +68,8 @@ RETRY_AFTER_S = 1
 """``Retry-After`` of the connection-cap 503: connections come and go quickly."""
 DRAIN_MAX_BYTES = 1 << 20
 """Largest declared body an answer on the head reads and drops to keep its connection open."""
+SLOW_HEAD_S = 1.0
+"""At the connection cap, a connection whose head has been arriving this long may be closed to let a new one in."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._paced: asyncio.TimerHandle | None = None
         self._skip_message = False  # the request being parsed was refused on its head: its body is dropped
         self._evicted = False  # closed to make room at the connection cap
+        self._head_since = 0.0  # when the head being received began (the connection, or its first byte)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -179,18 +183,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _waiting(self) -> bool:
         """Whether this connection waits for its client with nothing under way: no request yet and no byte
-        of one, or kept alive between requests. Not while a head is arriving (the head deadline bounds that),
-        nor while a request is being served or a refusal held."""
-        if self._evicted or self.transport.is_closing() or self._paced is not None or not self._idle():
+        of one, or kept alive between requests. Not while a head is arriving, a request is being served or a
+        refusal held."""
+        if not self._closable():
             return False
         return not self._in_head or (not self._begun and self._head_bytes == 0)
 
+    def _slow_head(self, now: float) -> bool:
+        """Whether this connection's head has been arriving for :data:`SLOW_HEAD_S` or more (a client writes
+        a head at once; one that trickles in is a slowloris, or a client no faster)."""
+        return self._closable() and self._in_head and now - self._head_since >= SLOW_HEAD_S
+
+    def _closable(self) -> bool:
+        return not (self._evicted or self.transport.is_closing() or self._paced is not None or not self._idle())
+
     def _close_longest_idle(self) -> bool:
         """At the connection cap: close the connection that has waited longest for its client (see
-        :meth:`_waiting`), so that idle connections, however many a client opens, never keep a new client
-        out; False when every other connection is busy (this one is then refused)."""
-        waiting = [c for c in self.connections if c is not self and isinstance(c, GuardedHttpToolsProtocol)]
-        oldest = min((c for c in waiting if c._waiting()), key=lambda c: c._idle_since, default=None)
+        :meth:`_waiting`), or failing one, the one whose head has been arriving longest, if for
+        :data:`SLOW_HEAD_S` or more; so that idle connections and slowloris heads, however many a client
+        opens, never keep a new client out. False when every other connection is busy (this one is then
+        refused)."""
+        others = [c for c in self.connections if c is not self and isinstance(c, GuardedHttpToolsProtocol)]
+        oldest = min((c for c in others if c._waiting()), key=lambda c: c._idle_since, default=None)
+        if oldest is None:
+            now = self.loop.time()
+            oldest = min((c for c in others if c._slow_head(now)), key=lambda c: c._head_since, default=None)
         if oldest is None:
             return False
         oldest._evicted = True
@@ -317,6 +334,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _await_head(self, begun: bool) -> None:
         self._in_head, self._begun, self._head_bytes = True, begun, 0
+        self._head_since = self.loop.time()
         self._stop_head_timer()
         self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
 

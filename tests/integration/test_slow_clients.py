@@ -274,14 +274,18 @@ def test_the_connection_cap_answers_503_with_retry_after(
         with httpx.Client(base_url=server.url, timeout=30) as kept:
             assert kept.get("/v2/health/ready").status_code == 200  # idle at the flood: closed to make room
             flood = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(20)]
-            for s in flood:  # heads under way: busy connections, which the cap never closes to make room
-                s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n")
+            head = (
+                b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(small_jpeg)
+            )
+            for s in flood:  # uploads under way: busy connections, which the cap never closes to make room
+                s.sendall(head + small_jpeg[:10])
             time.sleep(0.5)
             r = httpx.get(f"{server.url}/v2/health/ready", timeout=30)
             assert r.status_code == 503, r.text
             assert "over the limit of 20 (max_connections)" in r.json()["error"]
             assert r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
-            flood[0].sendall(b"\r\n")  # one of the busy connections, within the cap, ends its head
+            flood[0].sendall(small_jpeg[10:])  # one of the busy connections, within the cap, ends its upload
             assert flood[0].recv(65536).startswith(b"HTTP/1.1 200 "), "a connection within the cap is served"
             for s in flood:
                 s.close()
@@ -324,6 +328,35 @@ def test_idle_connections_at_the_cap_never_keep_a_new_client_out(
             sock.close()
         assert closed >= 10, "idle connections were closed to make room"
         assert server.metric("classifier_rejections_total", reason="too_many_connections") == 0
+    finally:
+        server.stop()
+
+
+def test_slowloris_heads_at_the_cap_never_keep_a_new_client_out(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
+) -> None:
+    """Connections holding the cap with heads that trickle in (a byte at a time) are closed, the slowest
+    first, to let new clients in, long before their head deadline."""
+    server = start_server(tiny_model_dir, tmp_path, max_connections=20, header_timeout_s=60)
+    try:
+        flood = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(20)]
+        for s in flood:
+            s.sendall(b"GET /v2/health/ready HTTP/1.1\r\n")
+        time.sleep(1.5)  # past SLOW_HEAD_S (1 s)
+        for s in flood:
+            try:
+                s.sendall(b"X")  # still trickling
+            except OSError:
+                pass
+        started = time.monotonic()
+        for _ in range(5):
+            image = {"image": ("x.jpg", small_jpeg, "image/jpeg")}
+            r = httpx.post(f"{server.url}/classify", files=image, timeout=30)
+            assert r.status_code == 200, r.text  # a new connection each time
+        assert time.monotonic() - started < SLACK_S
+        assert server.metric("classifier_rejections_total", reason="too_many_connections") == 0
+        for s in flood:
+            s.close()
     finally:
         server.stop()
 

@@ -208,8 +208,11 @@ def test_the_next_request_on_a_kept_alive_connection_has_its_own_head_deadline(s
 
 
 @pytest.mark.parametrize("served", [{"max_connections": 3, "header_timeout_s": 30}], indirect=True)
-def test_a_connection_over_the_cap_is_answered_503_with_retry_after(served: Served) -> None:
-    """Over the cap with every connection busy (here: heads under way), a new connection is refused."""
+def test_a_connection_over_the_cap_is_answered_503_with_retry_after(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the cap with every connection busy (here: heads under way, not yet slow), a new one is refused."""
+    monkeypatch.setattr(http_guard, "SLOW_HEAD_S", 60.0)
     busy = [served.connect() for _ in range(3)]
     for s in busy:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
@@ -254,6 +257,30 @@ def test_at_the_cap_the_connection_idle_longest_is_closed_to_let_a_new_one_in(se
     assert busy.recv(65536).startswith(b"HTTP/1.1 200 "), "the connection with a head under way was kept"
     assert served.refusals == []
     busy.close()
+
+
+@pytest.mark.parametrize("served", [{"max_connections": 3, "header_timeout_s": 30}], indirect=True)
+def test_at_the_cap_with_no_idle_connection_the_slowest_head_is_closed(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slowloris heads (arriving for SLOW_HEAD_S or longer) do not keep a new client out at the cap either:
+    the one arriving longest is closed; a head that just began is not."""
+    monkeypatch.setattr(http_guard, "SLOW_HEAD_S", 0.5)
+    slow = [served.connect() for _ in range(2)]
+    for s in slow:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(1.0)
+    fresh = served.connect()
+    fresh.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a head that just began: kept
+    time.sleep(0.05)
+    assert served.get().status_code == 200, "a new client is served at the cap"
+    data, _ = read_until_closed(slow[0], timeout_s=5)
+    assert data == b"", "the oldest slow head was closed"
+    fresh.sendall(b"\r\n")
+    assert fresh.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert served.refusals == []
+    for s in (*slow, fresh):
+        s.close()
 
 
 def refuse_busy(method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> HeadAnswer | None:
