@@ -131,6 +131,10 @@ class Inflater:
         out = bytearray()
         while data:
             if self._z.eof:  # the member before ended: what follows is the next member
+                if self.encoding == "gzip":
+                    data = data.lstrip(b"\0")  # zero padding after a member, as gzip(1) and Python's gzip read
+                    if not data:
+                        break
                 self._next_member()
             room = self.limit - self.size + 1  # one byte more than allowed proves the body is too large
             chunk = self._z.decompress(data, room)

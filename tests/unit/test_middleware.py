@@ -156,6 +156,13 @@ def test_every_gzip_member_is_inflated(chunk: int) -> None:
     assert gzip.decompress(multi) == BODY, "the reference: Python's gzip reads every member too"
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_zero_padding_after_a_gzip_member_is_read_as_gzip_reads_it(chunk: int) -> None:
+    padded = gzip.compress(BODY[:100]) + bytes(13) + gzip.compress(BODY[100:]) + bytes(512)
+    assert _feed(Inflater("gzip", len(BODY)), padded, chunk) == BODY
+    assert gzip.decompress(padded) == BODY, "the reference: Python's gzip skips the padding too"
+
+
 def test_concatenated_deflate_streams_are_inflated() -> None:
     assert _feed(Inflater("deflate", len(BODY)), zlib.compress(BODY[:100]) + zlib.compress(BODY[100:])) == BODY
 
