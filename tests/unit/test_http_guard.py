@@ -207,15 +207,21 @@ def test_the_next_request_on_a_kept_alive_connection_has_its_own_head_deadline(s
     assert data.startswith(b"HTTP/1.1 408 ") and seconds <= HEAD_TIMEOUT_S + 5
 
 
+def heads_under_way(served: Served, n: int) -> list[socket.socket]:
+    """``n`` new connections, each having sent part of a head (the end of the headers never comes)."""
+    socks = [served.connect() for _ in range(n)]
+    for s in socks:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    return socks
+
+
 @pytest.mark.parametrize("served", [{"max_connections": 3, "header_timeout_s": 30}], indirect=True)
 def test_a_connection_over_the_cap_is_answered_503_with_retry_after(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Over the cap with every connection busy (here: heads under way, not yet slow), a new one is refused."""
     monkeypatch.setattr(http_guard, "SLOW_HEAD_S", 60.0)
-    busy = [served.connect() for _ in range(3)]
-    for s in busy:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    busy = heads_under_way(served, 3)
     time.sleep(0.3)
     over = served.connect()
     over.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -266,12 +272,9 @@ def test_at_the_cap_with_no_idle_connection_the_slowest_head_is_closed(
     """Slowloris heads (arriving for SLOW_HEAD_S or longer) do not keep a new client out at the cap either:
     the one arriving longest is closed; a head that just began is not."""
     monkeypatch.setattr(http_guard, "SLOW_HEAD_S", 0.5)
-    slow = [served.connect() for _ in range(2)]
-    for s in slow:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    slow = heads_under_way(served, 2)
     time.sleep(1.0)
-    fresh = served.connect()
-    fresh.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a head that just began: kept
+    (fresh,) = heads_under_way(served, 1)  # a head that just began: kept
     time.sleep(0.05)
     assert served.get().status_code == 200, "a new client is served at the cap"
     data, _ = read_until_closed(slow[0], timeout_s=5)
