@@ -223,8 +223,9 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1000,
         ge=1,
-        description="Most open HTTP connections; a request on a connection beyond it is answered 503 with "
-        "Retry-After and the connection is closed.",
+        description="Most open HTTP connections; at it a new connection closes the one idle longest (silent "
+        "since it opened, or kept alive between requests), and only when every other is busy is a request on it "
+        "answered 503 with Retry-After and the connection closed.",
     )
 
     # --- front door: what is served, to whom ----------------------------------------------------
@@ -319,8 +320,39 @@ class Settings(BaseSettings):
     grpc_max_pending_rpcs: int = Field(
         256,
         ge=1,
-        description="gRPC: most calls in progress in the server (all connections); past it a call is answered "
+        description="gRPC: most ModelInfer calls in progress in the server (all connections; health and metadata "
+        "calls are never refused); past it a call is answered "
         "RESOURCE_EXHAUSTED with a message and grpc-retry-pushback-ms trailing metadata, without being parsed.",
+    )
+    grpc_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="gRPC: most open connections to the gRPC port (gRPC core's max_allowed_incoming_connections); "
+        "a connection beyond it is closed as soon as it is accepted (its client sees UNAVAILABLE), so that "
+        "gRPC connections cannot take the file descriptors the HTTP port needs.",
+    )
+    grpc_max_connection_idle_s: float = Field(
+        65.0,
+        gt=0,
+        le=86_400,
+        description="gRPC: a connection with no call in progress for this long is closed (HTTP/2 GOAWAY; a "
+        "client's channel reconnects on its next call). As keep_alive_timeout_s for HTTP.",
+    )
+    grpc_handshake_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="gRPC: longest time a new connection may take to send HTTP/2's connection preface and "
+        "SETTINGS; past it the connection is closed without an answer. As header_timeout_s for HTTP.",
+    )
+    grpc_max_connection_age_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description="gRPC: a connection open this long (±10 %, gRPC's jitter) is told to go (HTTP/2 GOAWAY: its "
+        "calls in progress finish, a client's channel reconnects) and closed request_timeout_ms later, calls "
+        "still open included: a call whose message never comes holds its connection at most this long plus "
+        "request_timeout_ms.",
     )
 
     @field_validator(*REGISTERED_FIELDS)

@@ -37,12 +37,17 @@ when another version is installed, since each workaround below depends on intern
    ``grpc.aio`` server with KServe's interceptors and only the two message-size options, taken from its
    own argv defaults (8 MiB), and no stream cap. The module's ``aio`` is replaced by a shim whose
    ``server()`` adds our options (they win over KServe's) and appends our interceptors (inside KServe's,
-   so its ``ExceptionToStatusInterceptor`` still turns our exceptions into statuses).
+   so its ``ExceptionToStatusInterceptor`` still turns our exceptions into statuses). It leaves out
+   KServe's ``LoggingInterceptor``, which logs one INFO line per call ("grpc method: ...": a burst of
+   calls floods the log); KServe's other log lines stay.
 9. :func:`serve_on_uvloop`: ``ModelServer.start`` runs ``asyncio.run`` itself, and its ``event_loop``
    argument ("auto": uvloop where installed) reaches only the ``uvicorn.Config``, whose loop is set up by
    ``uvicorn.run``/``Server.run``, which KServe never calls: so KServe serves on asyncio's own loop. The
    default loop policy is set to uvloop's before ``start`` (and a current loop set, since KServe's
    ``setup_event_loop`` asks for one), so ``asyncio.run`` builds a uvloop loop, as uvicorn's "auto" would.
+10. :func:`answer_grpc_health`: KServe's gRPC servicer answers ``ServerLive`` and ``ServerReady`` true
+    whatever the model's state, and ``ModelReady`` from its registry; they are replaced by answers of ours
+    (:class:`predictor.grpc_guard.GrpcHealth`), so that gRPC's health says what REST's does.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from importlib.metadata import version
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +269,43 @@ def guard_grpc_repository(check: GrpcCheck) -> Callable[[], None]:
     return undo
 
 
+class GrpcHealthAnswers(Protocol):
+    """What the gRPC health RPCs answer (:class:`predictor.grpc_guard.GrpcHealth`)."""
+
+    def live(self) -> bool: ...
+
+    def ready(self) -> bool: ...
+
+    def model_ready(self, name: str, version: str) -> bool: ...
+
+
+def answer_grpc_health(answers: GrpcHealthAnswers) -> Callable[[], None]:
+    """Make KServe's gRPC ``ServerLive``, ``ServerReady`` and ``ModelReady`` answer from ``answers``; returns an
+    undo. ``model_ready`` may raise a ``grpc_interceptor`` exception (KServe's interceptor makes it the status)."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    async def server_live(self: InferenceServicer, request: Any, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=answers.live())
+
+    async def server_ready(self: InferenceServicer, request: Any, context: Any) -> Any:
+        return pb.ServerReadyResponse(ready=answers.ready())
+
+    async def model_ready(self: InferenceServicer, request: Any, context: Any) -> Any:
+        return pb.ModelReadyResponse(ready=answers.model_ready(request.name, request.version))
+
+    ours = {"ServerLive": server_live, "ServerReady": server_ready, "ModelReady": model_ready}
+    originals = {name: getattr(InferenceServicer, name) for name in ours}
+    for name, method in ours.items():
+        setattr(InferenceServicer, name, method)
+
+    def undo() -> None:
+        for name, original in originals.items():
+            setattr(InferenceServicer, name, original)
+
+    return undo
+
+
 def grpc_input_raw(infer_input: Any) -> bytes | None:
     """The raw bytes a gRPC input arrived with (``raw_input_contents``), or None if it came as contents."""
     raw = getattr(infer_input, "_raw_data", None)
@@ -282,9 +324,10 @@ def http_parameters(parameters: Any) -> dict[str, Any] | None:
 
 
 def configure_grpc_server(options: Iterable[tuple[str, Any]], interceptors: Iterable[Any]) -> Callable[[], None]:
-    """Make KServe's gRPC server use ``options`` (over its own) and ``interceptors`` (after its own);
-    returns a function that undoes it."""
+    """Make KServe's gRPC server use ``options`` (over its own) and ``interceptors`` (after its own, less its
+    per-call ``LoggingInterceptor``); returns a function that undoes it."""
     from kserve.protocol.grpc import server as grpc_server
+    from kserve.protocol.grpc.interceptors import LoggingInterceptor
 
     original = grpc_server.aio
     ours, extra = dict(options), list(interceptors)
@@ -298,8 +341,8 @@ def configure_grpc_server(options: Iterable[tuple[str, Any]], interceptors: Iter
         @staticmethod
         def server(*args: Any, interceptors: Any = None, options: Any = None, **kwargs: Any) -> Any:
             merged = {**dict(options or ()), **ours}
-            return original.server(*args, interceptors=[*(interceptors or ()), *extra], options=list(merged.items()),
-                                   **kwargs)  # fmt: skip
+            kept = [i for i in interceptors or () if not isinstance(i, LoggingInterceptor)]  # an INFO line per call
+            return original.server(*args, interceptors=[*kept, *extra], options=list(merged.items()), **kwargs)
 
     grpc_server.aio = _AioWithOurs()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import orjson
@@ -20,12 +20,12 @@ from starlette.requests import ClientDisconnect
 from predictor.config import Settings
 from predictor.errors import (
     InvalidInput,
-    ModelNotFound,
     NotLive,
     NotReady,
     PredictorError,
     UnsupportedMediaType,
 )
+from predictor.health import Health
 from predictor.limits import check_image_count
 from predictor.logs import RejectionLog, rejection_log
 from predictor.metrics import PredictorMetrics
@@ -104,11 +104,8 @@ def install(
     app.add_exception_handler(ClientDisconnect, handle_client_gone)
     app.add_exception_handler(HTTPException, handle_http_error)
 
-    def check_model(name: str, version: str | None = None) -> None:
-        if name != settings.model_name:
-            raise ModelNotFound(f"model {name!r} is not served here; this server serves {settings.model_name!r}")
-        if version not in (None, "", pipeline.model_version):
-            raise ModelNotFound(f"model {name!r} has version {pipeline.model_version!r}, not {version!r}")
+    health = Health(settings, pipeline)
+    check_model = health.check_model
 
     @app.post("/classify", tags=["classify"])
     async def classify(request: Request) -> Response:
@@ -173,14 +170,14 @@ def install(
         body = v2.metadata(settings.model_name, pipeline.model_version, pipeline.spec.crop_hw)
         return Response(orjson.dumps(body), media_type="application/json")
 
-    _install_health(app, settings, pipeline, check_model)
+    _install_health(app, pipeline, health)
     return HeadRefusal(settings, metrics, pipeline.admission, rejections)
 
 
-def _install_health(app: FastAPI, settings: Settings, pipeline: Pipeline, check_model: Callable[..., None]) -> None:
-    """Liveness and readiness that know the model and the inference device: KServe's answer 200 (live)
-    whatever their state, and log a traceback for every not-ready probe."""
-    grace_s = settings.liveness_not_ready_grace_seconds
+def _install_health(app: FastAPI, pipeline: Pipeline, health: Health) -> None:
+    """Liveness and readiness that know the model and the inference device (:class:`~predictor.health.Health`,
+    the rule gRPC's health calls follow too): KServe's answer 200 (live) whatever their state, and log a
+    traceback for every not-ready probe."""
 
     def check_device() -> None:
         if pipeline.broken is not None:
@@ -191,30 +188,26 @@ def _install_health(app: FastAPI, settings: Settings, pipeline: Pipeline, check_
         """Liveness (the chart's liveness and startup probes): 503 once the inference device is unusable, or
         once the model, having been ready, has not been for liveness_not_ready_grace_seconds."""
         check_device()
-        down_s = pipeline.not_ready_seconds()
-        if down_s is not None and down_s > grace_s:
-            raise NotLive(
-                f"model {settings.model_name} has not been ready for {down_s:.0f} s (unloaded or stopped; "
-                f"liveness_not_ready_grace_seconds={grace_s:g}): restart the container"
-            )
+        if (why := health.not_live()) is not None:
+            raise NotLive(why)
         return Response(b'{"live":true}', media_type="application/json")
 
     @app.get("/v2/health/ready", tags=["v2"])
     async def ready() -> Response:
         """Server readiness: the model is loaded, not draining, and the inference device works."""
         check_device()
-        if not pipeline.ready:
-            raise NotReady("model is not ready: loading, unloaded or shutting down")
+        if (why := health.not_ready()) is not None:
+            raise NotReady(why)
         return Response(b'{"ready":true}', media_type="application/json")
 
     @app.get("/v2/models/{model_name}/ready", tags=["v2"])
     @app.get("/v2/models/{model_name}/versions/{model_version}/ready", tags=["v2"])
     async def model_ready(model_name: str, model_version: str | None = None) -> Response:
         """Model readiness (the chart's readiness probe), as :func:`ready` for the one model served here."""
-        check_model(model_name, model_version)
+        health.check_model(model_name, model_version)
         check_device()
-        if not pipeline.ready:
-            raise NotReady(f"model {model_name} is not ready: loading, unloaded or shutting down")
+        if (why := health.not_ready()) is not None:
+            raise NotReady(why)
         return Response(orjson.dumps({"name": model_name, "ready": True}), media_type="application/json")
 
 

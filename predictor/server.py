@@ -100,8 +100,12 @@ def serve(settings: Settings) -> None:
     register_gpu_metrics()
     limits = _limits(settings, built.pipeline.metrics, built.head_refusal)
     kserve_compat.configure_http_server(lambda config: http_guard.configure(config, limits))
+    from predictor.open_files import ensure_open_files
+
+    ensure_open_files(settings)  # above the HTTP and gRPC connection caps, so neither port starves the other
     if settings.enable_grpc:
-        from predictor.grpc_guard import CallLimit, server_options
+        from predictor.grpc_guard import CallLimit, GrpcHealth, server_options
+        from predictor.health import Health
 
         call_limit = CallLimit(
             settings.grpc_max_pending_rpcs,
@@ -109,6 +113,7 @@ def serve(settings: Settings) -> None:
             on_refusal=_call_refused(settings, built.pipeline.metrics),
         )
         kserve_compat.configure_grpc_server(server_options(settings), [call_limit])
+        kserve_compat.answer_grpc_health(GrpcHealth(Health(settings, built.pipeline)))
     try:
         built.model.load()
     except (FileNotFoundError, ValueError, OSError) as e:

@@ -235,9 +235,7 @@ def test_unknown_routes_and_methods_answer_json_saying_what_is_served(default_se
     default_server.assert_healthy(cat_jpeg)
 
 
-def test_x_gzip_is_gzip_and_other_codings_are_415_with_accept_encoding(
-    default_server: ServerProcess, cat_jpeg: bytes
-):
+def test_x_gzip_is_gzip_and_other_codings_are_415_with_accept_encoding(default_server: ServerProcess, cat_jpeg: bytes):
     import gzip
 
     body = orjson.dumps(_v2([base64.b64encode(cat_jpeg).decode()]))

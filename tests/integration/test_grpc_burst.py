@@ -179,3 +179,75 @@ def test_a_refused_call_is_logged_under_its_request_id(tiny_model_dir: Path, tmp
         assert server.proc.poll() is None
     finally:
         server.stop()
+
+
+PENDING_LIMIT = 8
+WAVES = 3
+WAVE_CALLS = 700
+WAVE_CHANNELS = 100
+
+
+def test_the_pending_limit_holds_the_calls_in_progress_under_a_burst(
+    tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
+) -> None:
+    """The queue holds exactly the calls the pending limit lets in (and one REST image beside them), so a call
+    in progress past the limit would find it full (UNAVAILABLE): every refusal is the limit's own
+    RESOURCE_EXHAUSTED, with a message and pushback, and none is a bare CANCELLED. Before the fix the limit
+    was checked before any call of a burst was counted, and let most of a wave in."""
+    grpc_port = free_port()
+    server = start_server(
+        tiny_model_dir,
+        tmp_path,
+        enable_grpc="true",
+        grpc_port=grpc_port,
+        grpc_max_pending_rpcs=PENDING_LIMIT,
+        max_queue_images=PENDING_LIMIT + 1,  # + the valid REST client's one image
+        max_batch_delay_ms=BATCH_DELAY_MS,
+        max_queue_wait_ms=60_000,
+        rejection_log_interval_seconds=60,
+    )
+    try:
+        beside: list[int] = []
+        stop = threading.Event()
+
+        def valid_client() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                while not stop.is_set():
+                    r = c.post("/classify", files={"image": ("x.jpg", small_jpeg, "image/jpeg")})
+                    beside.append(r.status_code)
+
+        async def waves() -> list[dict]:
+            channels = [aio.insecure_channel(f"127.0.0.1:{grpc_port}") for _ in range(WAVE_CHANNELS)]
+            try:
+                stubs = [GRPCInferenceServiceStub(c) for c in channels]
+                request, out = _request(small_jpeg), []
+                for _ in range(WAVES):  # each wave starts with nothing in progress
+                    calls = (_call(stubs[i % WAVE_CHANNELS], request) for i in range(WAVE_CALLS))
+                    out += await asyncio.gather(*calls)
+                return out
+            finally:
+                for c in channels:
+                    await c.close()
+
+        thread = threading.Thread(target=valid_client)
+        thread.start()
+        try:
+            results = asyncio.run(waves())
+        finally:
+            stop.set()
+            thread.join(120)
+        codes = Counter(r["code"] for r in results)
+        assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+        busy = [r for r in results if r["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        for r in busy:
+            assert f"grpc_max_pending_rpcs={PENDING_LIMIT}" in r["details"], r
+            assert int(r["trailing"]["grpc-retry-pushback-ms"]) >= 1000, r
+        assert beside and set(beside) == {200}, Counter(beside)
+        assert server.metric("classifier_rejections_total", reason="too_many_calls") == len(busy)
+        assert server.metric("classifier_rejections_total", reason="queue_full") == 0
+        log = server.log()
+        assert "grpc method:" not in log, "KServe's per-call INFO line is left out"
+        assert "Starting gRPC server on" in log, "KServe's other log lines stay"
+        assert server.proc.poll() is None
+    finally:
+        server.stop()

@@ -154,6 +154,35 @@ async def test_grpc_repository_calls_run_the_check_first_and_can_be_undone() -> 
     assert InferenceServicer.RepositoryModelUnload is original
 
 
+async def test_grpc_health_rpcs_answer_ours_and_can_be_undone() -> None:
+    """KServe's own ServerLive/ServerReady say true whatever the model's state; ours replace them."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    class Answers:
+        def live(self) -> bool:
+            return False
+
+        def ready(self) -> bool:
+            return False
+
+        def model_ready(self, name: str, version: str) -> bool:
+            return (name, version) == ("m", "v1")
+
+    originals = {n: getattr(InferenceServicer, n) for n in ("ServerLive", "ServerReady", "ModelReady")}
+    undo = kserve_compat.answer_grpc_health(Answers())
+    try:
+        servicer = InferenceServicer.__new__(InferenceServicer)
+        assert await servicer.ServerLive(pb.ServerLiveRequest(), None) == pb.ServerLiveResponse(live=False)
+        assert await servicer.ServerReady(pb.ServerReadyRequest(), None) == pb.ServerReadyResponse(ready=False)
+        ready = await servicer.ModelReady(pb.ModelReadyRequest(name="m", version="v1"), None)
+        assert ready == pb.ModelReadyResponse(ready=True)
+        assert not (await servicer.ModelReady(pb.ModelReadyRequest(name="m"), None)).ready
+    finally:
+        undo()
+    assert {n: getattr(InferenceServicer, n) for n in originals} == originals
+
+
 def test_grpc_inputs_raw_bytes_and_parameters_as_kserve_builds_them() -> None:
     from kserve import InferRequest
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -205,8 +234,11 @@ def test_grpc_server_options_and_interceptors_reach_kserves_grpc_server() -> Non
     import inspect
 
     from kserve.protocol.grpc import server as grpc_server
+    from kserve.protocol.grpc.interceptors import LoggingInterceptor
 
-    assert "aio.server(" in inspect.getsource(grpc_server.GRPCServer.start), "the hook point moved"
+    start = inspect.getsource(grpc_server.GRPCServer.start)
+    assert "aio.server(" in start and "LoggingInterceptor()" in start, "the hook point moved"
+    assert 'logger.info(f"grpc method:' in inspect.getsource(LoggingInterceptor), "what it logs per call"
     calls: list[dict] = []
 
     class FakeAio:
@@ -221,8 +253,9 @@ def test_grpc_server_options_and_interceptors_reach_kserves_grpc_server() -> Non
     grpc_server.aio = FakeAio
     try:
         undo = kserve_compat.configure_grpc_server([("grpc.max_receive_message_length", 123), ("x", 1)], ["ours"])
+        per_call_log = LoggingInterceptor()  # an INFO line per call: left out
         built = grpc_server.aio.server(
-            None, interceptors=("kserve's",), options=[("grpc.max_receive_message_length", 8), ("k", 2)]
+            None, interceptors=(per_call_log, "kserve's"), options=[("grpc.max_receive_message_length", 8), ("k", 2)]
         )
         assert built == "server" and grpc_server.aio.marker == "the rest of grpc.aio"
         assert calls[0]["interceptors"] == ["kserve's", "ours"]

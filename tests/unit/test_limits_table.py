@@ -6,6 +6,7 @@ import re
 
 from predictor.config import Settings
 from predictor.middleware import MAX_MEMBERS
+from predictor.open_files import OTHER_OPEN_FILES
 from predictor.protocol.v2 import MAX_DATA_DEPTH
 from tests.support.servers import REPO
 
@@ -16,7 +17,10 @@ def test_the_limits_table_states_each_default_as_the_code_has_it() -> None:
     assert {name for name, _ in stated} >= {"header_timeout_s", "max_header_bytes", "max_connections",
                                            "keep_alive_timeout_s", "body_timeout_s", "min_upload_bytes_per_s",
                                            "upload_grace_s", "max_request_bytes", "max_images_per_request",
-                                           "liveness_not_ready_grace_seconds"}  # fmt: skip
+                                           "liveness_not_ready_grace_seconds", "grpc_max_pending_rpcs",
+                                           "grpc_max_connections", "grpc_handshake_timeout_s",
+                                           "grpc_max_connection_idle_s", "grpc_max_connection_age_s"}  # fmt: skip
     for name, default in stated:
         assert float(default) == Settings.model_fields[name].default, name
+    assert f"`max_connections` + `grpc_max_connections` + {OTHER_OPEN_FILES} |" in section
     assert f"| {MAX_MEMBERS} (`MAX_MEMBERS`" in section and f"| {MAX_DATA_DEPTH} levels (`MAX_DATA_DEPTH`)" in section
