@@ -9,6 +9,7 @@ import resource
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -129,12 +130,18 @@ async def test_a_message_that_does_not_parse_is_invalid_argument_and_not_left_co
     assert limit.pending == 0 and not servicer.entered
 
 
-async def test_a_full_server_refuses_in_the_interceptor_without_parsing() -> None:
-    limit = CallLimit(1, lambda: 0.2)
+async def full_limit(retry_after_s: Callable[[], float]) -> tuple[CallLimit, Servicer, asyncio.Future[Any]]:
+    """A limit of one call, held full by a call in progress (the future: its answer once released)."""
+    limit = CallLimit(1, retry_after_s)
     servicer = Servicer()
     first = await limit.intercept_service(servicer.continuation, Details(METHOD))
     held = asyncio.ensure_future(first.unary_unary(b"", Context()))
     await until(lambda: bool(servicer.entered))
+    return limit, servicer, held
+
+
+async def test_a_full_server_refuses_in_the_interceptor_without_parsing() -> None:
+    limit, servicer, held = await full_limit(lambda: 0.2)
     handler = await limit.intercept_service(servicer.continuation, Details(METHOD))
     context = Context()
     with pytest.raises(grpc_exceptions.ResourceExhausted):
@@ -244,11 +251,7 @@ print("soft", resource.getrlimit(resource.RLIMIT_NOFILE)[0], result.enough)
 
 async def test_health_and_metadata_calls_are_never_counted_or_refused() -> None:
     """A full server still answers its health probes: only ModelInfer is limited."""
-    limit = CallLimit(1, lambda: 1.0)
-    servicer = Servicer()
-    first = await limit.intercept_service(servicer.continuation, Details(METHOD))
-    held = asyncio.ensure_future(first.unary_unary(b"", Context()))
-    await until(lambda: bool(servicer.entered))
+    limit, servicer, held = await full_limit(lambda: 1.0)
     assert limit.pending == 1
     for name in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata"):
         details = Details(f"/inference.GRPCInferenceService/{name}")
