@@ -19,7 +19,7 @@ from grpc import aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
-from tests.support.servers import ServerProcess, free_port, jpeg_bytes, start_server
+from tests.support.servers import ServerProcess, jpeg_bytes, start_grpc_server
 
 MAX_PENDING = 8
 BURST = 2000
@@ -36,12 +36,9 @@ def small_jpeg(photos) -> bytes:
 
 @pytest.fixture(scope="module")
 def burst_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, int]]:
-    grpc_port = free_port()
-    server = start_server(
+    server, grpc_port = start_grpc_server(
         tiny_model_dir,
         tmp_path_factory.mktemp("grpc-burst"),
-        enable_grpc="true",
-        grpc_port=grpc_port,
         grpc_max_pending_rpcs=MAX_PENDING,
         max_batch_delay_ms=BATCH_DELAY_MS,
         max_queue_wait_ms=60_000,  # the queue admits what waits for its batch: the pending limit is what binds
@@ -143,9 +140,8 @@ def test_grpc_message_limits_equal_rests(burst_server, small_jpeg: bytes) -> Non
 def test_a_refused_call_is_logged_under_its_request_id(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A gRPC call refused by the predictor (here: not an image) is counted and logged as an HTTP refusal is,
     under the call's ``x-request-id`` metadata, or else the ``ModelInferRequest`` id."""
-    grpc_port = free_port()
-    server = start_server(
-        tiny_model_dir, tmp_path, enable_grpc="true", grpc_port=grpc_port, log_format="json",
+    server, grpc_port = start_grpc_server(
+        tiny_model_dir, tmp_path, log_format="json",
         rejection_log_interval_seconds=1,
     )  # fmt: skip
     try:
@@ -194,12 +190,9 @@ def test_the_pending_limit_holds_the_calls_in_progress_under_a_burst(
     in progress past the limit would find it full (UNAVAILABLE): every refusal is the limit's own
     RESOURCE_EXHAUSTED, with a message and pushback, and none is a bare CANCELLED. Before the fix the limit
     was checked before any call of a burst was counted, and let most of a wave in."""
-    grpc_port = free_port()
-    server = start_server(
+    server, grpc_port = start_grpc_server(
         tiny_model_dir,
         tmp_path,
-        enable_grpc="true",
-        grpc_port=grpc_port,
         grpc_max_pending_rpcs=PENDING_LIMIT,
         max_queue_images=PENDING_LIMIT + 1,  # + the valid REST client's one image
         max_batch_delay_ms=BATCH_DELAY_MS,

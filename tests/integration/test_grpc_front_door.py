@@ -20,7 +20,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from tests.support.rawgrpc import closed_by_server, connect, count_closed, open_fds, wait_for
-from tests.support.servers import ServerProcess, free_port, jpeg_bytes, start_server
+from tests.support.servers import ServerProcess, jpeg_bytes, start_grpc_server
 
 CAP = 16
 ATTACKERS = 300
@@ -110,8 +110,7 @@ def held(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
 def test_connections_past_the_cap_are_closed_at_once_while_rest_and_grpc_are_served(
     tiny_model_dir: Path, tmp_path: Path, small_jpeg: bytes
 ) -> None:
-    grpc_port = free_port()
-    server = start_server(tiny_model_dir, tmp_path, enable_grpc="true", grpc_port=grpc_port, grpc_max_connections=CAP)
+    server, grpc_port = start_grpc_server(tiny_model_dir, tmp_path, grpc_max_connections=CAP)
     try:
         pid = server.proc.pid
         with ValidClients(server, grpc_port, small_jpeg) as clients:
@@ -143,12 +142,9 @@ def test_silent_idle_and_stalled_connections_are_closed_at_their_limits(
     """Nothing sent: closed at the handshake deadline. The preface, then nothing: at the idle limit. A call's
     headers and never its message (the connection is not idle, and the call counts in no limit): at the age
     limit plus its grace. They close in that order; a valid client is served throughout."""
-    grpc_port = free_port()
-    server = start_server(
+    server, grpc_port = start_grpc_server(
         tiny_model_dir,
         tmp_path,
-        enable_grpc="true",
-        grpc_port=grpc_port,
         grpc_handshake_timeout_s=HANDSHAKE_S,
         grpc_max_connection_idle_s=IDLE_S,
         grpc_max_connection_age_s=AGE_S,
@@ -182,12 +178,9 @@ def unloadable(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     tmp = tmp_path_factory.mktemp("grpc-health")
     token_file = tmp / "token"
     token_file.write_text(TOKEN)
-    grpc_port = free_port()
-    server = start_server(
+    server, grpc_port = start_grpc_server(
         tiny_model_dir,
         tmp,
-        enable_grpc="true",
-        grpc_port=grpc_port,
         enable_model_repository_routes="true",
         admin_token_file=token_file,
         liveness_not_ready_grace_seconds=GRACE_S,

@@ -162,3 +162,9 @@ def start_server(
             server.stop()
             raise
     return server
+
+
+def start_grpc_server(model_dir: Path, log_dir: Path, **flags: object) -> tuple[ServerProcess, int]:
+    """:func:`start_server` with the v2 gRPC protocol on too, on a free port: the server and that port."""
+    grpc_port = free_port()
+    return start_server(model_dir, log_dir, enable_grpc="true", grpc_port=grpc_port, **flags), grpc_port
