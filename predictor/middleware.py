@@ -34,6 +34,7 @@ import os
 import time
 import zlib
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -337,12 +338,13 @@ class RequestContextMiddleware:
 
 def error_response(exc: PredictorError) -> Response:
     """``{"error": "..."}`` with the error's status and headers (``Retry-After`` where set)."""
-    return Response(
-        orjson.dumps({"error": exc.message}),
-        status_code=exc.status_code,
-        headers=exc.headers(),
-        media_type="application/json",
-    )
+    return error_json(exc.status_code, exc.message, exc.headers())
+
+
+def error_json(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    """A ``{"error": message}`` answer with ``status`` and ``headers``."""
+    body = orjson.dumps({"error": message})
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 async def send_error(send: Send, exc: PredictorError, close: bool = False) -> None:

@@ -29,7 +29,13 @@ from predictor.health import Health
 from predictor.limits import check_image_count
 from predictor.logs import RejectionLog, rejection_log
 from predictor.metrics import PredictorMetrics
-from predictor.middleware import RequestContextMiddleware, error_response, record_rejection, reservation_of
+from predictor.middleware import (
+    RequestContextMiddleware,
+    error_json,
+    error_response,
+    record_rejection,
+    reservation_of,
+)
 from predictor.pipeline import Pipeline
 from predictor.protocol import parse_v1, predictions_json, v2
 from predictor.shed import HeadRefusal
@@ -236,13 +242,6 @@ def http_error_message(method: str, path: str, exc: HTTPException, settings: Set
     if exc.status_code == 405 and allowed:
         return f"method {asked} is not allowed: this path takes {allowed} (Allow)"
     return str(exc.detail)
-
-
-def error_json(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """A ``{"error": message}`` answer."""
-    return Response(
-        orjson.dumps({"error": message}), status_code=status, headers=headers, media_type="application/json"
-    )
 
 
 async def read_multipart_images(request: Request, settings: Settings) -> list[bytes]:
